@@ -1,0 +1,147 @@
+/*
+ * Unit tests for common/: number and address parsing, the buffer, the
+ * histogram's bucket arithmetic and quantiles.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "hs_buf.h"
+#include "hs_hist.h"
+#include "hs_util.h"
+
+static void
+test_parse_i64(void **state)
+{
+	int64_t v;
+
+	assert_int_equal(hs_parse_i64("42", 0, 100, &v), 0);
+	assert_int_equal(v, 42);
+	assert_int_equal(hs_parse_i64("-5", -10, 10, &v), 0);
+	assert_int_equal(v, -5);
+	assert_int_equal(hs_parse_i64("", 0, 100, &v), -1);
+	assert_int_equal(hs_parse_i64("12x", 0, 100, &v), -1);
+	assert_int_equal(hs_parse_i64(" 1", 0, 100, &v), -1);
+	assert_int_equal(hs_parse_i64("+1", 0, 100, &v), -1);
+	assert_int_equal(hs_parse_i64("101", 0, 100, &v), -1);
+	assert_int_equal(hs_parse_i64("99999999999999999999999", 0, INT64_MAX, &v), -1);
+}
+
+static void
+test_parse_double(void **state)
+{
+	double d;
+
+	assert_int_equal(hs_parse_double("0.5", 0, 10, &d), 0);
+	assert_true(d == 0.5);
+	assert_int_equal(hs_parse_double("nan", 0, 10, &d), -1);
+	assert_int_equal(hs_parse_double("inf", 0, 1e300, &d), -1);
+	assert_int_equal(hs_parse_double("11", 0, 10, &d), -1);
+}
+
+static void
+test_parse_hostport(void **state)
+{
+	char host[64];
+	int port;
+
+	assert_int_equal(hs_parse_hostport("127.0.0.1:8081", host, sizeof(host), &port), 0);
+	assert_string_equal(host, "127.0.0.1");
+	assert_int_equal(port, 8081);
+	assert_int_equal(hs_parse_hostport(":0", host, sizeof(host), &port), 0);
+	assert_string_equal(host, "127.0.0.1");
+	assert_int_equal(port, 0);
+	assert_int_equal(hs_parse_hostport("[::1]:80", host, sizeof(host), &port), 0);
+	assert_string_equal(host, "::1");
+	assert_int_equal(port, 80);
+	assert_int_equal(hs_parse_hostport("localhost", host, sizeof(host), &port), -1);
+	assert_int_equal(hs_parse_hostport("a:b", host, sizeof(host), &port), -1);
+	assert_int_equal(hs_parse_hostport("a:70000", host, sizeof(host), &port), -1);
+	assert_int_equal(hs_parse_hostport("::1:80", host, sizeof(host), &port), -1);
+}
+
+static void
+test_buf(void **state)
+{
+	struct hs_buf b = HS_BUF_INIT;
+	char big[1000];
+	size_t len;
+	char *p;
+
+	hs_buf_printf(&b, "%d-%s", 7, "x");
+	assert_string_equal(b.data, "7-x");
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	hs_buf_printf(&b, "%s", big);
+	assert_int_equal(b.len, 3 + 999);
+	hs_buf_reset(&b);
+	hs_buf_json_str(&b, "a\"b\\c\n\x01");
+	assert_string_equal(b.data, "\"a\\\"b\\\\c\\n\\u0001\"");
+	p = hs_buf_steal(&b, &len);
+	assert_int_equal(len, strlen(p));
+	assert_null(b.data);
+	free(p);
+	hs_buf_free(&b);
+}
+
+static void
+test_hist_buckets(void **state)
+{
+	/* Every value maps to a bucket whose bounds contain it, monotonically. */
+	int prev = 0;
+
+	for (uint64_t v = 0; v < 5000000; v += (v < 1000 ? 1 : v / 97)) {
+		int i = hs_hist_index(v);
+
+		assert_true(i >= prev);
+		assert_true(v <= hs_hist_bucket_max(i));
+		if (i > 0)
+			assert_true(v > hs_hist_bucket_max(i - 1));
+		prev = i;
+	}
+}
+
+static void
+test_hist_quantiles(void **state)
+{
+	struct hs_hist *h = calloc(1, sizeof(*h));
+	struct hs_buf b = HS_BUF_INIT;
+
+	assert_int_equal(hs_hist_quantile(h, 0.5), 0);
+	for (uint64_t v = 1; v <= 10000; v++)
+		hs_hist_record(h, v);
+	assert_int_equal(hs_hist_count(h), 10000);
+	/* Within the ~3% bucket resolution. */
+	assert_in_range(hs_hist_quantile(h, 0.5), 4900, 5200);
+	assert_in_range(hs_hist_quantile(h, 0.99), 9800, 10000);
+	assert_int_equal(hs_hist_quantile(h, 1.0), 10000);
+	hs_hist_prom(&b, h, "x_seconds", "");
+	assert_non_null(strstr(b.data, "x_seconds_bucket{le=\"+Inf\"} 10000\n"));
+	/* le bounds fall inside buckets: the count is exact to ~3%. */
+	const char *le = strstr(b.data, "x_seconds_bucket{le=\"0.001\"} ");
+	assert_non_null(le);
+	assert_in_range(strtoull(strchr(le, '}') + 2, NULL, 10), 960, 1000);
+	assert_non_null(strstr(b.data, "x_seconds_count{} 10000\n"));
+	hs_buf_free(&b);
+	free(h);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_parse_i64),
+		cmocka_unit_test(test_parse_double),
+		cmocka_unit_test(test_parse_hostport),
+		cmocka_unit_test(test_buf),
+		cmocka_unit_test(test_hist_buckets),
+		cmocka_unit_test(test_hist_quantiles),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
