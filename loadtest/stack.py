@@ -1,0 +1,535 @@
+#!/usr/bin/env python3
+"""Runs the hammerstack stack on loopback: memcached, N hs-server processes
+and hs-balancer, each healthy before the next step, all stopped together.
+
+Every child runs in its own process group with PR_SET_PDEATHSIG, so that if
+the supervising process dies (even by SIGKILL) the kernel stops them too: no
+orphan keeps a port.  `up --detach` leaves the supervisor in the background
+and records it in run/stack.json for `down` and `status`.
+
+Used by `./hammerstack up|down|status` and, as a library, by the walkthrough.
+"""
+
+import argparse
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.environ.get("HS_BIN_DIR") or os.path.join(ROOT, "build", "bin")
+RUN_DIR = os.environ.get("HS_RUN_DIR") or os.path.join(ROOT, "run")
+DEFAULT_DB = os.path.join(ROOT, "data", "hammerstack.db")
+
+PR_SET_PDEATHSIG = 1
+NOBODY = 65534
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class StackError(Exception):
+    pass
+
+
+def log(msg):
+    sys.stderr.write("stack: %s\n" % msg)
+    sys.stderr.flush()
+
+
+def port_free(port, host="127.0.0.1"):
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(port, path, timeout=2.0):
+    """Returns (status, headers dict, body bytes); raises OSError."""
+    url = "http://127.0.0.1:%d%s" % (port, path)
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+    except urllib.error.URLError as e:
+        raise OSError(str(e.reason))
+
+
+def _preexec(parent, drop_privileges):
+    def run():
+        if drop_privileges:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+        # Set after any credential change: a change of uid clears it.
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+    return run
+
+
+class Child:
+    def __init__(self, name, args, port, logdir, drop_privileges=False):
+        self.name, self.args, self.port = name, args, port
+        self.logpath = os.path.join(logdir, name + ".log")
+        self._log = open(self.logpath, "ab")
+        self.p = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=self._log,
+            stderr=self._log, start_new_session=True,
+            preexec_fn=_preexec(os.getpid(), drop_privileges))
+        self.pid = self.p.pid
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def tail(self, n=15):
+        try:
+            with open(self.logpath, "rb") as f:
+                lines = f.read().decode("utf-8", "replace").splitlines()
+            return "\n".join(lines[-n:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout=15.0):
+        if self.alive():
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log("%s did not stop in %.0fs: killing it" % (self.name, timeout))
+                try:
+                    os.killpg(self.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.p.wait()
+        self._log.close()
+        return self.p.returncode
+
+
+class Stack:
+    """memcached x M, hs-server x N, hs-balancer; ports given or defaults."""
+
+    def __init__(self, servers=2, cache="lease", memcached=1, balancer=True,
+                 db=DEFAULT_DB, scale=1.0, balancer_port=8080,
+                 server_port=8081, admin_port=8090, memcached_port=21211,
+                 logdir=None, server_args=(), balancer_args=(),
+                 threads=None):
+        if servers < 1:
+            raise StackError("--servers must be at least 1")
+        if cache not in ("lease", "naive", "off"):
+            raise StackError("--cache must be lease, naive or off")
+        self.nservers = servers
+        self.cache = cache
+        self.nmemcached = memcached if cache != "off" else 0
+        self.balancer = balancer
+        self.db = os.path.abspath(db)
+        self.scale = scale
+        self.balancer_port = balancer_port
+        self.server_ports = [server_port + i for i in range(servers)]
+        self.admin_port = admin_port
+        self.memcached_ports = [memcached_port + i
+                                for i in range(self.nmemcached)]
+        self.logdir = logdir or os.path.join(RUN_DIR, "logs")
+        self.server_args = list(server_args)
+        self.balancer_args = list(balancer_args)
+        self.threads = threads
+        self.children = []
+
+    # The ports this stack will listen on, named for error messages.
+    def ports(self):
+        out = [(p, "memcached %d" % (i + 1))
+               for i, p in enumerate(self.memcached_ports)]
+        out += [(p, "hs-server %d" % (i + 1))
+                for i, p in enumerate(self.server_ports)]
+        if self.balancer:
+            out += [(self.balancer_port, "hs-balancer"),
+                    (self.admin_port, "hs-balancer admin")]
+        return out
+
+    def check_ports(self):
+        seen = {}
+        for port, what in self.ports():
+            if port in seen:
+                raise StackError("port %d is used twice (%s and %s)" %
+                                 (port, seen[port], what))
+            seen[port] = what
+            if not 0 < port < 65536:
+                raise StackError("port %d for %s is out of range" % (port, what))
+            if not port_free(port):
+                raise StackError(
+                    "port %d (%s) is already in use; stop what uses it "
+                    "(./hammerstack down, or ss -ltnp 'sport = :%d')" %
+                    (port, what, port))
+
+    def seed(self):
+        if os.path.exists(self.db):
+            return
+        os.makedirs(os.path.dirname(self.db), exist_ok=True)
+        log("seeding %s at scale %g" % (self.db, self.scale))
+        subprocess.run([os.path.join(BIN, "hs-seed"), "--db", self.db,
+                        "--scale", str(self.scale)], check=True,
+                       stdout=subprocess.DEVNULL)
+
+    def _spawn(self, name, args, port, drop=False):
+        c = Child(name, args, port, self.logdir, drop_privileges=drop)
+        self.children.append(c)
+        return c
+
+    def _wait_port(self, c, timeout=20.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not c.alive():
+                raise StackError("%s exited (status %s):\n%s" %
+                                 (c.name, c.p.returncode, c.tail()))
+            try:
+                socket.create_connection(("127.0.0.1", c.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise StackError("%s did not listen on port %d within %.0fs:\n%s" %
+                         (c.name, c.port, timeout, c.tail()))
+
+    def _wait_healthy(self, c, port, path="/healthz", timeout=30.0):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            if not c.alive():
+                raise StackError("%s exited (status %s):\n%s" %
+                                 (c.name, c.p.returncode, c.tail()))
+            try:
+                status, _, _ = http_get(port, path, 1.0)
+                if status == 200:
+                    return
+                last = status
+            except OSError as e:
+                last = e
+            time.sleep(0.05)
+        raise StackError("%s not healthy within %.0fs (%s):\n%s" %
+                         (c.name, timeout, last, c.tail()))
+
+    def memcached_list(self):
+        return ",".join("127.0.0.1:%d" % p for p in self.memcached_ports)
+
+    def start(self):
+        os.makedirs(self.logdir, exist_ok=True)
+        self.check_ports()
+        self.seed()
+        try:
+            root = os.geteuid() == 0
+            for i, port in enumerate(self.memcached_ports):
+                c = self._spawn("memcached-%d" % (i + 1),
+                                ["memcached", "-l", "127.0.0.1", "-p",
+                                 str(port), "-U", "0", "-m", "256", "-t", "2",
+                                 "-c", "4096"], port, drop=root)
+                self._wait_port(c)
+            for i, port in enumerate(self.server_ports):
+                args = [os.path.join(BIN, "hs-server"),
+                        "--listen", "127.0.0.1:%d" % port, "--db", self.db,
+                        "--id", "s%d" % (i + 1), "--cache", self.cache]
+                if self.cache != "off":
+                    args += ["--memcached", self.memcached_list()]
+                if self.threads:
+                    args += ["--threads", str(self.threads)]
+                c = self._spawn("hs-server-%d" % (i + 1),
+                                args + self.server_args, port)
+                self._wait_healthy(c, port)
+            if self.balancer:
+                args = [os.path.join(BIN, "hs-balancer"),
+                        "--listen", "127.0.0.1:%d" % self.balancer_port,
+                        "--admin", "127.0.0.1:%d" % self.admin_port]
+                for port in self.server_ports:
+                    args += ["--backend", "127.0.0.1:%d" % port]
+                c = self._spawn("hs-balancer", args + self.balancer_args,
+                                self.balancer_port)
+                self._wait_port(c)
+                self._wait_healthy(c, self.admin_port, "/stats")
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self):
+        # Front to back: the balancer drains first, memcached goes last.
+        for c in reversed(self.children):
+            c.stop()
+        self.children = []
+
+    def entry_port(self):
+        return self.balancer_port if self.balancer else self.server_ports[0]
+
+    def urls(self):
+        u = {}
+        if self.balancer:
+            u["api"] = "http://127.0.0.1:%d/" % self.balancer_port
+            u["admin"] = "http://127.0.0.1:%d/stats" % self.admin_port
+            u["metrics"] = "http://127.0.0.1:%d/metrics" % self.admin_port
+        for i, p in enumerate(self.server_ports):
+            u["server%d" % (i + 1)] = "http://127.0.0.1:%d/" % p
+        for i, p in enumerate(self.memcached_ports):
+            u["memcached%d" % (i + 1)] = "127.0.0.1:%d" % p
+        return u
+
+    def state(self):
+        return {"pid": os.getpid(), "started": time.time(),
+                "db": self.db, "cache": self.cache, "urls": self.urls(),
+                "children": [{"name": c.name, "pid": c.pid, "port": c.port}
+                             for c in self.children]}
+
+    def check_children(self):
+        """Names of the children that died."""
+        return [c.name for c in self.children if not c.alive()]
+
+
+STATE = os.path.join(RUN_DIR, "stack.json")
+
+
+def read_state():
+    try:
+        with open(STATE) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def pid_is_stack(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return b"stack.py" in f.read()
+    except OSError:
+        return False
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def print_urls(stack, out=sys.stdout):
+    u = stack.urls()
+    out.write("hammerstack is up (cache: %s, %d server%s%s)\n" % (
+        stack.cache, stack.nservers, "" if stack.nservers == 1 else "s",
+        ", balancer" if stack.balancer else ""))
+    for k, v in u.items():
+        out.write("  %-11s %s\n" % (k, v))
+    port = stack.entry_port()
+    out.write("try:  curl -i http://127.0.0.1:%d/products/1\n" % port)
+    out.write("load: wrk -t1 -c64 -d10s -s loadtest/wrk/read-mix.lua "
+              "http://127.0.0.1:%d\n" % port)
+    out.flush()
+
+
+def supervise(stack, ready_fd=None):
+    """Runs until SIGINT/SIGTERM; then stops every child."""
+    stopping = []
+
+    def on_signal(signum, frame):
+        stopping.append(signum)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    try:
+        stack.start()
+    except (StackError, subprocess.CalledProcessError, OSError) as e:
+        if ready_fd is not None:
+            os.write(ready_fd, ("error: %s\n" % e).encode())
+            os.close(ready_fd)
+        else:
+            log(str(e))
+        return 1
+    os.makedirs(RUN_DIR, exist_ok=True)
+    tmp = STATE + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(stack.state(), f, indent=1)
+    os.rename(tmp, STATE)
+    if ready_fd is not None:
+        os.write(ready_fd, b"ok\n")
+        os.close(ready_fd)
+    else:
+        print_urls(stack)
+        sys.stdout.write("Ctrl-C stops everything.\n")
+        sys.stdout.flush()
+    reported = set()
+    while not stopping:
+        time.sleep(0.2)
+        for name in stack.check_children():
+            if name not in reported:
+                log("%s exited unexpectedly; see %s" %
+                    (name, os.path.join(stack.logdir, name + ".log")))
+                reported.add(name)
+    log("stopping")
+    stack.stop()
+    try:
+        if read_state() and read_state().get("pid") == os.getpid():
+            os.unlink(STATE)
+    except OSError:
+        pass
+    log("stopped; every port is free")
+    return 0
+
+
+def cmd_up(a):
+    st = read_state()
+    if st and pid_alive(st["pid"]) and pid_is_stack(st["pid"]):
+        raise StackError("a stack is already running (pid %d); "
+                         "./hammerstack down first" % st["pid"])
+    stack = Stack(servers=a.servers, cache=a.cache, memcached=a.memcached,
+                  balancer=not a.no_balancer, db=a.db, scale=a.scale,
+                  balancer_port=a.port, server_port=a.server_port,
+                  admin_port=a.admin_port, memcached_port=a.memcached_port,
+                  threads=a.threads)
+    stack.check_ports()
+    if not a.detach:
+        return supervise(stack)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.makedirs(stack.logdir, exist_ok=True)
+        logfd = os.open(os.path.join(stack.logdir, "stack.log"),
+                        os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(devnull, 0)
+        os.dup2(logfd, 1)
+        os.dup2(logfd, 2)
+        os._exit(supervise(stack, ready_fd=w))
+    os.close(w)
+    msg = b""
+    while True:
+        chunk = os.read(r, 4096)
+        if not chunk:
+            break
+        msg += chunk
+    os.close(r)
+    if not msg.startswith(b"ok"):
+        raise StackError(msg.decode().strip() or "the stack did not start")
+    print_urls(stack)
+    sys.stdout.write("running in the background; ./hammerstack down stops it\n")
+    return 0
+
+
+def cmd_down(a):
+    st = read_state()
+    if not st:
+        print("no stack is running")
+        return 0
+    pid = st["pid"]
+    if pid_alive(pid) and pid_is_stack(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    # Anything recorded that still runs (the supervisor was killed hard).
+    for c in st.get("children", []):
+        if pid_alive(c["pid"]):
+            try:
+                os.killpg(c["pid"], signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+    try:
+        os.unlink(STATE)
+    except OSError:
+        pass
+    print("stopped")
+    return 0
+
+
+def cmd_status(a):
+    st = read_state()
+    if not st or not pid_alive(st["pid"]):
+        print("no stack is running")
+        return 3
+    print("stack pid %d, cache %s, db %s" % (st["pid"], st["cache"], st["db"]))
+    bad = 0
+    for c in st["children"]:
+        alive = pid_alive(c["pid"])
+        health = ""
+        if alive and c["name"].startswith("hs-"):
+            try:
+                status, _, _ = http_get(c["port"], "/healthz", 1.0)
+                health = "HTTP %d" % status
+            except OSError as e:
+                health = "unreachable (%s)" % e
+        bad += not alive
+        print("  %-14s pid %-7d port %-5d %s %s" % (
+            c["name"], c["pid"], c["port"], "up" if alive else "DOWN", health))
+    for k, v in st["urls"].items():
+        print("  %-11s %s" % (k, v))
+    return 1 if bad else 0
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="hammerstack",
+                                 description="Run the hammerstack stack.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="start the stack",
+                        description="Seed the database if needed, start "
+                        "memcached, N hs-server and hs-balancer on loopback, "
+                        "print the URLs; Ctrl-C stops everything.")
+    up.add_argument("--servers", type=int, default=2, metavar="N",
+                    help="hs-server processes (default 2)")
+    up.add_argument("--cache", choices=("lease", "naive", "off"),
+                    default="lease", help="cache mode (default lease)")
+    up.add_argument("--memcached", type=int, default=1, metavar="N",
+                    help="memcached servers (default 1)")
+    up.add_argument("--no-balancer", action="store_true",
+                    help="servers only, no hs-balancer")
+    up.add_argument("--scale", type=float, default=1.0,
+                    help="seed scale when the database is created (default 1)")
+    up.add_argument("--db", default=DEFAULT_DB,
+                    help="database file (default data/hammerstack.db)")
+    up.add_argument("--port", type=int, default=8080,
+                    help="balancer port (default 8080)")
+    up.add_argument("--server-port", type=int, default=8081,
+                    help="first server port (default 8081)")
+    up.add_argument("--admin-port", type=int, default=8090,
+                    help="balancer admin port (default 8090)")
+    up.add_argument("--memcached-port", type=int, default=21211,
+                    help="first memcached port (default 21211)")
+    up.add_argument("--threads", type=int, default=None,
+                    help="worker threads per server (default: CPUs)")
+    up.add_argument("--detach", action="store_true",
+                    help="run in the background (stop with down)")
+    sub.add_parser("down", help="stop a detached stack")
+    sub.add_parser("status", help="show the running stack")
+    a = ap.parse_args(argv)
+    try:
+        if a.cmd == "up":
+            if a.servers < 1 or a.servers > 64:
+                ap.error("--servers must be in 1..64")
+            if a.memcached < 1 or a.memcached > 16:
+                ap.error("--memcached must be in 1..16")
+            return cmd_up(a)
+        if a.cmd == "down":
+            return cmd_down(a)
+        return cmd_status(a)
+    except StackError as e:
+        sys.stderr.write("hammerstack: %s\n" % e)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
