@@ -1,0 +1,45 @@
+-- read-mix.lua: the read mix of hammerstack, product details and category
+-- top lists with Zipf-distributed ids.
+--
+--   wrk -t2 -c64 -d30s --latency -s loadtest/wrk/read-mix.lua \
+--       http://127.0.0.1:8080 -- products=100000 categories=100 top=0.1
+--
+-- Each request is GET /categories/{id}/top with probability `top`, else
+-- GET /products/{id}.  Ids follow Zipf(s) over 1..products and
+-- 1..categories (rank 1 the hottest; scatter=1 spreads the hot ids over the
+-- id range).  Options, as key=value after "--" or as HS_KEY in the
+-- environment (the defaults match the default seed, scale 1.0; at scale S
+-- pass products=100000*S categories=100*S):
+--   products=100000  categories=100  top=0.1  s=1.0  seed=1  scatter=1
+-- Every thread draws from its own random stream, seeded from seed and the
+-- thread number, so a run is reproducible for a given -t.
+-- Prints a summary and one "HSJSON {...}" line (requests, rps, p50/p90/p99
+-- in us, socket errors, non2xx...) at the end.
+
+local dir = string.match(debug.getinfo(1, "S").source, "^@(.*/)") or "./"
+local hs = dofile(dir .. "hslib.lua")
+
+local defaults = { products = 100000, categories = 100, top = 0.1, s = 1.0,
+		   seed = 1, scatter = 1 }
+local o, zp, zc
+
+setup = hs.setup
+response = hs.response
+
+function init(args)
+	o = hs.options(args, defaults)
+	hs.seed_random(o.seed)
+	zp = hs.zipf(o.products, o.s, o.scatter ~= 0)
+	zc = hs.zipf(o.categories, o.s, o.scatter ~= 0)
+end
+
+function request()
+	if math.random() < o.top then
+		hs.count_kind("top")
+		return wrk.format("GET", "/categories/" .. zc.id() .. "/top")
+	end
+	hs.count_kind("product")
+	return wrk.format("GET", "/products/" .. zp.id())
+end
+
+done = hs.done("read-mix")
