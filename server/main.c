@@ -1,0 +1,260 @@
+/*
+ * hs-server: parses options, makes sure the database exists (seeding it
+ * when missing), starts the server library and waits for SIGTERM / SIGINT
+ * with sigwait(2), so that no work ever runs in a signal handler.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "db.h"
+#include "hs_log.h"
+#include "hs_util.h"
+#include "srv.h"
+
+struct opts {
+	struct srv_config srv;
+	const char *db_path;
+	const char *id;
+	double scale;
+	int log_level;
+};
+
+enum { ARGS_RUN, ARGS_EXIT, ARGS_FAIL };
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+		"usage: hs-server [OPTIONS]\n"
+		"The hammerstack app server: a JSON API over SQLite.\n\n"
+		"  --listen HOST:PORT  address to listen on (default 127.0.0.1:8081;\n"
+		"                      port 0 picks a free port, printed as\n"
+		"                      \"listening on HOST:PORT\")\n"
+		"  --db PATH           database file (default data/hammerstack.db);\n"
+		"                      created and seeded when missing\n"
+		"  --scale S           seed scale when the database is created\n"
+		"                      (default 1.0: 100 categories, 100000 products,\n"
+		"                      1000000 reviews)\n"
+		"  --threads N         worker threads, 1..1024 (default: CPUs)\n"
+		"  --id NAME           instance name sent as X-Served-By\n"
+		"                      (default hs-server-PORT)\n"
+		"  --cache MODE        response cache; \"off\" (default) is the only\n"
+		"                      mode in this build\n"
+		"  --max-body BYTES    largest request body, 1..67108864 (default 65536)\n"
+		"  --log-level LEVEL   error, warn, info (default) or debug\n"
+		"  -h, --help          this help\n");
+}
+
+static void
+bad(const char *what, const char *val)
+{
+	fprintf(stderr, "hs-server: invalid %s: '%s' (see --help)\n", what,
+		val);
+}
+
+static int
+parse_args(int argc, char **argv, struct opts *o)
+{
+	static const struct option longopts[] = {
+		{ "listen", required_argument, NULL, 'l' },
+		{ "db", required_argument, NULL, 'd' },
+		{ "scale", required_argument, NULL, 's' },
+		{ "threads", required_argument, NULL, 't' },
+		{ "id", required_argument, NULL, 'i' },
+		{ "cache", required_argument, NULL, 'c' },
+		{ "max-body", required_argument, NULL, 'm' },
+		{ "log-level", required_argument, NULL, 'L' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int64_t v;
+	int ch;
+
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'l':
+			if (hs_parse_hostport(optarg, o->srv.host,
+					      sizeof(o->srv.host),
+					      &o->srv.port) < 0) {
+				bad("--listen (want HOST:PORT)", optarg);
+				return ARGS_FAIL;
+			}
+			break;
+		case 'd':
+			if (*optarg == '\0') {
+				bad("--db", optarg);
+				return ARGS_FAIL;
+			}
+			o->db_path = optarg;
+			break;
+		case 's':
+			if (hs_parse_double(optarg, 0.0001, 100.0, &o->scale) <
+			    0) {
+				bad("--scale (want 0.0001..100)", optarg);
+				return ARGS_FAIL;
+			}
+			break;
+		case 't':
+			if (hs_parse_int(optarg, 1, 1024, &o->srv.threads) < 0) {
+				bad("--threads (want 1..1024)", optarg);
+				return ARGS_FAIL;
+			}
+			break;
+		case 'i':
+			if (*optarg == '\0' || strlen(optarg) > 200 ||
+			    strpbrk(optarg, "\r\n") != NULL) {
+				bad("--id", optarg);
+				return ARGS_FAIL;
+			}
+			o->id = optarg;
+			break;
+		case 'c':
+			if (strcmp(optarg, "off") != 0) {
+				bad("--cache (this build supports: off)",
+				    optarg);
+				return ARGS_FAIL;
+			}
+			break;
+		case 'm':
+			if (hs_parse_i64(optarg, 1, 64 << 20, &v) < 0) {
+				bad("--max-body (want 1..67108864)", optarg);
+				return ARGS_FAIL;
+			}
+			o->srv.max_body = (size_t)v;
+			break;
+		case 'L':
+			if ((o->log_level = hs_log_level_parse(optarg)) < 0) {
+				bad("--log-level (want error|warn|info|debug)",
+				    optarg);
+				return ARGS_FAIL;
+			}
+			break;
+		case 'h':
+			usage(stdout);
+			return ARGS_EXIT;
+		case ':':
+			fprintf(stderr, "hs-server: %s needs a value (see --help)\n",
+				argv[optind - 1]);
+			return ARGS_FAIL;
+		default:
+			fprintf(stderr, "hs-server: unknown option '%s' (see --help)\n",
+				argv[optind - 1]);
+			return ARGS_FAIL;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "hs-server: unexpected argument '%s' (see --help)\n",
+			argv[optind]);
+		return ARGS_FAIL;
+	}
+	return ARGS_RUN;
+}
+
+static void
+seed_progress(void *arg, const char *phase, double frac)
+{
+	fprintf(stderr, "\rseeding: %-12s %5.1f%%", phase, frac * 100.0);
+	if (frac >= 1.0)
+		fputc('\n', stderr);
+}
+
+/* Creates the parent directory of path (one level, like data/). */
+static void
+make_parent(const char *path)
+{
+	char dir[PATH_MAX];
+	char *slash;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (slash == NULL || slash == dir)
+		return;
+	*slash = '\0';
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+		log_warn("mkdir %s", dir);
+}
+
+/* Seeds the database when it is missing, then checks that it opens. */
+static int
+ensure_db(const struct opts *o)
+{
+	char err[256];
+	struct db *db;
+
+	if (access(o->db_path, F_OK) < 0) {
+		struct db_seed_opts so = { .scale = o->scale,
+					   .progress = seed_progress };
+
+		log_info("%s is missing: seeding it at scale %g", o->db_path,
+			 o->scale);
+		make_parent(o->db_path);
+		/* Another process may be seeding the same path right now. */
+		if (db_seed_file(o->db_path, &so, err, sizeof(err)) != DB_OK &&
+		    access(o->db_path, F_OK) < 0) {
+			log_error("cannot seed %s: %s", o->db_path, err);
+			return -1;
+		}
+	}
+	db = db_open(o->db_path, 0, o->srv.busy_timeout_ms, err, sizeof(err));
+	if (db == NULL) {
+		log_error("cannot open %s: %s", o->db_path, err);
+		return -1;
+	}
+	db_close(db);
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct opts o;
+	struct srv *s = NULL;
+	char err[512];
+	sigset_t sigs;
+	int sig = 0, rc;
+
+	memset(&o, 0, sizeof(o));
+	srv_config_defaults(&o.srv);
+	o.db_path = "data/hammerstack.db";
+	o.scale = 1.0;
+	o.log_level = HS_LOG_INFO;
+	rc = parse_args(argc, argv, &o);
+	if (rc != ARGS_RUN)
+		return rc == ARGS_EXIT ? 0 : 2;
+	hs_log_init("hs-server", o.log_level);
+	/* MHD writes to closed sockets; that must not kill us. */
+	signal(SIGPIPE, SIG_IGN);
+	/* Blocked before any thread starts, so only sigwait() sees them. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+	if (ensure_db(&o) < 0)
+		return 1;
+	o.srv.db_path = o.db_path;
+	o.srv.id = o.id;
+	s = srv_new(&o.srv, err, sizeof(err));
+	if (s == NULL) {
+		log_error("%s", err);
+		return 1;
+	}
+	printf("listening on %s:%d\n", o.srv.host, srv_port(s));
+	fflush(stdout);
+	log_info("serving %s with %d threads as %s", o.db_path, o.srv.threads,
+		 srv_id(s));
+	while (sigwait(&sigs, &sig) != 0)
+		;
+	log_info("signal %d: draining and stopping", sig);
+	srv_free(s);
+	log_info("stopped");
+	return 0;
+}

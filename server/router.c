@@ -1,0 +1,343 @@
+/*
+ * Routing and the libmicrohttpd access handler.
+ *
+ * MHD calls the handler several times per request: first with the headers
+ * only, then once per chunk of body, then once more with no data.  The
+ * response is queued on that last call, never on the first: queuing on the
+ * first call makes MHD close keep-alive connections (measured: 45k vs 208k
+ * req/s on /plaintext).  The exception is a Content-Length over the limit,
+ * answered 413 at once so the body is never read.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hs_log.h"
+#include "hs_util.h"
+#include "srv_int.h"
+
+#define ALLOW_GET "GET, HEAD"
+#define ALLOW_PRODUCT "GET, HEAD, PUT, DELETE"
+#define ALLOW_REVIEWS "POST"
+
+typedef void (*srv_handler)(struct srv_ctx *c, struct srv_resp *r);
+
+static void
+h_plaintext(struct srv_ctx *c, struct srv_resp *r)
+{
+	r->status = 200;
+	r->ctype = "text/plain";
+	hs_buf_append(&r->body, "Hello, World!", 13);
+}
+
+static const srv_handler handlers[SRV_R_COUNT] = {
+	[SRV_R_PLAINTEXT] = h_plaintext,
+	[SRV_R_JSON] = srv_h_json,
+	[SRV_R_DB] = srv_h_db,
+	[SRV_R_QUERIES] = srv_h_queries,
+	[SRV_R_UPDATES] = srv_h_updates,
+	[SRV_R_HEALTHZ] = srv_h_healthz,
+	[SRV_R_STATS] = srv_h_stats,
+	[SRV_R_METRICS] = srv_h_metrics,
+	[SRV_R_PRODUCT_GET] = srv_h_product_get,
+	[SRV_R_PRODUCT_PUT] = srv_h_product_put,
+	[SRV_R_PRODUCT_DELETE] = srv_h_product_delete,
+	[SRV_R_REVIEW_POST] = srv_h_review_post,
+	[SRV_R_CATEGORY_TOP] = srv_h_category_top,
+};
+
+static const struct {
+	const char *path;
+	enum srv_route route;
+} static_routes[] = {
+	{ "/plaintext", SRV_R_PLAINTEXT }, { "/json", SRV_R_JSON },
+	{ "/db", SRV_R_DB },		   { "/queries", SRV_R_QUERIES },
+	{ "/updates", SRV_R_UPDATES },	   { "/healthz", SRV_R_HEALTHZ },
+	{ "/stats", SRV_R_STATS },	   { "/metrics", SRV_R_METRICS },
+};
+
+/*
+ * Parses the {id} segment [s, s+len).  Returns 0, or -1 when it is not a
+ * number (400), or -2 when it is a number no row can have (404).
+ */
+static int
+parse_id(const char *s, size_t len, int64_t *id)
+{
+	char tmp[24];
+
+	if (len == 0 || strspn(s, "0123456789") < len)
+		return -1;
+	if (len >= sizeof(tmp))
+		return -2;
+	memcpy(tmp, s, len);
+	tmp[len] = '\0';
+	if (hs_parse_i64(tmp, 1, INT64_MAX, id) < 0)
+		return -2;
+	return 0;
+}
+
+static int
+is_get(const char *m)
+{
+	return strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0;
+}
+
+static void
+set_err(struct srv_req *rq, int status, const char *msg, const char *allow)
+{
+	rq->route = SRV_R_OTHER;
+	rq->err_status = status;
+	rq->err_msg = msg;
+	rq->allow = allow;
+}
+
+/* /products/{id}[/reviews] and /categories/{id}/top. */
+static void
+resolve_resource(const char *method, const char *url, struct srv_req *rq)
+{
+	const char *rest, *slash;
+	int is_product, rc;
+	size_t idlen;
+
+	if (strncmp(url, "/products/", 10) == 0) {
+		is_product = 1;
+		rest = url + 10;
+	} else if (strncmp(url, "/categories/", 12) == 0) {
+		is_product = 0;
+		rest = url + 12;
+	} else {
+		set_err(rq, 404, "no such route", NULL);
+		return;
+	}
+	slash = strchr(rest, '/');
+	idlen = slash ? (size_t)(slash - rest) : strlen(rest);
+	if (is_product && slash == NULL) {
+		if (is_get(method))
+			rq->route = SRV_R_PRODUCT_GET;
+		else if (strcmp(method, "PUT") == 0)
+			rq->route = SRV_R_PRODUCT_PUT;
+		else if (strcmp(method, "DELETE") == 0)
+			rq->route = SRV_R_PRODUCT_DELETE;
+		else {
+			set_err(rq, 405, "method not allowed", ALLOW_PRODUCT);
+			return;
+		}
+	} else if (is_product && strcmp(slash, "/reviews") == 0) {
+		if (strcmp(method, "POST") != 0) {
+			set_err(rq, 405, "method not allowed", ALLOW_REVIEWS);
+			return;
+		}
+		rq->route = SRV_R_REVIEW_POST;
+	} else if (!is_product && slash && strcmp(slash, "/top") == 0) {
+		if (!is_get(method)) {
+			set_err(rq, 405, "method not allowed", ALLOW_GET);
+			return;
+		}
+		rq->route = SRV_R_CATEGORY_TOP;
+	} else {
+		set_err(rq, 404, "no such route", NULL);
+		return;
+	}
+	rc = parse_id(rest, idlen, &rq->id);
+	if (rc == -1)
+		set_err(rq, 400, is_product ? "product id must be a positive integer"
+					    : "category id must be a positive integer",
+			NULL);
+	else if (rc == -2)
+		set_err(rq, 404, is_product ? "product not found"
+					    : "category not found",
+			NULL);
+}
+
+void
+srv_route_resolve(const char *method, const char *url, struct srv_req *rq)
+{
+	rq->err_status = 0;
+	for (size_t i = 0; i < sizeof(static_routes) / sizeof(static_routes[0]);
+	     i++) {
+		if (strcmp(url, static_routes[i].path) != 0)
+			continue;
+		if (!is_get(method)) {
+			set_err(rq, 405, "method not allowed", ALLOW_GET);
+			return;
+		}
+		rq->route = static_routes[i].route;
+		return;
+	}
+	resolve_resource(method, url, rq);
+	rq->wants_body = rq->err_status == 0 &&
+			 (rq->route == SRV_R_PRODUCT_PUT ||
+			  rq->route == SRV_R_REVIEW_POST);
+}
+
+static void
+add_header(struct MHD_Response *resp, const char *name, const char *value)
+{
+	if (MHD_add_response_header(resp, name, value) != MHD_YES)
+		log_warnx("cannot add header %s", name);
+}
+
+/* Turns r into an MHD response, queues it, and records the request. */
+static enum MHD_Result
+send_resp(struct srv_ctx *c, struct srv_resp *r, uint64_t db_ns)
+{
+	struct srv *s = c->srv;
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+	char timing[96], num[16];
+	uint64_t now = hs_now_ns(), total = now - c->rq->t0_ns;
+	size_t len = 0;
+	char *body = hs_buf_steal(&r->body, &len);
+
+	if (r->status == 204 || r->status == 304) {
+		free(body);
+		body = NULL;
+		len = 0;
+	}
+	resp = body ? MHD_create_response_from_buffer(len, body,
+						      MHD_RESPMEM_MUST_FREE)
+		    : MHD_create_response_from_buffer(0, (void *)"",
+						      MHD_RESPMEM_PERSISTENT);
+	if (resp == NULL) {
+		free(body);
+		log_error("cannot create a response");
+		return MHD_NO;
+	}
+	add_header(resp, MHD_HTTP_HEADER_SERVER, "hammerstack");
+	if (len > 0 || r->status != 204)
+		add_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+			   r->ctype ? r->ctype : "application/json");
+	add_header(resp, "X-Served-By", s->cfg.id);
+	if (r->xcache)
+		add_header(resp, "X-Cache", r->xcache);
+	if (r->allow)
+		add_header(resp, MHD_HTTP_HEADER_ALLOW, r->allow);
+	if (r->retry_after > 0) {
+		snprintf(num, sizeof(num), "%d", r->retry_after);
+		add_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, num);
+	}
+	snprintf(timing, sizeof(timing), "db;dur=%.3f, total;dur=%.3f",
+		 (double)db_ns / 1e6, (double)total / 1e6);
+	add_header(resp, "Server-Timing", timing);
+	ret = MHD_queue_response(c->conn, (unsigned)r->status, resp);
+	MHD_destroy_response(resp);
+	c->rq->answered = 1;
+	srv_stats_record(s, c->rq->route, r->status, total / 1000);
+	log_debug("%s %d %.3fms", srv_route_name(c->rq->route), r->status,
+		  (double)total / 1e6);
+	return ret;
+}
+
+static enum MHD_Result
+answer_error(struct srv_ctx *c, int status, const char *msg,
+	     const char *allow)
+{
+	struct srv_resp r = { 0 };
+	enum MHD_Result ret;
+
+	srv_error(&r, status, msg);
+	r.allow = allow;
+	ret = send_resp(c, &r, 0);
+	hs_buf_free(&r.body);
+	return ret;
+}
+
+static enum MHD_Result
+dispatch(struct srv_ctx *c)
+{
+	struct srv_req *rq = c->rq;
+	struct srv_resp r = { 0 };
+	uint64_t db0;
+	enum MHD_Result ret;
+
+	if (rq->err_status)
+		return answer_error(c, rq->err_status, rq->err_msg, rq->allow);
+	db0 = srv_worker_db_ns(c->w);
+	r.status = 500;
+	handlers[rq->route](c, &r);
+	if (r.status == 503)
+		r.retry_after = 1;
+	ret = send_resp(c, &r, srv_worker_db_ns(c->w) - db0);
+	srv_worker_publish(c->w);
+	hs_buf_free(&r.body);
+	return ret;
+}
+
+/* On the first call: route, and check the declared body size. */
+static struct srv_req *
+req_begin(struct srv *s, struct MHD_Connection *conn, const char *url,
+	  const char *method, int *too_large)
+{
+	struct srv_req *rq = hs_xcalloc(1, sizeof(*rq));
+	const char *cl;
+	int64_t n;
+
+	rq->t0_ns = hs_now_ns();
+	__atomic_fetch_add(&s->stats.inflight, 1, __ATOMIC_RELAXED);
+	srv_route_resolve(method, url, rq);
+	*too_large = 0;
+	cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+					 MHD_HTTP_HEADER_CONTENT_LENGTH);
+	if (cl != NULL && hs_parse_i64(cl, 0, INT64_MAX, &n) == 0 &&
+	    (uint64_t)n > s->cfg.max_body)
+		*too_large = 1;
+	return rq;
+}
+
+enum MHD_Result
+srv_on_access(void *cls, struct MHD_Connection *conn, const char *url,
+	      const char *method, const char *version, const char *upload_data,
+	      size_t *upload_data_size, void **con_cls)
+{
+	struct srv *s = cls;
+	struct srv_ctx c = { s, NULL, *con_cls, conn };
+	int too_large;
+
+	if (c.rq == NULL) {
+		c.rq = req_begin(s, conn, url, method, &too_large);
+		*con_cls = c.rq;
+		if (!too_large)
+			return MHD_YES;
+		c.w = srv_worker_get(s);
+		return answer_error(&c, 413, "request body too large", NULL);
+	}
+	if (c.rq->answered) {
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	c.w = srv_worker_get(s);
+	if (*upload_data_size > 0) {
+		size_t n = *upload_data_size;
+
+		*upload_data_size = 0;
+		if (c.rq->seen + n > s->cfg.max_body) {
+			/* A chunked (or lying) upload went past the limit. */
+			return answer_error(&c, 413, "request body too large",
+					    NULL);
+		}
+		/* Bodies of routes that take none are read and dropped. */
+		c.rq->seen += n;
+		if (c.rq->wants_body)
+			hs_buf_append(&c.rq->body, upload_data, n);
+		return MHD_YES;
+	}
+	return dispatch(&c);
+}
+
+void
+srv_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+		 enum MHD_RequestTerminationCode toe)
+{
+	struct srv *s = cls;
+	struct srv_req *rq = *con_cls;
+
+	if (rq == NULL)
+		return;
+	if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+		log_debug("%s: request ended early (%d)",
+			  srv_route_name(rq->route), (int)toe);
+	hs_buf_free(&rq->body);
+	free(rq);
+	*con_cls = NULL;
+	__atomic_fetch_sub(&s->stats.inflight, 1, __ATOMIC_RELAXED);
+}

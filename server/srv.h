@@ -1,0 +1,56 @@
+/*
+ * The hammerstack app server as a library: an HTTP/1.1 JSON API over the
+ * SQLite data layer, served by libmicrohttpd in thread-pool mode (one epoll
+ * loop per worker thread, one database connection per worker thread).
+ *
+ * main.c parses options into a struct srv_config, calls srv_new(), waits for
+ * a signal, then srv_shutdown() and srv_free().
+ */
+#ifndef HS_SRV_H
+#define HS_SRV_H
+
+#include <stddef.h>
+
+struct srv;
+
+struct srv_config {
+	char host[256];          /* listen address, default 127.0.0.1 */
+	int port;                /* 0 picks a free port */
+	const char *db_path;     /* borrowed; must exist (main seeds it) */
+	int threads;             /* worker threads, >= 1 */
+	const char *id;          /* X-Served-By value; borrowed; NULL means
+				    "hs-server-PORT" with the bound port */
+	size_t max_body;         /* largest request body accepted */
+	int busy_timeout_ms;     /* SQLite busy timeout per connection */
+	unsigned conn_limit;     /* concurrent connections */
+	unsigned conn_timeout_s; /* idle keep-alive timeout */
+	int drain_timeout_ms;    /* how long srv_shutdown waits for in-flight requests */
+};
+
+/* Fills c with the defaults (everything but db_path and id). */
+void srv_config_defaults(struct srv_config *c);
+
+/*
+ * Binds the listener and starts the worker threads; requests are served
+ * from the moment this returns.  c and the strings it points to must
+ * outlive the server.  Returns NULL with a message in err on failure.
+ */
+struct srv *srv_new(const struct srv_config *c, char *err, size_t errlen);
+
+/* The port actually bound (useful when the configured port was 0). */
+int srv_port(const struct srv *s);
+/* The instance id (X-Served-By); borrowed from s. */
+const char *srv_id(const struct srv *s);
+
+/*
+ * Stops accepting connections, waits (up to drain_timeout_ms) for requests
+ * already received to be answered, then stops the worker threads.
+ * Idempotent.
+ */
+void srv_shutdown(struct srv *s);
+
+/* srv_shutdown() if needed, then closes every database connection and frees s.
+ * srv_free(NULL) is a no-op. */
+void srv_free(struct srv *s);
+
+#endif

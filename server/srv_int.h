@@ -1,0 +1,211 @@
+/*
+ * Internals shared by the server's source files: the server handle, the
+ * per-thread worker (database connection, PRNG), the per-request state, the
+ * response under construction, and the statistics block.
+ *
+ * Hot-path rule: nothing here takes a lock per request.  Counters are
+ * relaxed atomic adds; each worker publishes its database totals with
+ * relaxed stores, and /stats sums them.
+ */
+#ifndef HS_SRV_INT_H
+#define HS_SRV_INT_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include <microhttpd.h>
+
+#include "db.h"
+#include "hs_buf.h"
+#include "hs_hist.h"
+#include "srv.h"
+
+/* Every route the server knows; stats are kept per route. */
+enum srv_route {
+	SRV_R_PLAINTEXT,
+	SRV_R_JSON,
+	SRV_R_DB,
+	SRV_R_QUERIES,
+	SRV_R_UPDATES,
+	SRV_R_HEALTHZ,
+	SRV_R_STATS,
+	SRV_R_METRICS,
+	SRV_R_PRODUCT_GET,
+	SRV_R_PRODUCT_PUT,
+	SRV_R_PRODUCT_DELETE,
+	SRV_R_REVIEW_POST,
+	SRV_R_CATEGORY_TOP,
+	SRV_R_OTHER,             /* 404, 405 and anything unrouted */
+	SRV_R_COUNT
+};
+
+/* "GET /products/{id}" etc.; used as stats keys and metric labels. */
+const char *srv_route_name(enum srv_route r);
+
+struct srv_stats {
+	uint64_t by_class[SRV_R_COUNT][6];  /* [route][status / 100] */
+	uint64_t by_status[600];
+	uint64_t db_errors;                  /* DB_BUSY + DB_ERR answered 503 */
+	uint64_t inflight;                   /* requests received, not yet answered */
+	struct hs_hist latency[SRV_R_COUNT];
+};
+
+/*
+ * One per MHD worker thread, created on its first request.  Only its own
+ * thread touches db and rng; the pub_* fields are read by /stats.
+ */
+struct srv_worker {
+	struct srv *srv;
+	struct db *db;               /* NULL until opened (or after a failed open) */
+	uint64_t rng;                /* xorshift64* state */
+	uint64_t pub_queries;        /* db_queries(db), published with relaxed stores */
+	uint64_t pub_time_ns;        /* db_time_ns(db), likewise */
+	uint64_t closed_queries;     /* totals of connections already closed */
+	uint64_t closed_time_ns;
+	struct srv_worker *next;     /* srv->workers list, guarded by srv->wlock */
+};
+
+struct srv {
+	struct srv_config cfg;
+	struct MHD_Daemon *mhd;
+	int listen_fd;
+	int port;
+	uint64_t started_ns;
+	int stopped;
+	pthread_mutex_t wlock;       /* guards workers (taken once per thread) */
+	struct srv_worker *workers;
+	struct srv_stats stats;
+	char idbuf[64];              /* the default id */
+};
+
+/* Request state kept by MHD between calls of the access handler. */
+struct srv_req {
+	enum srv_route route;
+	int64_t id;                  /* {id} from the path, when the route has one */
+	int err_status;              /* an error found in the headers (415, 400, ...) */
+	const char *err_msg;
+	const char *allow;           /* for 405 */
+	int wants_body;              /* PUT / POST: keep the body */
+	int answered;                /* a response has been queued */
+	uint64_t t0_ns;
+	size_t seen;                 /* body bytes received so far */
+	struct hs_buf body;
+};
+
+/* The response a handler builds; the router turns it into an MHD response. */
+struct srv_resp {
+	int status;
+	struct hs_buf body;
+	const char *ctype;           /* default application/json */
+	const char *allow;           /* Allow header, for 405 */
+	const char *xcache;          /* X-Cache header on cacheable routes */
+	int retry_after;             /* seconds; 0 = no header */
+};
+
+/* What a handler gets: its worker, the request, the connection. */
+struct srv_ctx {
+	struct srv *srv;
+	struct srv_worker *w;
+	struct srv_req *rq;
+	struct MHD_Connection *conn;
+};
+
+/* --- worker.c --- */
+/* The calling thread's worker (created on first use). */
+struct srv_worker *srv_worker_get(struct srv *s);
+/*
+ * The worker's database connection, opened on first use.  NULL when the
+ * database cannot be opened (logged; the caller answers 503).
+ */
+struct db *srv_worker_db(struct srv_worker *w);
+/* After a DB_ERR: closes the connection so the next request reopens it. */
+void srv_worker_db_reset(struct srv_worker *w);
+/* Database time spent by this worker so far, across reopened connections. */
+uint64_t srv_worker_db_ns(struct srv_worker *w);
+/* Publishes the worker's database totals for /stats. */
+void srv_worker_publish(struct srv_worker *w);
+/* Uniform random integer in [lo, hi]. */
+int32_t srv_rand_range(struct srv_worker *w, int32_t lo, int32_t hi);
+/* Sum of every worker's database query count and time. */
+void srv_db_totals(struct srv *s, uint64_t *queries, uint64_t *time_ns,
+		   int *open_conns);
+/* Closes every worker's database (after the MHD threads have stopped). */
+void srv_workers_free(struct srv *s);
+
+/* --- http.c: response helpers --- */
+/* Sets r to the JSON error {"error": msg, "status": status}. */
+void srv_error(struct srv_resp *r, int status, const char *msg);
+/* Appends a JSON error body to out; returns status (for body builders). */
+int srv_error_body(struct hs_buf *out, int status, const char *msg);
+/*
+ * Maps a failed db_* result to a response: DB_BUSY / DB_ERR -> 503 with
+ * Retry-After (logged, counted), DB_NOTFOUND -> 404 with notfound_msg.
+ * Returns the status.
+ */
+int srv_db_fail_body(struct srv_worker *w, int res, const char *what,
+		     const char *notfound_msg, struct hs_buf *out);
+void srv_db_fail(struct srv_worker *w, struct srv_resp *r, int res,
+		 const char *what, const char *notfound_msg);
+/* Appends a number rounded to 2 decimals, shortest form. */
+void srv_json_avg(struct hs_buf *b, double v);
+/*
+ * Checks the request's Content-Type is application/json and parses body
+ * as a JSON object.  On failure fills r (415 / 400 / 422) and returns NULL.
+ * The caller json_decref()s the result.
+ */
+struct json_t;
+struct json_t *srv_parse_json_object(struct srv_ctx *c, struct srv_resp *r);
+
+/*
+ * A cacheable GET: key -> (status, body).  The builder writes the whole
+ * response body (a JSON error for non-200 statuses) and returns the HTTP
+ * status; 503 means a database failure (never to be cached).  A cache
+ * layer calls the builder on a miss and stores the body.
+ */
+typedef int (*srv_build_fn)(struct srv_worker *w, int64_t key,
+			    struct hs_buf *out);
+/* Serves a cacheable GET through the cache step (today: BYPASS). */
+void srv_serve_cacheable(struct srv_ctx *c, struct srv_resp *r,
+			 srv_build_fn build, int64_t key);
+
+/* --- products.c --- */
+int srv_product_body(struct srv_worker *w, int64_t id, struct hs_buf *out);
+int srv_category_top_body(struct srv_worker *w, int64_t id,
+			  struct hs_buf *out);
+void srv_h_product_get(struct srv_ctx *c, struct srv_resp *r);
+void srv_h_product_put(struct srv_ctx *c, struct srv_resp *r);
+void srv_h_product_delete(struct srv_ctx *c, struct srv_resp *r);
+void srv_h_review_post(struct srv_ctx *c, struct srv_resp *r);
+void srv_h_category_top(struct srv_ctx *c, struct srv_resp *r);
+
+/* --- tfb.c: TechEmpower test types --- */
+void srv_h_json(struct srv_ctx *c, struct srv_resp *r);
+void srv_h_db(struct srv_ctx *c, struct srv_resp *r);
+void srv_h_queries(struct srv_ctx *c, struct srv_resp *r);
+void srv_h_updates(struct srv_ctx *c, struct srv_resp *r);
+/* The N of ?queries=N: clamped to 1..500, missing or not a number -> 1. */
+int srv_tfb_count(const char *arg);
+
+/* --- stats.c --- */
+void srv_stats_record(struct srv *s, enum srv_route route, int status,
+		      uint64_t us);
+void srv_h_healthz(struct srv_ctx *c, struct srv_resp *r);
+void srv_h_stats(struct srv_ctx *c, struct srv_resp *r);
+void srv_h_metrics(struct srv_ctx *c, struct srv_resp *r);
+
+/* --- router.c --- */
+/*
+ * Resolves method + path to a route.  Fills rq->route and rq->id, or
+ * rq->err_status (404 unknown path, 405 + rq->allow, 400 bad id).
+ */
+void srv_route_resolve(const char *method, const char *url,
+		       struct srv_req *rq);
+/* The MHD callbacks (router.c). */
+enum MHD_Result srv_on_access(void *cls, struct MHD_Connection *conn,
+			      const char *url, const char *method,
+			      const char *version, const char *upload_data,
+			      size_t *upload_data_size, void **con_cls);
+void srv_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+		      enum MHD_RequestTerminationCode toe);
+
+#endif

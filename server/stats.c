@@ -1,0 +1,218 @@
+/*
+ * Request statistics and the observability routes: /healthz, /stats (JSON)
+ * and /metrics (Prometheus text exposition).  Recording costs a few relaxed
+ * atomic adds; the exports read the same counters without stopping anyone.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "hs_util.h"
+#include "srv_int.h"
+
+static const char *const route_names[SRV_R_COUNT] = {
+	[SRV_R_PLAINTEXT] = "GET /plaintext",
+	[SRV_R_JSON] = "GET /json",
+	[SRV_R_DB] = "GET /db",
+	[SRV_R_QUERIES] = "GET /queries",
+	[SRV_R_UPDATES] = "GET /updates",
+	[SRV_R_HEALTHZ] = "GET /healthz",
+	[SRV_R_STATS] = "GET /stats",
+	[SRV_R_METRICS] = "GET /metrics",
+	[SRV_R_PRODUCT_GET] = "GET /products/{id}",
+	[SRV_R_PRODUCT_PUT] = "PUT /products/{id}",
+	[SRV_R_PRODUCT_DELETE] = "DELETE /products/{id}",
+	[SRV_R_REVIEW_POST] = "POST /products/{id}/reviews",
+	[SRV_R_CATEGORY_TOP] = "GET /categories/{id}/top",
+	[SRV_R_OTHER] = "other",
+};
+
+const char *
+srv_route_name(enum srv_route r)
+{
+	return (unsigned)r < SRV_R_COUNT ? route_names[r] : "other";
+}
+
+void
+srv_stats_record(struct srv *s, enum srv_route route, int status, uint64_t us)
+{
+	struct srv_stats *st = &s->stats;
+
+	if ((unsigned)route >= SRV_R_COUNT)
+		route = SRV_R_OTHER;
+	if (status >= 100 && status < 600) {
+		__atomic_fetch_add(&st->by_class[route][status / 100], 1,
+				   __ATOMIC_RELAXED);
+		__atomic_fetch_add(&st->by_status[status], 1, __ATOMIC_RELAXED);
+	}
+	hs_hist_record(&st->latency[route], us);
+}
+
+static uint64_t
+ld(const uint64_t *p)
+{
+	return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+
+void
+srv_h_healthz(struct srv_ctx *c, struct srv_resp *r)
+{
+	struct db *db = srv_worker_db(c->w);
+	int32_t n;
+	/* A real (cheap) query: an open handle alone proves little. */
+	int res = db ? db_world_get(db, 1, &n) : DB_ERR;
+	int ok = res == DB_OK || res == DB_NOTFOUND;
+
+	if (!ok)
+		srv_db_fail(c->w, r, res, "health check", "");
+	hs_buf_reset(&r->body);
+	r->status = ok ? 200 : 503;
+	hs_buf_printf(&r->body, "{\"status\":\"%s\",\"db\":\"%s\",\"cache\":\"off\",\"id\":",
+		      ok ? "ok" : "error", ok ? "ok" : "error");
+	hs_buf_json_str(&r->body, c->srv->cfg.id);
+	hs_buf_puts(&r->body, "}");
+}
+
+void
+srv_h_stats(struct srv_ctx *c, struct srv_resp *r)
+{
+	struct srv *s = c->srv;
+	struct srv_stats *st = &s->stats;
+	struct hs_buf *b = &r->body;
+	uint64_t q, t, total = 0;
+	int nworkers;
+	static const char *const cls[6] = { "", "1xx", "2xx", "3xx", "4xx",
+					    "5xx" };
+
+	srv_worker_publish(c->w);
+	srv_db_totals(s, &q, &t, &nworkers);
+	for (int i = 100; i < 600; i++)
+		total += ld(&st->by_status[i]);
+	hs_buf_puts(b, "{\"id\":");
+	hs_buf_json_str(b, s->cfg.id);
+	hs_buf_printf(b,
+		      ",\"uptime_s\":%.3f,\"threads\":%d,\"cache\":\"off\","
+		      "\"requests\":%" PRIu64 ",\"inflight\":%" PRIu64,
+		      (double)(hs_now_ns() - s->started_ns) / 1e9,
+		      s->cfg.threads, total, ld(&st->inflight));
+	hs_buf_printf(b,
+		      ",\"db\":{\"queries\":%" PRIu64 ",\"time_ms\":%.3f,"
+		      "\"errors\":%" PRIu64 ",\"connections\":%d}",
+		      q, (double)t / 1e6, ld(&st->db_errors), nworkers);
+	hs_buf_puts(b, ",\"status\":{");
+	int first = 1;
+	for (int i = 100; i < 600; i++) {
+		uint64_t n = ld(&st->by_status[i]);
+
+		if (n == 0)
+			continue;
+		hs_buf_printf(b, "%s\"%d\":%" PRIu64, first ? "" : ",", i, n);
+		first = 0;
+	}
+	hs_buf_puts(b, "},\"routes\":{");
+	first = 1;
+	for (int rt = 0; rt < SRV_R_COUNT; rt++) {
+		uint64_t n = 0;
+
+		for (int k = 1; k < 6; k++)
+			n += ld(&st->by_class[rt][k]);
+		if (n == 0)
+			continue;
+		hs_buf_printf(b, "%s", first ? "" : ",");
+		first = 0;
+		hs_buf_json_str(b, route_names[rt]);
+		hs_buf_printf(b, ":{\"requests\":%" PRIu64 ",\"status\":{", n);
+		int f2 = 1;
+		for (int k = 1; k < 6; k++) {
+			uint64_t m = ld(&st->by_class[rt][k]);
+
+			if (m == 0)
+				continue;
+			hs_buf_printf(b, "%s\"%s\":%" PRIu64, f2 ? "" : ",",
+				      cls[k], m);
+			f2 = 0;
+		}
+		hs_buf_puts(b, "},\"latency\":");
+		hs_hist_json(b, &st->latency[rt]);
+		hs_buf_puts(b, "}");
+	}
+	hs_buf_puts(b, "}}");
+	r->status = 200;
+}
+
+void
+srv_h_metrics(struct srv_ctx *c, struct srv_resp *r)
+{
+	struct srv *s = c->srv;
+	struct srv_stats *st = &s->stats;
+	struct hs_buf *b = &r->body;
+	uint64_t q, t;
+	char labels[128];
+	static const char *const cls[6] = { "", "1xx", "2xx", "3xx", "4xx",
+					    "5xx" };
+
+	srv_worker_publish(c->w);
+	srv_db_totals(s, &q, &t, NULL);
+	hs_buf_puts(b, "# HELP hs_info Instance of hs-server.\n"
+		       "# TYPE hs_info gauge\nhs_info{id=");
+	hs_buf_json_str(b, s->cfg.id);
+	hs_buf_puts(b, ",cache=\"off\"} 1\n");
+	hs_buf_printf(b,
+		      "# HELP hs_uptime_seconds Seconds since start.\n"
+		      "# TYPE hs_uptime_seconds gauge\nhs_uptime_seconds %.3f\n",
+		      (double)(hs_now_ns() - s->started_ns) / 1e9);
+	hs_buf_printf(b,
+		      "# HELP hs_inflight_requests Requests being served.\n"
+		      "# TYPE hs_inflight_requests gauge\n"
+		      "hs_inflight_requests %" PRIu64 "\n",
+		      ld(&st->inflight));
+	hs_buf_printf(b,
+		      "# HELP hs_db_queries_total SQL statements run.\n"
+		      "# TYPE hs_db_queries_total counter\n"
+		      "hs_db_queries_total %" PRIu64 "\n"
+		      "# HELP hs_db_time_seconds_total Time spent in SQLite.\n"
+		      "# TYPE hs_db_time_seconds_total counter\n"
+		      "hs_db_time_seconds_total %.6f\n"
+		      "# HELP hs_db_errors_total Requests answered 503 after a "
+		      "database failure.\n"
+		      "# TYPE hs_db_errors_total counter\n"
+		      "hs_db_errors_total %" PRIu64 "\n",
+		      q, (double)t / 1e9, ld(&st->db_errors));
+	hs_buf_puts(b, "# HELP hs_requests_total Requests by route and status "
+		       "class.\n# TYPE hs_requests_total counter\n");
+	for (int rt = 0; rt < SRV_R_COUNT; rt++)
+		for (int k = 1; k < 6; k++) {
+			uint64_t m = ld(&st->by_class[rt][k]);
+
+			if (m == 0)
+				continue;
+			hs_buf_printf(b,
+				      "hs_requests_total{route=\"%s\",code=\"%s\"} "
+				      "%" PRIu64 "\n",
+				      route_names[rt], cls[k], m);
+		}
+	hs_buf_puts(b, "# HELP hs_responses_total Responses by status.\n"
+		       "# TYPE hs_responses_total counter\n");
+	for (int i = 100; i < 600; i++) {
+		uint64_t m = ld(&st->by_status[i]);
+
+		if (m)
+			hs_buf_printf(b,
+				      "hs_responses_total{status=\"%d\"} %" PRIu64
+				      "\n",
+				      i, m);
+	}
+	hs_buf_puts(b, "# HELP hs_request_duration_seconds Time to answer, "
+		       "by route.\n"
+		       "# TYPE hs_request_duration_seconds histogram\n");
+	for (int rt = 0; rt < SRV_R_COUNT; rt++) {
+		if (hs_hist_count(&st->latency[rt]) == 0)
+			continue;
+		snprintf(labels, sizeof(labels), "route=\"%s\"",
+			 route_names[rt]);
+		hs_hist_prom(b, &st->latency[rt], "hs_request_duration_seconds",
+			     labels);
+	}
+	r->status = 200;
+	r->ctype = "text/plain; version=0.0.4; charset=utf-8";
+}
