@@ -71,10 +71,19 @@ struct db_seed_opts {
  * Creates path and seeds it.  Writes to a temporary file beside path and
  * renames it into place, so a reader never sees a half-seeded database and
  * two processes racing to seed the same path both end with a good file.
- * Fails (DB_ERR) if path exists.
+ * Fails (DB_ERR) if path exists.  If another process puts a database at
+ * path while this one is seeding, that file is kept, ours is dropped, and
+ * the result is DB_OK (path holds a complete database either way).
  */
 int db_seed_file(const char *path, const struct db_seed_opts *o, char *err,
 		 size_t errlen);
+/*
+ * Like db_seed_file, but atomically replaces a database already at path
+ * (and removes its -wal/-shm files).  Never use it on a file that servers
+ * have open.
+ */
+int db_seed_file_replace(const char *path, const struct db_seed_opts *o,
+			 char *err, size_t errlen);
 
 /* Timestamps are Unix milliseconds. */
 struct db_product {

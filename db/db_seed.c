@@ -1,0 +1,553 @@
+/*
+ * Deterministic seeding.  One PRNG (splitmix64) drives every value, so the
+ * same scale and seed give the same rows byte for byte.  The file is built
+ * beside its final path with journaling and syncing off, in one
+ * transaction, secondary indexes created after the bulk load; then it is
+ * switched to WAL, synced, and linked into place atomically.
+ *
+ * Reviews are inserted product by product, so a product's reviews sit
+ * together in the table (as a clustered store would keep them) and the
+ * detail and top-list queries touch few pages.  Review counts per product
+ * are skewed (a few popular products, a tail with none) and each product
+ * has its own quality, so averages differ and a top list means something.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "db_internal.h"
+#include "hs_util.h"
+
+#define SEED_DEFAULT 0x68616d6d65727374ull   /* "hammerst" */
+#define SEED_BASE_MS 1672531200000ll          /* 2023-01-01T00:00:00Z */
+#define SEED_SPAN_MS (730ll * 86400 * 1000)   /* two years of history */
+
+struct seed_rng {
+	uint64_t s;
+};
+
+static uint64_t
+rng_next(struct seed_rng *r)
+{
+	uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+/* Uniform in [0, n), n < 2^32 (multiply-shift; the bias is negligible). */
+static uint32_t
+rng_below(struct seed_rng *r, uint32_t n)
+{
+	return (uint32_t)(((rng_next(r) >> 32) * (uint64_t)n) >> 32);
+}
+
+struct seed_word {
+	const char *s;
+	size_t len;
+};
+#define W(x) { x, sizeof(x) - 1 }
+
+static const struct seed_word seed_adjectives[] = {
+	W("Ergonomic"), W("Rustic"), W("Sleek"), W("Compact"), W("Durable"),
+	W("Handmade"), W("Vintage"), W("Modern"), W("Classic"), W("Portable"),
+	W("Heavy-Duty"), W("Lightweight"), W("Premium"), W("Essential"),
+	W("Deluxe"), W("Smart"), W("Quiet"), W("Foldable"), W("Waterproof"),
+	W("Wireless"), W("Organic"), W("Recycled"), W("Minimalist"),
+	W("Professional"), W("Elegant"), W("Sturdy"), W("Cozy"), W("Bold"),
+	W("Bright"), W("Gentle"), W("Rugged"), W("Refined"),
+};
+static const struct seed_word seed_materials[] = {
+	W("Steel"), W("Oak"), W("Bamboo"), W("Cotton"), W("Leather"),
+	W("Ceramic"), W("Glass"), W("Copper"), W("Wool"), W("Linen"),
+	W("Aluminum"), W("Walnut"), W("Granite"), W("Silicone"), W("Carbon"),
+	W("Marble"),
+};
+static const struct seed_word seed_nouns[] = {
+	W("Chair"), W("Lamp"), W("Kettle"), W("Backpack"), W("Desk"),
+	W("Mug"), W("Blanket"), W("Speaker"), W("Knife"), W("Bottle"),
+	W("Jacket"), W("Clock"), W("Pillow"), W("Shelf"), W("Pan"),
+	W("Notebook"), W("Headphones"), W("Keyboard"), W("Tent"), W("Bench"),
+	W("Vase"), W("Rug"), W("Watch"), W("Wallet"), W("Umbrella"),
+	W("Toaster"), W("Stool"), W("Basket"), W("Mirror"), W("Grinder"),
+	W("Planter"), W("Sofa"),
+};
+static const struct seed_word seed_departments[] = {
+	W("Kitchen"), W("Garden"), W("Office"), W("Outdoor"), W("Home"),
+	W("Travel"), W("Audio"), W("Bath"), W("Workshop"), W("Studio"),
+	W("Camping"), W("Dining"), W("Bedroom"), W("Fitness"), W("Pet"),
+	W("Kids"),
+};
+static const struct seed_word seed_words[] = {
+	W("the"), W("it"), W("works"), W("well"), W("quality"), W("price"),
+	W("for"), W("and"), W("very"), W("really"), W("not"), W("quite"),
+	W("after"), W("a"), W("week"), W("month"), W("of"), W("use"),
+	W("arrived"), W("quickly"), W("packaging"), W("was"), W("fine"),
+	W("broke"), W("feels"), W("solid"), W("cheap"), W("looks"), W("great"),
+	W("size"), W("smaller"), W("larger"), W("than"), W("expected"),
+	W("would"), W("buy"), W("again"), W("recommend"), W("this"), W("to"),
+	W("friends"), W("color"), W("matches"), W("photos"), W("instructions"),
+	W("were"), W("clear"), W("confusing"), W("assembly"), W("took"),
+	W("minutes"), W("hours"), W("my"), W("family"), W("loves"), W("daily"),
+	W("sturdy"), W("flimsy"), W("comfortable"), W("noisy"), W("silent"),
+	W("battery"), W("lasts"), W("long"), W("short"), W("value"), W("money"),
+	W("but"), W("so"), W("overall"), W("happy"), W("disappointed"),
+	W("returned"), W("kept"), W("gift"), W("perfect"), W("okay"), W("good"),
+	W("bad"), W("design"), W("finish"), W("material"), W("smell"),
+	W("easy"), W("clean"), W("hard"), W("handle"), W("light"), W("heavy"),
+	W("support"), W("helpful"), W("slow"), W("fast"), W("shipping"),
+	W("exactly"), W("described"), W("better"), W("worse"), W("sturdier"),
+	W("durable"), W("stylish"), W("practical"), W("every"), W("day"),
+	W("kitchen"), W("office"), W("travel"), W("outdoors"), W("home"),
+	W("still"), W("working"), W("stopped"), W("fits"), W("perfectly"),
+	W("loose"), W("tight"), W("soft"), W("warm"), W("cold"), W("bright"),
+	W("dim"), W("worth"), W("every"), W("penny"), W("bit"), W("more"),
+	W("less"), W("than"), W("hoped"),
+};
+/* A first sentence that agrees with the rating. */
+static const struct seed_word seed_openers[5][3] = {
+	{ W("Terrible."), W("Do not buy."), W("Broken on arrival.") },
+	{ W("Disappointing."), W("Not great."), W("Expected more.") },
+	{ W("It is okay."), W("Average."), W("Does the job.") },
+	{ W("Good product."), W("Pretty good."), W("Happy with it.") },
+	{ W("Excellent!"), W("Love it!"), W("Five stars.") },
+};
+#undef W
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+/* A tiny append-only text buffer on the stack. */
+struct seed_text {
+	char buf[1024];
+	size_t len;
+};
+
+static void
+text_add(struct seed_text *t, const char *s, size_t len)
+{
+	if (t->len + len + 1 >= sizeof(t->buf))
+		return;
+	memcpy(t->buf + t->len, s, len);
+	t->len += len;
+	t->buf[t->len] = '\0';
+}
+
+static void
+text_word(struct seed_text *t, struct seed_rng *r,
+	  const struct seed_word *list, size_t n)
+{
+	const struct seed_word *w = &list[rng_below(r, (uint32_t)n)];
+
+	if (t->len)
+		text_add(t, " ", 1);
+	text_add(t, w->s, w->len);
+}
+
+/* nwords lowercase words ending with a full stop. */
+static void
+text_sentence(struct seed_text *t, struct seed_rng *r, int nwords)
+{
+	int i;
+
+	for (i = 0; i < nwords; i++)
+		text_word(t, r, seed_words, NELEM(seed_words));
+	text_add(t, ".", 1);
+}
+
+struct seed_ctx {
+	struct db *db;            /* the temp file's connection */
+	struct seed_rng rng;
+	const struct db_seed_opts *o;
+	int64_t ncat, nprod, nrev;
+};
+
+static void
+seed_progress(struct seed_ctx *c, const char *phase, double frac)
+{
+	if (c->o && c->o->progress)
+		c->o->progress(c->o->arg, phase, frac);
+}
+
+static int64_t
+seed_count(double base, double scale)
+{
+	double v = base * scale + 0.5;
+
+	return v < 1.0 ? 1 : (int64_t)v;
+}
+
+static sqlite3_stmt *
+seed_prepare(struct seed_ctx *c, const char *sql)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(c->db->conn, sql, -1, &st, NULL);
+
+	if (rc != SQLITE_OK) {
+		db_fail(c->db, rc, "prepare");
+		return NULL;
+	}
+	return st;
+}
+
+static int
+seed_step(struct seed_ctx *c, sqlite3_stmt *st, const char *what)
+{
+	int rc = sqlite3_step(st);
+
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? DB_OK : db_fail(c->db, rc, what);
+}
+
+static int
+seed_categories(struct seed_ctx *c)
+{
+	sqlite3_stmt *st;
+	struct seed_text t;
+	int64_t i;
+	int res = DB_OK;
+
+	st = seed_prepare(c, "INSERT INTO categories(id, name) VALUES (?1, ?2)");
+	if (st == NULL)
+		return DB_ERR;
+	for (i = 1; i <= c->ncat && res == DB_OK; i++) {
+		t.len = 0;
+		t.buf[0] = '\0';
+		text_word(&t, &c->rng, seed_adjectives, NELEM(seed_adjectives));
+		text_word(&t, &c->rng, seed_departments, NELEM(seed_departments));
+		sqlite3_bind_int64(st, 1, i);
+		sqlite3_bind_text(st, 2, t.buf, (int)t.len, SQLITE_STATIC);
+		res = seed_step(c, st, "insert category");
+	}
+	sqlite3_finalize(st);
+	seed_progress(c, "categories", 1.0);
+	return res;
+}
+
+/*
+ * How many reviews each product gets: weights with a long tail (a few
+ * products get ~60x the median) and about 5% of products with none; the
+ * counts are rounded cumulatively so they sum to exactly nrev.
+ */
+static uint32_t *
+seed_review_counts(struct seed_ctx *c)
+{
+	uint32_t *w = hs_xcalloc((size_t)c->nprod, sizeof(*w));
+	unsigned __int128 total = 0, cum = 0;
+	uint64_t prev = 0, next;
+	int64_t i;
+
+	for (i = 0; i < c->nprod; i++) {
+		if (rng_below(&c->rng, 100) < 5)
+			w[i] = 0;
+		else
+			w[i] = 8 + 1000 / (1 + rng_below(&c->rng, 1000));
+		total += w[i];
+	}
+	if (total == 0) {
+		w[0] = 1;
+		total = 1;
+	}
+	for (i = 0; i < c->nprod; i++) {
+		cum += w[i];
+		next = (uint64_t)(cum * (unsigned __int128)c->nrev / total);
+		w[i] = (uint32_t)(next - prev);
+		prev = next;
+	}
+	return w;
+}
+
+static int
+seed_products(struct seed_ctx *c)
+{
+	sqlite3_stmt *sp = NULL, *sr = NULL;
+	struct seed_text t;
+	uint32_t *nrev = NULL, quality, k;
+	int64_t id, rid = 0, step, next_report;
+	int rating, j, res = DB_OK;
+
+	sp = seed_prepare(c,
+		"INSERT INTO products(id, category_id, name, description,"
+		" price_cents, stock, version, updated_at)"
+		" VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7)");
+	sr = seed_prepare(c,
+		"INSERT INTO reviews(id, product_id, rating, body, created_at)"
+		" VALUES (?1, ?2, ?3, ?4, ?5)");
+	if (sp == NULL || sr == NULL) {
+		res = DB_ERR;
+		goto out;
+	}
+	nrev = seed_review_counts(c);
+	step = c->nprod / 100 > 0 ? c->nprod / 100 : 1;
+	next_report = step;
+	for (id = 1; id <= c->nprod && res == DB_OK; id++) {
+		sqlite3_bind_int64(sp, 1, id);
+		sqlite3_bind_int64(sp, 2, 1 + rng_below(&c->rng, (uint32_t)c->ncat));
+		t.len = 0;
+		t.buf[0] = '\0';
+		text_word(&t, &c->rng, seed_adjectives, NELEM(seed_adjectives));
+		text_word(&t, &c->rng, seed_materials, NELEM(seed_materials));
+		text_word(&t, &c->rng, seed_nouns, NELEM(seed_nouns));
+		sqlite3_bind_text(sp, 3, t.buf, (int)t.len, SQLITE_TRANSIENT);
+		t.len = 0;
+		t.buf[0] = '\0';
+		text_sentence(&t, &c->rng, 8 + (int)rng_below(&c->rng, 12));
+		text_sentence(&t, &c->rng, 6 + (int)rng_below(&c->rng, 10));
+		t.buf[0] = (char)(t.buf[0] - 'a' + 'A');
+		sqlite3_bind_text(sp, 4, t.buf, (int)t.len, SQLITE_STATIC);
+		/* $0.99 .. $999.99, most of them cheap. */
+		sqlite3_bind_int64(sp, 5, 100ll * (1 + rng_below(&c->rng,
+				   1 + rng_below(&c->rng, 1000))) - 1);
+		sqlite3_bind_int64(sp, 6, rng_below(&c->rng, 20) == 0 ? 0 :
+				   rng_below(&c->rng, 500));
+		sqlite3_bind_int64(sp, 7, SEED_BASE_MS +
+				   (int64_t)(rng_next(&c->rng) % SEED_SPAN_MS));
+		if ((res = seed_step(c, sp, "insert product")) != DB_OK)
+			break;
+
+		/*
+		 * Quality in permille, skewed towards good products; a
+		 * rating is 1 + four Bernoulli(quality) draws, so a product's
+		 * mean rating is 1 + 4 * quality.
+		 */
+		quality = 999 - rng_below(&c->rng, 1000) *
+				rng_below(&c->rng, 1000) / 999;
+		for (k = 0; k < nrev[id - 1] && res == DB_OK; k++) {
+			rating = 1;
+			for (j = 0; j < 4; j++)
+				rating += rng_below(&c->rng, 1000) < quality;
+			t.len = 0;
+			t.buf[0] = '\0';
+			text_word(&t, &c->rng, seed_openers[rating - 1], 3);
+			text_sentence(&t, &c->rng, 3 + (int)rng_below(&c->rng, 10));
+			sqlite3_bind_int64(sr, 1, ++rid);
+			sqlite3_bind_int64(sr, 2, id);
+			sqlite3_bind_int(sr, 3, rating);
+			sqlite3_bind_text(sr, 4, t.buf, (int)t.len, SQLITE_STATIC);
+			sqlite3_bind_int64(sr, 5, SEED_BASE_MS +
+				(int64_t)(rng_next(&c->rng) % SEED_SPAN_MS));
+			res = seed_step(c, sr, "insert review");
+		}
+		if (id >= next_report) {
+			seed_progress(c, "products and reviews",
+				      (double)id / (double)c->nprod);
+			next_report += step;
+		}
+	}
+out:
+	free(nrev);
+	sqlite3_finalize(sp);
+	sqlite3_finalize(sr);
+	return res;
+}
+
+static int
+seed_world(struct seed_ctx *c)
+{
+	sqlite3_stmt *st;
+	int i, res = DB_OK;
+
+	st = seed_prepare(c, "INSERT INTO world(id, randomNumber) VALUES (?1, ?2)");
+	if (st == NULL)
+		return DB_ERR;
+	for (i = 1; i <= DB_WORLD_ROWS && res == DB_OK; i++) {
+		sqlite3_bind_int(st, 1, i);
+		sqlite3_bind_int(st, 2, 1 + (int)rng_below(&c->rng, 10000));
+		res = seed_step(c, st, "insert world");
+	}
+	sqlite3_finalize(st);
+	seed_progress(c, "world", 1.0);
+	return res;
+}
+
+static int
+seed_exec(struct seed_ctx *c, const char *sql, const char *what)
+{
+	int rc = sqlite3_exec(c->db->conn, sql, NULL, NULL, NULL);
+
+	return rc == SQLITE_OK ? DB_OK : db_fail(c->db, rc, what);
+}
+
+/* Fills the (empty) file at tmp. */
+static int
+seed_fill(struct seed_ctx *c, const char *tmp)
+{
+	char sql[64];
+	int rc, res;
+
+	rc = sqlite3_open_v2(tmp, &c->db->conn,
+			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK)
+		return db_fail(c->db, rc, tmp);
+	/*
+	 * Nobody else can see this file yet and a crash just leaves a temp
+	 * file behind, so durability is switched off while loading; the file
+	 * is synced once at the end.
+	 */
+	res = seed_exec(c, "PRAGMA journal_mode = OFF;"
+			"PRAGMA synchronous = OFF;"
+			"PRAGMA locking_mode = EXCLUSIVE;"
+			"PRAGMA temp_store = MEMORY;"
+			"PRAGMA cache_size = -262144;", "pragmas");
+	if (res == DB_OK)
+		res = seed_exec(c, "BEGIN", "begin");
+	if (res == DB_OK)
+		res = seed_exec(c, db_schema_tables_sql, "create tables");
+	if (res == DB_OK)
+		res = seed_categories(c);
+	if (res == DB_OK)
+		res = seed_products(c);
+	if (res == DB_OK)
+		res = seed_world(c);
+	if (res == DB_OK) {
+		seed_progress(c, "indexes", 0.0);
+		res = seed_exec(c, db_schema_indexes_sql, "create indexes");
+	}
+	if (res == DB_OK) {
+		snprintf(sql, sizeof(sql), "PRAGMA user_version = %d",
+			 DB_SCHEMA_VERSION);
+		res = seed_exec(c, sql, "user_version");
+	}
+	if (res == DB_OK)
+		res = seed_exec(c, "COMMIT", "commit");
+	if (res == DB_OK)
+		seed_progress(c, "indexes", 1.0);
+	sqlite3_close_v2(c->db->conn);
+	c->db->conn = NULL;
+	return res;
+}
+
+/* Syncs the directory holding path, so that a new link survives a crash. */
+static void
+seed_sync_dir(const char *path)
+{
+	char *copy = hs_xstrdup(path);
+	int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd >= 0) {
+		fsync(fd);
+		close(fd);
+	}
+	free(copy);
+}
+
+static int
+seed_file(const char *path, const struct db_seed_opts *o, int replace,
+	  char *err, size_t errlen)
+{
+	struct db scratch;
+	struct seed_ctx c;
+	struct db *check = NULL;
+	struct stat sb;
+	char *tmp = NULL, *side = NULL;
+	size_t plen = strlen(path);
+	double scale = o && o->scale != 0 ? o->scale : 1.0;
+	int fd = -1, res = DB_ERR, linked = 0;
+	char cerr[256];
+
+	memset(&scratch, 0, sizeof(scratch));
+	memset(&c, 0, sizeof(c));
+	c.db = &scratch;
+	c.o = o;
+	if (!(scale > 0 && scale <= 1000)) {
+		db_failf(&scratch, "scale %g out of range (0, 1000]", scale);
+		goto out;
+	}
+	if (!replace && stat(path, &sb) == 0) {
+		db_failf(&scratch, "%s already exists", path);
+		goto out;
+	}
+	c.rng.s = o && o->seed ? o->seed : SEED_DEFAULT;
+	c.ncat = seed_count(100, scale);
+	c.nprod = seed_count(100000, scale);
+	c.nrev = seed_count(1000000, scale);
+
+	tmp = hs_xmalloc(plen + 16);
+	side = hs_xmalloc(plen + 8);
+	snprintf(tmp, plen + 16, "%s.seed-XXXXXX", path);
+	if ((fd = mkstemp(tmp)) < 0) {
+		db_failf(&scratch, "cannot create a file beside %s: %s", path,
+			 strerror(errno));
+		free(tmp);
+		tmp = NULL;
+		goto out;
+	}
+	/* mkstemp makes it 0600; a database is as readable as any new file. */
+	fchmod(fd, 0644);
+	if ((res = seed_fill(&c, tmp)) != DB_OK)
+		goto out;
+
+	/* Our own opener switches it to WAL and checks the schema. */
+	seed_progress(&c, "finishing", 0.0);
+	if ((check = db_open(tmp, 0, 0, cerr, sizeof(cerr))) == NULL) {
+		res = db_failf(&scratch, "reopening the new file: %s", cerr);
+		goto out;
+	}
+	db_close(check);
+	if (fsync(fd) != 0) {
+		res = db_failf(&scratch, "fsync %s: %s", tmp, strerror(errno));
+		goto out;
+	}
+
+	/*
+	 * A -wal or -shm file left from an older database at this path
+	 * would be replayed into the new one; remove them first.  When not
+	 * replacing, only do so if the database itself is gone (so it is
+	 * not in use).
+	 */
+	if (replace || stat(path, &sb) != 0) {
+		snprintf(side, plen + 8, "%s-wal", path);
+		unlink(side);
+		snprintf(side, plen + 8, "%s-shm", path);
+		unlink(side);
+	}
+	if (replace) {
+		if (rename(tmp, path) != 0) {
+			res = db_failf(&scratch, "rename to %s: %s", path,
+				       strerror(errno));
+			goto out;
+		}
+		linked = 1;
+	} else if (link(tmp, path) == 0) {
+		linked = 1;
+	} else if (errno != EEXIST) {
+		res = db_failf(&scratch, "link to %s: %s", path, strerror(errno));
+		goto out;
+	}
+	/*
+	 * EEXIST: another process seeded the same path meanwhile, and its
+	 * file is as complete as ours; keep it and drop ours.
+	 */
+	seed_sync_dir(path);
+	seed_progress(&c, "finishing", 1.0);
+	res = DB_OK;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (tmp && !(replace && linked))
+		unlink(tmp);
+	if (res != DB_OK && err && errlen)
+		snprintf(err, errlen, "%s", scratch.errmsg);
+	free(tmp);
+	free(side);
+	return res;
+}
+
+int
+db_seed_file(const char *path, const struct db_seed_opts *o, char *err,
+	     size_t errlen)
+{
+	return seed_file(path, o, 0, err, errlen);
+}
+
+int
+db_seed_file_replace(const char *path, const struct db_seed_opts *o,
+		     char *err, size_t errlen)
+{
+	return seed_file(path, o, 1, err, errlen);
+}
