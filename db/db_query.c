@@ -33,16 +33,23 @@ const char *const db_stmt_sql[ST_COUNT_] = {
 		" ORDER BY created_at DESC, id DESC LIMIT ?2",
 	[ST_CATEGORY_GET] = "SELECT name FROM categories WHERE id = ?1",
 	/*
-	 * Products without reviews have n = 0 and a NULL average; the first
-	 * key puts them last explicitly rather than relying on NULL order.
+	 * The aggregate runs on indexes only (products_category holds the
+	 * rowid, reviews_product_created the rating); names and prices are
+	 * looked up for the DB_TOP_N winners alone.  Products without
+	 * reviews have n = 0 and a NULL average: the first key puts them
+	 * last explicitly rather than relying on where NULLs sort.
 	 */
 	[ST_CATEGORY_TOP] =
-		"SELECT p.id, p.name, p.price_cents, count(r.rating) AS n,"
-		" avg(r.rating) AS a"
-		" FROM products AS p LEFT JOIN reviews AS r ON r.product_id = p.id"
+		"WITH t AS ("
+		" SELECT p.id AS id, count(r.rating) AS n, avg(r.rating) AS a"
+		" FROM products AS p"
+		" LEFT JOIN reviews AS r ON r.product_id = p.id"
 		" WHERE p.category_id = ?1"
 		" GROUP BY p.id"
-		" ORDER BY n = 0, a DESC, n DESC, p.id LIMIT ?2",
+		" ORDER BY n = 0, a DESC, n DESC, p.id LIMIT ?2)"
+		" SELECT t.id, p.name, p.price_cents, t.n, t.a"
+		" FROM t JOIN products AS p ON p.id = t.id"
+		" ORDER BY t.n = 0, t.a DESC, t.n DESC, t.id",
 	[ST_PRODUCT_UPDATE] =
 		"UPDATE products SET"
 		" name = CASE WHEN ?1 THEN ?2 ELSE name END,"

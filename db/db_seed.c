@@ -311,12 +311,12 @@ seed_products(struct seed_ctx *c)
 			break;
 
 		/*
-		 * Quality in permille, skewed towards good products; a
+		 * Quality in permille (69..900), skewed towards good products; a
 		 * rating is 1 + four Bernoulli(quality) draws, so a product's
 		 * mean rating is 1 + 4 * quality.
 		 */
-		quality = 999 - rng_below(&c->rng, 1000) *
-				rng_below(&c->rng, 1000) / 999;
+		quality = 900 - rng_below(&c->rng, 1000) *
+				rng_below(&c->rng, 1000) / 1200;
 		for (k = 0; k < nrev[id - 1] && res == DB_OK; k++) {
 			rating = 1;
 			for (j = 0; j < 4; j++)
