@@ -99,7 +99,7 @@ srv_parse_json_object(struct srv_ctx *c, struct srv_resp *r)
 		return NULL;
 	}
 	j = json_loadb(c->rq->body.data ? c->rq->body.data : "",
-		       c->rq->body.len, JSON_REJECT_DUPLICATES, &jerr);
+		       c->rq->body.len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
 	if (j == NULL) {
 		snprintf(msg, sizeof(msg), "malformed JSON: %s", jerr.text);
 		srv_error(r, 400, msg);

@@ -48,6 +48,9 @@ usage(FILE *f)
 		"  --cache MODE        response cache; \"off\" (default) is the only\n"
 		"                      mode in this build\n"
 		"  --max-body BYTES    largest request body, 1..67108864 (default 65536)\n"
+		"  --busy-timeout MS   how long a query waits for a lock held by another\n"
+		"                      connection before the request fails with 503\n"
+		"                      (default 5000)\n"
 		"  --log-level LEVEL   error, warn, info (default) or debug\n"
 		"  -h, --help          this help\n");
 }
@@ -70,6 +73,7 @@ parse_args(int argc, char **argv, struct opts *o)
 		{ "id", required_argument, NULL, 'i' },
 		{ "cache", required_argument, NULL, 'c' },
 		{ "max-body", required_argument, NULL, 'm' },
+		{ "busy-timeout", required_argument, NULL, 'b' },
 		{ "log-level", required_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -129,6 +133,13 @@ parse_args(int argc, char **argv, struct opts *o)
 				return ARGS_FAIL;
 			}
 			o->srv.max_body = (size_t)v;
+			break;
+		case 'b':
+			if (hs_parse_int(optarg, 1, 600000,
+					 &o->srv.busy_timeout_ms) < 0) {
+				bad("--busy-timeout (want 1..600000 ms)", optarg);
+				return ARGS_FAIL;
+			}
 			break;
 		case 'L':
 			if ((o->log_level = hs_log_level_parse(optarg)) < 0) {

@@ -16,6 +16,9 @@
 #include "hs_util.h"
 #include "srv_int.h"
 
+/* Bytes past --max-body read and dropped before a 413 (see srv_on_access). */
+#define SRV_DRAIN_MAX (1024 * 1024)
+
 #define ALLOW_GET "GET, HEAD"
 #define ALLOW_PRODUCT "GET, HEAD, PUT, DELETE"
 #define ALLOW_REVIEWS "POST"
@@ -111,6 +114,10 @@ resolve_resource(const char *method, const char *url, struct srv_req *rq)
 	}
 	slash = strchr(rest, '/');
 	idlen = slash ? (size_t)(slash - rest) : strlen(rest);
+	if (idlen == 0) {
+		set_err(rq, 404, "no such route", NULL);
+		return;
+	}
 	if (is_product && slash == NULL) {
 		if (is_get(method))
 			rq->route = SRV_R_PRODUCT_GET;
@@ -310,13 +317,27 @@ srv_on_access(void *cls, struct MHD_Connection *conn, const char *url,
 		size_t n = *upload_data_size;
 
 		*upload_data_size = 0;
-		if (c.rq->seen + n > s->cfg.max_body) {
-			/* A chunked (or lying) upload went past the limit. */
-			return answer_error(&c, 413, "request body too large",
-					    NULL);
+		c.rq->seen += n;
+		if (c.rq->seen > s->cfg.max_body) {
+			/*
+			 * A chunked upload went past the limit.  MHD cannot
+			 * queue a response in the middle of a body, so the rest
+			 * is read and dropped and 413 is answered at the end;
+			 * a client that keeps sending far beyond the limit is
+			 * disconnected.
+			 */
+			if (c.rq->seen > s->cfg.max_body + SRV_DRAIN_MAX) {
+				log_info("upload over %zu bytes: closing the "
+					 "connection", s->cfg.max_body);
+				return MHD_NO;
+			}
+			c.rq->err_status = 413;
+			c.rq->err_msg = "request body too large";
+			c.rq->allow = NULL;
+			hs_buf_free(&c.rq->body);
+			return MHD_YES;
 		}
 		/* Bodies of routes that take none are read and dropped. */
-		c.rq->seen += n;
 		if (c.rq->wants_body)
 			hs_buf_append(&c.rq->body, upload_data, n);
 		return MHD_YES;
