@@ -58,6 +58,20 @@ def free_port():
         return s.getsockname()[1]
 
 
+def free_ports(n):
+    """n distinct ports that were free a moment ago."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def http_get(port, path, timeout=2.0):
     """Returns (status, headers dict, body bytes); raises OSError."""
     url = "http://127.0.0.1:%d%s" % (port, path)
@@ -131,7 +145,7 @@ class Stack:
                  db=DEFAULT_DB, scale=1.0, balancer_port=8080,
                  server_port=8081, admin_port=8090, memcached_port=21211,
                  logdir=None, server_args=(), balancer_args=(),
-                 threads=None):
+                 threads=None, server_ports=None, memcached_ports=None):
         if servers < 1:
             raise StackError("--servers must be at least 1")
         if cache not in ("lease", "naive", "off"):
@@ -143,10 +157,13 @@ class Stack:
         self.db = os.path.abspath(db)
         self.scale = scale
         self.balancer_port = balancer_port
-        self.server_ports = [server_port + i for i in range(servers)]
+        self.server_ports = list(server_ports or
+                                 [server_port + i for i in range(servers)])
         self.admin_port = admin_port
-        self.memcached_ports = [memcached_port + i
-                                for i in range(self.nmemcached)]
+        self.memcached_ports = list(memcached_ports or
+                                    [memcached_port + i
+                                     for i in range(self.nmemcached)])
+        self.memcached_ports = self.memcached_ports[:self.nmemcached]
         self.logdir = logdir or os.path.join(RUN_DIR, "logs")
         self.server_args = list(server_args)
         self.balancer_args = list(balancer_args)

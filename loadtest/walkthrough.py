@@ -1,0 +1,580 @@
+#!/usr/bin/env python3
+"""The scaling walkthrough: the same wrk mix at each step of the talk, with
+the consistency checker beside it, one row per step, and a report folder.
+
+  0   one server, no cache: the database is hammered
+  1   + memcached, cache-aside with leases
+  1b  naive cache-aside with a widened fill window: the stale-set race
+  2   hs-balancer in front of N servers sharing memcached and the database
+  3   profile: where the time goes now (Server-Timing / stats breakdown,
+      and a perf flame graph when perf can sample)
+
+Each row: req/s, p50, p99, errors, DB queries/s, cache hit %, stale reads.
+The report lands in DIR: results.csv, results.md, report.html (charts as
+inline SVG: it opens with no network), and each step's raw output.
+"""
+
+import argparse
+import csv
+import html
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import stack as hs  # noqa: E402
+
+ROOT = hs.ROOT
+WRK_DIR = os.path.join(ROOT, "loadtest", "wrk")
+
+STEPS = {
+    "0": ("one server, no cache", "the database is hammered"),
+    "1": ("+ memcached (lease)", "cache-aside: repeated reads cost no DB work"),
+    "1b": ("naive cache, widened race",
+           "get/miss/query/set: an update's delete can be undone by a slow fill"),
+    "2": ("balancer + %d servers", "round robin over servers sharing cache and DB"),
+    "3": ("profile", "where the time goes now"),
+}
+
+COLUMNS = ["step", "setup", "req_s", "p50_ms", "p99_ms", "errors",
+           "db_queries_s", "cache_hit_pct", "stale_reads", "checker_reads",
+           "checker_writes"]
+
+
+def progress(msg):
+    sys.stderr.write("walkthrough: %s\n" % msg)
+    sys.stderr.flush()
+
+
+def get_json(port, path):
+    try:
+        status, _, body = hs.http_get(port, path, 5.0)
+        if status == 200:
+            return json.loads(body)
+    except (OSError, ValueError):
+        pass
+    return {}
+
+
+def server_counters(st):
+    """(db queries, db ms, cache hits, cache misses, cache ms, requests,
+    total request ms) from one hs-server /stats document."""
+    db = st.get("db", {})
+    cache = st.get("cache") if isinstance(st.get("cache"), dict) else {}
+    req_ms = 0.0
+    for r in st.get("routes", {}).values():
+        lat = r.get("latency", {})
+        req_ms += lat.get("count", 0) * lat.get("mean_us", 0) / 1000.0
+    return {
+        "db_queries": db.get("queries", 0),
+        "db_ms": db.get("time_ms", 0.0),
+        "hits": cache.get("hits", 0),
+        "misses": cache.get("misses", 0),
+        "cache_ms": cache.get("time_ms", 0.0),
+        "requests": st.get("requests", 0),
+        "req_ms": req_ms,
+    }
+
+
+def snapshot(stk):
+    tot = {}
+    for port in stk.server_ports:
+        for k, v in server_counters(get_json(port, "/stats")).items():
+            tot[k] = tot.get(k, 0) + v
+    return tot
+
+
+def delta(a, b):
+    return {k: b.get(k, 0) - a.get(k, 0) for k in b}
+
+
+def run_wrk(port, a, counts, duration, out_path=None):
+    script = os.path.join(WRK_DIR, "update-mix.lua")
+    cmd = ["wrk", "-t%d" % a.wrk_threads, "-c%d" % a.connections,
+           "-d%ds" % duration, "--latency", "-s", script,
+           "http://127.0.0.1:%d" % port, "--",
+           "products=%d" % counts["products"],
+           "categories=%d" % counts["categories"],
+           "put=%g" % a.put, "review=%g" % a.review]
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       timeout=duration + 60)
+    text = r.stdout.decode("utf-8", "replace")
+    if out_path:
+        with open(out_path, "w") as f:
+            f.write("$ %s\n%s" % (" ".join(cmd), text))
+    m = re.search(r"^HSJSON (\{.*\})$", text, re.M)
+    if r.returncode != 0 or not m:
+        raise hs.StackError("wrk failed (exit %d):\n%s" %
+                            (r.returncode, text[-2000:]))
+    return json.loads(m.group(1))
+
+
+class Checker(threading.Thread):
+    """hs-checker beside the load; .result is its JSON line."""
+
+    def __init__(self, port, a, duration, db, out_path):
+        super().__init__(daemon=True)
+        self.cmd = [os.path.join(hs.BIN, "hs-checker"),
+                    "--url", "http://127.0.0.1:%d" % port,
+                    "--hot", str(a.hot), "--readers", str(a.readers),
+                    "--writers", str(a.writers),
+                    "--duration", str(duration), "--db", db,
+                    "--settle-ms", "500", "--json"]
+        self.out_path = out_path
+        self.result = None
+        self.duration = duration
+
+    def run(self):
+        r = subprocess.run(self.cmd, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE,
+                           timeout=self.duration + 120)
+        with open(self.out_path, "w") as f:
+            f.write("$ %s\n%s%s" % (" ".join(self.cmd),
+                                    r.stderr.decode(), r.stdout.decode()))
+        for line in r.stdout.decode().splitlines():
+            if line.startswith("{"):
+                try:
+                    self.result = json.loads(line)
+                except ValueError:
+                    pass
+
+
+def perf_usable():
+    if not shutil.which("perf"):
+        return False
+    r = subprocess.run(["perf", "record", "-o", "/dev/null", "-q", "--",
+                        "true"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    return r.returncode == 0
+
+
+def fold_perf(script_text):
+    """perf script output -> {"a;b;c": samples} (root first)."""
+    folded = {}
+    stack = []
+    comm = None
+    for line in script_text.splitlines():
+        if not line.strip():
+            if stack and comm:
+                key = ";".join([comm] + list(reversed(stack)))
+                folded[key] = folded.get(key, 0) + 1
+            stack, comm = [], None
+            continue
+        if not line.startswith((" ", "\t")):
+            comm = line.split()[0]
+            continue
+        parts = line.strip().split(None, 1)
+        if len(parts) == 2:
+            sym = re.sub(r"\+0x[0-9a-f]+$", "", parts[1].split(" (")[0])
+            stack.append(sym if sym != "[unknown]" else "?")
+    if stack and comm:
+        key = ";".join([comm] + list(reversed(stack)))
+        folded[key] = folded.get(key, 0) + 1
+    return folded
+
+
+def flamegraph_svg(folded, title, width=1200):
+    """A small flame graph (root at the bottom) as standalone SVG."""
+    tree = {"n": 0, "c": {}}
+    for stack, n in folded.items():
+        node = tree
+        node["n"] += n
+        for frame in stack.split(";"):
+            node = node["c"].setdefault(frame, {"n": 0, "c": {}})
+            node["n"] += n
+    total = tree["n"] or 1
+    rows = []
+
+    def walk(node, x, depth):
+        for name, child in sorted(node["c"].items()):
+            w = child["n"] / total * width
+            if w >= 0.5:
+                rows.append((x, depth, w, name, child["n"]))
+                walk(child, x, depth + 1)
+            x += w
+    walk(tree, 0.0, 0)
+    depth = max([r[1] for r in rows] + [0]) + 1
+    h = 16
+    height = depth * h + 40
+    out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
+           'font-family="monospace" font-size="11">' % (width, height),
+           '<text x="4" y="14" font-size="13">%s (%d samples)</text>' %
+           (html.escape(title), total)]
+    for x, d, w, name, n in rows:
+        y = height - (d + 1) * h
+        hue = 20 + (hash(name) % 40)
+        label = name if len(name) * 7 < w else name[:max(0, int(w / 7) - 1)]
+        out.append('<g><title>%s (%d samples, %.1f%%)</title>'
+                   '<rect x="%.1f" y="%d" width="%.1f" height="%d" '
+                   'fill="hsl(%d,80%%,60%%)" stroke="white" stroke-width="0.5"/>'
+                   '<text x="%.1f" y="%d">%s</text></g>' %
+                   (html.escape(name), n, 100.0 * n / total, x, y, w, h - 1,
+                    hue, x + 2, y + 11, html.escape(label)))
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def profile(stk, a, counts, outdir, duration):
+    """Step 3: load + the stats breakdown + a perf flame graph."""
+    pids = [str(c.pid) for c in stk.children if c.name.startswith("hs-")]
+    perf = None
+    perf_data = os.path.join(outdir, "perf.data")
+    if perf_usable() and not a.no_perf:
+        perf = subprocess.Popen(
+            ["perf", "record", "-F", "499", "-g", "-o", perf_data, "-p",
+             ",".join(pids), "--", "sleep", str(duration)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    before = snapshot(stk)
+    bal0 = get_json(stk.admin_port, "/stats") if stk.balancer else {}
+    w = run_wrk(stk.entry_port(), a, counts, duration,
+                os.path.join(outdir, "step-3-wrk.txt"))
+    after = snapshot(stk)
+    d = delta(before, after)
+    breakdown = {}
+    n = max(d.get("requests", 0), 1)
+    breakdown["server total (per request)"] = d.get("req_ms", 0) / n
+    breakdown["  in the database"] = d.get("db_ms", 0) / n
+    breakdown["  in memcached"] = d.get("cache_ms", 0) / n
+    breakdown["  HTTP, JSON, queueing"] = max(
+        0.0, (d.get("req_ms", 0) - d.get("db_ms", 0) - d.get("cache_ms", 0)) / n)
+    breakdown["client-seen p50"] = w["p50_us"] / 1000.0
+    if perf:
+        perf.wait(duration + 30)
+    svg = None
+    if perf and os.path.exists(perf_data):
+        r = subprocess.run(["perf", "script", "-i", perf_data],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                           timeout=300)
+        folded = fold_perf(r.stdout.decode("utf-8", "replace"))
+        if folded:
+            svg = flamegraph_svg(folded, "hs-server + hs-balancer, step 3")
+            with open(os.path.join(outdir, "flamegraph.svg"), "w") as f:
+                f.write(svg)
+            with open(os.path.join(outdir, "perf.folded"), "w") as f:
+                for k, v in sorted(folded.items(), key=lambda kv: -kv[1]):
+                    f.write("%s %d\n" % (k, v))
+        os.unlink(perf_data)
+    return w, d, breakdown, svg, bal0
+
+
+def db_counts(path):
+    con = sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=30)
+    try:
+        p = con.execute("SELECT max(id) FROM products").fetchone()[0] or 1
+        c = con.execute("SELECT max(id) FROM categories").fetchone()[0] or 1
+    finally:
+        con.close()
+    return {"products": p, "categories": c}
+
+
+def make_stack(step, a, logdir):
+    servers = a.servers if step in ("2", "3") else 1
+    balancer = step in ("2", "3")
+    cache = {"0": "off", "1b": "naive"}.get(step, "lease")
+    ports = hs.free_ports(servers + 3)
+    extra = []
+    if step == "1b":
+        extra = ["--debug-fill-delay-ms", str(a.fill_delay_ms)]
+    return hs.Stack(servers=servers, cache=cache, memcached=1,
+                    balancer=balancer, db=a.db, scale=a.scale,
+                    server_ports=ports[:servers],
+                    memcached_ports=[ports[servers]],
+                    balancer_port=ports[servers + 1],
+                    admin_port=ports[servers + 2], logdir=logdir,
+                    server_args=extra, threads=a.server_threads)
+
+
+def run_step(step, a, counts, outdir):
+    title, lesson = STEPS[step]
+    if "%d" in title:
+        title = title % a.servers
+    stk = make_stack(step, a, os.path.join(outdir, "logs", "step-" + step))
+    progress("step %s: %s — starting %d server(s)%s%s" % (
+        step, title, stk.nservers, ", memcached" if stk.nmemcached else "",
+        ", hs-balancer" if stk.balancer else ""))
+    stk.start()
+    try:
+        port = stk.entry_port()
+        if stk.cache != "off" and a.warmup > 0:
+            progress("step %s: warming the cache for %ds" % (step, a.warmup))
+            run_wrk(port, a, counts, a.warmup)
+        progress("step %s: %ds of load (wrk -c%d) with the consistency "
+                 "checker beside it" % (step, a.duration, a.connections))
+        chk = Checker(port, a, a.duration, stk.db,
+                      os.path.join(outdir, "step-%s-checker.txt" % step))
+        chk.start()
+        extra = None
+        if step == "3":
+            w, d, breakdown, svg, _ = profile(stk, a, counts, outdir,
+                                               a.duration)
+            extra = (breakdown, svg)
+        else:
+            before = snapshot(stk)
+            w = run_wrk(port, a, counts, a.duration,
+                        os.path.join(outdir, "step-%s-wrk.txt" % step))
+            d = delta(before, snapshot(stk))
+        chk.join(a.duration + 150)
+    finally:
+        stk.stop()
+    c = chk.result or {}
+    lookups = d.get("hits", 0) + d.get("misses", 0)
+    row = {
+        "step": step, "setup": title,
+        "req_s": round(w["rps"], 1),
+        "p50_ms": round(w["p50_us"] / 1000.0, 3),
+        "p99_ms": round(w["p99_us"] / 1000.0, 3),
+        "errors": w["errors"] + w["non2xx"],
+        "db_queries_s": round(d.get("db_queries", 0) / w["duration_s"], 1),
+        "cache_hit_pct": (round(100.0 * d["hits"] / lookups, 1)
+                          if lookups else ""),
+        "stale_reads": c.get("stale_reads", "n/a"),
+        "checker_reads": c.get("reads", 0),
+        "checker_writes": c.get("writes", 0),
+    }
+    return row, lesson, extra
+
+
+def fmt_row(r):
+    return ("%-3s %-28s %9s %8s %8s %7s %10s %6s %6s" % (
+        r["step"], r["setup"], r["req_s"], r["p50_ms"], r["p99_ms"],
+        r["errors"], r["db_queries_s"], r["cache_hit_pct"], r["stale_reads"]))
+
+
+HEADER = ("%-3s %-28s %9s %8s %8s %7s %10s %6s %6s" % (
+    "", "step", "req/s", "p50 ms", "p99 ms", "errors", "DB q/s", "hit %",
+    "stale"))
+
+
+def svg_bars(title, rows, key, unit, width=560):
+    vals = [float(r[key] or 0) for r in rows]
+    top = max(vals + [1e-9])
+    bh, gap, left = 26, 8, 210
+    height = 40 + len(rows) * (bh + gap)
+    out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
+           'font-family="sans-serif" font-size="12">' % (width, height),
+           '<text x="0" y="16" font-size="14" font-weight="bold">%s</text>' %
+           html.escape(title)]
+    for i, (r, v) in enumerate(zip(rows, vals)):
+        y = 30 + i * (bh + gap)
+        w = (width - left - 90) * v / top
+        out.append('<text x="0" y="%d">%s %s</text>' % (
+            y + 17, html.escape(r["step"]), html.escape(r["setup"][:26])))
+        out.append('<rect x="%d" y="%d" width="%.1f" height="%d" '
+                   'fill="#3b7dd8"/>' % (left, y, w, bh))
+        out.append('<text x="%.1f" y="%d">%s %s</text>' % (
+            left + w + 6, y + 17, "%g" % v, unit))
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def write_report(outdir, rows, lessons, extra, meta):
+    with open(os.path.join(outdir, "results.csv"), "w", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=COLUMNS)
+        wr.writeheader()
+        for r in rows:
+            wr.writerow(r)
+    md = ["# hammerstack walkthrough", "",
+          "%s — wrk -t%d -c%d, %ds per step, update mix (put %g, review %g), "
+          "database scale %s (%d products)" % (
+              meta["date"], meta["wrk_threads"], meta["connections"],
+              meta["duration"], meta["put"], meta["review"], meta["scale"],
+              meta["products"]),
+          "", "Machine: %s" % meta["machine"], "",
+          "| step | setup | req/s | p50 ms | p99 ms | errors | DB queries/s "
+          "| cache hit % | stale reads |",
+          "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        md.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % tuple(
+            r[k] for k in ("step", "setup", "req_s", "p50_ms", "p99_ms",
+                           "errors", "db_queries_s", "cache_hit_pct",
+                           "stale_reads")))
+    md.append("")
+    for r in rows:
+        md.append("- step %s, %s: %s" % (r["step"], r["setup"],
+                                         lessons[r["step"]]))
+    if extra:
+        md += ["", "## Where the time goes (step 3, per request, ms)", ""]
+        md += ["| stage | ms |", "|---|---:|"]
+        for k, v in extra[0].items():
+            md.append("| %s | %.3f |" % (k.strip(), v))
+    with open(os.path.join(outdir, "results.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+
+    charts = [svg_bars("Throughput (req/s)", rows, "req_s", "req/s"),
+              svg_bars("p99 latency (ms)", rows, "p99_ms", "ms"),
+              svg_bars("Database queries per second", rows, "db_queries_s",
+                       "q/s")]
+    table = ["<table><tr>" + "".join(
+        "<th>%s</th>" % h for h in ("step", "setup", "req/s", "p50 ms",
+                                     "p99 ms", "errors", "DB queries/s",
+                                     "cache hit %", "stale reads")) + "</tr>"]
+    for r in rows:
+        table.append("<tr>" + "".join(
+            "<td>%s</td>" % html.escape(str(r[k])) for k in (
+                "step", "setup", "req_s", "p50_ms", "p99_ms", "errors",
+                "db_queries_s", "cache_hit_pct", "stale_reads")) + "</tr>")
+    table.append("</table>")
+    parts = ["<!doctype html><html><head><meta charset='utf-8'>",
+             "<title>hammerstack walkthrough</title><style>",
+             "body{font-family:sans-serif;max-width:1250px;margin:2em auto}",
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+             "padding:4px 8px;text-align:right}td:nth-child(2){text-align:left}",
+             "</style></head><body><h1>hammerstack walkthrough</h1>",
+             "<p>%s</p>" % html.escape(md[2]),
+             "<p>Machine: %s</p>" % html.escape(meta["machine"])]
+    parts += table
+    parts.append("<ul>" + "".join(
+        "<li><b>step %s</b>, %s: %s</li>" % (
+            html.escape(r["step"]), html.escape(r["setup"]),
+            html.escape(lessons[r["step"]])) for r in rows) + "</ul>")
+    parts += ["<div>%s</div>" % c for c in charts]
+    if extra:
+        parts.append("<h2>Where the time goes (step 3, per request)</h2>"
+                     "<table>")
+        for k, v in extra[0].items():
+            parts.append("<tr><td style='text-align:left'>%s</td>"
+                         "<td>%.3f ms</td></tr>" % (html.escape(k), v))
+        parts.append("</table>")
+        if extra[1]:
+            parts.append("<h2>Flame graph (perf, hs-server + hs-balancer)"
+                         "</h2>" + extra[1])
+    parts.append("</body></html>")
+    with open(os.path.join(outdir, "report.html"), "w") as f:
+        f.write("\n".join(parts))
+
+
+def machine():
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return "%d cores (%s), Linux %s" % (os.cpu_count() or 0, cpu,
+                                       os.uname().release)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(
+        prog="hammerstack walkthrough",
+        description="Run each scaling step under the same wrk mix with the "
+        "consistency checker beside it; print a row per step and write the "
+        "report (results.csv, results.md, report.html).")
+    ap.add_argument("--duration", type=int, default=10, metavar="S",
+                    help="seconds of measured load per step (default 10)")
+    ap.add_argument("--warmup", type=int, default=3, metavar="S",
+                    help="seconds of unmeasured load before a cached step "
+                    "(default 3)")
+    ap.add_argument("--connections", type=int, default=64, metavar="C",
+                    help="wrk connections (default 64)")
+    ap.add_argument("--wrk-threads", type=int, default=1, metavar="T",
+                    help="wrk threads (default 1)")
+    ap.add_argument("--servers", type=int, default=2, metavar="N",
+                    help="servers behind the balancer in steps 2-3 (default 2)")
+    ap.add_argument("--server-threads", type=int, default=None, metavar="N",
+                    help="worker threads per server (default: CPUs)")
+    ap.add_argument("--steps", default="0,1,1b,2,3",
+                    help="steps to run (default 0,1,1b,2,3)")
+    ap.add_argument("--put", type=float, default=0.02,
+                    help="share of PUT /products/{id} in the mix (0.02)")
+    ap.add_argument("--review", type=float, default=0.01,
+                    help="share of POST reviews in the mix (0.01)")
+    ap.add_argument("--hot", type=int, default=4,
+                    help="products the checker updates and reads (4)")
+    ap.add_argument("--readers", type=int, default=4,
+                    help="checker reader threads (4)")
+    ap.add_argument("--writers", type=int, default=1,
+                    help="checker writer threads (1)")
+    ap.add_argument("--fill-delay-ms", type=int, default=20,
+                    help="step 1b: delay between DB read and cache store (20)")
+    ap.add_argument("--db", default=hs.DEFAULT_DB,
+                    help="database (default data/hammerstack.db; created)")
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="seed scale if the database is created (1.0)")
+    ap.add_argument("--out", default=None, metavar="DIR",
+                    help="report folder (default out/walkthrough-DATE)")
+    ap.add_argument("--no-perf", action="store_true",
+                    help="skip the perf flame graph in step 3")
+    a = ap.parse_args(argv)
+    steps = [s.strip() for s in a.steps.split(",") if s.strip()]
+    bad = [s for s in steps if s not in STEPS]
+    if bad:
+        ap.error("unknown step %s (steps: %s)" % (",".join(bad),
+                                                   ",".join(STEPS)))
+    for name, v, lo, hi in (("--duration", a.duration, 1, 3600),
+                            ("--warmup", a.warmup, 0, 600),
+                            ("--connections", a.connections, 1, 20000),
+                            ("--wrk-threads", a.wrk_threads, 1, 64),
+                            ("--servers", a.servers, 1, 32),
+                            ("--hot", a.hot, 1, 1000),
+                            ("--readers", a.readers, 0, 256),
+                            ("--writers", a.writers, 0, 64),
+                            ("--fill-delay-ms", a.fill_delay_ms, 0, 10000)):
+        if not lo <= v <= hi:
+            ap.error("%s must be in %d..%d" % (name, lo, hi))
+    if not (0 <= a.put and 0 <= a.review and a.put + a.review <= 1):
+        ap.error("--put and --review must be shares with put+review <= 1")
+    if a.connections < a.wrk_threads:
+        ap.error("--connections must be at least --wrk-threads")
+    a.db = os.path.abspath(a.db)
+    outdir = os.path.abspath(a.out or os.path.join(
+        ROOT, "out", "walkthrough-" + time.strftime("%Y%m%d-%H%M%S")))
+    os.makedirs(outdir, exist_ok=True)
+    if not shutil.which("wrk"):
+        sys.stderr.write("walkthrough: wrk is not installed "
+                         "(./hammerstack setup)\n")
+        return 2
+    try:
+        hs.Stack(db=a.db, scale=a.scale).seed()
+    except subprocess.CalledProcessError as e:
+        sys.stderr.write("walkthrough: seeding failed: %s\n" % e)
+        return 1
+    counts = db_counts(a.db)
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "wrk_threads": a.wrk_threads, "connections": a.connections,
+            "duration": a.duration, "put": a.put, "review": a.review,
+            "scale": a.scale, "products": counts["products"],
+            "machine": machine()}
+    rows, lessons, extra = [], {}, None
+    print(HEADER, flush=True)
+    try:
+        for step in steps:
+            row, lesson, ex = run_step(step, a, counts, outdir)
+            rows.append(row)
+            lessons[step] = lesson
+            if ex:
+                extra = ex
+            print(fmt_row(row), flush=True)
+            write_report(outdir, rows, lessons, extra, meta)
+    except KeyboardInterrupt:
+        sys.stderr.write("walkthrough: interrupted; partial report in %s\n" %
+                         outdir)
+        return 130
+    except (hs.StackError, subprocess.SubprocessError, OSError) as e:
+        sys.stderr.write("walkthrough: %s\n" % e)
+        return 1
+    if extra:
+        print("\nwhere the time goes (step 3, per request):")
+        for k, v in extra[0].items():
+            print("  %-28s %8.3f ms" % (k, v))
+    print("\nreport: %s/report.html (results.md, results.csv)" % outdir)
+    stale = [r for r in rows if r["step"] in ("1", "2", "3") and
+             r["stale_reads"] not in (0, "n/a")]
+    if stale:
+        sys.stderr.write("walkthrough: stale reads at a lease step: %s\n" %
+                         ", ".join(r["step"] for r in stale))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
