@@ -1,0 +1,202 @@
+/*
+ * The cache's per-server circuit breaker and its counters' exports (JSON for
+ * /stats, Prometheus text for /metrics).
+ *
+ * Breaker: closed until breaker_errors consecutive memcached errors on a
+ * server, then open (requests for that server's keys bypass memcached
+ * without a network call) for breaker_open_ms, then half-open: exactly one
+ * request probes memcached; success closes, failure reopens.  A probe that
+ * never reports back is replaced after another breaker_open_ms.
+ */
+#include <stdatomic.h>
+
+#include "cache_int.h"
+#include "hs_util.h"
+
+const char *
+cache_brk_state_name(int st)
+{
+	switch (st) {
+	case BRK_CLOSED: return "closed";
+	case BRK_OPEN: return "open";
+	default: return "half-open";
+	}
+}
+
+bool
+cache_brk_allow(struct cache_shared *s, struct cache_breaker *b)
+{
+	int st = atomic_load_explicit(&b->state, memory_order_acquire);
+	uint64_t now;
+
+	if (st == BRK_CLOSED)
+		return true;
+	now = hs_now_ns();
+	if (now < atomic_load_explicit(&b->until_ns, memory_order_acquire))
+		return false;
+	/* Open time over (or a probe went silent): one caller becomes the probe. */
+	if (atomic_compare_exchange_strong(&b->state, &st, BRK_HALF)) {
+		atomic_store(&b->until_ns,
+			     now + (uint64_t)s->o.breaker_open_ms * 1000000u);
+		return true;
+	}
+	return false;
+}
+
+void
+cache_brk_ok(struct cache_breaker *b)
+{
+	if (atomic_load_explicit(&b->fails, memory_order_relaxed) != 0)
+		atomic_store_explicit(&b->fails, 0, memory_order_relaxed);
+	if (atomic_load_explicit(&b->state, memory_order_relaxed) != BRK_CLOSED)
+		atomic_store(&b->state, BRK_CLOSED);
+}
+
+void
+cache_brk_fail(struct cache_shared *s, struct cache_breaker *b)
+{
+	uint64_t until = hs_now_ns() + (uint64_t)s->o.breaker_open_ms * 1000000u;
+	int st = atomic_load(&b->state);
+
+	if (st == BRK_HALF) {
+		atomic_store(&b->until_ns, until);
+		if (atomic_compare_exchange_strong(&b->state, &st, BRK_OPEN))
+			CNT_INC(s, breaker_opens);
+		return;
+	}
+	if (st != BRK_CLOSED)
+		return;
+	if (atomic_fetch_add(&b->fails, 1) + 1 < s->o.breaker_errors)
+		return;
+	atomic_store(&b->until_ns, until);
+	if (atomic_compare_exchange_strong(&b->state, &st, BRK_OPEN)) {
+		atomic_store(&b->fails, 0);
+		CNT_INC(s, breaker_opens);
+	}
+}
+
+#define LD(f) atomic_load_explicit(&s->cnt.f, memory_order_relaxed)
+
+void
+cache_stats_get(struct cache_shared *s, struct cache_stats *out)
+{
+	out->hits = LD(hits);
+	out->negative_hits = LD(negative_hits);
+	out->misses = LD(misses);
+	out->fills = LD(fills);
+	out->sets = LD(sets);
+	out->set_errors = LD(set_errors);
+	out->lease_wins = LD(lease_wins);
+	out->lease_waits = LD(lease_waits);
+	out->lease_fallbacks = LD(lease_fallbacks);
+	out->fill_conflicts = LD(fill_conflicts);
+	out->invalidations = LD(invalidations);
+	out->invalidation_retries = LD(invalidation_retries);
+	out->invalidation_failures = LD(invalidation_failures);
+	out->errors = LD(errors);
+	out->bypasses = LD(bypasses);
+	out->breaker_opens = LD(breaker_opens);
+	out->servers = s->nbrk;
+	out->breakers_open = 0;
+	for (unsigned i = 0; i < s->nbrk; i++)
+		if (atomic_load(&s->brk[i].state) != BRK_CLOSED)
+			out->breakers_open++;
+}
+
+const char *
+cache_health(struct cache_shared *s)
+{
+	for (unsigned i = 0; i < s->nbrk; i++)
+		if (atomic_load(&s->brk[i].state) != BRK_CLOSED)
+			return "degraded";
+	return "ok";
+}
+
+/* Name / value pairs in one place so JSON and Prometheus cannot drift. */
+struct stat_row {
+	const char *name;
+	const char *help;
+	uint64_t v;
+};
+
+static size_t
+stat_rows(const struct cache_stats *st, struct stat_row *r)
+{
+	size_t n = 0;
+
+#define ROW(f, h) r[n++] = (struct stat_row){ #f, h, st->f }
+	ROW(hits, "Reads served from memcached (including negative hits)");
+	ROW(negative_hits, "Reads served from a cached 404");
+	ROW(misses, "Reads that had to run the database fill");
+	ROW(fills, "Database fills run by the cache");
+	ROW(sets, "Bodies stored in memcached");
+	ROW(set_errors, "Stores that failed with a memcached error");
+	ROW(lease_wins, "Misses that won the fill lease");
+	ROW(lease_waits, "Reads that waited on another reader's lease");
+	ROW(lease_fallbacks, "Lease waits that timed out and filled without storing");
+	ROW(fill_conflicts, "Fills not stored because an update deleted the lease");
+	ROW(invalidations, "Keys deleted after updates");
+	ROW(invalidation_retries, "Delete retries after memcached errors");
+	ROW(invalidation_failures, "Deletes that failed after all retries");
+	ROW(errors, "memcached operation errors");
+	ROW(bypasses, "Reads served from the database because memcached was unusable");
+	ROW(breaker_opens, "Times a circuit breaker opened");
+#undef ROW
+	return n;
+}
+
+void
+cache_stats_json(struct cache_shared *s, struct hs_buf *b)
+{
+	struct cache_stats st;
+	struct stat_row rows[24];
+	size_t n;
+	uint64_t reads;
+
+	cache_stats_get(s, &st);
+	n = stat_rows(&st, rows);
+	hs_buf_printf(b, "{\"mode\":\"%s\",\"health\":\"%s\"",
+		      cache_mode_name(s->o.mode), cache_health(s));
+	for (size_t i = 0; i < n; i++)
+		hs_buf_printf(b, ",\"%s\":%llu", rows[i].name,
+			      (unsigned long long)rows[i].v);
+	reads = st.hits + st.misses + st.bypasses;
+	hs_buf_printf(b, ",\"hit_ratio\":%.4f",
+		      reads ? (double)st.hits / (double)reads : 0.0);
+	hs_buf_printf(b, ",\"fetch_us_p50\":%llu,\"fetch_us_p99\":%llu",
+		      (unsigned long long)hs_hist_quantile(&s->fetch_hist, 0.5),
+		      (unsigned long long)hs_hist_quantile(&s->fetch_hist, 0.99));
+	hs_buf_puts(b, ",\"servers\":[");
+	for (unsigned i = 0; i < s->nbrk; i++) {
+		hs_buf_printf(b, "%s{\"server\":", i ? "," : "");
+		hs_buf_json_str(b, s->brk[i].name);
+		hs_buf_printf(b, ",\"breaker\":\"%s\"}",
+			      cache_brk_state_name(atomic_load(&s->brk[i].state)));
+	}
+	hs_buf_puts(b, "]}");
+}
+
+void
+cache_stats_prom(struct cache_shared *s, struct hs_buf *b)
+{
+	struct cache_stats st;
+	struct stat_row rows[24];
+	size_t n;
+
+	cache_stats_get(s, &st);
+	n = stat_rows(&st, rows);
+	for (size_t i = 0; i < n; i++)
+		hs_buf_printf(b,
+			      "# HELP hs_cache_%s_total %s\n"
+			      "# TYPE hs_cache_%s_total counter\n"
+			      "hs_cache_%s_total %llu\n",
+			      rows[i].name, rows[i].help, rows[i].name,
+			      rows[i].name, (unsigned long long)rows[i].v);
+	hs_buf_puts(b, "# HELP hs_cache_breaker_state Circuit breaker per "
+		       "memcached server (0 closed, 1 open, 2 half-open)\n"
+		       "# TYPE hs_cache_breaker_state gauge\n");
+	for (unsigned i = 0; i < s->nbrk; i++)
+		hs_buf_printf(b, "hs_cache_breaker_state{server=\"%s\"} %d\n",
+			      s->brk[i].name, atomic_load(&s->brk[i].state));
+	hs_hist_prom(b, &s->fetch_hist, "hs_cache_fetch_seconds", "");
+}
