@@ -292,6 +292,8 @@ db_product_update(struct db *db, int64_t id, const struct db_product_change *c,
 	sqlite3_stmt *st;
 	int rc, res, found = 0;
 
+	if (after)
+		memset(after, 0, sizeof(*after));
 	if ((res = db_begin(db, 1)) != DB_OK)
 		goto done;
 	if ((st = db_stmt(db, ST_PRODUCT_UPDATE)) == NULL) {

@@ -381,10 +381,10 @@ def write_report(outdir, rows, lessons, extra, meta):
             wr.writerow(r)
     md = ["# hammerstack walkthrough", "",
           "%s — wrk -t%d -c%d, %ds per step, update mix (put %g, review %g), "
-          "database scale %s (%d products)" % (
+          "database of %d products in %d categories" % (
               meta["date"], meta["wrk_threads"], meta["connections"],
-              meta["duration"], meta["put"], meta["review"], meta["scale"],
-              meta["products"]),
+              meta["duration"], meta["put"], meta["review"],
+              meta["products"], meta["categories"]),
           "", "Machine: %s" % meta["machine"], "",
           "| step | setup | req/s | p50 ms | p99 ms | errors | DB queries/s "
           "| cache hit % | stale reads |",
@@ -542,7 +542,8 @@ def main(argv=None):
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "wrk_threads": a.wrk_threads, "connections": a.connections,
             "duration": a.duration, "put": a.put, "review": a.review,
-            "scale": a.scale, "products": counts["products"],
+            "products": counts["products"],
+            "categories": counts["categories"],
             "machine": machine()}
     rows, lessons, extra = [], {}, None
     print(HEADER, flush=True)

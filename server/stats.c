@@ -63,12 +63,18 @@ srv_h_healthz(struct srv_ctx *c, struct srv_resp *r)
 	int res = db ? db_world_get(db, 1, &n) : DB_ERR;
 	int ok = res == DB_OK || res == DB_NOTFOUND;
 
-	if (!ok)
-		srv_db_fail(c->w, r, res, "health check", "");
-	hs_buf_reset(&r->body);
-	r->status = ok ? 200 : 503;
-	hs_buf_printf(&r->body, "{\"status\":\"%s\",\"db\":\"%s\",\"cache\":\"off\",\"id\":",
-		      ok ? "ok" : "error", ok ? "ok" : "error");
+	if (ok) {
+		r->status = 200;
+		hs_buf_puts(&r->body, "{\"status\":\"ok\",\"db\":\"ok\",");
+	} else {
+		/* Logs, counts and sets Retry-After; the body is ours. */
+		srv_db_fail(c->w, r, res, "health check", "database unavailable");
+		r->status = 503;
+		hs_buf_reset(&r->body);
+		hs_buf_puts(&r->body, "{\"status\":\"error\",\"db\":\"error\","
+				      "\"error\":\"database unavailable\",");
+	}
+	hs_buf_puts(&r->body, "\"cache\":\"off\",\"id\":");
 	hs_buf_json_str(&r->body, c->srv->cfg.id);
 	hs_buf_puts(&r->body, "}");
 }
