@@ -420,7 +420,9 @@ note_rc(struct cache *c, struct cache_breaker *b, memcached_return_t rc)
 	snprintf(c->err, sizeof(c->err), "%s: %s", b->name,
 		 memcached_strerror(c->mc, rc));
 	CNT_INC(c->sh, errors);
-	cache_brk_fail(c->sh, b);
+	/* A key the protocol refuses is the caller's bug, not the server's. */
+	if (rc != MEMCACHED_BAD_KEY_PROVIDED)
+		cache_brk_fail(c->sh, b);
 	log_debug("cache: %s", c->err);
 	return false;
 }

@@ -931,6 +931,81 @@ test_ketama_spread(void **state)
 	cache_shared_free(s3);
 }
 
+/* One of three servers down: only its keys bypass, the rest still hit. */
+static void
+test_one_of_three_down(void **state)
+{
+	struct group *g = *state;
+	enum { NK = 60 };
+	struct cache_opts o;
+	struct cache_shared *s;
+	struct cache *c;
+	char keys[NK][CACHE_KEY_MAX], dead[32], name[64];
+	const char *kp[NK];
+	struct cache_value v[NK];
+	enum cache_res r[NK];
+	struct db d;
+	int on_dead = 0;
+	uint64_t t0;
+
+	memset(&d, 0, sizeof(d));
+	cache_opts_default(&o);
+	o.servers = g->servers;
+	o.breaker_errors = 3;
+	s = mk_shared(&o);
+	c = cache_new(s);
+	snprintf(dead, sizeof(dead), "127.0.0.1:%d", g->port[2]);
+	for (int i = 0; i < NK; i++) {
+		cache_key_category(keys[i], i);
+		kp[i] = keys[i];
+		d.ids[i] = i;
+		cache_server_of(c, keys[i], name, sizeof(name));
+		on_dead += strcmp(name, dead) == 0;
+	}
+	assert_true(on_dead > 0 && on_dead < NK);
+	assert_int_equal(cache_mfetch(c, kp, NK, db_fill, &d, v, r, NULL), CACHE_MISS);
+	for (int i = 0; i < NK; i++)
+		cache_value_release(&v[i]);
+
+	mc_stop(g->pid[2]);
+	g->pid[2] = -1;
+	for (int round = 0; round < 3; round++) {
+		int hits = 0, errs = 0;
+
+		t0 = hs_now_ns();
+		cache_mfetch(c, kp, NK, db_fill, &d, v, r, NULL);
+		assert_true(ms_since(t0) < 500u * (unsigned)slow());
+		for (int i = 0; i < NK; i++) {
+			cache_server_of(c, keys[i], name, sizeof(name));
+			if (strcmp(name, dead) == 0) {
+				assert_int_equal(r[i], CACHE_ERR);
+				errs++;
+			} else {
+				assert_int_equal(r[i], CACHE_HIT);
+				hits++;
+			}
+			expect_body(&v[i], i, 0);
+			cache_value_release(&v[i]);
+		}
+		assert_int_equal(errs, on_dead);
+		/* Single gets too: live keys hit, dead ones bypass quickly. */
+		for (int i = 0; i < NK; i++) {
+			enum cache_res want;
+
+			cache_server_of(c, keys[i], name, sizeof(name));
+			want = strcmp(name, dead) == 0 ? CACHE_ERR : CACHE_HIT;
+			t0 = hs_now_ns();
+			assert_int_equal(cache_fetch(c, keys[i], db_fill, &d, &v[0],
+						     NULL), want);
+			assert_true(ms_since(t0) < 200u * (unsigned)slow());
+			cache_value_release(&v[0]);
+		}
+	}
+	assert_string_equal(cache_health(s), "degraded");
+	cache_free(c);
+	cache_shared_free(s);
+}
+
 /* ---- faults --------------------------------------------------------------- */
 
 static void
@@ -1090,6 +1165,7 @@ main(void)
 	};
 	const struct CMUnitTest three[] = {
 		cmocka_unit_test(test_ketama_spread),
+		cmocka_unit_test(test_one_of_three_down),
 	};
 	const struct CMUnitTest faults[] = {
 		cmocka_unit_test(test_fault_killed_restarted),
