@@ -1,0 +1,157 @@
+/*
+ * hs-balancer's internal interface: configuration, backends and the backend
+ * set, the balancing policy vtable, workers (one event loop per thread) and
+ * the entry points of the proxy, health-check and admin modules.
+ *
+ * Ownership: struct bal_app owns everything.  Backends are created by
+ * bal_set_load() and live until bal_app_free(); a reload publishes a new
+ * immutable struct bal_set (atomically) and keeps the old ones until exit,
+ * so a worker may use the set it loaded for as long as it likes.
+ */
+#ifndef BAL_H
+#define BAL_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#include "hs_hist.h"
+#include "parse.h"
+
+struct event_base;
+struct event;
+struct evconnlistener;
+struct bal_hc;
+
+#define BAL_MAX_BACKENDS 256
+#define BAL_HOST_MAX 256
+
+enum bal_algo { BAL_ALGO_RR = 0, BAL_ALGO_LEASTCONN };
+
+struct bal_spec {
+	char host[BAL_HOST_MAX];
+	int port;
+	int weight;
+};
+
+struct bal_config {
+	char listen_host[BAL_HOST_MAX];
+	int listen_port;
+	char admin_host[BAL_HOST_MAX];
+	int admin_port;
+	enum bal_algo algo;
+	const char *backends_file; /* NULL if none */
+	char health_path[1024];
+	int health_interval_ms, rise, fall;
+	int connect_timeout_ms, header_timeout_ms, idle_timeout_ms;
+	int backend_timeout_ms, drain_timeout_ms;
+	int max_conns;
+	int64_t max_body;
+	int workers;
+	struct bal_limits lim;
+	int nspecs;
+	struct bal_spec specs[BAL_MAX_BACKENDS]; /* from --backend */
+};
+
+/* Counters are updated with relaxed atomics from any worker. */
+struct bal_backend {
+	int id; /* index into per-worker tables, unique for the run */
+	char host[BAL_HOST_MAX];
+	int port;
+	char name[BAL_HOST_MAX + 8]; /* "host:port" */
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+	int weight;
+	int up;      /* atomic */
+	int removed; /* atomic: dropped by a reload */
+	int64_t active, requests, failures, retries, conns;
+	int64_t resp[6]; /* by class: [1]=1xx .. [5]=5xx, [0]=no answer */
+	struct hs_hist lat;
+	/* Health-check state, touched only by the health module's thread. */
+	struct bal_hc *hc;
+	TAILQ_ENTRY(bal_backend) all;
+};
+
+struct bal_set {
+	int n;
+	struct bal_backend **b;
+	struct bal_set *older; /* kept until exit */
+};
+
+/* A balancing policy; state is per worker (no locks). */
+struct bal_policy_ops {
+	const char *name;
+	void *(*state_new)(void);
+	void (*state_free)(void *st);
+	/* Picks an up backend of set not marked in tried[id]; NULL if none. */
+	struct bal_backend *(*pick)(void *st, const struct bal_set *set,
+				    const unsigned char *tried);
+};
+
+extern const struct bal_policy_ops bal_policy_rr;
+extern const struct bal_policy_ops bal_policy_leastconn;
+
+struct bal_worker;
+struct bal_admin;
+
+struct bal_app {
+	struct bal_config cfg;
+	const struct bal_policy_ops *policy;
+	struct bal_set *set; /* current; read with __atomic_load_n */
+	pthread_mutex_t reload_lock;
+	TAILQ_HEAD(, bal_backend) backends;
+	int next_id;
+	int64_t accepted, rejected, conns; /* global, atomic */
+	int draining;                      /* atomic */
+	int nworkers;
+	struct bal_worker **workers;
+	struct event_base *base; /* worker 0's: signals, health, admin */
+	struct bal_admin *admin;
+	struct event *ev_term, *ev_int, *ev_hup;
+	int bound_port, admin_bound_port;
+};
+
+/* Backend list and reload (backend.c). */
+int bal_spec_parse(const char *s, struct bal_spec *out);
+/*
+ * Builds a set from cfg->specs plus cfg->backends_file (if any), reusing
+ * backends of the current set with the same host:port, and publishes it.
+ * Returns 0, or -1 with a message in err (the current set is kept).
+ */
+int bal_set_load(struct bal_app *app, char *err, size_t errlen);
+static inline struct bal_set *
+bal_set_current(struct bal_app *app)
+{
+	return __atomic_load_n(&app->set, __ATOMIC_ACQUIRE);
+}
+void bal_backends_free(struct bal_app *app);
+
+#define BAL_INC(p, n) __atomic_fetch_add((p), (n), __ATOMIC_RELAXED)
+#define BAL_GET(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+
+/* Marks a backend down or up and logs the change (any thread). */
+void bal_backend_set_up(struct bal_backend *b, int up, const char *why);
+
+/* Workers and the proxy (proxy.c). */
+struct bal_worker *bal_worker_new(struct bal_app *app, int idx,
+				  struct event_base *base, int listen_fd);
+void bal_worker_free(struct bal_worker *w);
+/* Starts draining: stop accepting, finish in-flight requests (thread-safe). */
+void bal_worker_drain(struct bal_worker *w);
+int bal_worker_clients(const struct bal_worker *w);
+
+/* Health checks on app->base (health.c). */
+void bal_health_sync(struct bal_app *app);
+void bal_health_stop(struct bal_app *app);
+
+/* Admin listener (admin.c).  Returns NULL and logs on failure. */
+struct bal_admin *bal_admin_new(struct bal_app *app, const char *host,
+				int port, int *bound);
+void bal_admin_free(struct bal_admin *a);
+/* Renders /stats or /metrics into out. */
+struct hs_buf;
+void bal_stats_json(struct bal_app *app, struct hs_buf *out);
+void bal_stats_prom(struct bal_app *app, struct hs_buf *out);
+
+#endif

@@ -1,0 +1,784 @@
+/*
+ * The request / response flow.  A client connection handles one request at
+ * a time (pipelined requests wait in its input buffer, so responses leave
+ * in order): parse the head strictly, pick a backend, take a pooled
+ * keep-alive connection to it or open one, send the rewritten head, stream
+ * the body with back-pressure, then stream the response back, following
+ * its framing (Content-Length, chunked, or until close) to know when the
+ * backend connection can go back to the pool.
+ *
+ * Failures: a connect error marks the backend down and the request goes to
+ * the next one (nothing reached the first); a backend that fails before
+ * answering gets an idempotent body-less request retried once elsewhere,
+ * anything else a 502; a backend silent for --backend-timeout-ms a 504.
+ */
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "hs_log.h"
+#include "hs_util.h"
+#include "proxy.h"
+
+static void dispatch(struct bal_client *c);
+static void bconn_process(struct bal_bconn *bc);
+
+#define PUT(o, n, s, l)                                                        \
+	do {                                                                   \
+		memcpy((o) + (n), (s), (l));                                   \
+		(n) += (l);                                                    \
+	} while (0)
+#define PUTS(o, n, lit) PUT(o, n, lit, sizeof(lit) - 1)
+
+static char *
+scratch(struct bal_worker *w, size_t need)
+{
+	if (need > w->scratch_cap) {
+		w->scratch_cap = need;
+		w->scratch = hs_xrealloc(w->scratch, need);
+	}
+	return w->scratch;
+}
+
+/* The head sent to the backend: hop-by-hop fields out, X-Forwarded-*, Via. */
+static void
+build_forward_head(struct bal_client *c, const char *p, const struct bal_msg *m)
+{
+	size_t mlen = strlen(bal_method_name(m->method));
+	size_t ls = m->target_off - mlen - 1;
+	size_t le = m->target_off + m->target_len + 1 + 8 + 2;
+	size_t need = 2 * m->head_len + strlen(c->ip) + 256, n = 0;
+	char *o;
+
+	if (need > c->fwd_cap) {
+		c->fwd_cap = need;
+		c->fwd = hs_xrealloc(c->fwd, need);
+	}
+	o = c->fwd;
+	PUT(o, n, p + ls, le - ls);
+	for (int i = 0; i < m->nhdrs; i++) {
+		const struct bal_hdr *h = &m->hdrs[i];
+		if (h->flags & (BAL_HF_HOP | BAL_HF_XFF))
+			continue;
+		PUT(o, n, p + h->name_off, h->name_len);
+		PUTS(o, n, ": ");
+		PUT(o, n, p + h->val_off, h->val_len);
+		PUTS(o, n, "\r\n");
+	}
+	PUTS(o, n, "X-Forwarded-For: ");
+	for (int i = 0; i < m->nhdrs; i++) {
+		const struct bal_hdr *h = &m->hdrs[i];
+		if (!(h->flags & BAL_HF_XFF) || h->val_len == 0)
+			continue;
+		PUT(o, n, p + h->val_off, h->val_len);
+		PUTS(o, n, ", ");
+	}
+	PUT(o, n, c->ip, strlen(c->ip));
+	PUTS(o, n, "\r\nX-Forwarded-Proto: http\r\nVia: 1.1 hs-balancer\r\n\r\n");
+	c->fwd_len = n;
+}
+
+/* The head sent to the client: hop-by-hop fields out, our Connection in. */
+static size_t
+build_response_head(struct bal_client *c, const char *p,
+		    const struct bal_msg *m)
+{
+	char *o = scratch(c->w, m->head_len + m->nhdrs + 64);
+	size_t n = 0;
+
+	PUTS(o, n, "HTTP/1.1 ");
+	PUT(o, n, p + 9, m->reason_off + m->reason_len - 9);
+	PUTS(o, n, "\r\n");
+	for (int i = 0; i < m->nhdrs; i++) {
+		const struct bal_hdr *h = &m->hdrs[i];
+		if (h->flags & BAL_HF_HOP)
+			continue;
+		PUT(o, n, p + h->name_off, h->name_len);
+		PUTS(o, n, ": ");
+		PUT(o, n, p + h->val_off, h->val_len);
+		PUTS(o, n, "\r\n");
+	}
+	if (c->close_after)
+		PUTS(o, n, "Connection: close\r\n");
+	else if (c->version_minor == 0)
+		PUTS(o, n, "Connection: keep-alive\r\n");
+	PUTS(o, n, "\r\n");
+	return n;
+}
+
+/*
+ * Feeds buffered chunked bytes to st without consuming them.  Returns the
+ * number of bytes that belong to the message, -1 on bad framing, -2 when
+ * the body exceeds max.
+ */
+static ssize_t
+scan_chunks(struct evbuffer *in, struct bal_chunk *st, int64_t max,
+	    const char **why)
+{
+	struct evbuffer_iovec v[16];
+	int n = evbuffer_peek(in, -1, NULL, v, 16);
+	size_t total = 0;
+
+	if (n > 16)
+		n = 16;
+	for (int i = 0; i < n; i++) {
+		ssize_t r = bal_chunk_feed(st, v[i].iov_base, v[i].iov_len,
+					   why);
+		if (r < 0)
+			return -1;
+		if (max >= 0 && st->total > (uint64_t)max) {
+			*why = "request body too large";
+			return -2;
+		}
+		total += (size_t)r;
+		if (bal_chunk_done(st) || (size_t)r < v[i].iov_len)
+			break;
+	}
+	return (ssize_t)total;
+}
+
+/* Ends a request whose body went wrong: an error if we may still answer. */
+static void
+abort_request(struct bal_client *c, int status, const char *why)
+{
+	if (c->resp_started)
+		bal_client_free(c);
+	else
+		bal_client_error(c, status, why, 1);
+}
+
+/*
+ * Moves buffered request body bytes to the connected backend.  Returns 0,
+ * or -1 if the client was freed.
+ */
+static int
+forward_body(struct bal_client *c)
+{
+	struct bal_bconn *bc = c->bc;
+	struct bal_worker *w = c->w;
+	size_t len = evbuffer_get_length(c->io.in);
+	const char *why = "bad chunked framing";
+
+	if (bc == NULL || bc->state == B_CONNECTING)
+		return 0;
+	if (len > 0 && c->body_kind == BODY_CL) {
+		size_t k = len < c->body_left ? len : (size_t)c->body_left;
+		evbuffer_remove_buffer(c->io.in, bc->io.out, k);
+		c->body_left -= k;
+		c->body_done = c->body_left == 0;
+	} else if (len > 0) {
+		ssize_t r = scan_chunks(c->io.in, &c->chunk,
+					w->app->cfg.max_body, &why);
+		if (r < 0) {
+			abort_request(c, r == -2 ? 413 : 400, why);
+			return -1;
+		}
+		evbuffer_remove_buffer(c->io.in, bc->io.out, (size_t)r);
+		c->body_done = bal_chunk_done(&c->chunk);
+	}
+	if (c->body_done) {
+		c->state = C_WAIT;
+		bal_io_rd(&c->io, 0);
+		bal_client_timer(c, NULL);
+	} else if (c->eof) {
+		bal_client_free(c);
+		return -1;
+	}
+	if (bal_io_flush(&bc->io) < 0) {
+		/* The backend will answer or fail on read; nothing to do here. */
+		log_debug("write to %s failed", bc->be->name);
+	}
+	if (c->state == C_BODY)
+		bal_io_rd(&c->io,
+			  evbuffer_get_length(bc->io.out) < BAL_HIGH_WM);
+	return 0;
+}
+
+static void bconn_read_cb(evutil_socket_t fd, short what, void *arg);
+static void bconn_write_cb(evutil_socket_t fd, short what, void *arg);
+static void bconn_timer_cb(evutil_socket_t fd, short what, void *arg);
+
+static struct bal_bconn *
+bconn_connect(struct bal_worker *w, struct bal_backend *be)
+{
+	struct bal_bconn *bc;
+	int fd, one = 1, rc;
+
+	fd = socket(be->addr.ss_family,
+		    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return NULL;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	rc = connect(fd, (struct sockaddr *)&be->addr, be->addrlen);
+	if (rc < 0 && errno != EINPROGRESS) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return NULL;
+	}
+	bc = hs_xcalloc(1, sizeof(*bc));
+	bc->w = w;
+	bc->be = be;
+	bal_io_init(&bc->io, w->base, fd, bconn_read_cb, bconn_write_cb, bc);
+	evtimer_assign(&bc->tmr, w->base, bconn_timer_cb, bc);
+	if (rc == 0) {
+		bc->state = B_SENT;
+		bc->counted = 1;
+		BAL_INC(&be->conns, 1);
+		bal_io_rd(&bc->io, 1);
+	} else {
+		bc->state = B_CONNECTING;
+		event_add(&bc->io.wev, NULL);
+		bc->io.wr_on = 1;
+	}
+	return bc;
+}
+
+static void
+add_tried(struct bal_client *c, const struct bal_backend *be)
+{
+	if (c->ntried < BAL_MAX_TRIES)
+		c->tried[c->ntried++] = be->id;
+}
+
+/* A connected backend connection starts carrying the attached request. */
+static void
+bconn_start(struct bal_bconn *bc)
+{
+	struct bal_client *c = bc->c;
+
+	bc->state = B_SENT;
+	event_add(&bc->tmr, bc->w->tv_backend);
+	if (c->state == C_BODY) {
+		forward_body(c);
+		return;
+	}
+	if (bal_io_flush(&bc->io) < 0)
+		log_debug("write to %s failed", bc->be->name);
+}
+
+static void
+connect_failed(struct bal_bconn *bc, int err)
+{
+	struct bal_client *c = bc->c;
+	struct bal_backend *be = bc->be;
+	char why[128];
+
+	snprintf(why, sizeof(why), "connect: %s", strerror(err));
+	BAL_INC(&be->failures, 1);
+	bal_backend_set_up(be, 0, why);
+	bal_bconn_free(bc);
+	if (c != NULL) {
+		add_tried(c, be);
+		dispatch(c);
+	}
+}
+
+/* The backend failed after the request may have reached it. */
+static void
+bconn_failed(struct bal_bconn *bc, const char *why)
+{
+	struct bal_client *c = bc->c;
+	struct bal_backend *be = bc->be;
+
+	bal_bconn_free(bc);
+	if (c == NULL)
+		return;
+	BAL_INC(&be->failures, 1);
+	log_info("backend %s failed: %s", be->name, why);
+	if (c->resp_started) {
+		bal_client_free(c);
+		return;
+	}
+	if (c->can_retry && !c->retried && c->ntried < BAL_MAX_TRIES) {
+		c->retried = 1;
+		BAL_INC(&be->retries, 1);
+		add_tried(c, be);
+		dispatch(c);
+		return;
+	}
+	bal_client_error(c, 502, why, !c->body_done);
+}
+
+static void
+dispatch(struct bal_client *c)
+{
+	struct bal_worker *w = c->w;
+	struct bal_app *app = w->app;
+	struct bal_set *set = bal_set_current(app);
+	struct bal_backend *be;
+	struct bal_bconn *bc;
+
+	for (;;) {
+		for (int i = 0; i < c->ntried; i++)
+			w->tried[c->tried[i]] = 1;
+		be = c->ntried < BAL_MAX_TRIES
+			     ? app->policy->pick(w->pstate, set, w->tried)
+			     : NULL;
+		for (int i = 0; i < c->ntried; i++)
+			w->tried[c->tried[i]] = 0;
+		if (be == NULL) {
+			int up = 0;
+			for (int i = 0; i < set->n; i++)
+				up |= BAL_GET(&set->b[i]->up) &&
+				      !BAL_GET(&set->b[i]->removed);
+			bal_client_error(c, up ? 502 : 503,
+					 up ? "no backend could take the request"
+					    : "no backend available",
+					 !c->body_done);
+			return;
+		}
+		if ((bc = TAILQ_FIRST(&w->idle[be->id])) != NULL) {
+			TAILQ_REMOVE(&w->idle[be->id], bc, link);
+			bc->state = B_SENT;
+			break;
+		}
+		if ((bc = bconn_connect(w, be)) != NULL)
+			break;
+		BAL_INC(&be->failures, 1);
+		bal_backend_set_up(be, 0, strerror(errno));
+		add_tried(c, be);
+	}
+	bc->c = c;
+	c->bc = bc;
+	BAL_INC(&be->active, 1);
+	BAL_INC(&be->requests, 1);
+	evbuffer_add(bc->io.out, c->fwd, c->fwd_len);
+	if (bc->state == B_CONNECTING)
+		event_add(&bc->tmr, w->tv_connect);
+	else
+		bconn_start(bc);
+}
+
+/* Parses the next request head in the client's buffer and dispatches it. */
+static void
+try_head(struct bal_client *c)
+{
+	struct bal_worker *w = c->w;
+	const struct bal_config *cfg = &w->app->cfg;
+	struct bal_msg *m = &w->msg;
+	size_t len = evbuffer_get_length(c->io.in), k;
+	const char *why = NULL;
+	ssize_t r;
+	char *p;
+
+	if (c->state == C_IDLE) {
+		c->state = C_HEAD;
+		bal_client_timer(c, w->tv_header);
+	}
+	k = len < cfg->lim.max_head ? len : cfg->lim.max_head;
+	p = (char *)evbuffer_pullup(c->io.in, (ssize_t)k);
+	r = bal_parse_request(p, k, &cfg->lim, m, &why);
+	if (r == 0) {
+		if (c->eof)
+			bal_client_free(c);
+		else
+			bal_io_rd(&c->io, 1);
+		return;
+	}
+	if (r < 0) {
+		c->req_ka = 0;
+		bal_client_error(c, (int)-r, why, 1);
+		return;
+	}
+	c->method = m->method;
+	c->version_minor = m->version_minor;
+	c->req_ka = m->keep_alive;
+	memset(&c->chunk, 0, sizeof(c->chunk));
+	c->body_left = 0;
+	if (m->chunked) {
+		c->body_kind = BODY_CHUNKED;
+	} else if (m->content_length > 0) {
+		c->body_kind = BODY_CL;
+		c->body_left = (uint64_t)m->content_length;
+	} else {
+		c->body_kind = BODY_NONE;
+	}
+	c->body_done = c->body_kind == BODY_NONE;
+	if (m->content_length > cfg->max_body) {
+		bal_client_error(c, 413, "request body too large", 1);
+		return;
+	}
+	build_forward_head(c, p, m);
+	evbuffer_drain(c->io.in, (size_t)r);
+	if (c->body_kind == BODY_CHUNKED) {
+		/* Check what is here already before a byte goes out. */
+		struct bal_chunk tmp = c->chunk;
+		ssize_t s = scan_chunks(c->io.in, &tmp, cfg->max_body, &why);
+		if (s < 0) {
+			bal_client_error(c, s == -2 ? 413 : 400, why, 1);
+			return;
+		}
+	}
+	c->resp_started = 0;
+	c->retried = 0;
+	c->ntried = 0;
+	c->close_after = 0;
+	c->can_retry = bal_method_idempotent(c->method) &&
+		       c->body_kind == BODY_NONE;
+	c->t0 = hs_now_us();
+	if (c->body_done) {
+		c->state = C_WAIT;
+		bal_client_timer(c, NULL);
+		bal_io_rd(&c->io, 0);
+	} else {
+		c->state = C_BODY;
+	}
+	dispatch(c);
+}
+
+void
+bal_client_next(struct bal_client *c)
+{
+	struct bal_worker *w = c->w;
+
+	c->state = C_IDLE;
+	c->resp_started = 0;
+	if (w->draining) {
+		bal_client_close_after_flush(c);
+		return;
+	}
+	if (evbuffer_get_length(c->io.in) > 0) {
+		try_head(c);
+		return;
+	}
+	if (c->eof) {
+		bal_client_close_after_flush(c);
+		return;
+	}
+	bal_io_rd(&c->io, 1);
+	bal_client_timer(c, w->tv_idle);
+}
+
+static void
+response_done(struct bal_bconn *bc)
+{
+	struct bal_client *c = bc->c;
+	struct bal_backend *be = bc->be;
+	struct bal_worker *w = bc->w;
+	int reusable;
+
+	hs_hist_record(&be->lat, hs_now_us() - c->t0);
+	reusable = bc->resp_ka && evbuffer_get_length(bc->io.in) == 0 &&
+		   c->body_done && !BAL_GET(&be->removed) && !w->draining;
+	BAL_INC(&be->active, -1);
+	bc->c = NULL;
+	c->bc = NULL;
+	if (reusable) {
+		bc->state = B_IDLE;
+		event_del(&bc->tmr);
+		bal_io_rd(&bc->io, 1);
+		TAILQ_INSERT_HEAD(&w->idle[be->id], bc, link);
+	} else {
+		bal_bconn_free(bc);
+	}
+	if (!c->body_done || c->close_after) {
+		bal_client_close_after_flush(c);
+		return;
+	}
+	bal_client_next(c);
+}
+
+/* A bad answer from the backend: 502 if the client has seen nothing yet. */
+static void
+bconn_bad(struct bal_bconn *bc, const char *why)
+{
+	struct bal_client *c = bc->c;
+
+	BAL_INC(&bc->be->failures, 1);
+	log_info("backend %s: %s", bc->be->name, why);
+	bal_bconn_free(bc);
+	if (c->resp_started)
+		bal_client_free(c);
+	else
+		bal_client_error(c, 502, why, !c->body_done);
+}
+
+static int
+head_response(struct bal_bconn *bc, const char *p, const struct bal_msg *m)
+{
+	struct bal_client *c = bc->c;
+	int st = m->status;
+	size_t n;
+
+	bc->status = st;
+	BAL_INC(&bc->be->resp[st / 100], 1);
+	if (c->method == BAL_M_HEAD || st == 204 || st == 304)
+		bc->resp_kind = R_NONE;
+	else if (m->chunked)
+		bc->resp_kind = R_CHUNKED;
+	else if (m->has_te)
+		bc->resp_kind = R_CLOSE;
+	else if (m->content_length > 0)
+		bc->resp_kind = R_CL;
+	else if (m->content_length == 0)
+		bc->resp_kind = R_NONE;
+	else
+		bc->resp_kind = R_CLOSE;
+	bc->resp_left = m->content_length > 0 ? (uint64_t)m->content_length : 0;
+	memset(&bc->chunk, 0, sizeof(bc->chunk));
+	bc->resp_ka = m->keep_alive && bc->resp_kind != R_CLOSE;
+	c->close_after = !c->req_ka || bc->resp_kind == R_CLOSE ||
+			 bc->w->draining || !c->body_done;
+	n = build_response_head(c, p, m);
+	evbuffer_add(c->io.out, bc->w->scratch, n);
+	c->resp_started = 1;
+	bc->state = B_BODY;
+	return 0;
+}
+
+static void
+bconn_process(struct bal_bconn *bc)
+{
+	struct bal_client *c = bc->c;
+	struct bal_worker *w = bc->w;
+	const char *why = "malformed response";
+	size_t len;
+	int done = 0;
+
+	while (bc->state == B_SENT) {
+		struct bal_msg *m = &w->msg;
+		size_t k;
+		ssize_t r;
+		char *p;
+
+		len = evbuffer_get_length(bc->io.in);
+		if (len == 0)
+			return;
+		k = len < BAL_MAX_RESP_HEAD ? len : BAL_MAX_RESP_HEAD;
+		p = (char *)evbuffer_pullup(bc->io.in, (ssize_t)k);
+		r = bal_parse_response(p, k, BAL_MAX_RESP_HEAD, m, &why);
+		if (r == 0)
+			return;
+		if (r < 0 || m->status == 101) {
+			bconn_bad(bc, r < 0 ? why : "unexpected 101 response");
+			return;
+		}
+		if (m->status < 200) {
+			/* Interim responses pass through (1.1 clients only). */
+			if (c->version_minor >= 1) {
+				evbuffer_remove_buffer(bc->io.in, c->io.out,
+						       (size_t)r);
+				c->resp_started = 1;
+			} else {
+				evbuffer_drain(bc->io.in, (size_t)r);
+			}
+			continue;
+		}
+		head_response(bc, p, m);
+		evbuffer_drain(bc->io.in, (size_t)r);
+	}
+	len = evbuffer_get_length(bc->io.in);
+	switch (bc->resp_kind) {
+	case R_NONE:
+		done = 1;
+		break;
+	case R_CL: {
+		size_t k = len < bc->resp_left ? len : (size_t)bc->resp_left;
+		if (k > 0)
+			evbuffer_remove_buffer(bc->io.in, c->io.out, k);
+		bc->resp_left -= k;
+		done = bc->resp_left == 0;
+		break;
+	}
+	case R_CHUNKED: {
+		ssize_t r = len ? scan_chunks(bc->io.in, &bc->chunk, -1, &why)
+				: 0;
+		if (r < 0) {
+			log_info("backend %s: %s", bc->be->name, why);
+			BAL_INC(&bc->be->failures, 1);
+			bal_client_free(c);
+			return;
+		}
+		evbuffer_remove_buffer(bc->io.in, c->io.out, (size_t)r);
+		done = bal_chunk_done(&bc->chunk);
+		break;
+	}
+	case R_CLOSE:
+		evbuffer_add_buffer(c->io.out, bc->io.in);
+		break;
+	}
+	if (bal_io_flush(&c->io) < 0) {
+		bal_client_free(c);
+		return;
+	}
+	if (done) {
+		response_done(bc);
+		return;
+	}
+	if (evbuffer_get_length(c->io.out) > BAL_HIGH_WM)
+		bal_io_rd(&bc->io, 0);
+}
+
+static void
+bconn_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct bal_bconn *bc = arg;
+	int r = bal_io_read(&bc->io);
+
+	if (r == -2)
+		return;
+	if (bc->c == NULL) {
+		/* Idle in the pool: the backend closed it (or spoke out of turn). */
+		bal_bconn_free(bc);
+		return;
+	}
+	if (r <= 0) {
+		if (r == 0 && bc->state == B_BODY && bc->resp_kind == R_CLOSE) {
+			bc->resp_ka = 0;
+			response_done(bc);
+			return;
+		}
+		bconn_failed(bc, r == 0 ? "backend closed the connection"
+					: "backend connection reset");
+		return;
+	}
+	event_add(&bc->tmr, bc->w->tv_backend);
+	bconn_process(bc);
+}
+
+static void
+bconn_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct bal_bconn *bc = arg;
+	struct bal_client *c = bc->c;
+
+	if (bc->state == B_CONNECTING) {
+		int err = 0;
+		socklen_t l = sizeof(err);
+		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &l) < 0)
+			err = errno;
+		if (err != 0) {
+			connect_failed(bc, err);
+			return;
+		}
+		bc->counted = 1;
+		BAL_INC(&bc->be->conns, 1);
+		bal_io_rd(&bc->io, 1);
+		if (c == NULL) {
+			bal_bconn_free(bc);
+			return;
+		}
+		bconn_start(bc);
+		return;
+	}
+	if (bal_io_flush(&bc->io) < 0) {
+		bconn_failed(bc, "write to backend failed");
+		return;
+	}
+	if (c != NULL && c->state == C_BODY &&
+	    evbuffer_get_length(bc->io.out) < BAL_LOW_WM)
+		forward_body(c);
+}
+
+static void
+bconn_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct bal_bconn *bc = arg;
+	struct bal_client *c = bc->c;
+
+	if (bc->state == B_CONNECTING) {
+		connect_failed(bc, ETIMEDOUT);
+		return;
+	}
+	if (c == NULL) {
+		bal_bconn_free(bc);
+		return;
+	}
+	BAL_INC(&bc->be->failures, 1);
+	log_info("backend %s: timeout", bc->be->name);
+	bal_bconn_free(bc);
+	if (c->resp_started)
+		bal_client_free(c);
+	else
+		bal_client_error(c, 504, "backend timeout", !c->body_done);
+}
+
+void
+bal_client_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct bal_client *c = arg;
+	int r = bal_io_read(&c->io);
+
+	if (r == -2)
+		return;
+	if (r == -1) {
+		bal_client_free(c);
+		return;
+	}
+	if (c->state == C_LINGER) {
+		evbuffer_drain(c->io.in, evbuffer_get_length(c->io.in));
+		if (r == 0)
+			bal_client_free(c);
+		return;
+	}
+	if (r == 0) {
+		c->eof = 1;
+		bal_io_rd(&c->io, 0);
+		if (c->state == C_IDLE || c->state == C_HEAD ||
+		    c->state == C_BODY)
+			bal_client_free(c);
+		return;
+	}
+	switch (c->state) {
+	case C_IDLE:
+	case C_HEAD:
+		try_head(c);
+		break;
+	case C_BODY:
+		bal_client_timer(c, c->w->tv_header);
+		if (c->bc != NULL && c->bc->state != B_CONNECTING)
+			forward_body(c);
+		else if (evbuffer_get_length(c->io.in) > BAL_HIGH_WM)
+			bal_io_rd(&c->io, 0);
+		break;
+	default:
+		bal_io_rd(&c->io, 0);
+		break;
+	}
+}
+
+void
+bal_client_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct bal_client *c = arg;
+
+	if (bal_io_flush(&c->io) < 0) {
+		bal_client_free(c);
+		return;
+	}
+	if (c->state == C_CLOSING) {
+		if (evbuffer_get_length(c->io.out) == 0)
+			bal_client_close_after_flush(c);
+		return;
+	}
+	if (c->bc != NULL && c->bc->state == B_BODY &&
+	    evbuffer_get_length(c->io.out) < BAL_LOW_WM) {
+		bal_io_rd(&c->bc->io, 1);
+		/* Bytes may have arrived while we were not reading. */
+		if (evbuffer_get_length(c->bc->io.in) > 0)
+			bconn_process(c->bc);
+	}
+}
+
+void
+bal_client_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct bal_client *c = arg;
+
+	switch (c->state) {
+	case C_HEAD:
+	case C_BODY:
+		c->req_ka = 0;
+		abort_request(c, 408, "request timeout");
+		break;
+	case C_WAIT:
+		break;
+	default:
+		bal_client_free(c);
+		break;
+	}
+}
