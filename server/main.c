@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -193,6 +194,19 @@ make_parent(const char *path)
 		log_warn("mkdir %s", dir);
 }
 
+/* Many keep-alive clients need many descriptors: take the hard limit. */
+static void
+raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			log_warn("setrlimit(RLIMIT_NOFILE)");
+	}
+}
+
 /* Seeds the database when it is missing, then checks that it opens. */
 static int
 ensure_db(const struct opts *o)
@@ -241,6 +255,7 @@ main(int argc, char **argv)
 	if (rc != ARGS_RUN)
 		return rc == ARGS_EXIT ? 0 : 2;
 	hs_log_init("hs-server", o.log_level);
+	raise_nofile();
 	/* MHD writes to closed sockets; that must not kill us. */
 	signal(SIGPIPE, SIG_IGN);
 	/* Blocked before any thread starts, so only sigwait() sees them. */

@@ -103,7 +103,7 @@ srv_h_stats(struct srv_ctx *c, struct srv_resp *r)
 		      s->cfg.threads, total, ld(&st->inflight));
 	hs_buf_printf(b,
 		      ",\"db\":{\"queries\":%" PRIu64 ",\"time_ms\":%.3f,"
-		      "\"errors\":%" PRIu64 ",\"connections\":%d}",
+		      "\"errors\":%" PRIu64 ",\"workers\":%d}",
 		      q, (double)t / 1e6, ld(&st->db_errors), nworkers);
 	hs_buf_puts(b, ",\"status\":{");
 	int first = 1;
