@@ -284,6 +284,7 @@ expect_body(const struct cache_value *v, int id, int version)
 	assert_non_null(v->body);
 	assert_string_equal(v->body, buf);
 	assert_int_equal(v->len, strlen(buf));
+	assert_int_equal(v->body[v->len], '\0');
 }
 
 static uint64_t
@@ -597,6 +598,65 @@ test_race_naive_stale_set(void **state)
 	assert_int_equal(st.fill_conflicts, 0);
 	printf("race: naive served the stale version 1 from cache after the "
 	       "update; lease served version 2\n");
+}
+
+/*
+ * While one reader holds the lease, the marker is never served: a multi-get
+ * sees a miss, and a reader with a short wait bound falls back to the
+ * database without storing.
+ */
+static void
+test_lease_marker_and_fallback(void **state)
+{
+	struct group *g = *state;
+	struct cache_opts o;
+	struct cache_shared *s, *s_short;
+	struct cache *c;
+	struct db d = { .ids = { 11 } }, d2 = { .ids = { 11 } };
+	struct racer r;
+	pthread_t th;
+	struct cache_value v;
+	struct cache_fetch_info info;
+	enum cache_res res;
+	const char *key = "t11:a";
+	uint64_t t0;
+
+	test_opts(&o, g);
+	o.fill_delay_ms = 500;
+	s = mk_shared(&o);
+	o.fill_delay_ms = 0;
+	o.lease_wait_ms = 30;
+	s_short = mk_shared(&o);
+	c = cache_new(s_short);
+	atomic_store(&d.version, 1);
+	atomic_store(&d2.version, 1);
+	memset(&r, 0, sizeof(r));
+	r.s = s;
+	r.d = &d;
+	r.key = key;
+	assert_int_equal(pthread_create(&th, NULL, racer_main, &r), 0);
+	t0 = hs_now_ns();
+	while (atomic_load(&d.calls) == 0 && ms_since(t0) < 5000)
+		usleep(1000);
+	assert_int_equal(cache_mget(c, &key, 1, &v, &res), 0);
+	assert_int_equal(res, CACHE_MISS);
+	t0 = hs_now_ns();
+	assert_int_equal(cache_fetch(c, key, db_fill, &d2, &v, &info), CACHE_MISS);
+	assert_true(info.lease_waited && info.lease_fallback && !info.stored);
+	assert_true(info.wait_us >= 25000);
+	assert_true(ms_since(t0) < 400);
+	expect_body(&v, 11, 1);
+	cache_value_release(&v);
+	pthread_join(th, NULL);
+	assert_true(r.info.stored);
+	cache_value_release(&r.v);
+	/* The winner's body is what the next reader gets. */
+	assert_int_equal(cache_fetch(c, key, db_fill, &d2, &v, NULL), CACHE_HIT);
+	cache_value_release(&v);
+	assert_int_equal(atomic_load(&d.calls) + atomic_load(&d2.calls), 2);
+	cache_free(c);
+	cache_shared_free(s_short);
+	cache_shared_free(s);
 }
 
 #define HERD 50
@@ -1157,6 +1217,7 @@ main(void)
 		cmocka_unit_test(test_invalidate),
 		cmocka_unit_test(test_race_lease_never_stale),
 		cmocka_unit_test(test_race_naive_stale_set),
+		cmocka_unit_test(test_lease_marker_and_fallback),
 		cmocka_unit_test(test_herd_lease_one_fill),
 		cmocka_unit_test(test_mget),
 		cmocka_unit_test(test_stats_export),
