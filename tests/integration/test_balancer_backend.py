@@ -120,11 +120,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
+    allow_reuse_address = True
     request_queue_size = 1024
 
 
-def serve(name, logfile):
-    srv = _Server(("127.0.0.1", 0), _Handler)
+def serve(name, logfile, port=0):
+    srv = _Server(("127.0.0.1", port), _Handler)
     srv.name = name
     srv.logfile = logfile
     srv.lock = threading.Lock()
@@ -142,15 +143,18 @@ class Backend:
         open(self.log, "w").close()
         self.start()
 
-    def start(self):
+    def start(self, port=0):
+        """Starts (or restarts, on the same port when given) the process."""
         self.proc = hstest.Proc(
-            [sys.executable, os.path.abspath(__file__), self.name, self.log],
-            name=self.name)
+            [sys.executable, os.path.abspath(__file__), self.name, self.log,
+             str(port)], name=self.name)
         self.port = self.proc.listen_port()
 
-    def requests(self):
+    def requests(self, health=False):
+        """What the backend received (health checks left out unless asked)."""
         with open(self.log) as f:
-            return [json.loads(line) for line in f if line.strip()]
+            recs = [json.loads(line) for line in f if line.strip()]
+        return [r for r in recs if health or r["path"] != "/healthz"]
 
     def clear(self):
         open(self.log, "w").close()
@@ -211,4 +215,5 @@ def wait_until(pred, timeout=10, step=0.02):
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1], sys.argv[2])
+    serve(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3
+          else 0)
