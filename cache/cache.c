@@ -918,55 +918,103 @@ cache_mget(struct cache *c, const char *const *keys, size_t n,
 	return mget_timed(c, keys, n, out, res, &info);
 }
 
+/*
+ * first[i] = the lowest index whose key equals keys[i], so that a key
+ * asked twice in one batch is filled once (a second lease attempt would
+ * only lose to our own store).
+ */
+static size_t *
+first_of_keys(const char *const *keys, size_t n)
+{
+	struct kref *refs = hs_xcalloc(n ? n : 1, sizeof(*refs));
+	size_t *first = hs_xcalloc(n ? n : 1, sizeof(*first));
+
+	for (size_t i = 0; i < n; i++)
+		refs[i] = (struct kref){ keys[i], strlen(keys[i]), i };
+	qsort(refs, n, sizeof(*refs), kref_cmp);
+	for (size_t i = 0; i < n;) {
+		size_t j = i, lo = refs[i].idx;
+
+		while (j < n && kref_cmp(&refs[j], &refs[i]) == 0) {
+			lo = refs[j].idx < lo ? refs[j].idx : lo;
+			j++;
+		}
+		for (; i < j; i++)
+			first[refs[i].idx] = lo;
+	}
+	free(refs);
+	return first;
+}
+
+/* Resolves one missing key of a batch (lease without waiting, or naive). */
+static enum cache_res
+mfetch_one(struct cache *c, const char *key, cache_fill_fn fill, void *arg,
+	   size_t i, struct cache_value *out, struct cache_fetch_info *info)
+{
+	struct cache_shared *s = c->sh;
+	size_t klen = strlen(key);
+	struct cache_breaker *b = brk_of(c, key, klen);
+
+	if (!cache_brk_allow(s, b)) {
+		run_fill(c, fill, arg, i, out, info);
+		return CACHE_ERR;
+	}
+	if (s->o.mode == CACHE_MODE_NAIVE) {
+		naive_fill(c, b, key, klen, fill, arg, i, out, info);
+		return CACHE_MISS;
+	}
+	switch (lease_try(c, b, key, klen, fill, arg, i, out, info)) {
+	case L_DONE:
+		return CACHE_MISS;
+	case L_ERR:
+		run_fill(c, fill, arg, i, out, info);
+		return CACHE_ERR;
+	case L_ERR_FILLED:
+		return CACHE_ERR;
+	case L_LOST:
+		break;
+	}
+	/* A batch does not wait on single keys: fill without storing. */
+	info->lease_fallback = true;
+	CNT_INC(s, lease_fallbacks);
+	run_fill(c, fill, arg, i, out, info);
+	return CACHE_MISS;
+}
+
 enum cache_res
 cache_mfetch(struct cache *c, const char *const *keys, size_t n,
 	     cache_fill_fn fill, void *arg, struct cache_value *out,
 	     enum cache_res *res, struct cache_fetch_info *info_opt)
 {
 	struct cache_fetch_info local, *info = info_opt ? info_opt : &local;
-	struct cache_shared *s = c->sh;
 	bool any_err = false, all_hit = true;
+	size_t *first;
 
 	memset(info, 0, sizeof(*info));
 	mget_timed(c, keys, n, out, res, info);
+	first = first_of_keys(keys, n);
 	for (size_t i = 0; i < n; i++) {
-		size_t klen = strlen(keys[i]);
-		struct cache_breaker *b = brk_of(c, keys[i], klen);
+		size_t f = first[i];
 
-		if (res[i] == CACHE_MISS && !cache_brk_allow(s, b))
-			res[i] = CACHE_ERR;
-		if (res[i] == CACHE_ERR) {
+		if (res[i] != CACHE_HIT && f != i) {
+			/* Same key earlier in the batch: share its answer. */
+			res[i] = res[f];
+			out[i].status = out[f].status;
+			out[i].len = out[f].len;
+			out[i].body = hs_xmalloc(out[f].len + 1);
+			memcpy(out[i].body, out[f].body, out[f].len + 1);
+		} else if (res[i] == CACHE_ERR) {
 			run_fill(c, fill, arg, i, &out[i], info);
 		} else if (res[i] == CACHE_MISS) {
-			if (s->o.mode == CACHE_MODE_NAIVE) {
-				naive_fill(c, b, keys[i], klen, fill, arg, i,
-					   &out[i], info);
-			} else {
-				switch (lease_try(c, b, keys[i], klen, fill, arg,
-						  i, &out[i], info)) {
-				case L_DONE:
-					break;
-				case L_ERR:
-					run_fill(c, fill, arg, i, &out[i], info);
-					/* fall through */
-				case L_ERR_FILLED:
-					res[i] = CACHE_ERR;
-					break;
-				case L_LOST:
-					/* A batch does not wait on single keys. */
-					info->lease_fallback = true;
-					CNT_INC(s, lease_fallbacks);
-					run_fill(c, fill, arg, i, &out[i], info);
-					break;
-				}
-			}
+			res[i] = mfetch_one(c, keys[i], fill, arg, i, &out[i], info);
 		}
 		count_res(c, res[i], &out[i]);
 		any_err |= res[i] == CACHE_ERR;
 		all_hit &= res[i] == CACHE_HIT;
 	}
+	free(first);
 	info->res = any_err ? CACHE_ERR : all_hit ? CACHE_HIT : CACHE_MISS;
-	hs_hist_record(&s->fetch_hist, info->cache_us);
+	hs_hist_record(&c->sh->fetch_hist, info->cache_us);
 	return info->res;
 }
 
