@@ -450,7 +450,7 @@ ttl_for(struct cache *c, int status)
 	return cache_ttl_jitter(c->sh->o.ttl_s, c->sh->o.ttl_jitter, &c->rng);
 }
 
-/* One timed libmemcached call: t is the start, info->cache_us the sum. */
+/* Runs expr (libmemcached calls) and adds its duration to info->cache_us. */
 #define TIMED(info, expr)                                                     \
 	do {                                                                  \
 		uint64_t t0_ = hs_now_us();                                   \
@@ -515,7 +515,6 @@ fill_delay(struct cache *c)
 	if (c->sh->o.fill_delay_ms)
 		sleep_ms(c->sh->o.fill_delay_ms);
 }
-
 
 /*
  * After a timeout the text protocol may still deliver the late answer on

@@ -21,6 +21,18 @@
  *            lost: re-get every poll interval up to the wait bound, then
  *                  fill without storing.
  * Mode naive is get / miss / fill / set, kept to demonstrate the race.
+ *
+ * Use from a server:
+ *   start:    cache_opts_default(&o); set servers, mode, fill_delay_ms;
+ *             s = cache_shared_new(&o, err, sizeof(err)) (NULL: exit 2).
+ *   GET:      c = cache_thread_handle(s); cache_key_product(k, id);
+ *             r = cache_fetch(c, k, fill, arg, &v, &info);
+ *             serve v.status / v.body; X-Cache: cache_res_name(r);
+ *             Server-Timing cache = info.cache_us + info.wait_us;
+ *             cache_value_release(&v).
+ *   write:    after COMMIT, cache_invalidate(c, keys, n) (never before).
+ *   stats:    cache_stats_json / cache_stats_prom; /healthz: cache_health.
+ *   stop:     after the worker threads are gone, cache_shared_free(s).
  */
 #ifndef HS_CACHE_H
 #define HS_CACHE_H
