@@ -273,7 +273,10 @@ main(int argc, char **argv)
 		log_error("%s", err);
 		return 1;
 	}
-	printf("listening on %s:%d\n", o.srv.host, srv_port(s));
+	if (strchr(o.srv.host, ':') != NULL)
+		printf("listening on [%s]:%d\n", o.srv.host, srv_port(s));
+	else
+		printf("listening on %s:%d\n", o.srv.host, srv_port(s));
 	fflush(stdout);
 	log_info("serving %s with %d threads as %s", o.db_path, o.srv.threads,
 		 srv_id(s));

@@ -5,6 +5,7 @@ once, the TechEmpower test types, keep-alive."""
 import http.client
 import json
 import re
+import socket
 import sqlite3
 import unittest
 
@@ -293,6 +294,50 @@ class ServerTest(unittest.TestCase):
         # Under the limit is fine.
         ok = self.put(11, {"name": "b" * 200})
         self.assertEqual(ok.status, 200, ok.body)
+
+    def test_body_too_large_from_content_length(self):
+        # Answered from the headers alone: the body is never sent.
+        s = socket.create_connection(("127.0.0.1", self.port),
+                                            10 * hstest.SLOW)
+        try:
+            s.sendall(b"PUT /products/8 HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Type: application/json\r\n"
+                      b"Expect: 100-continue\r\n"
+                      b"Content-Length: 10000000\r\n\r\n")
+            s.settimeout(10 * hstest.SLOW)
+            data = b""
+            while b"}" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            self.assertTrue(data.startswith(b"HTTP/1.1 413 "), data)
+            self.assertIn(b'"status":413', data)
+        finally:
+            s.close()
+
+    def test_expect_continue(self):
+        body = json.dumps({"stock": 5}).encode()
+        s = socket.create_connection(("127.0.0.1", self.port),
+                                            10 * hstest.SLOW)
+        try:
+            s.sendall(b"PUT /products/12 HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Type: application/json\r\n"
+                      b"Expect: 100-continue\r\n"
+                      b"Content-Length: %d\r\n\r\n" % len(body))
+            s.settimeout(10 * hstest.SLOW)
+            data = s.recv(4096)
+            self.assertTrue(data.startswith(b"HTTP/1.1 100 "), data)
+            s.sendall(body)
+            while b"}" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            self.assertIn(b"HTTP/1.1 200 ", data)
+            self.assertIn(b'"stock":5', data)
+        finally:
+            s.close()
 
     def test_unknown_routes(self):
         for path in ("/", "/nope", "/products", "/products/", "/products/1/",
