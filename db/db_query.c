@@ -94,6 +94,9 @@ db_run(struct db *db, enum db_stmt_id id, const char *what)
 static int
 db_begin(struct db *db, int immediate)
 {
+	/* Never nest: a transaction left open by a bug would swallow this one. */
+	if (!sqlite3_get_autocommit(db->conn))
+		db_run(db, ST_ROLLBACK, "rollback");
 	return db_run(db, immediate ? ST_BEGIN_IMMEDIATE : ST_BEGIN,
 		      immediate ? "begin immediate" : "begin");
 }
