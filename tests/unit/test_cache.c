@@ -1210,6 +1210,63 @@ test_fault_stopped(void **state)
 	cache_shared_free(s);
 }
 
+struct cont_arg {
+	pid_t pid;
+	unsigned after_ms;
+};
+
+static void *
+cont_main(void *p)
+{
+	struct cont_arg *a = p;
+
+	usleep(a->after_ms * 1000);
+	kill(a->pid, SIGCONT);
+	return NULL;
+}
+
+/*
+ * A delete that times out (memcached hung for ~120 ms) is retried with
+ * backoff and succeeds once memcached answers again.
+ */
+static void
+test_invalidate_retry(void **state)
+{
+	struct group *g = *state;
+	struct cache_opts o;
+	struct cache_shared *s;
+	struct cache *c;
+	struct cache_value v;
+	struct cache_stats st;
+	struct db d = { .ids = { 12 } };
+	struct cont_arg ca = { g->pid[0], 120 };
+	const char *key = "t12:a";
+	pthread_t th;
+
+	fault_opts(&o, g);
+	o.breaker_errors = 5;
+	s = mk_shared(&o);
+	c = cache_new(s);
+	assert_int_equal(cache_fetch(c, key, db_fill, &d, &v, NULL), CACHE_MISS);
+	cache_value_release(&v);
+	kill(g->pid[0], SIGSTOP);
+	pthread_create(&th, NULL, cont_main, &ca);
+	assert_int_equal(cache_invalidate(c, &key, 1), 0);
+	pthread_join(th, NULL);
+	cache_stats_get(s, &st);
+	printf("invalidate: %llu retries, %llu failures while memcached hung "
+	       "for 120 ms\n", (unsigned long long)st.invalidation_retries,
+	       (unsigned long long)st.invalidation_failures);
+	assert_true(st.invalidation_retries >= 1);
+	assert_int_equal(st.invalidations, 1);
+	assert_int_equal(st.invalidation_failures, 0);
+	/* The delete really happened. */
+	assert_int_equal(cache_fetch(c, key, db_fill, &d, &v, NULL), CACHE_MISS);
+	cache_value_release(&v);
+	cache_free(c);
+	cache_shared_free(s);
+}
+
 int
 main(void)
 {
@@ -1237,6 +1294,7 @@ main(void)
 	const struct CMUnitTest faults[] = {
 		cmocka_unit_test(test_fault_killed_restarted),
 		cmocka_unit_test(test_fault_stopped),
+		cmocka_unit_test(test_invalidate_retry),
 	};
 	int fails = 0;
 
