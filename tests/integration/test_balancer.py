@@ -205,8 +205,10 @@ class ThreeBackends(unittest.TestCase):
         r = hstest.request(self.bal.port, "GET", "/big?n=%d" % n, timeout=60)
         self.assertEqual(len(r.body), n)
         # Streamed, not buffered whole: the peak RSS stays far below 48 MB.
+        # (ASan's quarantine and shadow memory make RSS meaningless there.)
         hwm = rss_kb(self.bal.proc.p.pid, "VmHWM")
-        self.assertLess(hwm, 32 * 1024, "peak RSS %d kB" % hwm)
+        if not hstest.SANITIZE:
+            self.assertLess(hwm, 32 * 1024, "peak RSS %d kB" % hwm)
 
     def test_stats_and_metrics(self):
         self.bal.get("/")
