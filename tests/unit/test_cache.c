@@ -1267,6 +1267,48 @@ test_invalidate_retry(void **state)
 	cache_shared_free(s);
 }
 
+/*
+ * Deletes that fail while memcached hangs are not lost: the commands wait
+ * in the hung server's socket buffers and run when it resumes, so no stale
+ * body is served afterwards.  (A network partition that drops them would
+ * leave the old body until its TTL.)
+ */
+static void
+test_invalidate_during_hang(void **state)
+{
+	struct group *g = *state;
+	struct cache_opts o;
+	struct cache_shared *s;
+	struct cache *c;
+	struct cache_value v;
+	struct db d = { .ids = { 13 } };
+	const char *key = "t13:a";
+	enum cache_res r;
+	uint64_t t0;
+
+	fault_opts(&o, g);
+	s = mk_shared(&o);
+	c = cache_new(s);
+	atomic_store(&d.version, 1);
+	assert_int_equal(cache_fetch(c, key, db_fill, &d, &v, NULL), CACHE_MISS);
+	cache_value_release(&v);
+	kill(g->pid[0], SIGSTOP);
+	atomic_store(&d.version, 2);
+	assert_int_equal(cache_invalidate(c, &key, 1), 1);
+	kill(g->pid[0], SIGCONT);
+	t0 = hs_now_ns();
+	do {
+		r = cache_fetch(c, key, db_fill, &d, &v, NULL);
+		if (r != CACHE_ERR)
+			expect_body(&v, 13, 2);
+		cache_value_release(&v);
+		usleep(20000);
+	} while (r != CACHE_HIT && ms_since(t0) < 3000);
+	assert_int_equal(r, CACHE_HIT);
+	cache_free(c);
+	cache_shared_free(s);
+}
+
 int
 main(void)
 {
@@ -1295,6 +1337,7 @@ main(void)
 		cmocka_unit_test(test_fault_killed_restarted),
 		cmocka_unit_test(test_fault_stopped),
 		cmocka_unit_test(test_invalidate_retry),
+		cmocka_unit_test(test_invalidate_during_hang),
 	};
 	int fails = 0;
 
