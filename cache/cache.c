@@ -755,7 +755,8 @@ bypass:
 done:
 	info->res = r;
 	count_res(c, r, out);
-	hs_hist_record(&c->sh->fetch_hist, info->cache_us);
+	if (!info->breaker_open)
+		hs_hist_record(&c->sh->fetch_hist, info->cache_us);
 	return r;
 }
 

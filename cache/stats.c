@@ -198,5 +198,7 @@ cache_stats_prom(struct cache_shared *s, struct hs_buf *b)
 	for (unsigned i = 0; i < s->nbrk; i++)
 		hs_buf_printf(b, "hs_cache_breaker_state{server=\"%s\"} %d\n",
 			      s->brk[i].name, atomic_load(&s->brk[i].state));
+	hs_buf_puts(b, "# HELP hs_cache_fetch_seconds Time in memcached per read\n"
+		       "# TYPE hs_cache_fetch_seconds histogram\n");
 	hs_hist_prom(b, &s->fetch_hist, "hs_cache_fetch_seconds", "");
 }
