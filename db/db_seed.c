@@ -382,8 +382,12 @@ seed_fill(struct seed_ctx *c, const char *tmp)
 
 	rc = sqlite3_open_v2(tmp, &c->db->conn,
 			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
-	if (rc != SQLITE_OK)
-		return db_fail(c->db, rc, tmp);
+	if (rc != SQLITE_OK) {
+		res = db_fail(c->db, rc, tmp);
+		sqlite3_close_v2(c->db->conn);
+		c->db->conn = NULL;
+		return res;
+	}
 	/*
 	 * Nobody else can see this file yet and a crash just leaves a temp
 	 * file behind, so durability is switched off while loading; the file

@@ -1124,6 +1124,62 @@ test_seed_file(void **state)
 	assert_int_equal(count_leftovers(), 0);
 }
 
+static void
+copy_file(const char *from, const char *to)
+{
+	FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+	char buf[8192];
+	size_t n;
+
+	assert_non_null(in);
+	assert_non_null(out);
+	while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
+		assert_int_equal(fwrite(buf, 1, n, out), n);
+	fclose(in);
+	fclose(out);
+}
+
+/*
+ * A -wal file left beside the path by an older database must not be
+ * replayed into the new one, whether replacing or creating.
+ */
+static void
+test_seed_stale_wal(void **state)
+{
+	const char *path = tpath("stale.db"), *wal = tpath("stale.db-wal");
+	const char *saved = tpath("stale.saved-wal");
+	struct db_seed_opts o = { .scale = 0.002 };
+	char err[256] = "";
+	struct stat sb;
+	sqlite3 *s;
+
+	seed_at(path, 0.001, 0);
+	s = raw_open(path);
+	raw_exec(s, "PRAGMA wal_autocheckpoint = 0;"
+		 "UPDATE products SET name = 'STALE' WHERE id <= 100");
+	assert_int_equal(stat(wal, &sb), 0);
+	assert_true(sb.st_size > 0);
+	copy_file(wal, saved);
+	sqlite3_close(s);
+
+	copy_file(saved, wal);
+	assert_int_equal(db_seed_file_replace(path, &o, err, sizeof(err)), DB_OK);
+	assert_int_equal(file_int(path, "SELECT count(*) FROM products WHERE "
+				  "name = 'STALE'", 0), 0);
+	assert_int_equal(file_int(path, "SELECT count(*) FROM products", 0), 200);
+
+	assert_int_equal(unlink(path), 0);
+	copy_file(saved, wal);
+	assert_int_equal(db_seed_file(path, &o, err, sizeof(err)), DB_OK);
+	assert_int_equal(file_int(path, "SELECT count(*) FROM products WHERE "
+				  "name = 'STALE'", 0), 0);
+	assert_int_equal(file_int(path, "SELECT count(*) FROM products", 0), 200);
+	s = raw_open(path);
+	assert_int_equal(raw_int(s, "SELECT 'ok' = integrity_check FROM "
+				 "pragma_integrity_check", 0), 1);
+	sqlite3_close(s);
+}
+
 /* Two processes seeding one path at once both end with a good file. */
 static void
 test_seed_race(void **state)
@@ -1173,6 +1229,7 @@ main(void)
 		cmocka_unit_test(test_seed_shape),
 		cmocka_unit_test(test_seed_file),
 		cmocka_unit_test(test_seed_race),
+		cmocka_unit_test(test_seed_stale_wal),
 		cmocka_unit_test(test_product_detail),
 		cmocka_unit_test(test_category_top),
 		cmocka_unit_test(test_category_top_order),
