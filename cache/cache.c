@@ -667,25 +667,44 @@ count_res(struct cache *c, enum cache_res r, const struct cache_value *v)
 	}
 }
 
-/* A lease is held elsewhere: first time here starts the wait clock. */
-static bool
-wait_turn(struct cache *c, uint64_t *deadline, struct cache_fetch_info *info)
+struct lease_wait {
+	uint64_t deadline_us;
+	uint64_t poll_us;
+};
+
+static void
+sleep_us(uint64_t us)
 {
-	uint64_t now = hs_now_us(), left;
-	unsigned ms;
+	struct timespec ts = { (time_t)(us / 1000000), (long)(us % 1000000) * 1000L };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+/*
+ * A lease is held elsewhere: the first call starts the wait clock.  Polls
+ * start at 0.5 ms and double up to lease_poll_ms, so a fast fill is picked
+ * up quickly and a slow one does not hammer memcached.
+ */
+static bool
+wait_turn(struct cache *c, struct lease_wait *w, struct cache_fetch_info *info)
+{
+	uint64_t now = hs_now_us(), max_us = (uint64_t)c->sh->o.lease_poll_ms * 1000;
+	uint64_t us;
 
 	if (!info->lease_waited) {
 		info->lease_waited = true;
 		CNT_INC(c->sh, lease_waits);
-		*deadline = now + (uint64_t)c->sh->o.lease_wait_ms * 1000;
+		w->deadline_us = now + (uint64_t)c->sh->o.lease_wait_ms * 1000;
+		w->poll_us = 500 < max_us ? 500 : max_us;
 	}
-	if (now >= *deadline)
+	if (now >= w->deadline_us)
 		return false;
-	left = *deadline - now;
-	ms = c->sh->o.lease_poll_ms;
-	if ((uint64_t)ms * 1000 > left)
-		ms = (unsigned)((left + 999) / 1000);
-	sleep_ms(ms);
+	us = w->poll_us;
+	if (us > w->deadline_us - now)
+		us = w->deadline_us - now;
+	sleep_us(us);
+	w->poll_us = w->poll_us * 2 < max_us ? w->poll_us * 2 : max_us;
 	info->wait_us += hs_now_us() - now;
 	return true;
 }
@@ -698,7 +717,7 @@ cache_fetch(struct cache *c, const char *key, cache_fill_fn fill, void *arg,
 	size_t klen = strlen(key);
 	struct cache_breaker *b = brk_of(c, key, klen);
 	enum cache_res r;
-	uint64_t deadline = 0;
+	struct lease_wait lw = { 0, 0 };
 
 	memset(info, 0, sizeof(*info));
 	memset(out, 0, sizeof(*out));
@@ -742,7 +761,7 @@ cache_fetch(struct cache *c, const char *key, cache_fill_fn fill, void *arg,
 				break;
 			}
 		}
-		if (!wait_turn(c, &deadline, info)) {
+		if (!wait_turn(c, &lw, info)) {
 			info->lease_fallback = true;
 			CNT_INC(c->sh, lease_fallbacks);
 			run_fill(c, fill, arg, 0, out, info);

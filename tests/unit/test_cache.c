@@ -740,6 +740,136 @@ test_herd_lease_one_fill(void **state)
 	assert_true(naive > 1);
 }
 
+/*
+ * The consistency checker in miniature: readers and writers on a few hot
+ * keys; a read that started after an update's delete was acknowledged must
+ * never return an older version.
+ */
+#define CK_KEYS 4
+#define CK_READERS 6
+#define CK_WRITERS 2
+
+struct ck {
+	struct cache_shared *s;
+	atomic_int version[CK_KEYS]; /* the database */
+	atomic_int acked[CK_KEYS];   /* newest version whose delete is done */
+	atomic_int stop;
+	atomic_long reads, stale, writes;
+};
+
+struct ck_fill {
+	struct ck *ck;
+	int k;
+};
+
+static int
+ck_fill(void *arg, size_t idx, char **body, size_t *len)
+{
+	struct ck_fill *f = arg;
+	char buf[64];
+
+	*len = (size_t)snprintf(buf, sizeof(buf), "{\"version\":%d}",
+				atomic_load(&f->ck->version[f->k]));
+	*body = hs_xstrdup(buf);
+	return 200;
+}
+
+static void *
+ck_reader(void *p)
+{
+	struct ck *ck = p;
+	struct cache *c = cache_new(ck->s);
+	unsigned seed = (unsigned)(uintptr_t)&c;
+
+	while (!atomic_load(&ck->stop)) {
+		struct ck_fill f = { ck, (int)(rand_r(&seed) % CK_KEYS) };
+		char key[32];
+		struct cache_value v;
+		int floor = atomic_load(&ck->acked[f.k]), got = -1;
+
+		snprintf(key, sizeof(key), "t14:%d", f.k);
+		cache_fetch(c, key, ck_fill, &f, &v, NULL);
+		sscanf(v.body, "{\"version\":%d}", &got);
+		cache_value_release(&v);
+		atomic_fetch_add(&ck->reads, 1);
+		if (got < floor)
+			atomic_fetch_add(&ck->stale, 1);
+	}
+	cache_free(c);
+	return NULL;
+}
+
+static void *
+ck_writer(void *p)
+{
+	struct ck *ck = p;
+	struct cache *c = cache_new(ck->s);
+	unsigned seed = (unsigned)(uintptr_t)&c;
+
+	while (!atomic_load(&ck->stop)) {
+		int k = (int)(rand_r(&seed) % CK_KEYS), v, a;
+		char key[32];
+		const char *kp = key;
+
+		snprintf(key, sizeof(key), "t14:%d", k);
+		v = atomic_fetch_add(&ck->version[k], 1) + 1; /* commit */
+		cache_invalidate(c, &kp, 1);
+		a = atomic_load(&ck->acked[k]);
+		while (a < v && !atomic_compare_exchange_weak(&ck->acked[k], &a, v))
+			;
+		atomic_fetch_add(&ck->writes, 1);
+		usleep(2000);
+	}
+	cache_free(c);
+	return NULL;
+}
+
+static long
+run_checker(struct group *g, enum cache_mode mode, long *reads, long *writes)
+{
+	struct cache_opts o;
+	struct ck *ck = calloc(1, sizeof(*ck));
+	pthread_t th[CK_READERS + CK_WRITERS];
+	const char *keys[CK_KEYS] = { "t14:0", "t14:1", "t14:2", "t14:3" };
+	struct cache *c;
+	long stale;
+
+	test_opts(&o, g);
+	o.mode = mode;
+	o.fill_delay_ms = 3; /* widen the window between read and store */
+	ck->s = mk_shared(&o);
+	c = cache_new(ck->s);
+	cache_invalidate(c, keys, CK_KEYS);
+	cache_free(c);
+	for (int i = 0; i < CK_READERS + CK_WRITERS; i++)
+		pthread_create(&th[i], NULL, i < CK_READERS ? ck_reader : ck_writer,
+			       ck);
+	usleep(1500 * 1000);
+	atomic_store(&ck->stop, 1);
+	for (int i = 0; i < CK_READERS + CK_WRITERS; i++)
+		pthread_join(th[i], NULL);
+	*reads = atomic_load(&ck->reads);
+	*writes = atomic_load(&ck->writes);
+	stale = atomic_load(&ck->stale);
+	cache_shared_free(ck->s);
+	free(ck);
+	return stale;
+}
+
+static void
+test_no_stale_reads_under_load(void **state)
+{
+	long reads, writes, stale, nstale, nreads, nwrites;
+
+	stale = run_checker(*state, CACHE_MODE_LEASE, &reads, &writes);
+	nstale = run_checker(*state, CACHE_MODE_NAIVE, &nreads, &nwrites);
+	printf("checker: lease: %ld reads, %ld writes, %ld stale; "
+	       "naive: %ld reads, %ld writes, %ld stale\n",
+	       reads, writes, stale, nreads, nwrites, nstale);
+	assert_true(reads > 100 && writes > 50);
+	assert_int_equal(stale, 0);
+}
+
 static void
 test_mget(void **state)
 {
@@ -1324,6 +1454,7 @@ main(void)
 		cmocka_unit_test(test_race_naive_stale_set),
 		cmocka_unit_test(test_lease_marker_and_fallback),
 		cmocka_unit_test(test_herd_lease_one_fill),
+		cmocka_unit_test(test_no_stale_reads_under_load),
 		cmocka_unit_test(test_mget),
 		cmocka_unit_test(test_stats_export),
 		cmocka_unit_test(test_thread_handles),
