@@ -59,7 +59,8 @@ struct cache_opts {
 	unsigned neg_ttl_s;        /* 5: TTL of 404 bodies (negative entries) */
 	unsigned lease_ttl_s;      /* 3: lifetime of a lease marker */
 	unsigned lease_wait_ms;    /* 300: longest a loser waits for the winner */
-	unsigned lease_poll_ms;    /* 5: a loser re-gets this often */
+	unsigned lease_poll_ms;    /* 5: longest pause between a loser's re-gets
+				      (they start at 0.5 ms and double) */
 	unsigned connect_timeout_ms; /* 50 */
 	unsigned io_timeout_ms;    /* 50: poll / send / receive timeout */
 	unsigned breaker_errors;   /* 5: consecutive errors that open a breaker */
