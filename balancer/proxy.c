@@ -566,6 +566,10 @@ bconn_process(struct bal_bconn *bc)
 				evbuffer_remove_buffer(bc->io.in, c->io.out,
 						       (size_t)r);
 				c->resp_started = 1;
+				if (bal_io_flush(&c->io) < 0) {
+					bal_client_free(c);
+					return;
+				}
 			} else {
 				evbuffer_drain(bc->io.in, (size_t)r);
 			}

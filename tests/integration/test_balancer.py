@@ -210,6 +210,37 @@ class ThreeBackends(unittest.TestCase):
         if not hstest.SANITIZE:
             self.assertLess(hwm, 32 * 1024, "peak RSS %d kB" % hwm)
 
+    def test_http10_client(self):
+        out, closed = hstest.raw(self.bal.port,
+                                 b"GET /big?n=5 HTTP/1.0\r\n\r\n")
+        self.assertTrue(out.startswith(b"HTTP/1.1 200 "), out)
+        self.assertTrue(out.endswith(b"xxxxx"), out)
+        self.assertTrue(closed)
+        # 1.0 with keep-alive: two answers on one connection.
+        out, closed = hstest.raw(
+            self.bal.port,
+            b"GET /big?n=1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+            b"GET /big?n=2 HTTP/1.0\r\n\r\n")
+        self.assertEqual(out.count(b"HTTP/1.1 200 "), 2, out)
+        self.assertIn(b"Connection: keep-alive", out)
+        self.assertTrue(out.endswith(b"xx"), out)
+
+    def test_expect_continue(self):
+        s = socket.create_connection(("127.0.0.1", self.bal.port), 10)
+        try:
+            s.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\n"
+                      b"Content-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+            f = s.makefile("rb")
+            self.assertIn(b" 100 ", f.readline())
+            while f.readline() != b"\r\n":
+                pass
+            s.sendall(b"hello")
+            st, h, body = read_response(f)
+            self.assertIn(b" 200 ", st)
+            self.assertEqual(body, b"hello")
+        finally:
+            s.close()
+
     def test_stats_and_metrics(self):
         self.bal.get("/")
         st = self.bal.stats()
@@ -257,6 +288,37 @@ class Weighted(unittest.TestCase):
             self.assertEqual(bal.proc.stop(), 0)
             a.cleanup()
             b.cleanup()
+
+
+class Workers(unittest.TestCase):
+    def test_two_workers(self):
+        bs = [Backend("s1"), Backend("s2")]
+        bal = Balancer(bs, ["--workers", "2"])
+        try:
+            names = []
+            for _ in range(40):
+                r = bal.get("/")
+                self.assertEqual(r.status, 200)
+                names.append(served_by(r))
+            self.assertEqual(set(names), {"s1", "s2"})
+            self.assertEqual(bal.stats()["workers"], 2)
+            self.assertEqual(sum(b["requests"] for b in
+                                 bal.stats()["backends"]), 40)
+            # Drain on SIGTERM with a request in flight on some worker.
+            results = []
+            t = threading.Thread(target=lambda: results.append(
+                bal.get("/slow?ms=500")))
+            t.start()
+            self.assertTrue(wait_until(lambda: sum(
+                b["active"] for b in bal.stats()["backends"]) == 1))
+            bal.proc.signal(signal.SIGTERM)
+            t.join(20 * hstest.SLOW)
+            self.assertEqual(results[0].status, 200)
+            self.assertEqual(bal.proc.p.wait(10 * hstest.SLOW), 0)
+        finally:
+            bal.proc.cleanup()
+            for b in bs:
+                b.cleanup()
 
 
 class Failures(unittest.TestCase):
