@@ -48,6 +48,7 @@ struct cache_shared {
 	struct cache_breaker *brk;
 	struct cache_counters cnt;
 	struct hs_hist fetch_hist; /* memcached time per fetch */
+	atomic_uint_fast64_t last_warn_ns; /* rate limit for failure logs */
 };
 
 struct cache {

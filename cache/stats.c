@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 
 #include "cache_int.h"
+#include "hs_log.h"
 #include "hs_util.h"
 
 const char *
@@ -48,8 +49,12 @@ cache_brk_ok(struct cache_breaker *b)
 {
 	if (atomic_load_explicit(&b->fails, memory_order_relaxed) != 0)
 		atomic_store_explicit(&b->fails, 0, memory_order_relaxed);
-	if (atomic_load_explicit(&b->state, memory_order_relaxed) != BRK_CLOSED)
-		atomic_store(&b->state, BRK_CLOSED);
+	int st = atomic_load_explicit(&b->state, memory_order_relaxed);
+
+	if (st != BRK_CLOSED &&
+	    atomic_compare_exchange_strong(&b->state, &st, BRK_CLOSED))
+		log_info("cache: memcached %s answers again; breaker closed",
+			 b->name);
 }
 
 void
@@ -72,6 +77,9 @@ cache_brk_fail(struct cache_shared *s, struct cache_breaker *b)
 	if (atomic_compare_exchange_strong(&b->state, &st, BRK_OPEN)) {
 		atomic_store(&b->fails, 0);
 		CNT_INC(s, breaker_opens);
+		log_warnx("cache: memcached %s failing; breaker open, reads "
+			  "bypass it (probe every %u ms)", b->name,
+			  s->o.breaker_open_ms);
 	}
 }
 
