@@ -392,6 +392,66 @@ class Failures(unittest.TestCase):
         r = hstest.request(bal.port, "POST", "/", body=b"x")
         self.assertEqual(r.status, 502)
 
+    def test_unreached_request_goes_to_next(self):
+        # One backend refuses connections: requests (POST too, since it
+        # never reached a backend) go to the other; none fails.
+        s1 = self.backend("s1")
+        dead = "127.0.0.1:%d" % hstest.free_port()
+        bal = self.balancer([dead, s1], ["--health-interval-ms", "60000"])
+        for i in range(6):
+            method = "POST" if i % 2 else "GET"
+            r = hstest.request(bal.port, method, "/", body=b"p" if i % 2
+                               else None)
+            self.assertEqual(r.status, 200)
+            self.assertEqual(served_by(r), "s1")
+        self.assertFalse(bal.backend_stats(dead)["up"])
+        self.assertEqual(len([x for x in s1.requests()
+                              if x["method"] == "POST"]), 3)
+
+    def test_slow_request_body_408(self):
+        s1 = self.backend("s1")
+        bal = self.balancer([s1], ["--header-timeout-ms", "700"])
+        t0 = time.monotonic()
+        out, closed = hstest.raw(
+            bal.port, b"POST /echo HTTP/1.1\r\nHost: a\r\n"
+            b"Content-Length: 10\r\n\r\nabc", timeout=10)
+        self.assertTrue(out.startswith(b"HTTP/1.1 408 "), out)
+        self.assertTrue(closed)
+        self.assertLess(time.monotonic() - t0, 5 * hstest.SLOW)
+        # The backend may have seen the start, never a complete request.
+        self.assertTrue(wait_until(lambda: all(
+            x["body_len"] < 10 for x in s1.requests())))
+        self.assertTrue(all(x["body_len"] < 10 for x in s1.requests()))
+
+    def test_oversized_response_head_502(self):
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(8)
+        self.cleanups.append(srv.close)
+
+        def serve():
+            c, _ = srv.accept()
+            c.recv(65536)
+            try:
+                c.sendall(b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70000 +
+                          b"\r\n\r\n")
+            except OSError:
+                pass
+            time.sleep(0.5)
+            c.close()
+        threading.Thread(target=serve, daemon=True).start()
+        bal = self.balancer(["127.0.0.1:%d" % srv.getsockname()[1]],
+                            ["--health-interval-ms", "60000"])
+        r = hstest.request(bal.port, "POST", "/", body=b"x")
+        self.assertEqual(r.status, 502)
+
+    def test_admin_unknown_path(self):
+        s1 = self.backend("s1")
+        bal = self.balancer([s1])
+        r = hstest.request(bal.admin, "GET", "/nope")
+        self.assertEqual(r.status, 404)
+        self.assertEqual(r.json()["status"], 404)
+
     def test_all_down_503(self):
         bal = self.balancer(["127.0.0.1:%d" % hstest.free_port(),
                              "127.0.0.1:%d" % hstest.free_port()])
