@@ -1,6 +1,7 @@
 /*
  * Internals shared by the cache library's files: the shared and per-thread
- * structures, the counters and the per-server circuit breaker.
+ * structures, the counters, the per-server circuit breaker, and the pieces
+ * of the read protocol that the multi-get reuses.
  */
 #ifndef HS_CACHE_INT_H
 #define HS_CACHE_INT_H
@@ -13,6 +14,7 @@
 
 #include "cache.h"
 #include "hs_hist.h"
+#include "hs_util.h"
 
 /* memcached flags of a stored item: the HTTP status, or a lease marker. */
 #define CACHE_FLAG_LEASE 1u
@@ -60,7 +62,35 @@ struct cache {
 	char err[160];
 };
 
-/* breaker.c */
+/* cache.c */
+uint64_t cache_rng_next(uint64_t *s);
+
+/* fetch.c: the pieces of the read protocol that mget.c reuses */
+/* Runs expr (libmemcached calls) and adds its duration to info->cache_us. */
+#define TIMED(info, expr)                                                     \
+	do {                                                                  \
+		uint64_t t0_ = hs_now_us();                                   \
+		expr;                                                         \
+		(info)->cache_us += hs_now_us() - t0_;                        \
+	} while (0)
+
+enum lease_res { L_DONE, L_LOST, L_ERR, L_ERR_FILLED };
+
+struct cache_breaker *cache_brk_of(struct cache *c, const char *key, size_t klen);
+void cache_drop_conns(struct cache *c);
+void cache_run_fill(struct cache *c, cache_fill_fn fill, void *arg, size_t idx,
+		    struct cache_value *out, struct cache_fetch_info *info);
+void cache_naive_fill(struct cache *c, struct cache_breaker *b, const char *key,
+		      size_t klen, cache_fill_fn fill, void *arg, size_t idx,
+		      struct cache_value *out, struct cache_fetch_info *info);
+enum lease_res cache_lease_try(struct cache *c, struct cache_breaker *b,
+			       const char *key, size_t klen, cache_fill_fn fill,
+			       void *arg, size_t idx, struct cache_value *out,
+			       struct cache_fetch_info *info);
+void cache_count_res(struct cache *c, enum cache_res r,
+		     const struct cache_value *v);
+
+/* stats.c: the breaker */
 bool cache_brk_allow(struct cache_shared *s, struct cache_breaker *b);
 void cache_brk_ok(struct cache_breaker *b);
 void cache_brk_fail(struct cache_shared *s, struct cache_breaker *b);
