@@ -262,14 +262,80 @@ seed_review_counts(struct seed_ctx *c)
 	return w;
 }
 
+/* Inserts product id with its random fields. */
+static int
+seed_product(struct seed_ctx *c, sqlite3_stmt *sp, int64_t id)
+{
+	struct seed_text t;
+
+	t.len = 0;
+	t.buf[0] = '\0';
+	sqlite3_bind_int64(sp, 1, id);
+	sqlite3_bind_int64(sp, 2, 1 + rng_below(&c->rng, (uint32_t)c->ncat));
+	text_word(&t, &c->rng, seed_adjectives, NELEM(seed_adjectives));
+	text_word(&t, &c->rng, seed_materials, NELEM(seed_materials));
+	text_word(&t, &c->rng, seed_nouns, NELEM(seed_nouns));
+	sqlite3_bind_text(sp, 3, t.buf, (int)t.len, SQLITE_TRANSIENT);
+	t.len = 0;
+	t.buf[0] = '\0';
+	text_sentence(&t, &c->rng, 8 + (int)rng_below(&c->rng, 12));
+	text_sentence(&t, &c->rng, 6 + (int)rng_below(&c->rng, 10));
+	t.buf[0] = (char)(t.buf[0] - 'a' + 'A');
+	sqlite3_bind_text(sp, 4, t.buf, (int)t.len, SQLITE_STATIC);
+	/* $0.99 .. $999.99, most of them cheap. */
+	sqlite3_bind_int64(sp, 5, 100ll * (1 + rng_below(&c->rng,
+			   1 + rng_below(&c->rng, 1000))) - 1);
+	sqlite3_bind_int64(sp, 6, rng_below(&c->rng, 20) == 0 ? 0 :
+			   rng_below(&c->rng, 500));
+	sqlite3_bind_int64(sp, 7, SEED_BASE_MS +
+			   (int64_t)(rng_next(&c->rng) % SEED_SPAN_MS));
+	return seed_step(c, sp, "insert product");
+}
+
+/* Inserts n reviews of product id; *rid is the last review id used. */
+static int
+seed_reviews(struct seed_ctx *c, sqlite3_stmt *sr, int64_t id, uint32_t n,
+	     int64_t *rid)
+{
+	struct seed_text t;
+	uint32_t quality, k;
+	int rating, j, res = DB_OK;
+
+	/*
+	 * Quality in permille (69..900), skewed towards good products; a
+	 * rating is 1 + four Bernoulli(quality) draws, so a product's mean
+	 * rating is 1 + 4 * quality.  (The product of two draws does not
+	 * depend on which the compiler evaluates first.)
+	 */
+	quality = 900 - rng_below(&c->rng, 1000) *
+			rng_below(&c->rng, 1000) / 1200;
+	for (k = 0; k < n && res == DB_OK; k++) {
+		rating = 1;
+		for (j = 0; j < 4; j++)
+			rating += rng_below(&c->rng, 1000) < quality;
+		t.len = 0;
+		t.buf[0] = '\0';
+		text_word(&t, &c->rng, seed_openers[rating - 1], 3);
+		text_sentence(&t, &c->rng, 3 + (int)rng_below(&c->rng, 10));
+		sqlite3_bind_int64(sr, 1, ++*rid);
+		sqlite3_bind_int64(sr, 2, id);
+		sqlite3_bind_int(sr, 3, rating);
+		sqlite3_bind_text(sr, 4, t.buf, (int)t.len, SQLITE_STATIC);
+		sqlite3_bind_int64(sr, 5, SEED_BASE_MS +
+				   (int64_t)(rng_next(&c->rng) % SEED_SPAN_MS));
+		res = seed_step(c, sr, "insert review");
+	}
+	return res;
+}
+
+/* Products, each followed by its reviews (so they sit together). */
 static int
 seed_products(struct seed_ctx *c)
 {
 	sqlite3_stmt *sp = NULL, *sr = NULL;
-	struct seed_text t;
-	uint32_t *nrev = NULL, quality, k;
+	uint32_t *nrev = NULL;
 	int64_t id, rid = 0, step, next_report;
-	int rating, j, res = DB_OK;
+	int res = DB_OK;
 
 	sp = seed_prepare(c,
 		"INSERT INTO products(id, category_id, name, description,"
@@ -286,53 +352,9 @@ seed_products(struct seed_ctx *c)
 	step = c->nprod / 100 > 0 ? c->nprod / 100 : 1;
 	next_report = step;
 	for (id = 1; id <= c->nprod && res == DB_OK; id++) {
-		sqlite3_bind_int64(sp, 1, id);
-		sqlite3_bind_int64(sp, 2, 1 + rng_below(&c->rng, (uint32_t)c->ncat));
-		t.len = 0;
-		t.buf[0] = '\0';
-		text_word(&t, &c->rng, seed_adjectives, NELEM(seed_adjectives));
-		text_word(&t, &c->rng, seed_materials, NELEM(seed_materials));
-		text_word(&t, &c->rng, seed_nouns, NELEM(seed_nouns));
-		sqlite3_bind_text(sp, 3, t.buf, (int)t.len, SQLITE_TRANSIENT);
-		t.len = 0;
-		t.buf[0] = '\0';
-		text_sentence(&t, &c->rng, 8 + (int)rng_below(&c->rng, 12));
-		text_sentence(&t, &c->rng, 6 + (int)rng_below(&c->rng, 10));
-		t.buf[0] = (char)(t.buf[0] - 'a' + 'A');
-		sqlite3_bind_text(sp, 4, t.buf, (int)t.len, SQLITE_STATIC);
-		/* $0.99 .. $999.99, most of them cheap. */
-		sqlite3_bind_int64(sp, 5, 100ll * (1 + rng_below(&c->rng,
-				   1 + rng_below(&c->rng, 1000))) - 1);
-		sqlite3_bind_int64(sp, 6, rng_below(&c->rng, 20) == 0 ? 0 :
-				   rng_below(&c->rng, 500));
-		sqlite3_bind_int64(sp, 7, SEED_BASE_MS +
-				   (int64_t)(rng_next(&c->rng) % SEED_SPAN_MS));
-		if ((res = seed_step(c, sp, "insert product")) != DB_OK)
-			break;
-
-		/*
-		 * Quality in permille (69..900), skewed towards good products; a
-		 * rating is 1 + four Bernoulli(quality) draws, so a product's
-		 * mean rating is 1 + 4 * quality.
-		 */
-		quality = 900 - rng_below(&c->rng, 1000) *
-				rng_below(&c->rng, 1000) / 1200;
-		for (k = 0; k < nrev[id - 1] && res == DB_OK; k++) {
-			rating = 1;
-			for (j = 0; j < 4; j++)
-				rating += rng_below(&c->rng, 1000) < quality;
-			t.len = 0;
-			t.buf[0] = '\0';
-			text_word(&t, &c->rng, seed_openers[rating - 1], 3);
-			text_sentence(&t, &c->rng, 3 + (int)rng_below(&c->rng, 10));
-			sqlite3_bind_int64(sr, 1, ++rid);
-			sqlite3_bind_int64(sr, 2, id);
-			sqlite3_bind_int(sr, 3, rating);
-			sqlite3_bind_text(sr, 4, t.buf, (int)t.len, SQLITE_STATIC);
-			sqlite3_bind_int64(sr, 5, SEED_BASE_MS +
-				(int64_t)(rng_next(&c->rng) % SEED_SPAN_MS));
-			res = seed_step(c, sr, "insert review");
-		}
+		res = seed_product(c, sp, id);
+		if (res == DB_OK)
+			res = seed_reviews(c, sr, id, nrev[id - 1], &rid);
 		if (id >= next_report) {
 			seed_progress(c, "products and reviews",
 				      (double)id / (double)c->nprod);
@@ -440,6 +462,53 @@ seed_sync_dir(const char *path)
 	free(copy);
 }
 
+/*
+ * Puts the finished file tmp at path: renamed over it when replacing,
+ * else link()ed, which fails rather than overwrite a file another process
+ * put there meanwhile.  Sets *linked when tmp now is path.
+ */
+static int
+seed_install(struct db *scratch, const char *path, const char *tmp,
+	     int replace, int *linked)
+{
+	size_t len = strlen(path) + 8;
+	char *side = hs_xmalloc(len);
+	struct stat sb;
+	int res = DB_OK;
+
+	/*
+	 * A -wal or -shm file left from an older database at this path
+	 * would be replayed into the new one; remove them first.  When not
+	 * replacing, only do so if the database itself is gone (so it is
+	 * not in use).
+	 */
+	if (replace || stat(path, &sb) != 0) {
+		snprintf(side, len, "%s-wal", path);
+		unlink(side);
+		snprintf(side, len, "%s-shm", path);
+		unlink(side);
+	}
+	if (replace) {
+		if (rename(tmp, path) == 0)
+			*linked = 1;
+		else
+			res = db_failf(scratch, "rename to %s: %s", path,
+				       strerror(errno));
+	} else if (link(tmp, path) == 0) {
+		*linked = 1;
+	} else if (errno != EEXIST) {
+		res = db_failf(scratch, "link to %s: %s", path, strerror(errno));
+	}
+	/*
+	 * EEXIST: another process seeded the same path meanwhile, and its
+	 * file is as complete as ours; keep it (the caller drops ours).
+	 */
+	if (res == DB_OK)
+		seed_sync_dir(path);
+	free(side);
+	return res;
+}
+
 static int
 seed_file(const char *path, const struct db_seed_opts *o, int replace,
 	  char *err, size_t errlen)
@@ -448,8 +517,8 @@ seed_file(const char *path, const struct db_seed_opts *o, int replace,
 	struct seed_ctx c;
 	struct db *check = NULL;
 	struct stat sb;
-	char *tmp = NULL, *side = NULL;
-	size_t plen = strlen(path);
+	char *tmp = NULL;
+	size_t tlen = strlen(path) + 16;
 	double scale = o && o->scale != 0 ? o->scale : 1.0;
 	int fd = -1, res = DB_ERR, linked = 0;
 	char cerr[256];
@@ -471,9 +540,8 @@ seed_file(const char *path, const struct db_seed_opts *o, int replace,
 	c.nprod = seed_count(100000, scale);
 	c.nrev = seed_count(1000000, scale);
 
-	tmp = hs_xmalloc(plen + 16);
-	side = hs_xmalloc(plen + 8);
-	snprintf(tmp, plen + 16, "%s.seed-XXXXXX", path);
+	tmp = hs_xmalloc(tlen);
+	snprintf(tmp, tlen, "%s.seed-XXXXXX", path);
 	if ((fd = mkstemp(tmp)) < 0) {
 		db_failf(&scratch, "cannot create a file beside %s: %s", path,
 			 strerror(errno));
@@ -497,48 +565,18 @@ seed_file(const char *path, const struct db_seed_opts *o, int replace,
 		res = db_failf(&scratch, "fsync %s: %s", tmp, strerror(errno));
 		goto out;
 	}
-
-	/*
-	 * A -wal or -shm file left from an older database at this path
-	 * would be replayed into the new one; remove them first.  When not
-	 * replacing, only do so if the database itself is gone (so it is
-	 * not in use).
-	 */
-	if (replace || stat(path, &sb) != 0) {
-		snprintf(side, plen + 8, "%s-wal", path);
-		unlink(side);
-		snprintf(side, plen + 8, "%s-shm", path);
-		unlink(side);
-	}
-	if (replace) {
-		if (rename(tmp, path) != 0) {
-			res = db_failf(&scratch, "rename to %s: %s", path,
-				       strerror(errno));
-			goto out;
-		}
-		linked = 1;
-	} else if (link(tmp, path) == 0) {
-		linked = 1;
-	} else if (errno != EEXIST) {
-		res = db_failf(&scratch, "link to %s: %s", path, strerror(errno));
+	if ((res = seed_install(&scratch, path, tmp, replace, &linked)) != DB_OK)
 		goto out;
-	}
-	/*
-	 * EEXIST: another process seeded the same path meanwhile, and its
-	 * file is as complete as ours; keep it and drop ours.
-	 */
-	seed_sync_dir(path);
 	seed_progress(&c, "finishing", 1.0);
-	res = DB_OK;
 out:
 	if (fd >= 0)
 		close(fd);
+	/* After a link both names point at the file; after a rename only one. */
 	if (tmp && !(replace && linked))
 		unlink(tmp);
 	if (res != DB_OK && err && errlen)
 		snprintf(err, errlen, "%s", scratch.errmsg);
 	free(tmp);
-	free(side);
 	return res;
 }
 
