@@ -1,7 +1,7 @@
 /*
  * Response helpers shared by the handlers: JSON error bodies, the mapping
  * of data-layer failures to 503 / 404, request-body parsing (Content-Type
- * check, then jansson), and the cache step of cacheable GETs.
+ * check, then jansson).  The cache step of cacheable GETs is in cached.c.
  */
 #include <math.h>
 #include <stdio.h>
@@ -111,15 +111,4 @@ srv_parse_json_object(struct srv_ctx *c, struct srv_resp *r)
 		return NULL;
 	}
 	return j;
-}
-
-void
-srv_serve_cacheable(struct srv_ctx *c, struct srv_resp *r, srv_build_fn build,
-		    int64_t key)
-{
-	/* The cache-aside step goes here: get, else build + fill. */
-	r->status = build(c->w, key, &r->body);
-	r->xcache = "BYPASS";
-	if (r->status == 503)
-		r->retry_after = 1;
 }

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cache.h"
 #include "db.h"
 #include "hs_log.h"
 #include "hs_util.h"
@@ -25,6 +26,11 @@ struct opts {
 	const char *id;
 	double scale;
 	int log_level;
+	const char *memcached;   /* --memcached list, NULL when not given */
+	const char *cache;       /* --cache value, NULL when not given */
+	int cache_ttl_s;         /* 0: the library's default */
+	int cache_neg_ttl_s;
+	int fill_delay_ms;
 };
 
 enum { ARGS_RUN, ARGS_EXIT, ARGS_FAIL };
@@ -46,8 +52,19 @@ usage(FILE *f)
 		"  --threads N         worker threads, 1..1024 (default: CPUs)\n"
 		"  --id NAME           instance name sent as X-Served-By\n"
 		"                      (default hs-server-PORT)\n"
-		"  --cache MODE        response cache; \"off\" (default) is the only\n"
-		"                      mode in this build\n"
+		"  --memcached LIST    memcached servers HOST:PORT[,HOST:PORT...]\n"
+		"                      (keys spread over them by consistent hashing)\n"
+		"  --cache MODE        response cache: lease (the default with\n"
+		"                      --memcached), naive (get / fill / set without\n"
+		"                      leases: shows the stale-set race) or off (the\n"
+		"                      default without --memcached)\n"
+		"  --cache-ttl S       lifetime of a cached body, 1..86400 s (default\n"
+		"                      300, minus up to 10%% jitter)\n"
+		"  --cache-neg-ttl S   lifetime of a cached 404, 1..86400 s (default 5)\n"
+		"  --debug-fill-delay-ms N\n"
+		"                      FOR TESTS AND TALKS ONLY: sleep N ms (0..60000)\n"
+		"                      between the database read and the cache store,\n"
+		"                      widening the stale-set race window (default 0)\n"
 		"  --max-body BYTES    largest request body, 1..67108864 (default 65536)\n"
 		"  --busy-timeout MS   how long a query waits for a lock held by another\n"
 		"                      connection before the request fails with 503\n"
@@ -73,6 +90,10 @@ parse_args(int argc, char **argv, struct opts *o)
 		{ "threads", required_argument, NULL, 't' },
 		{ "id", required_argument, NULL, 'i' },
 		{ "cache", required_argument, NULL, 'c' },
+		{ "memcached", required_argument, NULL, 'M' },
+		{ "cache-ttl", required_argument, NULL, 'T' },
+		{ "cache-neg-ttl", required_argument, NULL, 'N' },
+		{ "debug-fill-delay-ms", required_argument, NULL, 'F' },
 		{ "max-body", required_argument, NULL, 'm' },
 		{ "busy-timeout", required_argument, NULL, 'b' },
 		{ "log-level", required_argument, NULL, 'L' },
@@ -122,8 +143,39 @@ parse_args(int argc, char **argv, struct opts *o)
 			o->id = optarg;
 			break;
 		case 'c':
-			if (strcmp(optarg, "off") != 0) {
-				bad("--cache (this build supports: off)",
+			if (strcmp(optarg, "off") != 0 &&
+			    strcmp(optarg, "lease") != 0 &&
+			    strcmp(optarg, "naive") != 0) {
+				bad("--cache (want lease|naive|off)", optarg);
+				return ARGS_FAIL;
+			}
+			o->cache = optarg;
+			break;
+		case 'M':
+			if (*optarg == '\0') {
+				bad("--memcached (want HOST:PORT[,HOST:PORT...])",
+				    optarg);
+				return ARGS_FAIL;
+			}
+			o->memcached = optarg;
+			break;
+		case 'T':
+			if (hs_parse_int(optarg, 1, 86400, &o->cache_ttl_s) < 0) {
+				bad("--cache-ttl (want 1..86400 s)", optarg);
+				return ARGS_FAIL;
+			}
+			break;
+		case 'N':
+			if (hs_parse_int(optarg, 1, 86400, &o->cache_neg_ttl_s) <
+			    0) {
+				bad("--cache-neg-ttl (want 1..86400 s)", optarg);
+				return ARGS_FAIL;
+			}
+			break;
+		case 'F':
+			if (hs_parse_int(optarg, 0, 60000, &o->fill_delay_ms) <
+			    0) {
+				bad("--debug-fill-delay-ms (want 0..60000)",
 				    optarg);
 				return ARGS_FAIL;
 			}
@@ -167,7 +219,47 @@ parse_args(int argc, char **argv, struct opts *o)
 			argv[optind]);
 		return ARGS_FAIL;
 	}
+	if (o->cache == NULL)
+		o->cache = o->memcached ? "lease" : "off";
+	if (strcmp(o->cache, "off") != 0 && o->memcached == NULL) {
+		fprintf(stderr, "hs-server: --cache %s needs --memcached "
+				"HOST:PORT (see --help)\n", o->cache);
+		return ARGS_FAIL;
+	}
 	return ARGS_RUN;
+}
+
+/*
+ * The cache's shared state, or NULL for --cache off.  Checks the server
+ * list without connecting (memcached may come up later).  -1: bad options.
+ */
+static int
+make_cache(const struct opts *o, struct cache_shared **out)
+{
+	struct cache_opts co;
+	char err[256];
+
+	*out = NULL;
+	if (strcmp(o->cache, "off") == 0)
+		return 0;
+	cache_opts_default(&co);
+	co.servers = o->memcached;
+	if (cache_mode_parse(o->cache, &co.mode) < 0) {
+		bad("--cache (want lease|naive|off)", o->cache);
+		return -1;
+	}
+	if (o->cache_ttl_s > 0)
+		co.ttl_s = (unsigned)o->cache_ttl_s;
+	if (o->cache_neg_ttl_s > 0)
+		co.neg_ttl_s = (unsigned)o->cache_neg_ttl_s;
+	co.fill_delay_ms = (unsigned)o->fill_delay_ms;
+	*out = cache_shared_new(&co, err, sizeof(err));
+	if (*out == NULL) {
+		fprintf(stderr, "hs-server: invalid --memcached '%s': %s "
+				"(see --help)\n", o->memcached, err);
+		return -1;
+	}
+	return 0;
 }
 
 static void
@@ -242,6 +334,7 @@ main(int argc, char **argv)
 {
 	struct opts o;
 	struct srv *s = NULL;
+	struct cache_shared *cache = NULL;
 	char err[512];
 	sigset_t sigs;
 	int sig = 0, rc;
@@ -255,6 +348,8 @@ main(int argc, char **argv)
 	if (rc != ARGS_RUN)
 		return rc == ARGS_EXIT ? 0 : 2;
 	hs_log_init("hs-server", o.log_level);
+	if (make_cache(&o, &cache) < 0)
+		return 2;
 	raise_nofile();
 	/* MHD writes to closed sockets; that must not kill us. */
 	signal(SIGPIPE, SIG_IGN);
@@ -264,13 +359,18 @@ main(int argc, char **argv)
 	sigaddset(&sigs, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
-	if (ensure_db(&o) < 0)
+	if (ensure_db(&o) < 0) {
+		cache_shared_free(cache);
 		return 1;
+	}
 	o.srv.db_path = o.db_path;
 	o.srv.id = o.id;
+	o.srv.cache = cache;
+	o.srv.cache_mode = o.cache;
 	s = srv_new(&o.srv, err, sizeof(err));
 	if (s == NULL) {
 		log_error("%s", err);
+		cache_shared_free(cache);
 		return 1;
 	}
 	if (strchr(o.srv.host, ':') != NULL)
@@ -278,12 +378,15 @@ main(int argc, char **argv)
 	else
 		printf("listening on %s:%d\n", o.srv.host, srv_port(s));
 	fflush(stdout);
-	log_info("serving %s with %d threads as %s", o.db_path, o.srv.threads,
-		 srv_id(s));
+	log_info("serving %s with %d threads as %s, cache %s%s%s", o.db_path,
+		 o.srv.threads, srv_id(s), o.cache, cache ? " on " : "",
+		 cache ? o.memcached : "");
 	while (sigwait(&sigs, &sig) != 0)
 		;
 	log_info("signal %d: draining and stopping", sig);
 	srv_free(s);
+	/* After srv_free: no worker thread uses the cache any more. */
+	cache_shared_free(cache);
 	log_info("stopped");
 	return 0;
 }

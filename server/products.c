@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 
+#include "cache.h"
 #include "hs_log.h"
 #include "srv_int.h"
 
@@ -97,13 +98,15 @@ srv_category_top_body(struct srv_worker *w, int64_t id, struct hs_buf *out)
 void
 srv_h_product_get(struct srv_ctx *c, struct srv_resp *r)
 {
-	srv_serve_cacheable(c, r, srv_product_body, c->rq->id);
+	srv_serve_cacheable(c, r, srv_product_body, cache_key_product,
+			    c->rq->id);
 }
 
 void
 srv_h_category_top(struct srv_ctx *c, struct srv_resp *r)
 {
-	srv_serve_cacheable(c, r, srv_category_top_body, c->rq->id);
+	srv_serve_cacheable(c, r, srv_category_top_body, cache_key_category,
+			    c->rq->id);
 }
 
 /* A non-negative JSON integer field; -1 (and r filled) when invalid. */
@@ -166,7 +169,8 @@ srv_h_product_put(struct srv_ctx *c, struct srv_resp *r)
 			    "product not found");
 		goto out;
 	}
-	/* The cache layer invalidates the product and after.category_id here. */
+	/* Committed: now (never before) drop the cached bodies it changed. */
+	srv_cache_invalidate_product(c, r, c->rq->id, after.category_id);
 	r->status = 200;
 	hs_buf_puts(&r->body, "{");
 	product_fields(&r->body, &after);
@@ -210,6 +214,8 @@ srv_h_review_post(struct srv_ctx *c, struct srv_resp *r)
 		srv_db_fail(c->w, r, res, "review add", "product not found");
 		goto out;
 	}
+	/* The ratings changed: the detail and the category's top list. */
+	srv_cache_invalidate_product(c, r, c->rq->id, category_id);
 	r->status = 201;
 	hs_buf_printf(&r->body,
 		      "{\"id\":%lld,\"product_id\":%lld,\"rating\":%d,\"body\":",
@@ -233,6 +239,7 @@ srv_h_product_delete(struct srv_ctx *c, struct srv_resp *r)
 			    "product not found");
 		return;
 	}
+	srv_cache_invalidate_product(c, r, c->rq->id, category_id);
 	r->status = 204;
 	hs_buf_reset(&r->body);
 }

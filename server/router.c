@@ -48,6 +48,7 @@ static const srv_handler handlers[SRV_R_COUNT] = {
 	[SRV_R_PRODUCT_DELETE] = srv_h_product_delete,
 	[SRV_R_REVIEW_POST] = srv_h_review_post,
 	[SRV_R_CATEGORY_TOP] = srv_h_category_top,
+	[SRV_R_CACHED_QUERIES] = srv_h_cached_queries,
 };
 
 static const struct {
@@ -58,6 +59,7 @@ static const struct {
 	{ "/db", SRV_R_DB },		   { "/queries", SRV_R_QUERIES },
 	{ "/updates", SRV_R_UPDATES },	   { "/healthz", SRV_R_HEALTHZ },
 	{ "/stats", SRV_R_STATS },	   { "/metrics", SRV_R_METRICS },
+	{ "/cached-queries", SRV_R_CACHED_QUERIES },
 };
 
 /*
@@ -192,7 +194,7 @@ send_resp(struct srv_ctx *c, struct srv_resp *r, uint64_t db_ns)
 	struct srv *s = c->srv;
 	struct MHD_Response *resp;
 	enum MHD_Result ret;
-	char timing[96], num[16];
+	char timing[128], num[16];
 	uint64_t now = hs_now_ns(), total = now - c->rq->t0_ns;
 	size_t len = 0;
 	char *body = hs_buf_steal(&r->body, &len);
@@ -226,8 +228,9 @@ send_resp(struct srv_ctx *c, struct srv_resp *r, uint64_t db_ns)
 	}
 	/* Integer formatting: printf's %f shows up in /plaintext profiles. */
 	snprintf(timing, sizeof(timing),
-		 "db;dur=%" PRIu64 ".%03" PRIu64 ", total;dur=%" PRIu64
-		 ".%03" PRIu64,
+		 "cache;dur=%" PRIu64 ".%03" PRIu64 ", db;dur=%" PRIu64
+		 ".%03" PRIu64 ", total;dur=%" PRIu64 ".%03" PRIu64,
+		 r->cache_ns / 1000000, r->cache_ns / 1000 % 1000,
 		 db_ns / 1000000, db_ns / 1000 % 1000, total / 1000000,
 		 total / 1000 % 1000);
 	add_header(resp, "Server-Timing", timing);

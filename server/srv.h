@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 struct srv;
+struct cache_shared;
 
 struct srv_config {
 	char host[256];          /* listen address, default 127.0.0.1 */
@@ -25,6 +26,9 @@ struct srv_config {
 	unsigned conn_limit;     /* concurrent connections */
 	unsigned conn_timeout_s; /* idle keep-alive timeout */
 	int drain_timeout_ms;    /* how long srv_shutdown waits for in-flight requests */
+	struct cache_shared *cache; /* borrowed; NULL means --cache off.  The
+				       caller frees it after srv_free() */
+	const char *cache_mode;  /* "lease", "naive" or "off" (for /stats) */
 };
 
 /* Fills c with the defaults (everything but db_path and id). */

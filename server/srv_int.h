@@ -35,6 +35,7 @@ enum srv_route {
 	SRV_R_PRODUCT_DELETE,
 	SRV_R_REVIEW_POST,
 	SRV_R_CATEGORY_TOP,
+	SRV_R_CACHED_QUERIES,
 	SRV_R_OTHER,             /* 404, 405 and anything unrouted */
 	SRV_R_COUNT
 };
@@ -47,6 +48,8 @@ struct srv_stats {
 	uint64_t by_status[600];
 	uint64_t db_errors;                  /* DB_BUSY + DB_ERR answered 503 */
 	uint64_t inflight;                   /* requests received, not yet answered */
+	uint64_t cache_ns;                   /* time in memcached calls (reads, deletes) */
+	uint64_t cache_wait_ns;              /* time waiting on another reader's lease */
 	struct hs_hist latency[SRV_R_COUNT];
 };
 
@@ -100,6 +103,7 @@ struct srv_resp {
 	const char *allow;           /* Allow header, for 405 */
 	const char *xcache;          /* X-Cache header on cacheable routes */
 	int retry_after;             /* seconds; 0 = no header */
+	uint64_t cache_ns;           /* Server-Timing cache;dur (memcached + lease wait) */
 };
 
 /* What a handler gets: its worker, the request, the connection. */
@@ -164,9 +168,35 @@ struct json_t *srv_parse_json_object(struct srv_ctx *c, struct srv_resp *r);
  */
 typedef int (*srv_build_fn)(struct srv_worker *w, int64_t key,
 			    struct hs_buf *out);
-/* Serves a cacheable GET through the cache step (today: BYPASS). */
+/* Writes the memcached key of id (cache_key_product etc.); returns its length. */
+typedef int (*srv_key_fn)(char *buf, int64_t id);
+
+/* --- cached.c: the cache step (hs_cache) --- */
+/*
+ * Serves a cacheable GET: through cache_fetch when the cache is on (X-Cache
+ * HIT / MISS / BYPASS), else straight from build (BYPASS).
+ */
 void srv_serve_cacheable(struct srv_ctx *c, struct srv_resp *r,
-			 srv_build_fn build, int64_t key);
+			 srv_build_fn build, srv_key_fn keyfn, int64_t key);
+/*
+ * After a committed product write: deletes the product's body and its
+ * category's top list (category_id <= 0: the product key only).
+ */
+void srv_cache_invalidate_product(struct srv_ctx *c, struct srv_resp *r,
+				  int64_t id, int64_t category_id);
+/* After a committed /updates: deletes the world rows' bodies. */
+void srv_cache_invalidate_world(struct srv_ctx *c, struct srv_resp *r,
+				const int32_t *ids, int n);
+/* GET /cached-queries?count=N (TechEmpower): world rows via one multi-get. */
+void srv_h_cached_queries(struct srv_ctx *c, struct srv_resp *r);
+/* "off", "lease" or "naive". */
+const char *srv_cache_mode(const struct srv *s);
+/* "off", "ok" or "degraded" (for /healthz). */
+const char *srv_cache_health(const struct srv *s);
+/* Appends the /stats "cache" object (always an object; mode "off" without cache). */
+void srv_cache_stats_json(struct srv *s, struct hs_buf *b);
+/* Appends the hs_cache_* metrics (nothing without cache). */
+void srv_cache_stats_prom(struct srv *s, struct hs_buf *b);
 
 /* --- products.c --- */
 int srv_product_body(struct srv_worker *w, int64_t id, struct hs_buf *out);

@@ -24,6 +24,7 @@ static const char *const route_names[SRV_R_COUNT] = {
 	[SRV_R_PRODUCT_DELETE] = "DELETE /products/{id}",
 	[SRV_R_REVIEW_POST] = "POST /products/{id}/reviews",
 	[SRV_R_CATEGORY_TOP] = "GET /categories/{id}/top",
+	[SRV_R_CACHED_QUERIES] = "GET /cached-queries",
 	[SRV_R_OTHER] = "other",
 };
 
@@ -74,7 +75,9 @@ srv_h_healthz(struct srv_ctx *c, struct srv_resp *r)
 		hs_buf_puts(&r->body, "{\"status\":\"error\",\"db\":\"error\","
 				      "\"error\":\"database unavailable\",");
 	}
-	hs_buf_puts(&r->body, "\"cache\":\"off\",\"id\":");
+	/* memcached down is "degraded", not unready: reads bypass it. */
+	hs_buf_printf(&r->body, "\"cache\":\"%s\",\"id\":",
+		      srv_cache_health(c->srv));
 	hs_buf_json_str(&r->body, c->srv->cfg.id);
 	hs_buf_puts(&r->body, "}");
 }
@@ -97,10 +100,14 @@ srv_h_stats(struct srv_ctx *c, struct srv_resp *r)
 	hs_buf_puts(b, "{\"id\":");
 	hs_buf_json_str(b, s->cfg.id);
 	hs_buf_printf(b,
-		      ",\"uptime_s\":%.3f,\"threads\":%d,\"cache\":\"off\","
+		      ",\"uptime_s\":%.3f,\"threads\":%d,\"cache_mode\":\"%s\","
 		      "\"requests\":%" PRIu64 ",\"inflight\":%" PRIu64,
 		      (double)(hs_now_ns() - s->started_ns) / 1e9,
-		      s->cfg.threads, total, ld(&st->inflight));
+		      s->cfg.threads, srv_cache_mode(s), total,
+		      ld(&st->inflight));
+	/* An object in every mode; its "mode" says lease, naive or off. */
+	hs_buf_puts(b, ",\"cache\":");
+	srv_cache_stats_json(s, b);
 	hs_buf_printf(b,
 		      ",\"db\":{\"queries\":%" PRIu64 ",\"time_ms\":%.3f,"
 		      "\"errors\":%" PRIu64 ",\"workers\":%d}",
@@ -162,7 +169,7 @@ srv_h_metrics(struct srv_ctx *c, struct srv_resp *r)
 	hs_buf_puts(b, "# HELP hs_info Instance of hs-server.\n"
 		       "# TYPE hs_info gauge\nhs_info{id=");
 	hs_buf_json_str(b, s->cfg.id);
-	hs_buf_puts(b, ",cache=\"off\"} 1\n");
+	hs_buf_printf(b, ",cache=\"%s\"} 1\n", srv_cache_mode(s));
 	hs_buf_printf(b,
 		      "# HELP hs_uptime_seconds Seconds since start.\n"
 		      "# TYPE hs_uptime_seconds gauge\nhs_uptime_seconds %.3f\n",
@@ -184,6 +191,7 @@ srv_h_metrics(struct srv_ctx *c, struct srv_resp *r)
 		      "# TYPE hs_db_errors_total counter\n"
 		      "hs_db_errors_total %" PRIu64 "\n",
 		      q, (double)t / 1e9, ld(&st->db_errors));
+	srv_cache_stats_prom(s, b);
 	hs_buf_puts(b, "# HELP hs_requests_total Requests by route and status "
 		       "class.\n# TYPE hs_requests_total counter\n");
 	for (int rt = 0; rt < SRV_R_COUNT; rt++)

@@ -145,6 +145,8 @@ srv_h_updates(struct srv_ctx *c, struct srv_resp *r)
 		srv_db_fail(c->w, r, res, "world update", "world row not found");
 		return;
 	}
+	/* Committed: the cached world rows (/cached-queries) are now stale. */
+	srv_cache_invalidate_world(c, r, ids, n);
 	r->status = 200;
 	rows_json(&r->body, ids, nums, n);
 }

@@ -1,0 +1,338 @@
+/*
+ * The server's cache step over hs_cache (memcached cache-aside with leases):
+ * cacheable GETs through cache_fetch, invalidation after committed writes,
+ * /cached-queries through one multi-get, and the cache parts of /stats,
+ * /metrics and /healthz.
+ *
+ * Cached values are final response bodies, so a hit costs neither database
+ * work nor JSON encoding: the body memcached returned becomes the response
+ * buffer as it is.  Without a cache (--cache off) every route answers from
+ * the database with X-Cache: BYPASS.
+ *
+ * Time in memcached is counted here (the library times reads per request but
+ * not deletes): /stats "cache.time_ms" is the memcached time of reads and
+ * invalidations, "cache.wait_ms" the time readers slept on another reader's
+ * lease.
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache.h"
+#include "hs_log.h"
+#include "hs_util.h"
+#include "srv_int.h"
+
+#define CQ_MAX 500
+
+static void
+count_time(struct srv *s, uint64_t cache_us, uint64_t wait_us)
+{
+	if (cache_us)
+		__atomic_fetch_add(&s->stats.cache_ns, cache_us * 1000,
+				   __ATOMIC_RELAXED);
+	if (wait_us)
+		__atomic_fetch_add(&s->stats.cache_wait_ns, wait_us * 1000,
+				   __ATOMIC_RELAXED);
+}
+
+/* Makes a malloc'd cache value the response body, without a copy. */
+static void
+adopt_body(struct srv_resp *r, struct cache_value *v)
+{
+	hs_buf_free(&r->body);
+	if (v->body == NULL) {
+		srv_error(r, 500, "cache returned no body");
+		return;
+	}
+	/* cache_value bodies are NUL-terminated: len + 1 bytes are ours. */
+	r->body.data = v->body;
+	r->body.len = v->len;
+	r->body.cap = v->len + 1;
+	r->status = v->status;
+	v->body = NULL;
+	v->len = 0;
+}
+
+/* A builder's body as a malloc'd string for the cache library. */
+static void
+hand_over(struct hs_buf *b, char **body, size_t *len)
+{
+	*body = hs_buf_steal(b, len);
+	if (*body == NULL) {
+		*body = hs_xstrdup("");
+		*len = 0;
+	}
+}
+
+struct fill_one {
+	struct srv_worker *w;
+	srv_build_fn build;
+	int64_t id;
+};
+
+/* The miss path: the route's database read and JSON build. */
+static int
+fill_one(void *arg, size_t idx, char **body, size_t *len)
+{
+	struct fill_one *f = arg;
+	struct hs_buf b = HS_BUF_INIT;
+	int status;
+
+	(void)idx;
+	status = f->build(f->w, f->id, &b);
+	hand_over(&b, body, len);
+	return status;
+}
+
+void
+srv_serve_cacheable(struct srv_ctx *c, struct srv_resp *r, srv_build_fn build,
+		    srv_key_fn keyfn, int64_t key)
+{
+	struct cache_shared *cs = c->srv->cfg.cache;
+	struct fill_one f = { c->w, build, key };
+	struct cache_fetch_info info;
+	struct cache_value v;
+	char k[CACHE_KEY_MAX];
+	enum cache_res res;
+
+	if (cs == NULL) {
+		r->status = build(c->w, key, &r->body);
+		r->xcache = "BYPASS";
+	} else {
+		keyfn(k, key);
+		res = cache_fetch(cache_thread_handle(cs), k, fill_one, &f, &v,
+				  &info);
+		adopt_body(r, &v);
+		cache_value_release(&v);
+		r->xcache = cache_res_name(res);
+		r->cache_ns = (info.cache_us + info.wait_us) * 1000;
+		count_time(c->srv, info.cache_us, info.wait_us);
+	}
+	if (r->status == 503)
+		r->retry_after = 1;
+}
+
+/* Deletes keys after a commit; the time goes to Server-Timing and /stats. */
+static void
+invalidate(struct srv_ctx *c, struct srv_resp *r, const char *const *keys,
+	   size_t n)
+{
+	uint64_t t0 = hs_now_ns(), dt;
+	size_t failed;
+
+	failed = cache_invalidate(cache_thread_handle(c->srv->cfg.cache), keys,
+				  n);
+	dt = hs_now_ns() - t0;
+	r->cache_ns += dt;
+	count_time(c->srv, dt / 1000, 0);
+	/* The library counts and logs failures; the TTL bounds the staleness. */
+	if (failed)
+		log_debug("cache: %zu of %zu deletes failed", failed, n);
+}
+
+void
+srv_cache_invalidate_product(struct srv_ctx *c, struct srv_resp *r,
+			     int64_t id, int64_t category_id)
+{
+	char kp[CACHE_KEY_MAX], kc[CACHE_KEY_MAX];
+	const char *keys[2] = { kp, kc };
+
+	if (c->srv->cfg.cache == NULL)
+		return;
+	cache_key_product(kp, id);
+	if (category_id > 0)
+		cache_key_category(kc, category_id);
+	invalidate(c, r, keys, category_id > 0 ? 2 : 1);
+}
+
+void
+srv_cache_invalidate_world(struct srv_ctx *c, struct srv_resp *r,
+			   const int32_t *ids, int n)
+{
+	char (*kbuf)[CACHE_KEY_MAX];
+	const char **keys;
+
+	if (c->srv->cfg.cache == NULL || n <= 0)
+		return;
+	kbuf = hs_xmalloc((size_t)n * sizeof(*kbuf));
+	keys = hs_xmalloc((size_t)n * sizeof(*keys));
+	for (int i = 0; i < n; i++) {
+		cache_key_world(kbuf[i], ids[i]);
+		keys[i] = kbuf[i];
+	}
+	invalidate(c, r, keys, (size_t)n);
+	free(keys);
+	free(kbuf);
+}
+
+/* --- /cached-queries --------------------------------------------------- */
+
+struct fill_world {
+	struct srv_worker *w;
+	const int32_t *ids;
+};
+
+/* One world row's body, {"id":N,"randomNumber":N}, as /db answers it. */
+static int
+world_body(struct srv_worker *w, int32_t id, struct hs_buf *out)
+{
+	struct db *db = srv_worker_db(w);
+	int32_t n = 0;
+	int res = db ? db_world_get(db, id, &n) : DB_ERR;
+
+	if (res != DB_OK)
+		return srv_db_fail_body(w, res, "world get",
+					"world row not found", out);
+	hs_buf_printf(out, "{\"id\":%d,\"randomNumber\":%d}", (int)id, (int)n);
+	return 200;
+}
+
+static int
+fill_world(void *arg, size_t idx, char **body, size_t *len)
+{
+	struct fill_world *f = arg;
+	struct hs_buf b = HS_BUF_INIT;
+	int status = world_body(f->w, f->ids[idx], &b);
+
+	hand_over(&b, body, len);
+	return status;
+}
+
+/* The first non-200 value answers for the whole request, else the array. */
+static void
+join_rows(struct srv_resp *r, struct cache_value *v, int n)
+{
+	size_t total = 2;
+
+	for (int i = 0; i < n; i++) {
+		if (v[i].status != 200) {
+			adopt_body(r, &v[i]);
+			return;
+		}
+		total += v[i].len + 1;
+	}
+	hs_buf_reserve(&r->body, total);
+	hs_buf_puts(&r->body, "[");
+	for (int i = 0; i < n; i++) {
+		if (i)
+			hs_buf_puts(&r->body, ",");
+		hs_buf_append(&r->body, v[i].body, v[i].len);
+	}
+	hs_buf_puts(&r->body, "]");
+	r->status = 200;
+}
+
+void
+srv_h_cached_queries(struct srv_ctx *c, struct srv_resp *r)
+{
+	struct cache_shared *cs = c->srv->cfg.cache;
+	int n = srv_tfb_count(MHD_lookup_connection_value(
+		c->conn, MHD_GET_ARGUMENT_KIND, "count"));
+	int32_t ids[CQ_MAX];
+	struct cache_value *v = hs_xcalloc((size_t)n, sizeof(*v));
+	struct fill_world f = { c->w, ids };
+	struct cache_fetch_info info;
+	enum cache_res *res = NULL;
+	char (*kbuf)[CACHE_KEY_MAX] = NULL;
+	const char **keys = NULL;
+
+	/* The spec picks ids at random; repeats are allowed (and filled once). */
+	for (int i = 0; i < n; i++)
+		ids[i] = srv_rand_range(c->w, 1, DB_WORLD_ROWS);
+	if (cs == NULL) {
+		for (int i = 0; i < n; i++) {
+			struct hs_buf b = HS_BUF_INIT;
+
+			v[i].status = world_body(c->w, ids[i], &b);
+			v[i].body = hs_buf_steal(&b, &v[i].len);
+			if (v[i].status != 200)
+				break;
+		}
+		r->xcache = "BYPASS";
+	} else {
+		kbuf = hs_xmalloc((size_t)n * sizeof(*kbuf));
+		keys = hs_xmalloc((size_t)n * sizeof(*keys));
+		res = hs_xmalloc((size_t)n * sizeof(*res));
+		for (int i = 0; i < n; i++) {
+			cache_key_world(kbuf[i], ids[i]);
+			keys[i] = kbuf[i];
+		}
+		r->xcache = cache_res_name(cache_mfetch(cache_thread_handle(cs),
+							keys, (size_t)n,
+							fill_world, &f, v, res,
+							&info));
+		r->cache_ns = (info.cache_us + info.wait_us) * 1000;
+		count_time(c->srv, info.cache_us, info.wait_us);
+	}
+	join_rows(r, v, n);
+	if (r->status == 503)
+		r->retry_after = 1;
+	for (int i = 0; i < n; i++)
+		cache_value_release(&v[i]);
+	free(v);
+	free(res);
+	free(keys);
+	free(kbuf);
+}
+
+/* --- observability ----------------------------------------------------- */
+
+const char *
+srv_cache_mode(const struct srv *s)
+{
+	if (s->cfg.cache == NULL)
+		return "off";
+	return s->cfg.cache_mode ? s->cfg.cache_mode : "lease";
+}
+
+const char *
+srv_cache_health(const struct srv *s)
+{
+	return s->cfg.cache ? cache_health(s->cfg.cache) : "off";
+}
+
+void
+srv_cache_stats_json(struct srv *s, struct hs_buf *b)
+{
+	double t_ms = (double)__atomic_load_n(&s->stats.cache_ns,
+					      __ATOMIC_RELAXED) / 1e6;
+	double w_ms = (double)__atomic_load_n(&s->stats.cache_wait_ns,
+					      __ATOMIC_RELAXED) / 1e6;
+	size_t mark = b->len;
+
+	if (s->cfg.cache == NULL) {
+		hs_buf_puts(b, "{\"mode\":\"off\",\"health\":\"off\",\"hits\":0,"
+			       "\"misses\":0,\"time_ms\":0,\"wait_ms\":0}");
+		return;
+	}
+	cache_stats_json(s->cfg.cache, b);
+	/* The library's object, with our two timers added before its '}'. */
+	if (b->len > mark && b->data[b->len - 1] == '}') {
+		b->len--;
+		b->data[b->len] = '\0';
+		hs_buf_printf(b, ",\"time_ms\":%.3f,\"wait_ms\":%.3f}", t_ms,
+			      w_ms);
+	}
+}
+
+void
+srv_cache_stats_prom(struct srv *s, struct hs_buf *b)
+{
+	if (s->cfg.cache == NULL)
+		return;
+	cache_stats_prom(s->cfg.cache, b);
+	hs_buf_printf(b,
+		      "# HELP hs_cache_time_seconds_total Time in memcached "
+		      "calls (reads and deletes).\n"
+		      "# TYPE hs_cache_time_seconds_total counter\n"
+		      "hs_cache_time_seconds_total %.6f\n"
+		      "# HELP hs_cache_wait_seconds_total Time readers waited "
+		      "on another reader's lease.\n"
+		      "# TYPE hs_cache_wait_seconds_total counter\n"
+		      "hs_cache_wait_seconds_total %.6f\n",
+		      (double)__atomic_load_n(&s->stats.cache_ns,
+					      __ATOMIC_RELAXED) / 1e9,
+		      (double)__atomic_load_n(&s->stats.cache_wait_ns,
+					      __ATOMIC_RELAXED) / 1e9);
+}
