@@ -384,6 +384,7 @@ bal_worker_new(struct bal_app *app, int idx, struct event_base *base,
 	w->tv_backend = common_tv(base, cfg->backend_timeout_ms);
 	w->tv_connect = common_tv(base, cfg->connect_timeout_ms);
 	w->tv_linger = common_tv(base, 2000);
+	w->tv_pool = common_tv(base, BAL_POOL_IDLE_MS);
 	w->ev_drain = event_new(base, -1, 0, drain_cb, w);
 	w->scratch_cap = 4096;
 	w->scratch = hs_xmalloc(w->scratch_cap);

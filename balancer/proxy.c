@@ -471,8 +471,13 @@ response_done(struct bal_bconn *bc)
 	bc->c = NULL;
 	c->bc = NULL;
 	if (reusable) {
+		/*
+		 * Pooled connections expire well before a typical backend
+		 * keep-alive timeout, so we rarely send on one the backend is
+		 * closing (a POST there would get a 502, never a retry).
+		 */
 		bc->state = B_IDLE;
-		event_del(&bc->tmr);
+		event_add(&bc->tmr, w->tv_pool);
 		bal_io_rd(&bc->io, 1);
 		TAILQ_INSERT_HEAD(&w->idle[be->id], bc, link);
 	} else {

@@ -29,6 +29,7 @@
 #define BAL_LOW_WM (64 * 1024)
 #define BAL_MAX_RESP_HEAD (64 * 1024)
 #define BAL_MAX_TRIES 8
+#define BAL_POOL_IDLE_MS 15000
 
 struct bal_io {
 	int fd;
@@ -91,7 +92,7 @@ struct bal_worker {
 	TAILQ_HEAD(, bal_client) clients;
 	int nclients;
 	const struct timeval *tv_idle, *tv_header, *tv_backend, *tv_connect,
-		*tv_linger;
+		*tv_linger, *tv_pool;
 	struct event *ev_drain, *ev_deadline;
 	int draining;
 	unsigned char tried[BAL_MAX_BACKENDS];
