@@ -118,24 +118,34 @@ static ssize_t
 scan_chunks(struct evbuffer *in, struct bal_chunk *st, int64_t max,
 	    const char **why)
 {
-	struct evbuffer_iovec v[16];
-	int n = evbuffer_peek(in, -1, NULL, v, 16);
-	size_t total = 0;
+	size_t total = 0, len = evbuffer_get_length(in);
 
-	if (n > 16)
-		n = 16;
-	for (int i = 0; i < n; i++) {
-		ssize_t r = bal_chunk_feed(st, v[i].iov_base, v[i].iov_len,
-					   why);
-		if (r < 0)
-			return -1;
-		if (max >= 0 && st->total > (uint64_t)max) {
-			*why = "request body too large";
-			return -2;
-		}
-		total += (size_t)r;
-		if (bal_chunk_done(st) || (size_t)r < v[i].iov_len)
+	/* Peeks 16 chains at a time: a body may sit in many more. */
+	while (total < len) {
+		struct evbuffer_iovec v[16];
+		struct evbuffer_ptr pos;
+		int n;
+
+		if (evbuffer_ptr_set(in, &pos, total, EVBUFFER_PTR_SET) < 0)
 			break;
+		n = evbuffer_peek(in, -1, &pos, v, 16);
+		if (n > 16)
+			n = 16;
+		if (n <= 0)
+			break;
+		for (int i = 0; i < n; i++) {
+			ssize_t r = bal_chunk_feed(st, v[i].iov_base,
+						   v[i].iov_len, why);
+			if (r < 0)
+				return -1;
+			if (max >= 0 && st->total > (uint64_t)max) {
+				*why = "request body too large";
+				return -2;
+			}
+			total += (size_t)r;
+			if (bal_chunk_done(st) || (size_t)r < v[i].iov_len)
+				return (ssize_t)total;
+		}
 	}
 	return (ssize_t)total;
 }

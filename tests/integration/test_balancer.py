@@ -241,6 +241,29 @@ class ThreeBackends(unittest.TestCase):
         finally:
             s.close()
 
+    def test_large_chunked_both_ways(self):
+        part = os.urandom(65536)
+        n = 128
+        for b in self.bs:
+            b.clear()
+        s = socket.create_connection(("127.0.0.1", self.bal.port), 30)
+        try:
+            s.sendall(b"POST /upload HTTP/1.1\r\nHost: a\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n" +
+                      (b"10000\r\n" + part + b"\r\n") * n + b"0\r\n\r\n")
+            f = s.makefile("rb")
+            st, h, body = read_response(f)
+            self.assertIn(b" 200 ", st)
+        finally:
+            s.close()
+        recs = sum((b.requests() for b in self.bs), [])
+        self.assertEqual(recs[0]["body_len"], n * 65536)
+        self.assertEqual(recs[0]["body_sha"],
+                         hashlib.sha256(part * n).hexdigest())
+        r = hstest.request(self.bal.port, "GET",
+                           "/chunked?n=200&size=65536", timeout=60)
+        self.assertEqual(len(r.body), 200 * 65536)
+
     def test_stats_and_metrics(self):
         self.bal.get("/")
         st = self.bal.stats()

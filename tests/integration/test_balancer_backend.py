@@ -6,7 +6,7 @@ Run: python3 test_balancer_backend.py NAME LOGFILE
   prints "listening on 127.0.0.1:PORT"; every request it receives is
   appended to LOGFILE as one JSON line.  Paths that change its behaviour:
     /slow?ms=N     answer after N ms            /reset   close, no answer
-    /chunked?n=K   chunked answer, K chunks     /close   no length, close
+    /chunked?n=K[&size=S] chunked answer      /close   no length, close
     /big?n=BYTES   a body of BYTES bytes        /echo    body echoed back
     /die           exit the process at once, no answer
     /status?code=N answer with status N (204/304 without a body)
@@ -106,8 +106,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("X-Served-By", self.server.name)
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
+            size = int(q.get("size", "0"))
             for i in range(int(q.get("n", "3"))):
                 part = b"%s-%d;" % (name, i)
+                part += b"." * max(0, size - len(part))
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
