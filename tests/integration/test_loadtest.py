@@ -242,6 +242,53 @@ class LoadtestTest(unittest.TestCase):
                           ).fetchone()[0]
         self.assertGreater(v, 1)
 
+    @unittest.skipUnless(shutil.which("memcached") or
+                         os.access("/usr/bin/memcached", os.X_OK),
+                         "memcached is not installed (./hammerstack setup)")
+    def test_checker_cache_naive_stale_lease_clean(self):
+        # The stale-set race widened by the server's fill delay: the naive
+        # cache must show stale reads to the checker, the lease cache none.
+        # One product written every ~10 ms while each fill sleeps 50 ms:
+        # nearly every naive fill overlaps an update and stores a body that
+        # is already old, which readers then hit.
+        mc, mc_port = hstest.start_memcached()
+        try:
+            results = {}
+            for mode, product in (("naive", "11"), ("lease", "21")):
+                db = hstest.seeded_db(SCALE)
+                # More server threads than checker connections: a thread
+                # asleep in a fill must not hide the stale window from the
+                # other readers.
+                srv, port = hstest.start_server(
+                    db, "--threads", "16", "--log-level", "warn",
+                    "--memcached", "127.0.0.1:%d" % mc_port,
+                    "--cache", mode, "--debug-fill-delay-ms", "50")
+                try:
+                    # Another product per mode: memcached is shared.
+                    results[mode] = self.checker(
+                        "http://127.0.0.1:%d" % port, "--products", product,
+                        "--readers", "8", "--writers", "1",
+                        "--write-interval-ms", "10", "--db", db,
+                        duration="2")
+                finally:
+                    self.assertEqual(srv.stop(), 0)
+                    srv.cleanup()
+        finally:
+            mc.cleanup()
+        rc, j, err = results["naive"]
+        self.assertEqual(rc, 1, err)
+        self.assertGreater(j["stale_reads"], 0, err)
+        self.assertGreater(j["writes"], 0, err)
+        rc, j, err = results["lease"]
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(j["stale_reads"], 0, err)
+        self.assertEqual(j["final_mismatches"], 0, err)
+        self.assertGreater(j["reads"], 0, err)
+        self.assertGreater(j["writes"], 0, err)
+        print("\nchecker: naive %d stale reads of %d, lease 0 of %d" %
+              (results["naive"][1]["stale_reads"],
+               results["naive"][1]["reads"], j["reads"]))
+
     def test_checker_catches_stale_reads(self):
         fake = FakeProducts(n=3, stale=True)
         try:
