@@ -630,6 +630,14 @@ chk_report(const struct chk_run *r, const struct chk_final *f, double secs,
 	fprintf(out, "stale reads %" PRIu64 " (max staleness %" PRId64
 		" versions behind, up to %.3f ms after the acknowledgement)\n",
 		r->stale, r->max_behind, r->max_stale_ms);
+	if (r->stale > 0) {
+		fprintf(out, "  stale reads by product:");
+		for (int i = 0; i < o->nids; i++)
+			if (r->hot[i].stale > 0)
+				fprintf(out, " %" PRId64 ": %" PRIu64,
+					r->hot[i].id, r->hot[i].stale);
+		fprintf(out, "\n");
+	}
 	for (int i = 0; i < r->nexamples; i++)
 		fprintf(out, "  e.g. product %" PRId64 ": got version %" PRId64
 			", version %" PRId64 " acknowledged %.3f ms before the "
