@@ -276,6 +276,33 @@ class ThreeBackends(unittest.TestCase):
         self.assertIn("hs_balancer_backend_latency_seconds_bucket", m)
 
 
+class Cli(unittest.TestCase):
+    def run_bal(self, *args):
+        return hstest.subprocess.run([hstest.binpath("hs-balancer")] +
+                                     list(args), capture_output=True,
+                                     text=True, timeout=30 * hstest.SLOW)
+
+    def test_help(self):
+        r = self.run_bal("--help")
+        self.assertEqual(r.returncode, 0)
+        for opt in ("--listen", "--backend", "--backends-file", "--admin",
+                    "--algorithm", "--health-path", "--rise", "--fall",
+                    "--max-conns", "--workers", "--backend-timeout-ms"):
+            self.assertIn(opt, r.stdout)
+
+    def test_bad_options(self):
+        for args in (["--bogus"], ["--backend", "nohost"],
+                     ["--backend", "127.0.0.1:1,weight=x"],
+                     ["--backend", "127.0.0.1:1", "--workers", "0"],
+                     ["--backend", "127.0.0.1:1", "--algorithm", "random"],
+                     ["--backend", "127.0.0.1:1", "--listen", "nope"],
+                     ["--backends-file", "/nonexistent/list"], []):
+            r = self.run_bal(*args)
+            self.assertEqual(r.returncode, 2, (args, r.stderr))
+            self.assertEqual(len(r.stderr.strip().splitlines()), 1,
+                             r.stderr)
+
+
 class Weighted(unittest.TestCase):
     def test_weights(self):
         a, b = Backend("a"), Backend("b")
