@@ -502,6 +502,27 @@ class Failures(unittest.TestCase):
         self.assertEqual(r.status, 404)
         self.assertEqual(r.json()["status"], 404)
 
+    def test_clients_vanishing_mid_exchange(self):
+        s1 = self.backend("s1")
+        bal = self.balancer([s1])
+        # Mid-download, while waiting on a slow backend, mid-upload.
+        s = socket.create_connection(("127.0.0.1", bal.port), 10)
+        s.sendall(b"GET /big?n=30000000 HTTP/1.1\r\nHost: a\r\n\r\n")
+        s.recv(100000)
+        s.close()
+        s = socket.create_connection(("127.0.0.1", bal.port), 10)
+        s.sendall(b"GET /slow?ms=300 HTTP/1.1\r\nHost: a\r\n\r\n")
+        s.close()
+        s = socket.create_connection(("127.0.0.1", bal.port), 10)
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\n"
+                  b"Content-Length: 1000000\r\n\r\n" + b"x" * 1000)
+        s.close()
+        self.assertTrue(wait_until(lambda: bal.stats()["connections"] == 0
+                                   and bal.backend_stats(s1.addr)["active"]
+                                   == 0, 15))
+        self.assertEqual(bal.get("/").status, 200)
+        self.assertEqual(bal.proc.stop(), 0)
+
     def test_all_down_503(self):
         bal = self.balancer(["127.0.0.1:%d" % hstest.free_port(),
                              "127.0.0.1:%d" % hstest.free_port()])
