@@ -319,6 +319,19 @@ classify(const char *buf, struct bal_msg *m, int is_req, const char **why)
 	if (is_req) {
 		if (hosts > 1)
 			FAIL(400, "duplicate Host");
+		if (m->auth_len > 0) {
+			/* Strict: Host must name the same authority. */
+			int ok = 0;
+			for (int i = 0; i < m->nhdrs; i++)
+				if (bal_hdr_is(buf, &m->hdrs[i], "host"))
+					ok = m->hdrs[i].val_len == m->auth_len &&
+					     strncasecmp(buf + m->hdrs[i].val_off,
+							 buf + m->auth_off,
+							 m->auth_len) == 0;
+			if (!ok && (hosts > 0 || m->version_minor >= 1))
+				FAIL(400, "Host does not match the request "
+					  "target");
+		}
 		if (hosts == 0 && m->version_minor >= 1)
 			FAIL(400, "missing Host");
 		if (m->has_te && m->version_minor == 0)
@@ -406,11 +419,27 @@ bal_parse_request(const char *buf, size_t len, const struct bal_limits *lim,
 		FAIL(414, "request line too long");
 	if (match_method(buf + ms, me - ms, &m->method) < 0)
 		FAIL(501, "method not implemented");
-	if (!(b[ts] == '/' ||
-	      (m->method == BAL_M_OPTIONS && te - ts == 1 && b[ts] == '*')))
-		FAIL(400, "request target must be in origin form");
 	m->target_off = (uint32_t)ts;
 	m->target_len = (uint32_t)(te - ts);
+	m->path_off = m->target_off;
+	m->path_len = m->target_len;
+	m->auth_len = 0;
+	if (te - ts > 7 && strncasecmp(buf + ts, "http://", 7) == 0) {
+		/* Absolute form (RFC 9112 3.2.2): forwarded in origin form. */
+		size_t as = ts + 7, ae = as;
+		while (ae < te && b[ae] != '/')
+			ae++;
+		if (ae == as || memchr(buf + as, '?', ae - as) ||
+		    memchr(buf + as, '@', ae - as))
+			FAIL(400, "malformed absolute request target");
+		m->auth_off = (uint32_t)as;
+		m->auth_len = (uint32_t)(ae - as);
+		m->path_off = (uint32_t)ae;
+		m->path_len = (uint32_t)(te - ae); /* 0 means "/" */
+	} else if (!(b[ts] == '/' || (m->method == BAL_M_OPTIONS &&
+				      te - ts == 1 && b[ts] == '*'))) {
+		FAIL(400, "malformed request target");
+	}
 	m->status = 0;
 	r = parse_fields(buf, len, pos, lim->max_head, lim->max_headers, 400,
 			 m, why);

@@ -50,6 +50,8 @@ struct bal_msg {
 	/* Requests. */
 	enum bal_method method;
 	uint32_t target_off, target_len;
+	/* Origin-form part to forward (path_len 0: "/"), authority if any. */
+	uint32_t path_off, path_len, auth_off, auth_len;
 	/* Responses. */
 	int status;
 	uint32_t reason_off, reason_len;

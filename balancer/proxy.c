@@ -47,9 +47,8 @@ scratch(struct bal_worker *w, size_t need)
 static void
 build_forward_head(struct bal_client *c, const char *p, const struct bal_msg *m)
 {
-	size_t mlen = strlen(bal_method_name(m->method));
-	size_t ls = m->target_off - mlen - 1;
-	size_t le = m->target_off + m->target_len + 1 + 8 + 2;
+	const char *mname = bal_method_name(m->method);
+	size_t ve = m->target_off + m->target_len + 1; /* "HTTP/1.x" */
 	size_t need = 2 * m->head_len + strlen(c->ip) + 256, n = 0;
 	char *o;
 
@@ -58,7 +57,15 @@ build_forward_head(struct bal_client *c, const char *p, const struct bal_msg *m)
 		c->fwd = hs_xrealloc(c->fwd, need);
 	}
 	o = c->fwd;
-	PUT(o, n, p + ls, le - ls);
+	PUT(o, n, mname, strlen(mname));
+	PUTS(o, n, " ");
+	if (m->path_len > 0)
+		PUT(o, n, p + m->path_off, m->path_len);
+	else
+		PUTS(o, n, "/");
+	PUTS(o, n, " ");
+	PUT(o, n, p + ve, 8);
+	PUTS(o, n, "\r\n");
 	for (int i = 0; i < m->nhdrs; i++) {
 		const struct bal_hdr *h = &m->hdrs[i];
 		if (h->flags & (BAL_HF_HOP | BAL_HF_XFF))

@@ -105,6 +105,21 @@ class ThreeBackends(unittest.TestCase):
         self.assertEqual(h["via"], "1.1 hs-balancer")
         self.assertEqual(recs[0]["path"], "/hdr?x=1")
 
+    def test_absolute_form_forwarded_as_origin_form(self):
+        for b in self.bs:
+            b.clear()
+        out, closed = hstest.raw(
+            self.bal.port, b"GET http://Example.com:80/p?q=1 HTTP/1.1\r\n"
+            b"Host: example.com:80\r\nConnection: close\r\n\r\n")
+        self.assertTrue(out.startswith(b"HTTP/1.1 200 "), out)
+        recs = sum((b.requests() for b in self.bs), [])
+        self.assertEqual([r["path"] for r in recs], ["/p?q=1"])
+        out, closed = hstest.raw(
+            self.bal.port, b"GET http://evil.example/ HTTP/1.1\r\n"
+            b"Host: example.com\r\n\r\n")
+        self.assertTrue(out.startswith(b"HTTP/1.1 400 "), out)
+        self.assertEqual(len(sum((b.requests() for b in self.bs), [])), 1)
+
     def test_pipelining_in_order(self):
         reqs = [b"GET /slow?ms=300 HTTP/1.1\r\nHost: a\r\n\r\n"]
         reqs += [b"GET /big?n=%d HTTP/1.1\r\nHost: a\r\n\r\n" % n
