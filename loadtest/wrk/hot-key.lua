@@ -9,6 +9,7 @@
 --   put=0    share of requests that are a PUT to that product instead
 --            (e.g. put=0.01 keeps invalidating the hot key under load)
 --   seed=1
+--   count=1  (see read-mix.lua)
 -- Prints a summary and one "HSJSON {...}" line at the end.
 
 local dir = string.match(debug.getinfo(1, "S").source, "^@(.*/)") or "./"

@@ -35,6 +35,11 @@ end
 -- over the defaults; the environment (HS_KEY) sits between the two.
 function M.options(args, defaults)
 	local o = {}
+	-- Every script takes count=0|1: with count=0 response() is not
+	-- installed, so wrk skips parsing headers and bodies (the fastest load
+	-- generator, for peaks), and non-2xx falls back to wrk's own count of
+	-- statuses >= 400.
+	if defaults.count == nil then defaults.count = 1 end
 	for k, v in pairs(defaults) do
 		local env = os.getenv("HS_" .. string.upper(k))
 		if env ~= nil and env ~= "" then v = env end
@@ -62,6 +67,8 @@ function M.options(args, defaults)
 		end
 	end
 	M.opts = o
+	hs_counting = o.count ~= 0
+	if not hs_counting then response = nil end
 	-- done() runs in another Lua state: hand it the options as JSON text.
 	hs_opts_json = M.json_fields(o)
 	return o
@@ -144,6 +151,20 @@ function M.zipf(n, s, scatter)
 	return z
 end
 
+-- Returns a function id -> request string for "GET <prefix><id><suffix>",
+-- memoised so that a hot id costs a table lookup instead of a format.
+function M.get_memo(prefix, suffix)
+	local memo = {}
+	return function(id)
+		local r = memo[id]
+		if r == nil then
+			r = wrk.format("GET", prefix .. id .. (suffix or ""))
+			memo[id] = r
+		end
+		return r
+	end
+end
+
 function M.count_kind(kind)
 	hs_kinds[kind] = (hs_kinds[kind] or 0) + 1
 end
@@ -189,8 +210,15 @@ function M.done(name, extra)
 		end
 		local e = summary.errors
 		local sockerr = e.connect + e.read + e.write + e.timeout
+		local counting = not threads[1] or threads[1]:get("hs_counting")
 		local counted = c.s2xx + c.s3xx + c.s4xx + c.s5xx + c.sother
 		local non2xx = counted - c.s2xx
+		if not counting then
+			-- count=0: only wrk's tally of statuses >= 400 is known;
+			-- the per-class counts are reported as -1 (unknown).
+			non2xx = e.status
+			c = { s2xx = -1, s3xx = -1, s4xx = -1, s5xx = -1, sother = -1 }
+		end
 		local secs = summary.duration / 1e6
 		local rps = secs > 0 and summary.requests / secs or 0
 		local p50 = latency:percentile(50)
@@ -201,10 +229,18 @@ function M.done(name, extra)
 		io.write(string.format(
 			"requests %d in %.2fs = %.0f req/s; latency p50 %.0fus p90 %.0fus p99 %.0fus max %.0fus\n",
 			summary.requests, secs, rps, p50, p90, p99, latency.max))
+		if counting then
+			io.write(string.format(
+				"status 2xx %d, 3xx %d, 4xx %d, 5xx %d, other %d; non-2xx %d; ",
+				c.s2xx, c.s3xx, c.s4xx, c.s5xx, c.sother, non2xx))
+		else
+			io.write(string.format(
+				"status not counted (count=0); status >= 400: %d; ",
+				non2xx))
+		end
 		io.write(string.format(
-			"status 2xx %d, 3xx %d, 4xx %d, 5xx %d, other %d; non-2xx %d; socket errors %d (connect %d read %d write %d timeout %d)\n",
-			c.s2xx, c.s3xx, c.s4xx, c.s5xx, c.sother, non2xx, sockerr,
-			e.connect, e.read, e.write, e.timeout))
+			"socket errors %d (connect %d read %d write %d timeout %d)\n",
+			sockerr, e.connect, e.read, e.write, e.timeout))
 		local kl = {}
 		for k, v in pairs(kinds) do kl[#kl + 1] = k .. " " .. v end
 		table.sort(kl)
@@ -241,6 +277,7 @@ function M.done(name, extra)
 		end
 		table.sort(kj)
 		f[#f + 1] = '"kinds":{' .. table.concat(kj, ",") .. "}"
+		f[#f + 1] = string.format('"status_counted":%s', tostring(counting))
 		local oj = threads[1] and threads[1]:get("hs_opts_json") or ""
 		f[#f + 1] = '"options":{' .. oj .. "}"
 		local ej = M.json_fields(extra or {})

@@ -14,6 +14,7 @@
 --   pipeline=1    requests written back to back per round trip (the
 --                 TechEmpower plaintext test uses 16)
 --   seed=1
+--   count=1       (see read-mix.lua)
 -- Prints a summary and one "HSJSON {...}" line at the end.
 
 local dir = string.match(debug.getinfo(1, "S").source, "^@(.*/)") or "./"

@@ -12,7 +12,7 @@
 -- /products/{id} otherwise.  Options (key=value after "--" or HS_KEY in the
 -- environment; at scale S pass products=100000*S categories=100*S):
 --   products=100000  categories=100  top=0.1  put=0.05  review=0.05
---   s=1.0  seed=1  scatter=1
+--   s=1.0  seed=1  scatter=1  count=1 (see read-mix.lua)
 -- Prints a summary and one "HSJSON {...}" line at the end.
 
 local dir = string.match(debug.getinfo(1, "S").source, "^@(.*/)") or "./"
@@ -21,6 +21,8 @@ local hs = dofile(dir .. "hslib.lua")
 local defaults = { products = 100000, categories = 100, top = 0.1, put = 0.05,
 		   review = 0.05, s = 1.0, seed = 1, scatter = 1 }
 local o, zp, zc
+local get_product = hs.get_memo("/products/")
+local get_top = hs.get_memo("/categories/", "/top")
 local json_headers = { ["Content-Type"] = "application/json" }
 local seq = 0
 
@@ -57,10 +59,10 @@ function request()
 	end
 	if math.random() < o.top then
 		hs.count_kind("top")
-		return wrk.format("GET", "/categories/" .. zc.id() .. "/top")
+		return get_top(zc.id())
 	end
 	hs.count_kind("product")
-	return wrk.format("GET", "/products/" .. zp.id())
+	return get_product(zp.id())
 end
 
 done = hs.done("update-mix")

@@ -201,6 +201,13 @@ class LoadtestTest(unittest.TestCase):
         self.assertGreater(j["non2xx"], 0, j)
         self.assertGreater(j["status_4xx"], 0, j)
         self.assertEqual(j["non2xx"], j["status_4xx"], j)
+        self.assertTrue(j["status_counted"])
+        # Without the response() hook wrk's own count of >= 400 is used.
+        j = self.wrk("read-mix.lua", "products=%d" % (PRODUCTS * 2),
+                     "categories=%d" % CATEGORIES, "top=0", "count=0")
+        self.assertFalse(j["status_counted"])
+        self.assertGreater(j["non2xx"], 0, j)
+        self.assertLess(j["non2xx"], j["requests"], j)
 
     @unittest.skipUnless(WRK, "wrk is not installed (./hammerstack setup)")
     def test_unknown_option_fails(self):
