@@ -4,7 +4,7 @@
 --   wrk -t2 -c64 -d30s --latency -s loadtest/wrk/hot-key.lua \
 --       http://127.0.0.1:8080 -- id=42 put=0
 --
--- Options (key=value after "--" or HS_KEY in the environment):
+-- Options (key=value after "--" or HSWRK_KEY in the environment):
 --   id=1     the product id everyone reads
 --   put=0    share of requests that are a PUT to that product instead
 --            (e.g. put=0.01 keeps invalidating the hot key under load)

@@ -2,7 +2,7 @@
 -- dofile from the script's own folder; not a script to pass to wrk itself).
 --
 --   * options: "key=value" words after wrk's "--", else the environment
---     variable HS_<KEY> (upper case), else the script's default;
+--     variable HSWRK_<KEY> (upper case), else the script's default;
 --   * a deterministic random state per wrk thread (seed + thread number);
 --   * a Zipf(s) sampler over 1..N from a CDF table built once in init();
 --   * status counting in response() and a summary in done(): a readable
@@ -32,7 +32,7 @@ function M.json_str(s)
 end
 
 -- Parses init()'s args ("key=value" words; the URL and others are ignored)
--- over the defaults; the environment (HS_KEY) sits between the two.
+-- over the defaults; the environment (HSWRK_KEY) sits between the two.
 function M.options(args, defaults)
 	local o = {}
 	-- Every script takes count=0|1: with count=0 response() is not
@@ -41,7 +41,7 @@ function M.options(args, defaults)
 	-- statuses >= 400.
 	if defaults.count == nil then defaults.count = 1 end
 	for k, v in pairs(defaults) do
-		local env = os.getenv("HS_" .. string.upper(k))
+		local env = os.getenv("HSWRK_" .. string.upper(k))
 		if env ~= nil and env ~= "" then v = env end
 		o[k] = v
 	end

@@ -7,7 +7,7 @@
 -- Each request is GET /categories/{id}/top with probability `top`, else
 -- GET /products/{id}.  Ids follow Zipf(s) over 1..products and
 -- 1..categories (rank 1 the hottest; scatter=1 spreads the hot ids over the
--- id range).  Options, as key=value after "--" or as HS_KEY in the
+-- id range).  Options, as key=value after "--" or as HSWRK_KEY in the
 -- environment (the defaults match the default seed, scale 1.0; at scale S
 -- pass products=100000*S categories=100*S):
 --   products=100000  categories=100  top=0.1  s=1.0  seed=1  scatter=1

@@ -7,7 +7,7 @@
 --   wrk -t2 -c256 -d15s --latency -s loadtest/wrk/plaintext.lua \
 --       http://127.0.0.1:8081 -- pipeline=16
 --
--- Options (key=value after "--" or HS_KEY in the environment):
+-- Options (key=value after "--" or HSWRK_KEY in the environment):
 --   test=db       json | plaintext | db | queries | updates | cached-queries
 --   queries=20    N for queries / updates / cached-queries (the server
 --                 clamps it to 1..500, as the spec says)

@@ -9,7 +9,7 @@
 -- new price_cents and stock), POST /products/{id}/reviews with probability
 -- `review` (rating 1..5, a short body), else the read mix: GET
 -- /categories/{id}/top with probability `top` among reads, GET
--- /products/{id} otherwise.  Options (key=value after "--" or HS_KEY in the
+-- /products/{id} otherwise.  Options (key=value after "--" or HSWRK_KEY in the
 -- environment; at scale S pass products=100000*S categories=100*S):
 --   products=100000  categories=100  top=0.1  put=0.05  review=0.05
 --   s=1.0  seed=1  scatter=1  count=1 (see read-mix.lua)

@@ -35,10 +35,12 @@ def hsjson(out):
     raise AssertionError("no HSJSON line in:\n" + out)
 
 
-def run(args, timeout=60):
+def run(args, timeout=60, env=None):
+    e = dict(os.environ)
+    e.update(env or {})
     return subprocess.run(args, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, timeout=timeout *
-                          hstest.SLOW, stdin=subprocess.DEVNULL)
+                          hstest.SLOW, stdin=subprocess.DEVNULL, env=e)
 
 
 class FakeProducts:
@@ -135,12 +137,12 @@ class LoadtestTest(unittest.TestCase):
 
     # ------------------------------------------------------------ wrk
 
-    def wrk(self, script, *args, duration=1):
+    def wrk(self, script, *args, duration=1, env=None):
         cmd = [WRK, "-t2", "-c8", "-d%ds" % duration, "--latency",
                "-s", os.path.join(WRK_DIR, script), self.url]
         if args:
             cmd += ["--"] + list(args)
-        r = run(cmd, timeout=duration + 30)
+        r = run(cmd, timeout=duration + 30, env=env)
         out = r.stdout.decode("utf-8", "replace")
         self.assertEqual(r.returncode, 0, "%s failed:\n%s\n%s" %
                          (script, out, r.stderr.decode()))
@@ -163,6 +165,19 @@ class LoadtestTest(unittest.TestCase):
         self.assertGreater(j["kinds"].get("product", 0), 0, j)
         self.assertGreater(j["kinds"].get("top", 0), 0, j)
         self.assertEqual(j["options"]["products"], PRODUCTS)
+
+    @unittest.skipUnless(WRK, "wrk is not installed (./hammerstack setup)")
+    def test_options_from_environment(self):
+        # HSWRK_KEY sets a default; key=value after "--" overrides it.
+        env = {"HSWRK_TOP": "1", "HSWRK_CATEGORIES": str(CATEGORIES),
+               "HSWRK_PRODUCTS": "5"}
+        j = self.wrk("read-mix.lua", env=env)
+        self.assertClean(j)
+        self.assertEqual(set(j["kinds"]), {"top"}, j)
+        j = self.wrk("read-mix.lua", "top=0", env=env)
+        self.assertClean(j)
+        self.assertEqual(set(j["kinds"]), {"product"}, j)
+        self.assertEqual(j["options"]["products"], 5)
 
     @unittest.skipUnless(WRK, "wrk is not installed (./hammerstack setup)")
     def test_update_mix(self):
