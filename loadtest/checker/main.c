@@ -342,6 +342,16 @@ chk_note_stale(struct chk_run *r, struct chk_hot *h, int64_t acked,
 			PRId64 " was acknowledged\n", h->id, got, ms, acked);
 }
 
+/* After a connection error: a refused connect fails at once, so pause
+ * rather than spin while a server restarts. */
+static void
+chk_backoff(void)
+{
+	struct timespec ts = { 0, 10 * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
 static void *
 chk_reader(void *arg)
 {
@@ -377,6 +387,7 @@ chk_reader(void *arg)
 		hs_hist_record(&r->read_lat, (hs_now_ns() - t0) / 1000);
 		if (status < 0) {
 			errors++;
+			chk_backoff();
 			continue;
 		}
 		if (status != 200 ||
@@ -440,6 +451,8 @@ chk_writer(void *arg)
 			if (o->verbose)
 				fprintf(stderr, "write: PUT %s -> %d\n", path,
 					status);
+			if (status < 0)
+				chk_backoff();
 			continue;
 		}
 		writes++;

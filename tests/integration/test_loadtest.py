@@ -49,8 +49,9 @@ class FakeProducts:
     serving each product's previous version to GETs: a cache that missed
     its invalidation.  Used to prove that the checker sees staleness."""
 
-    def __init__(self, n=4, stale=False):
+    def __init__(self, n=4, stale=False, fail_puts=False):
         self.stale = stale
+        self.fail_puts = fail_puts
         self.lock = threading.Lock()
         self.version = {i: 1 for i in range(1, n + 1)}
         self.prev = dict(self.version)
@@ -96,6 +97,8 @@ class FakeProducts:
                 if pid is None:
                     return self.reply(404, {"error": "product not found",
                                             "status": 404})
+                if fake.fail_puts:
+                    return self.reply(503, {"error": "busy", "status": 503})
                 with fake.lock:
                     fake.prev[pid] = fake.version[pid]
                     fake.version[pid] += 1
@@ -340,6 +343,22 @@ class LoadtestTest(unittest.TestCase):
         self.assertEqual(rc, 0, err)
         self.assertEqual(j["stale_reads"], 0, err)
         self.assertGreater(j["writes"], 0)
+
+    def test_checker_nothing_written_is_not_a_pass(self):
+        # Every PUT fails: no acknowledged update, so no read could be
+        # stale; the checker must say it proved nothing, not "ok".
+        fake = FakeProducts(n=2, fail_puts=True)
+        try:
+            rc, j, err = self.checker("http://127.0.0.1:%d" % fake.port,
+                                      "--hot", "2", "--readers", "2",
+                                      "--writers", "1", duration="0.5")
+        finally:
+            fake.close()
+        self.assertEqual(rc, 1, err)
+        self.assertEqual(j["result"], "inconclusive")
+        self.assertEqual(j["writes"], 0)
+        self.assertGreater(j["write_errors"], 0)
+        self.assertGreater(j["reads"], 0)
 
     def test_checker_database_mismatch(self):
         # The URL serves version 1 of products 1..2; the database says 5
