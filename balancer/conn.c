@@ -198,8 +198,10 @@ bal_client_close_after_flush(struct bal_client *c)
 		bal_client_free(c);
 		return;
 	}
-	bal_client_timer(c, c->w->tv_linger);
+	/* A slow reader gets the idle timeout for the rest of its answer. */
+	bal_client_timer(c, c->w->tv_idle);
 	if (evbuffer_get_length(c->io.out) == 0) {
+		bal_client_timer(c, c->w->tv_linger);
 		/*
 		 * Lingering close: shut our side, then read and discard until
 		 * the peer closes, so that unread request bytes do not turn

@@ -638,8 +638,15 @@ bconn_process(struct bal_bconn *bc)
 		response_done(bc);
 		return;
 	}
-	if (evbuffer_get_length(c->io.out) > BAL_HIGH_WM)
+	if (evbuffer_get_length(c->io.out) > BAL_HIGH_WM) {
+		/*
+		 * Back-pressure: the backend waits for a slow client, so its
+		 * timeout pauses and the client's idle timeout runs instead.
+		 */
 		bal_io_rd(&bc->io, 0);
+		event_del(&bc->tmr);
+		bal_client_timer(c, w->tv_idle);
+	}
 }
 
 static void
@@ -784,10 +791,14 @@ bal_client_write_cb(evutil_socket_t fd, short what, void *arg)
 	if (c->state == C_CLOSING) {
 		if (evbuffer_get_length(c->io.out) == 0)
 			bal_client_close_after_flush(c);
+		else
+			bal_client_timer(c, c->w->tv_idle);
 		return;
 	}
 	if (c->bc != NULL && c->bc->state == B_BODY &&
-	    evbuffer_get_length(c->io.out) < BAL_LOW_WM) {
+	    !c->bc->io.rd_on && evbuffer_get_length(c->io.out) < BAL_LOW_WM) {
+		bal_client_timer(c, NULL);
+		event_add(&c->bc->tmr, c->w->tv_backend);
 		bal_io_rd(&c->bc->io, 1);
 		/* Bytes may have arrived while we were not reading. */
 		if (evbuffer_get_length(c->bc->io.in) > 0)
@@ -807,6 +818,8 @@ bal_client_timer_cb(evutil_socket_t fd, short what, void *arg)
 		abort_request(c, 408, "request timeout");
 		break;
 	case C_WAIT:
+		/* Armed only while a response waits for a client not reading. */
+		bal_client_free(c);
 		break;
 	default:
 		bal_client_free(c);

@@ -414,6 +414,26 @@ class Failures(unittest.TestCase):
         self.assertLess(time.monotonic() - t0, 2.5 * hstest.SLOW)
         self.assertEqual(bal.get("/").status, 200)  # still serving
 
+    def test_slow_reader_not_cut_by_backend_timeout(self):
+        # Back-pressure pauses the backend timeout: a client that stops
+        # reading for longer than it still gets the whole body.
+        s1 = self.backend("s1")
+        bal = self.balancer([s1], ["--backend-timeout-ms", "500"])
+        n = 8 * 1024 * 1024
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.settimeout(20 * hstest.SLOW)
+        s.connect(("127.0.0.1", bal.port))
+        self.cleanups.append(s.close)
+        s.sendall(b"GET /big?n=%d HTTP/1.1\r\nHost: a\r\n\r\n" % n)
+        got = s.recv(65536)
+        time.sleep(1.5)
+        f = s.makefile("rb")
+        head, _, body = got.partition(b"\r\n\r\n")
+        self.assertIn(b" 200 ", head)
+        rest = f.read(n - len(body))
+        self.assertEqual(len(body) + len(rest), n)
+
     def test_backend_reset_502(self):
         s1 = self.backend("s1")
         bal = self.balancer([s1])
