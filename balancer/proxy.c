@@ -207,9 +207,17 @@ forward_body(struct bal_client *c)
 		/* The backend will answer or fail on read; nothing to do here. */
 		log_debug("write to %s failed", bc->be->name);
 	}
-	if (c->state == C_BODY)
-		bal_io_rd(&c->io,
-			  evbuffer_get_length(bc->io.out) < BAL_HIGH_WM);
+	/* Upload progress counts as backend activity. */
+	event_add(&bc->tmr, w->tv_backend);
+	if (c->state == C_BODY) {
+		/*
+		 * While the backend is slow to take the body we wait on it,
+		 * not on the client: the client's body timeout pauses.
+		 */
+		int room = evbuffer_get_length(bc->io.out) < BAL_HIGH_WM;
+		bal_io_rd(&c->io, room);
+		bal_client_timer(c, room ? w->tv_header : NULL);
+	}
 	return 0;
 }
 
@@ -705,6 +713,8 @@ bconn_write_cb(evutil_socket_t fd, short what, void *arg)
 		bconn_failed(bc, "write to backend failed");
 		return;
 	}
+	if (c != NULL)
+		event_add(&bc->tmr, bc->w->tv_backend);
 	if (c != NULL && c->state == C_BODY &&
 	    evbuffer_get_length(bc->io.out) < BAL_LOW_WM)
 		forward_body(c);

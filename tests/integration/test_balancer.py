@@ -434,6 +434,45 @@ class Failures(unittest.TestCase):
         rest = f.read(n - len(body))
         self.assertEqual(len(body) + len(rest), n)
 
+    def test_slow_consuming_backend_upload(self):
+        # A backend taking an upload in bursts with pauses longer than the
+        # client body timeout: that timeout must pause while we wait on the
+        # backend (the client is not the slow one).
+        srv = socket.socket()
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(8)
+        self.cleanups.append(srv.close)
+        n = 32 * 1024 * 1024
+        got = []
+
+        def serve():
+            c, _ = srv.accept()
+            c.settimeout(30)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += c.recv(65536)
+            body = len(data.partition(b"\r\n\r\n")[2])
+            mark = body
+            while body < n:
+                body += len(c.recv(65536))
+                if body - mark > 4 * 1024 * 1024:
+                    mark = body
+                    time.sleep(0.5)
+            got.append(body)
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            time.sleep(0.5)
+            c.close()
+        threading.Thread(target=serve, daemon=True).start()
+        bal = self.balancer(["127.0.0.1:%d" % srv.getsockname()[1]],
+                            ["--health-interval-ms", "60000",
+                             "--backend-timeout-ms", "10000",
+                             "--header-timeout-ms", "200"])
+        r = hstest.request(bal.port, "POST", "/up", body=b"u" * n,
+                           timeout=60)
+        self.assertEqual(r.status, 200)
+        self.assertEqual(got, [n])
+
     def test_backend_reset_502(self):
         s1 = self.backend("s1")
         bal = self.balancer([s1])
