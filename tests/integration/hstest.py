@@ -266,7 +266,7 @@ def seeded_db(scale=0.01, tmpdir=None):
         if scale not in _seeded:
             d = tempfile.mkdtemp(prefix="hs-seed-")
             path = os.path.join(d, "template.db")
-            subprocess.run([binpath("hs-seed"), "--db", path,
+            subprocess.run([binpath("hs-seed"), "--db", path, "--quiet",
                             "--scale", str(scale)], check=True,
                            stdout=subprocess.DEVNULL, timeout=300 * SLOW)
             _seeded[scale] = path
