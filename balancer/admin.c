@@ -34,12 +34,17 @@ bal_stats_json(struct bal_app *app, struct hs_buf *out)
 	hs_buf_printf(out,
 		      "{\"algorithm\":\"%s\",\"workers\":%d,"
 		      "\"connections\":%lld,\"accepted\":%lld,"
-		      "\"rejected\":%lld,\"draining\":%s,\"backends\":[",
+		      "\"rejected\":%lld,\"draining\":%s,\"errors\":{",
 		      app->policy->name, app->nworkers,
 		      (long long)BAL_GET(&app->conns),
 		      (long long)BAL_GET(&app->accepted),
 		      (long long)BAL_GET(&app->rejected),
 		      BAL_GET(&app->draining) ? "true" : "false");
+	for (int i = 0; i < BAL_NERR; i++)
+		hs_buf_printf(out, "%s\"%d\":%lld", i ? "," : "",
+			      bal_err_status[i],
+			      (long long)BAL_GET(&app->errors[i]));
+	hs_buf_puts(out, "},\"backends\":[");
 	TAILQ_FOREACH(b, &app->backends, all) {
 		hs_buf_printf(out, "%s{\"name\":", first ? "" : ",");
 		first = 0;
@@ -83,6 +88,11 @@ bal_stats_prom(struct bal_app *app, struct hs_buf *out)
 		      (long long)BAL_GET(&app->conns),
 		      (long long)BAL_GET(&app->accepted),
 		      (long long)BAL_GET(&app->rejected));
+	hs_buf_puts(out, "# TYPE hs_balancer_errors_total counter\n");
+	for (int i = 0; i < BAL_NERR; i++)
+		hs_buf_printf(out, "hs_balancer_errors_total{status=\"%d\"} %lld\n",
+			      bal_err_status[i],
+			      (long long)BAL_GET(&app->errors[i]));
 	static const char *const gauges[] = { "up", "active_requests",
 					      "connections" };
 	static const char *const counters[] = { "requests", "failures",

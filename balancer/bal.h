@@ -29,6 +29,11 @@ struct bal_hc;
 
 enum bal_algo { BAL_ALGO_RR = 0, BAL_ALGO_LEASTCONN };
 
+/* Statuses the balancer answers itself, counted in bal_app.errors. */
+#define BAL_NERR 10
+extern const int bal_err_status[BAL_NERR];
+int bal_err_index(int status);
+
 struct bal_spec {
 	char host[BAL_HOST_MAX];
 	int port;
@@ -103,6 +108,7 @@ struct bal_app {
 	TAILQ_HEAD(, bal_backend) backends;
 	int next_id;
 	int64_t accepted, rejected, conns; /* global, atomic */
+	int64_t errors[BAL_NERR];          /* our own error answers */
 	int draining;                      /* atomic */
 	int nworkers;
 	struct bal_worker **workers;

@@ -120,6 +120,18 @@ bal_reason(int status)
 	}
 }
 
+const int bal_err_status[BAL_NERR] = { 400, 408, 413, 414, 431,
+				       501, 502, 503, 504, 505 };
+
+int
+bal_err_index(int status)
+{
+	for (int i = 0; i < BAL_NERR; i++)
+		if (bal_err_status[i] == status)
+			return i;
+	return 0;
+}
+
 /* Builds a complete error response; returns its length in buf. */
 static size_t
 error_response(struct hs_buf *out, int status, const char *why, int close)
@@ -223,6 +235,7 @@ bal_client_error(struct bal_client *c, int status, const char *why,
 	if (c->bc != NULL)
 		bal_bconn_free(c->bc);
 	close_after |= c->w->draining || !c->req_ka;
+	BAL_INC(&c->w->app->errors[bal_err_index(status)], 1);
 	log_debug("client %s: %d %s", c->ip, status, why);
 	error_response(&b, status, why, close_after);
 	evbuffer_add(c->io.out, b.data, b.len);
@@ -260,6 +273,7 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 		shutdown(fd, SHUT_WR);
 		close(fd);
 		BAL_INC(&app->rejected, 1);
+		BAL_INC(&app->errors[bal_err_index(503)], 1);
 		return;
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));

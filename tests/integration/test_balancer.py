@@ -607,6 +607,9 @@ class Failures(unittest.TestCase):
                                     "status": 503})
         st = bal.stats()
         self.assertTrue(all(not b["up"] for b in st["backends"]))
+        self.assertEqual(st["errors"]["503"], 1)
+        m = hstest.request(bal.admin, "GET", "/metrics").body.decode()
+        self.assertIn('hs_balancer_errors_total{status="503"} 1', m)
 
     def test_max_conns_503(self):
         s1 = self.backend("s1")

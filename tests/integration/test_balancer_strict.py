@@ -102,6 +102,11 @@ class StrictParsing(unittest.TestCase):
             with self.subTest(name=name):
                 self.check(name, data, status, must_close)
 
+    def test_zz_error_counters(self):
+        errs = self.bal.stats()["errors"]
+        self.assertGreater(errs["400"], 0)
+        self.assertGreater(errs["431"], 0)
+
     def test_good_request_after_bad_on_new_connection(self):
         # The balancer still works, and the good request reaches the backend.
         r = self.bal.get("/")
