@@ -204,7 +204,7 @@ class HitMissTest(CacheTestBase):
                             "negative entry never expired")
             time.sleep(0.2)
 
-    def test_errors_never_cached_and_503_bypass(self):
+    def test_bad_requests_never_cached(self):
         # Bad ids are answered by the router, never stored.
         _, port = start_cached(self, self.db, [self.mc_port])
         r = get(port, "/products/abc")
@@ -434,6 +434,25 @@ class RaceTest(CacheTestBase):
         self.assertGreaterEqual(stats(lease)["cache"]["fill_conflicts"] -
                                 conflicts0, 1)
         print("\nrace: naive stale reads %d of 3, lease 0 of 3" % stale)
+
+
+    def test_checker_finds_no_stale_read_with_leases(self):
+        checker = hstest.binpath("hs-checker")
+        if not os.access(checker, os.X_OK):
+            self.skipTest("hs-checker is not built")
+        _, port = start_cached(self, self.db, [self.mc_port], "--cache",
+                               "lease", "--debug-fill-delay-ms", "20")
+        r = subprocess.run([checker, "--url", "http://127.0.0.1:%d" % port,
+                            "--hot", "2", "--readers", "4", "--writers", "1",
+                            "--duration", "2", "--db", self.db, "--json"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=120 * SLOW)
+        self.assertEqual(r.returncode, 0, r.stderr.decode()[-2000:])
+        j = json.loads(r.stdout.decode().strip().splitlines()[-1])
+        self.assertEqual(j["stale_reads"], 0)
+        self.assertEqual(j["final_mismatches"], 0)
+        self.assertGreater(j["reads"], 0)
+        self.assertGreater(j["writes"], 0)
 
 
 # --- herd --------------------------------------------------------------------
