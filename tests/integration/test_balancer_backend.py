@@ -34,6 +34,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
     def _body(self):
+        """The request body; self.complete tells whether it all came."""
+        self.complete = True
         te = self.headers.get("Transfer-Encoding", "")
         if te.lower() == "chunked":
             out = b""
@@ -41,18 +43,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 line = self.rfile.readline(1024)
                 size = int(line.split(b";")[0].strip(), 16)
                 if size == 0:
-                    while self.rfile.readline(1024) not in (b"\r\n", b""):
-                        pass
-                    return out
+                    while True:
+                        line = self.rfile.readline(1024)
+                        if line in (b"\r\n", b""):
+                            self.complete = line == b"\r\n"
+                            return out
                 out += self.rfile.read(size)
                 self.rfile.readline(16)
         n = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(n) if n else b""
+        out = self.rfile.read(n) if n else b""
+        self.complete = len(out) == n
+        return out
 
     def _record(self, body):
         rec = {"name": self.server.name, "method": self.command,
                "path": self.path, "headers": list(self.headers.items()),
-               "body_len": len(body),
+               "body_len": len(body), "complete": self.complete,
                "body_sha": hashlib.sha256(body).hexdigest()}
         with self.server.lock:
             with open(self.server.logfile, "a") as f:
