@@ -36,7 +36,7 @@ WRK_DIR = os.path.join(ROOT, "loadtest", "wrk")
 STEPS = {
     "0": ("one server, no cache", "the database is hammered"),
     "1": ("+ memcached (lease)", "cache-aside: repeated reads cost no DB work"),
-    "1b": ("naive cache, widened race",
+    "1b": ("naive cache, fill delay",
            "get/miss/query/set: an update's delete can be undone by a slow fill"),
     "2": ("balancer + %d servers", "round robin over servers sharing cache and DB"),
     "3": ("profile", "where the time goes now"),
@@ -124,6 +124,8 @@ class Checker(threading.Thread):
                     "--url", "http://127.0.0.1:%d" % port,
                     "--hot", str(a.hot), "--readers", str(a.readers),
                     "--writers", str(a.writers),
+                    "--read-interval-ms", str(a.read_interval_ms),
+                    "--write-interval-ms", str(a.write_interval_ms),
                     "--duration", str(duration), "--db", db,
                     "--settle-ms", "500", "--json"]
         self.out_path = out_path
@@ -279,15 +281,19 @@ def make_stack(step, a, logdir):
     cache = {"0": "off", "1b": "naive"}.get(step, "lease")
     ports = hs.free_ports(servers + 3)
     extra = []
+    threads = a.server_threads
     if step == "1b":
+        # Every miss sleeps in its worker thread for the fill delay: enough
+        # threads keep the server answering while fills sleep.
         extra = ["--debug-fill-delay-ms", str(a.fill_delay_ms)]
+        threads = max(16, threads or 0)
     return hs.Stack(servers=servers, cache=cache, memcached=1,
                     balancer=balancer, db=a.db, scale=a.scale,
                     server_ports=ports[:servers],
                     memcached_ports=[ports[servers]],
                     balancer_port=ports[servers + 1],
                     admin_port=ports[servers + 2], logdir=logdir,
-                    server_args=extra, threads=a.server_threads)
+                    server_args=extra, threads=threads)
 
 
 def run_step(step, a, counts, outdir):
@@ -488,12 +494,18 @@ def main(argv=None):
                     help="share of PUT /products/{id} in the mix (0.02)")
     ap.add_argument("--review", type=float, default=0.01,
                     help="share of POST reviews in the mix (0.01)")
-    ap.add_argument("--hot", type=int, default=4,
-                    help="products the checker updates and reads (4)")
-    ap.add_argument("--readers", type=int, default=4,
-                    help="checker reader threads (4)")
+    ap.add_argument("--hot", type=int, default=1,
+                    help="products the checker updates and reads (1: every "
+                    "write and read on one key makes the race window busy)")
+    ap.add_argument("--readers", type=int, default=2,
+                    help="checker reader threads (2)")
     ap.add_argument("--writers", type=int, default=1,
                     help="checker writer threads (1)")
+    ap.add_argument("--read-interval-ms", type=int, default=2,
+                    help="checker pause between reads, so that it stays a "
+                    "light load beside wrk (2)")
+    ap.add_argument("--write-interval-ms", type=int, default=10,
+                    help="checker pause between writes (10)")
     ap.add_argument("--fill-delay-ms", type=int, default=20,
                     help="step 1b: delay between DB read and cache store (20)")
     ap.add_argument("--db", default=hs.DEFAULT_DB,
@@ -518,7 +530,11 @@ def main(argv=None):
                             ("--hot", a.hot, 1, 1000),
                             ("--readers", a.readers, 0, 256),
                             ("--writers", a.writers, 0, 64),
-                            ("--fill-delay-ms", a.fill_delay_ms, 0, 10000)):
+                            ("--fill-delay-ms", a.fill_delay_ms, 0, 10000),
+                            ("--read-interval-ms", a.read_interval_ms, 0,
+                             60000),
+                            ("--write-interval-ms", a.write_interval_ms, 0,
+                             60000)):
         if not lo <= v <= hi:
             ap.error("%s must be in %d..%d" % (name, lo, hi))
     if not (0 <= a.put and 0 <= a.review and a.put + a.review <= 1):

@@ -47,6 +47,7 @@ struct chk_opts {
 	int readers, writers;
 	double duration_s;
 	int write_interval_ms;
+	int read_interval_ms;
 	const char *db_path;
 	int settle_ms;
 	int timeout_ms;
@@ -126,6 +127,8 @@ chk_usage(FILE *f)
 "  --writers N              writer threads (default 2)\n"
 "  --duration S             seconds of load (default 5)\n"
 "  --write-interval-ms N    pause between a writer's PUTs (default 0)\n"
+"  --read-interval-ms N     pause between a reader's GETs (default 0); keeps\n"
+"                           the checker a light load beside a benchmark\n"
 "  --db PATH                after the load, compare each product served with\n"
 "                           its row in this SQLite file\n"
 "  --settle-ms N            wait this long after the load before the final\n"
@@ -196,7 +199,7 @@ static int
 chk_parse_args(struct chk_opts *o, int argc, char **argv)
 {
 	enum { O_URL = 256, O_PRODUCTS, O_HOT, O_READERS, O_WRITERS,
-	       O_DURATION, O_WINT, O_DB, O_SETTLE, O_TIMEOUT, O_JSON,
+	       O_DURATION, O_WINT, O_RINT, O_DB, O_SETTLE, O_TIMEOUT, O_JSON,
 	       O_VERBOSE, O_HELP };
 	static const struct option lo[] = {
 		{ "url", required_argument, NULL, O_URL },
@@ -206,6 +209,7 @@ chk_parse_args(struct chk_opts *o, int argc, char **argv)
 		{ "writers", required_argument, NULL, O_WRITERS },
 		{ "duration", required_argument, NULL, O_DURATION },
 		{ "write-interval-ms", required_argument, NULL, O_WINT },
+		{ "read-interval-ms", required_argument, NULL, O_RINT },
 		{ "db", required_argument, NULL, O_DB },
 		{ "settle-ms", required_argument, NULL, O_SETTLE },
 		{ "timeout-ms", required_argument, NULL, O_TIMEOUT },
@@ -261,6 +265,11 @@ chk_parse_args(struct chk_opts *o, int argc, char **argv)
 			if (hs_parse_int(optarg, 0, 60000,
 					 &o->write_interval_ms))
 				bad = "--write-interval-ms must be 0..60000";
+			break;
+		case O_RINT:
+			if (hs_parse_int(optarg, 0, 60000,
+					 &o->read_interval_ms))
+				bad = "--read-interval-ms must be 0..60000";
 			break;
 		case O_DB:
 			o->db_path = optarg;
@@ -352,6 +361,15 @@ chk_backoff(void)
 	nanosleep(&ts, NULL);
 }
 
+static void
+chk_pause_ms(struct chk_run *r, int ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	if (ms > 0 && !chk_stopped(r))
+		nanosleep(&ts, NULL);
+}
+
 static void *
 chk_reader(void *arg)
 {
@@ -401,6 +419,7 @@ chk_reader(void *arg)
 		reads++;
 		if (p.version < acked)
 			chk_note_stale(r, h, acked, acked_ns, t0, p.version);
+		chk_pause_ms(r, o->read_interval_ms);
 	}
 done:
 	pthread_mutex_lock(&r->mu);
@@ -464,11 +483,7 @@ chk_writer(void *arg)
 			h->acked_ns = hs_now_ns();
 		}
 		pthread_mutex_unlock(&h->mu);
-		if (o->write_interval_ms > 0 && !chk_stopped(r)) {
-			struct timespec ts = { o->write_interval_ms / 1000,
-				(o->write_interval_ms % 1000) * 1000000L };
-			nanosleep(&ts, NULL);
-		}
+		chk_pause_ms(r, o->write_interval_ms);
 	}
 done:
 	pthread_mutex_lock(&r->mu);
