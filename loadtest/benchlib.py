@@ -543,18 +543,23 @@ def sweep(port, products, categories, stat_ports, connections=64, threads=1,
               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t0 = time.monotonic()
     last = 0
+    moved, moved_at = -1, t0
     try:
         while True:
             if p.poll() is not None:
                 raise BenchError("wrk (sweep) exited with %s" % p.returncode)
             filled = cache_fills(stat_ports) - fills0
+            now = time.monotonic()
             if filled >= want:
-                log("sweep: every key filled in %.1f s" %
-                    (time.monotonic() - t0))
+                log("sweep: every key filled in %.1f s" % (now - t0))
                 break
-            if time.monotonic() - t0 > timeout:
-                log("sweep: %d of %d keys after %.0f s; going on" %
-                    (filled, want, timeout))
+            if filled != moved:
+                moved, moved_at = filled, now
+            # A pass takes wrk round every key: no new fill for a while
+            # means the rest were cached already (read before the sweep).
+            if now - t0 > timeout or now - moved_at > 10:
+                log("sweep: %d of %d keys filled after %.0f s; going on" %
+                    (filled, want, now - t0))
                 break
             if filled - last >= want // 10:
                 log("sweep: %d of %d keys" % (filled, want))
