@@ -22,6 +22,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -306,6 +307,24 @@ def seed(hs_seed, path, scale):
 def seed_counts(scale):
     """(products, categories) that hs-seed creates at this scale."""
     return max(1, round(100000 * scale)), max(1, round(100 * scale))
+
+
+def db_counts(db):
+    """(products, categories) in a seeded database: the id ranges of the
+    read mix (whatever scale it was seeded at)."""
+    try:
+        c = sqlite3.connect("file:%s?mode=ro" % os.path.abspath(db),
+                            uri=True)
+        try:
+            p = c.execute("SELECT count(*) FROM products").fetchone()[0]
+            k = c.execute("SELECT count(*) FROM categories").fetchone()[0]
+        finally:
+            c.close()
+    except sqlite3.Error as e:
+        raise BenchError("cannot read %s: %s" % (db, e))
+    if p < 1 or k < 1:
+        raise BenchError("%s has no products or no categories" % db)
+    return p, k
 
 
 # ------------------------------------------------------------ nginx, HAProxy
