@@ -1,0 +1,232 @@
+"""The peer-comparison benchmarks at smoke size against real processes:
+loadtest/bench --quick runs bench-cache and bench-stack (and, in the normal
+build, bench-server and bench-balancer) over a small seeded database and
+prints one table of ratios with goals; the table files are written, every
+benchmark's summary line is there, nothing it started survives, and bad
+options exit 2.  What needs nginx or HAProxy is skipped (and must show as
+skipped in the table) when they are not installed."""
+
+import csv
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+import hstest
+
+LOADTEST = os.path.join(hstest.SRC, "loadtest")
+BENCH = os.path.join(LOADTEST, "bench")
+BENCH_STACK = os.path.join(LOADTEST, "bench-stack")
+sys.path.insert(0, LOADTEST)
+import benchlib  # noqa: E402
+
+HAVE_WRK = benchlib.find_exe("wrk") is not None
+HAVE_NGINX = benchlib.find_exe("nginx") is not None
+HAVE_HAPROXY = benchlib.find_exe("haproxy") is not None
+
+
+def run(args, timeout, tmpdir=None):
+    env = dict(os.environ, HS_BIN_DIR=hstest.BIN)
+    if tmpdir:
+        # Every config, log and temp dir of the run lands here, so that
+        # the processes it started can be found by their command lines.
+        env["TMPDIR"] = tmpdir
+    return subprocess.run([sys.executable] + args, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                          timeout=timeout * hstest.SLOW, env=env)
+
+
+def procs_with(text):
+    """PIDs whose command line contains text."""
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                if text.encode() in f.read():
+                    found.append(int(d))
+        except OSError:
+            pass
+    return found
+
+
+def descendants(pid):
+    """PIDs of every process below pid (children of children...)."""
+    kids = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        kids.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        for k in kids.get(todo.pop(), []):
+            out.append(k)
+            todo.append(k)
+    return out
+
+
+def alive(pids):
+    left = []
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    left.append(pid)
+        except OSError:
+            pass
+    return left
+
+
+@unittest.skipUnless(HAVE_WRK, "wrk is not installed")
+class BenchTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="hs-test-bench-")
+        cls.db = hstest.seeded_db(0.01, cls.tmp)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def test_table(self):
+        only = ["cache", "stack"]
+        if HAVE_NGINX and not hstest.SANITIZE:
+            only.insert(0, "server")
+        if HAVE_NGINX and HAVE_HAPROXY and not hstest.SANITIZE:
+            only.insert(1, "balancer")
+        out_dir = os.path.join(self.tmp, "out")
+        run_tmp = tempfile.mkdtemp(prefix="run-", dir=self.tmp)
+        r = run([BENCH, "--quick", "--only", ",".join(only), "--db", self.db,
+                 "--out", out_dir], 240, run_tmp)
+        out = r.stdout.decode("utf-8", "replace")
+        self.assertEqual(r.returncode, 0, out)
+
+        # One table: a header, then rows with a ratio and a goal each.
+        self.assertRegex(out, r"(?m)^comparison\s+ours\s+peer\s+ratio\s+goal")
+        table = out[out.rindex("hammerstack bench,"):]
+        want = {"cache": [r"cached vs uncached hs-server, req/s",
+                          r"DB queries/s, uncached / cached"],
+                "stack": [r"full stack \(cached mix\) vs HAProxy->nginx "
+                          r"static"],
+                "server": [r"hs-server /plaintext vs nginx static"],
+                "balancer": [r"hs-balancer vs HAProxy",
+                             r"hs-balancer vs nginx proxy"]}
+        ratio = r"\s+\d+\s+\d+\s+([\d.]+x|inf)\s+>= [\d.]+x"
+        for name in only:
+            for what in want[name]:
+                if name == "stack" and not (HAVE_NGINX and HAVE_HAPROXY):
+                    self.assertRegex(table, what + r".*skipped")
+                elif what.startswith("hs-balancer vs nginx"):
+                    self.assertRegex(table, what + r"\s+\d+\s+\d+\s+[\d.]+x")
+                else:
+                    self.assertRegex(table, what + ratio)
+                    self.assertRegex(table, what + r".*\b(met|NOT met)\b")
+
+        # The files: bench.csv with one row per table row, bench.md.
+        with open(os.path.join(out_dir, "bench.csv")) as f:
+            rows = list(csv.DictReader(f))
+        self.assertEqual(len(rows), sum(len(want[n]) for n in only))
+        with open(os.path.join(out_dir, "bench.md")) as f:
+            md = f.read()
+        self.assertIn("| comparison | ours | peer | ratio |", md)
+
+        # Every benchmark's own log is kept; the cached server really hit.
+        with open(os.path.join(out_dir, "bench-cache.log")) as f:
+            log = f.read()
+        j = [x for x in benchlib.parse_result_lines(log)
+             if x["bench"] == "cache"][0]
+        self.assertGreater(j["uncached_rps"], 0)
+        self.assertGreater(j["hit_pct"], 90.0)
+        self.assertEqual(j["errors"] + j["non2xx"], 0)
+        if HAVE_NGINX and HAVE_HAPROXY:
+            with open(os.path.join(out_dir, "bench-stack.log")) as f:
+                log = f.read()
+            self.assertRegex(log, r"ratio full stack / HAProxy->nginx static "
+                                  r"\(median req/s\): [\d.]+x")
+            j = [x for x in benchlib.parse_result_lines(log)
+                 if x["bench"] == "stack"][0]
+            self.assertGreater(j["stack_rps"], 0)
+            self.assertGreater(j["haproxy_rps"], 0)
+            self.assertEqual(j["errors"] + j["non2xx"], 0)
+            self.assertGreater(j["hit_pct"], 90.0)
+            # The static body is the size of a product detail.
+            self.assertGreater(j["body_bytes"], 200)
+
+        # Nothing it started is left: every hs-server had our --db, every
+        # nginx and HAProxy a config under run_tmp.
+        self.assertEqual(self.survivors(run_tmp), [])
+
+    def survivors(self, run_tmp):
+        deadline = time.monotonic() + 20 * hstest.SLOW
+        while time.monotonic() < deadline:
+            left = procs_with(self.db) + procs_with(run_tmp)
+            if not left:
+                break
+            time.sleep(0.1)
+        return left
+
+    @unittest.skipUnless(HAVE_NGINX and HAVE_HAPROXY,
+                         "bench-stack needs nginx and haproxy")
+    def test_stack_killed(self):
+        """SIGKILL of bench-stack mid-run: PR_SET_PDEATHSIG stops the
+        stack and the peers with it."""
+        run_tmp = tempfile.mkdtemp(prefix="run-", dir=self.tmp)
+        env = dict(os.environ, HS_BIN_DIR=hstest.BIN, TMPDIR=run_tmp)
+        p = subprocess.Popen([sys.executable, BENCH_STACK, "--rounds", "1",
+                              "--duration", "30", "--warmup", "0",
+                              "--db", self.db],
+                             stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, env=env)
+        try:
+            deadline = time.monotonic() + 60 * hstest.SLOW
+            seen = b""
+            while b"read mix" not in seen:
+                line = p.stdout.readline()
+                if not line or time.monotonic() > deadline:
+                    break
+                seen += line
+            self.assertIn(b"read mix", seen)
+            self.assertTrue(procs_with(self.db))      # the hs-servers
+            self.assertTrue(procs_with(run_tmp))      # nginx, HAProxy
+            # memcached, hs-server x2, hs-balancer, 2 nginx, HAProxy, wrk
+            below = descendants(p.pid)
+            self.assertGreaterEqual(len(below), 8)
+            p.kill()
+            p.wait(10)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            p.stdout.close()
+        self.assertEqual(self.survivors(run_tmp), [])
+        deadline = time.monotonic() + 20 * hstest.SLOW
+        while alive(below) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(alive(below), [])
+
+    def test_bad_options(self):
+        for args in ([BENCH, "--only", "nope"], [BENCH, "--rounds", "0"],
+                     [BENCH_STACK, "--rounds", "0"],
+                     [BENCH_STACK, "--connections", "x"]):
+            r = run(args, 30)
+            self.assertEqual(r.returncode, 2, args)
+            self.assertRegex(r.stdout.decode(), r"error: ")
+        for exe in (BENCH, BENCH_STACK):
+            r = run([exe, "--help"], 30)
+            self.assertEqual(r.returncode, 0)
+            self.assertIn(b"--quick", r.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main()
