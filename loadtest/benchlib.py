@@ -34,6 +34,9 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+
+sys.path.insert(0, HERE)
+from stack import free_port, free_ports  # noqa: E402  (one copy of each)
 WRK_DIR = os.path.join(HERE, "wrk")
 DEFAULT_BIN = os.environ.get("HS_BIN_DIR") or os.path.join(ROOT, "build",
                                                            "bin")
@@ -182,26 +185,6 @@ def machine_line():
 
 
 # --------------------------------------------------------------------- HTTP
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def free_ports(n):
-    """n distinct ports that were free a moment ago."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
 
 def http_get(port, path, timeout=5):
     """(status, body); raises OSError when nothing answers."""
