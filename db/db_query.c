@@ -329,6 +329,28 @@ done:
 	return res;
 }
 
+/*
+ * Steps a write that returns the category_id of the product it touched
+ * (RETURNING): DB_OK with *cat set, DB_NOTFOUND when no row matched.
+ */
+static int
+db_step_category(struct db *db, sqlite3_stmt *st, const char *what,
+		 int64_t *cat)
+{
+	int rc, found = 0, res = DB_OK;
+
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		*cat = sqlite3_column_int64(st, 0);
+		found = 1;
+	}
+	if (rc != SQLITE_DONE)
+		res = db_fail(db, rc, what);
+	else if (!found)
+		res = DB_NOTFOUND;
+	sqlite3_reset(st);
+	return res;
+}
+
 int
 db_review_add(struct db *db, int64_t product_id, int rating, const char *body,
 	      struct db_review *out, int64_t *category_id)
@@ -336,7 +358,7 @@ db_review_add(struct db *db, int64_t product_id, int rating, const char *body,
 	uint64_t t0 = hs_now_ns();
 	int64_t now = db_now_ms(), cat = 0;
 	sqlite3_stmt *st;
-	int rc, res, found = 0;
+	int rc, res;
 
 	if (body == NULL)
 		body = "";
@@ -348,15 +370,7 @@ db_review_add(struct db *db, int64_t product_id, int rating, const char *body,
 	}
 	sqlite3_bind_int64(st, 1, now);
 	sqlite3_bind_int64(st, 2, product_id);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		cat = sqlite3_column_int64(st, 0);
-		found = 1;
-	}
-	if (rc != SQLITE_DONE)
-		res = db_fail(db, rc, "bump product");
-	else if (!found)
-		res = DB_NOTFOUND;
-	sqlite3_reset(st);
+	res = db_step_category(db, st, "bump product", &cat);
 	if (res != DB_OK)
 		goto end;
 	if ((st = db_stmt(db, ST_REVIEW_INSERT)) == NULL) {
@@ -396,7 +410,7 @@ db_product_delete(struct db *db, int64_t id, int64_t *category_id)
 	uint64_t t0 = hs_now_ns();
 	int64_t cat = 0;
 	sqlite3_stmt *st;
-	int rc, res, found = 0;
+	int rc, res;
 
 	if ((res = db_begin(db, 1)) != DB_OK)
 		goto done;
@@ -405,15 +419,7 @@ db_product_delete(struct db *db, int64_t id, int64_t *category_id)
 		goto done;
 	}
 	sqlite3_bind_int64(st, 1, id);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		cat = sqlite3_column_int64(st, 0);
-		found = 1;
-	}
-	if (rc != SQLITE_DONE)
-		res = db_fail(db, rc, "delete product");
-	else if (!found)
-		res = DB_NOTFOUND;
-	sqlite3_reset(st);
+	res = db_step_category(db, st, "delete product", &cat);
 	if (res != DB_OK)
 		goto end;
 	if ((st = db_stmt(db, ST_REVIEW_DELETE)) == NULL) {
