@@ -9,8 +9,8 @@ script and its results (req/s, p50/p99 from --latency or the HSJSON line,
 socket errors, non-2xx); CPU seconds of a process from /proc; alternating
 round order, medians, ratio/goal lines and CSV.
 
-Used by loadtest/bench-cache and loadtest/bench-stack; bench-server and
-bench-balancer hold older copies of the same functions.
+Used by loadtest/bench-server, bench-balancer, bench-cache, bench-stack and
+bench; each of those keeps only its own contenders, rounds and table.
 """
 
 import atexit
