@@ -404,6 +404,28 @@ class Failures(unittest.TestCase):
         self.cleanups.append(bal.proc.cleanup)
         return bal
 
+    def raw_backend(self, handle, rcvbuf=None):
+        """A one-connection backend on a raw socket: handle(conn) answers
+        as the test needs (garbage, oversized heads, slow reads).
+        Returns its HOST:PORT."""
+        srv = socket.socket()
+        if rcvbuf:
+            srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(8)
+        self.cleanups.append(srv.close)
+
+        def serve():
+            c, _ = srv.accept()
+            try:
+                handle(c)
+            except OSError:
+                pass
+            time.sleep(0.5)
+            c.close()
+        threading.Thread(target=serve, daemon=True).start()
+        return "127.0.0.1:%d" % srv.getsockname()[1]
+
     def test_slow_backend_504(self):
         s1 = self.backend("s1")
         bal = self.balancer([s1], ["--backend-timeout-ms", "500"])
@@ -438,16 +460,10 @@ class Failures(unittest.TestCase):
         # A backend taking an upload in bursts with pauses longer than the
         # client body timeout: that timeout must pause while we wait on the
         # backend (the client is not the slow one).
-        srv = socket.socket()
-        srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-        srv.bind(("127.0.0.1", 0))
-        srv.listen(8)
-        self.cleanups.append(srv.close)
         n = 32 * 1024 * 1024
         got = []
 
-        def serve():
-            c, _ = srv.accept()
+        def serve(c):
             c.settimeout(30)
             data = b""
             while b"\r\n\r\n" not in data:
@@ -461,10 +477,7 @@ class Failures(unittest.TestCase):
                     time.sleep(0.5)
             got.append(body)
             c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            time.sleep(0.5)
-            c.close()
-        threading.Thread(target=serve, daemon=True).start()
-        bal = self.balancer(["127.0.0.1:%d" % srv.getsockname()[1]],
+        bal = self.balancer([self.raw_backend(serve, rcvbuf=65536)],
                             ["--health-interval-ms", "60000",
                              "--backend-timeout-ms", "10000",
                              "--header-timeout-ms", "200"])
@@ -497,21 +510,11 @@ class Failures(unittest.TestCase):
 
     def test_bad_backend_answer_502(self):
         # A "backend" that answers garbage.
-        srv = socket.socket()
-        srv.bind(("127.0.0.1", 0))
-        srv.listen(8)
-        self.cleanups.append(srv.close)
-
-        def serve():
-            c, _ = srv.accept()
+        def serve(c):
             c.recv(65536)
             c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
                       b"Content-Length: 3\r\n\r\nabc")
-            time.sleep(0.5)
-            c.close()
-        t = threading.Thread(target=serve, daemon=True)
-        t.start()
-        bal = self.balancer(["127.0.0.1:%d" % srv.getsockname()[1]],
+        bal = self.balancer([self.raw_backend(serve)],
                             ["--health-interval-ms", "60000"])
         r = hstest.request(bal.port, "POST", "/", body=b"x")
         self.assertEqual(r.status, 502)
@@ -548,23 +551,11 @@ class Failures(unittest.TestCase):
         self.assertTrue(all(x["body_len"] < 10 for x in s1.requests()))
 
     def test_oversized_response_head_502(self):
-        srv = socket.socket()
-        srv.bind(("127.0.0.1", 0))
-        srv.listen(8)
-        self.cleanups.append(srv.close)
-
-        def serve():
-            c, _ = srv.accept()
+        def serve(c):
             c.recv(65536)
-            try:
-                c.sendall(b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70000 +
-                          b"\r\n\r\n")
-            except OSError:
-                pass
-            time.sleep(0.5)
-            c.close()
-        threading.Thread(target=serve, daemon=True).start()
-        bal = self.balancer(["127.0.0.1:%d" % srv.getsockname()[1]],
+            c.sendall(b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70000 +
+                      b"\r\n\r\n")
+        bal = self.balancer([self.raw_backend(serve)],
                             ["--health-interval-ms", "60000"])
         r = hstest.request(bal.port, "POST", "/", body=b"x")
         self.assertEqual(r.status, 502)
