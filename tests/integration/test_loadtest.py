@@ -156,8 +156,14 @@ class LoadtestTest(unittest.TestCase):
         self.assertEqual(j["errors"], 0, j)
         self.assertEqual(j["non2xx"], 0, j)
         self.assertGreater(j["rps"], 0, j)
-        self.assertGreater(j["p99_us"], 0, j)
-        self.assertGreaterEqual(j["p99_us"], j["p50_us"], j)
+        # Latency was recorded and is ordered.  wrk 4.1's percentile() now
+        # and then answers 0 for the upper percentiles of a pipelined run
+        # (seen in CI: p50 931 us, p90 0, p99 0, max 42661 us), so the
+        # upper bound is checked against max, which it always fills in.
+        self.assertGreater(j["p50_us"], 0, j)
+        self.assertGreaterEqual(j["max_us"], j["p50_us"], j)
+        if j["p99_us"]:
+            self.assertGreaterEqual(j["p99_us"], j["p50_us"], j)
 
     @unittest.skipUnless(WRK, "wrk is not installed (./hammerstack setup)")
     def test_read_mix(self):
