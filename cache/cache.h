@@ -184,12 +184,67 @@ int cache_key_product(char *buf, int64_t id);
 int cache_key_category(char *buf, int64_t id);
 int cache_key_world(char *buf, int64_t id);
 
+/*
+ * The read batcher: one thread per process that gathers the first `get` of
+ * concurrent reads and asks memcached for all of them in one multi-get.  A
+ * server thread that would block on one round trip per request instead
+ * hands its key over, goes on with other connections, and is called back
+ * with the answer; under load one round trip (and one memcached wake-up)
+ * serves a whole batch.  The get is sent after the request was received,
+ * so a batched read sees every invalidation acknowledged before it: the
+ * same guarantee as cache_fetch's own get.
+ *
+ * Only the first get is batched.  A hit is served as it is; a miss, a
+ * lease marker or an error is the caller's to resolve with cache_fetch
+ * (which then runs the whole lease or naive protocol, breaker included).
+ * Hits are counted here, misses and bypasses by that cache_fetch.
+ */
+struct cache_batcher;
+
+struct cache_batch_req {
+	/* set by the caller */
+	char key[CACHE_KEY_MAX];
+	/*
+	 * Called on the batcher's thread once the answer is in.  It is the
+	 * batcher's last use of the request: done may hand it back to
+	 * another thread, which may free it.
+	 */
+	void (*done)(struct cache_batch_req *r);
+	void *arg;
+	/* the answer */
+	enum cache_res res;        /* HIT: value is set; MISS (or a lease
+				      marker); ERR (memcached unusable) */
+	struct cache_value value;  /* the caller releases it */
+	uint64_t cache_us;         /* the round trip of the batch */
+	unsigned batch_size;       /* keys in that multi-get */
+	/* private */
+	struct cache_batch_req *next;
+};
+
+/* Starts the thread; max_keys (1..1000) bounds one multi-get.  NULL: error. */
+struct cache_batcher *cache_batcher_new(struct cache_shared *s,
+					unsigned max_keys, char *err,
+					size_t errlen);
+/*
+ * Queues r (r->done and r->key set).  Returns 0, or -1 once the batcher is
+ * stopping: then done is never called, and the caller reads on its own.
+ */
+int cache_batch_submit(struct cache_batcher *b, struct cache_batch_req *r);
+/*
+ * Refuses new requests, answers every queued one, and joins the thread.
+ * Idempotent; cache_batcher_free() calls it.
+ */
+void cache_batcher_stop(struct cache_batcher *b);
+/* Stops (if needed) and frees b.  NULL is a no-op. */
+void cache_batcher_free(struct cache_batcher *b);
+
 /* Counters, summed over every handle of a cache_shared. */
 struct cache_stats {
 	uint64_t hits, negative_hits, misses, fills, sets, set_errors;
 	uint64_t lease_wins, lease_waits, lease_fallbacks, fill_conflicts;
 	uint64_t invalidations, invalidation_retries, invalidation_failures;
 	uint64_t errors, bypasses, breaker_opens;
+	uint64_t batches, batch_keys;   /* the read batcher's multi-gets */
 	unsigned breakers_open; /* servers whose breaker is not closed now */
 	unsigned servers;
 };

@@ -35,6 +35,7 @@ struct cache_counters {
 	atomic_uint_fast64_t fill_conflicts, invalidations, invalidation_retries;
 	atomic_uint_fast64_t invalidation_failures, errors, bypasses;
 	atomic_uint_fast64_t breaker_opens;
+	atomic_uint_fast64_t batches, batch_keys;
 };
 
 #define CNT_INC(s, f) atomic_fetch_add_explicit(&(s)->cnt.f, 1, memory_order_relaxed)
@@ -89,6 +90,11 @@ enum lease_res cache_lease_try(struct cache *c, struct cache_breaker *b,
 			       struct cache_fetch_info *info);
 void cache_count_res(struct cache *c, enum cache_res r,
 		     const struct cache_value *v);
+
+/* mget.c: one multi-get round; res[i] HIT / MISS / ERR, times into info. */
+size_t cache_mget_timed(struct cache *c, const char *const *keys, size_t n,
+			struct cache_value *out, enum cache_res *res,
+			struct cache_fetch_info *info);
 
 /* stats.c: the breaker */
 bool cache_brk_allow(struct cache_shared *s, struct cache_breaker *b);

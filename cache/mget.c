@@ -68,8 +68,8 @@ mget_deliver(memcached_result_st *res, struct kref *refs, size_t m,
 	return got;
 }
 
-static size_t
-mget_timed(struct cache *c, const char *const *keys, size_t n,
+size_t
+cache_mget_timed(struct cache *c, const char *const *keys, size_t n,
 	   struct cache_value *out, enum cache_res *r,
 	   struct cache_fetch_info *info)
 {
@@ -164,7 +164,7 @@ cache_mget(struct cache *c, const char *const *keys, size_t n,
 	struct cache_fetch_info info;
 
 	memset(&info, 0, sizeof(info));
-	return mget_timed(c, keys, n, out, res, &info);
+	return cache_mget_timed(c, keys, n, out, res, &info);
 }
 
 /*
@@ -240,7 +240,7 @@ cache_mfetch(struct cache *c, const char *const *keys, size_t n,
 	size_t *first;
 
 	memset(info, 0, sizeof(*info));
-	mget_timed(c, keys, n, out, res, info);
+	cache_mget_timed(c, keys, n, out, res, info);
 	first = first_of_keys(keys, n);
 	for (size_t i = 0; i < n; i++) {
 		size_t f = first[i];

@@ -104,6 +104,8 @@ cache_stats_get(struct cache_shared *s, struct cache_stats *out)
 	out->errors = LD(errors);
 	out->bypasses = LD(bypasses);
 	out->breaker_opens = LD(breaker_opens);
+	out->batches = LD(batches);
+	out->batch_keys = LD(batch_keys);
 	out->servers = s->nbrk;
 	out->breakers_open = 0;
 	for (unsigned i = 0; i < s->nbrk; i++)
@@ -149,6 +151,8 @@ stat_rows(const struct cache_stats *st, struct stat_row *r)
 	ROW(errors, "memcached operation errors");
 	ROW(bypasses, "Reads served from the database because memcached was unusable");
 	ROW(breaker_opens, "Times a circuit breaker opened");
+	ROW(batches, "Multi-gets sent by the read batcher");
+	ROW(batch_keys, "Keys asked for in the read batcher's multi-gets");
 #undef ROW
 	return n;
 }

@@ -85,6 +85,46 @@ fill_one(void *arg, size_t idx, char **body, size_t *len)
 	return status;
 }
 
+/* On the batcher's thread: the answer is in; MHD takes the request back. */
+static void
+batch_done(struct cache_batch_req *b)
+{
+	struct srv_req *rq = b->arg;
+	struct MHD_Connection *conn = rq->conn;
+
+	rq->batched = 2;
+	/* The last touch: from here on the worker thread owns rq. */
+	MHD_resume_connection(conn);
+}
+
+int
+srv_cache_batch_begin(struct srv_ctx *c)
+{
+	struct srv_req *rq = c->rq;
+
+	if (c->srv->batcher == NULL || rq->batched)
+		return 0;
+	if (rq->route == SRV_R_PRODUCT_GET)
+		cache_key_product(rq->batch.key, rq->id);
+	else if (rq->route == SRV_R_CATEGORY_TOP)
+		cache_key_category(rq->batch.key, rq->id);
+	else
+		return 0;
+	rq->batch.done = batch_done;
+	rq->batch.arg = rq;
+	rq->conn = c->conn;
+	rq->batched = 1;
+	/* Suspended before it is queued: the batcher may answer at once. */
+	MHD_suspend_connection(c->conn);
+	if (cache_batch_submit(c->srv->batcher, &rq->batch) < 0) {
+		/* Shutting down: read on our own when MHD calls again. */
+		rq->batch.res = CACHE_MISS;
+		rq->batched = 2;
+		MHD_resume_connection(c->conn);
+	}
+	return 1;
+}
+
 void
 srv_serve_cacheable(struct srv_ctx *c, struct srv_resp *r, srv_build_fn build,
 		    srv_key_fn keyfn, int64_t key)
@@ -99,6 +139,12 @@ srv_serve_cacheable(struct srv_ctx *c, struct srv_resp *r, srv_build_fn build,
 	if (cs == NULL) {
 		r->status = build(c->w, key, &r->body);
 		r->xcache = "BYPASS";
+	} else if (c->rq->batched == 2 && c->rq->batch.res == CACHE_HIT) {
+		/* The batcher's multi-get found it (counted there). */
+		adopt_body(r, &c->rq->batch.value);
+		r->xcache = "HIT";
+		r->cache_ns = c->rq->batch.cache_us * 1000;
+		count_time(c->srv, c->rq->batch.cache_us, 0);
 	} else {
 		keyfn(k, key);
 		res = cache_fetch(cache_thread_handle(cs), k, fill_one, &f, &v,

@@ -61,6 +61,10 @@ usage(FILE *f)
 		"  --cache-ttl S       lifetime of a cached body, 1..86400 s (default\n"
 		"                      300, minus up to 10%% jitter)\n"
 		"  --cache-neg-ttl S   lifetime of a cached 404, 1..86400 s (default 5)\n"
+		"  --cache-batch N     read batching: the first get of concurrent\n"
+		"                      reads goes to memcached as one multi-get of up\n"
+		"                      to N keys, 1..1000 (default 64); 0 sends one\n"
+		"                      get per read from the worker thread\n"
 		"  --debug-fill-delay-ms N\n"
 		"                      FOR TESTS AND TALKS ONLY: sleep N ms (0..60000)\n"
 		"                      between the database read and the cache store,\n"
@@ -93,6 +97,7 @@ parse_args(int argc, char **argv, struct opts *o)
 		{ "memcached", required_argument, NULL, 'M' },
 		{ "cache-ttl", required_argument, NULL, 'T' },
 		{ "cache-neg-ttl", required_argument, NULL, 'N' },
+		{ "cache-batch", required_argument, NULL, 'B' },
 		{ "debug-fill-delay-ms", required_argument, NULL, 'F' },
 		{ "max-body", required_argument, NULL, 'm' },
 		{ "busy-timeout", required_argument, NULL, 'b' },
@@ -101,7 +106,7 @@ parse_args(int argc, char **argv, struct opts *o)
 		{ NULL, 0, NULL, 0 },
 	};
 	int64_t v;
-	int ch;
+	int ch, v32;
 
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
@@ -171,6 +176,13 @@ parse_args(int argc, char **argv, struct opts *o)
 				bad("--cache-neg-ttl (want 1..86400 s)", optarg);
 				return ARGS_FAIL;
 			}
+			break;
+		case 'B':
+			if (hs_parse_int(optarg, 0, 1000, &v32) < 0) {
+				bad("--cache-batch (want 0..1000)", optarg);
+				return ARGS_FAIL;
+			}
+			o->srv.cache_batch = (unsigned)v32;
 			break;
 		case 'F':
 			if (hs_parse_int(optarg, 0, 60000, &o->fill_delay_ms) <

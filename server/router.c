@@ -267,6 +267,8 @@ dispatch(struct srv_ctx *c)
 
 	if (rq->err_status)
 		return answer_error(c, rq->err_status, rq->err_msg, rq->allow);
+	if (srv_cache_batch_begin(c))
+		return MHD_YES; /* the batcher resumes it, MHD calls again */
 	db0 = srv_worker_db_ns(c->w);
 	r.status = 500;
 	handlers[rq->route](c, &r);
@@ -366,6 +368,8 @@ srv_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		log_debug("%s: request ended early (%d)",
 			  srv_route_name(rq->route), (int)toe);
 	hs_buf_free(&rq->body);
+	/* A batched hit whose client left before it was served. */
+	cache_value_release(&rq->batch.value);
 	free(rq);
 	*con_cls = NULL;
 	__atomic_fetch_sub(&s->stats.inflight, 1, __ATOMIC_RELAXED);

@@ -30,6 +30,7 @@ srv_config_defaults(struct srv_config *c)
 	c->conn_limit = 8192;
 	c->conn_timeout_s = 60;
 	c->drain_timeout_ms = 10000;
+	c->cache_batch = 64;
 }
 
 /* MHD's own diagnostics, into our log. */
@@ -67,6 +68,13 @@ srv_new(const struct srv_config *c, char *err, size_t errlen)
 		goto fail;
 	}
 	s->port = bound;
+	if (c->cache != NULL && c->cache_batch > 0) {
+		s->batcher = cache_batcher_new(c->cache, c->cache_batch, err,
+					       errlen);
+		if (s->batcher == NULL)
+			goto fail;
+		flags |= MHD_ALLOW_SUSPEND_RESUME;
+	}
 	if (s->cfg.id == NULL) {
 		snprintf(s->idbuf, sizeof(s->idbuf), "hs-server-%d", bound);
 		s->cfg.id = s->idbuf;
@@ -88,6 +96,7 @@ srv_new(const struct srv_config *c, char *err, size_t errlen)
 	}
 	return s;
 fail:
+	cache_batcher_free(s->batcher);
 	if (s->listen_fd >= 0)
 		close(s->listen_fd);
 	pthread_mutex_destroy(&s->wlock);
@@ -135,6 +144,12 @@ srv_shutdown(struct srv *s)
 		}
 		nanosleep(&ts, NULL);
 	}
+	/*
+	 * MHD must not stop with a suspended connection: the batcher answers
+	 * (and resumes) everything queued, and from now on requests read on
+	 * their own.
+	 */
+	cache_batcher_stop(s->batcher);
 	MHD_stop_daemon(s->mhd);
 	s->mhd = NULL;
 }
@@ -145,6 +160,7 @@ srv_free(struct srv *s)
 	if (s == NULL)
 		return;
 	srv_shutdown(s);
+	cache_batcher_free(s->batcher);
 	srv_workers_free(s);
 	pthread_mutex_destroy(&s->wlock);
 	free(s);

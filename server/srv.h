@@ -29,6 +29,8 @@ struct srv_config {
 	struct cache_shared *cache; /* borrowed; NULL means --cache off.  The
 				       caller frees it after srv_free() */
 	const char *cache_mode;  /* "lease", "naive" or "off" (for /stats) */
+	unsigned cache_batch;    /* largest multi-get of the read batcher;
+				    0 = every read asks memcached alone */
 };
 
 /* Fills c with the defaults (everything but db_path and id). */

@@ -15,6 +15,7 @@
 
 #include <microhttpd.h>
 
+#include "cache.h"
 #include "db.h"
 #include "hs_buf.h"
 #include "hs_hist.h"
@@ -78,6 +79,7 @@ struct srv {
 	pthread_mutex_t wlock;       /* guards workers (taken once per thread) */
 	struct srv_worker *workers;
 	struct srv_stats stats;
+	struct cache_batcher *batcher; /* NULL unless cfg.cache_batch > 0 */
 	char idbuf[64];              /* the default id */
 };
 
@@ -93,6 +95,10 @@ struct srv_req {
 	uint64_t t0_ns;
 	size_t seen;                 /* body bytes received so far */
 	struct hs_buf body;
+	int batched;                 /* 1: suspended on the read batcher,
+					2: its answer is in batch */
+	struct MHD_Connection *conn; /* for the batcher's resume */
+	struct cache_batch_req batch;
 };
 
 /* The response a handler builds; the router turns it into an MHD response. */
@@ -178,6 +184,13 @@ typedef int (*srv_key_fn)(char *buf, int64_t id);
  */
 void srv_serve_cacheable(struct srv_ctx *c, struct srv_resp *r,
 			 srv_build_fn build, srv_key_fn keyfn, int64_t key);
+/*
+ * A cacheable GET with the read batcher on: queues the request's key and
+ * suspends the connection; the batcher resumes it with the answer, and
+ * MHD calls the handler again (srv_serve_cacheable then serves a hit as it
+ * is).  Returns 1 when suspended, 0 when the request is served now.
+ */
+int srv_cache_batch_begin(struct srv_ctx *c);
 /*
  * After a committed product write: deletes the product's body and its
  * category's top list (category_id <= 0: the product key only).

@@ -102,7 +102,8 @@ class Proc:
         return int(m.group(2))
 
     def stderr(self):
-        self._err.flush()
+        if not self._err.closed:
+            self._err.flush()
         try:
             with open(self.errpath, "rb") as f:
                 return f.read().decode("utf-8", "replace")[-8000:]

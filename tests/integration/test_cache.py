@@ -512,6 +512,123 @@ class HerdTest(CacheTestBase):
         self.assertGreater(nfills, 1)
 
 
+# --- the read batcher ----------------------------------------------------------
+
+class BatchTest(CacheTestBase):
+    PATHS = ["/products/%d" % i for i in range(1, 21)] + \
+        ["/categories/1/top"]
+
+    def warm(self, port):
+        want = {}
+        for path in self.PATHS:
+            r = get(port, path)
+            self.assertEqual(r.status, 200)
+            want[path] = r.body
+        return want
+
+    def hammer(self, port, threads=16, each=40, method="GET"):
+        """Concurrent reads of PATHS; returns [(path, response)]."""
+        out, lock = [], threading.Lock()
+
+        def one(t):
+            mine = []
+            for i in range(each):
+                path = self.PATHS[(t * 7 + i) % len(self.PATHS)]
+                mine.append((path, hstest.request(port, method, path)))
+            with lock:
+                out.extend(mine)
+
+        ts = [threading.Thread(target=one, args=(t,)) for t in range(threads)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(120 * SLOW)
+        self.assertEqual(len(out), threads * each)
+        return out
+
+    def test_concurrent_hits_share_multi_gets(self):
+        _, port = start_cached(self, self.db, [self.mc_port])
+        want = self.warm(port)
+        before = stats(port)
+        res = self.hammer(port)
+        after = stats(port)
+        for path, r in res:
+            self.assertEqual(r.status, 200, (path, r.body))
+            self.assertEqual(r.header("x-cache"), "HIT", path)
+            self.assertEqual(r.body, want[path], path)
+            self.assertRegex(r.header("server-timing"), r"^cache;dur=\d")
+        c0, c1 = before["cache"], after["cache"]
+        keys = c1["batch_keys"] - c0["batch_keys"]
+        batches = c1["batches"] - c0["batches"]
+        print("\nbatcher: %d reads in %d multi-gets (%.1f keys each)" %
+              (keys, batches, keys / max(batches, 1)))
+        self.assertEqual(keys, len(res))
+        self.assertEqual(c1["hits"] - c0["hits"], len(res))
+        self.assertEqual(after["db"]["queries"], before["db"]["queries"])
+        # 16 clients at once: some multi-gets carried several reads.
+        self.assertLess(batches, keys)
+        # HEAD goes the same way, without a body.
+        r = hstest.request(port, "HEAD", "/products/3")
+        self.assertEqual((r.status, r.body), (200, b""))
+        self.assertEqual(r.header("x-cache"), "HIT")
+
+    def test_misses_and_updates_through_the_batcher(self):
+        _, port = start_cached(self, self.db, [self.mc_port])
+        r = get(port, "/products/30")
+        self.assertEqual(r.header("x-cache"), "MISS")
+        self.assertEqual(get(port, "/products/30").header("x-cache"), "HIT")
+        v = get(port, "/products/30").json()["version"]
+        self.assertEqual(put(port, "/products/30", {"stock": 5}).status, 200)
+        r = get(port, "/products/30")
+        self.assertEqual(r.header("x-cache"), "MISS")
+        self.assertEqual(r.json()["version"], v + 1)
+        self.assertEqual(get(port, "/products/999999").status, 404)
+        r = get(port, "/products/999999")
+        self.assertEqual((r.status, r.header("x-cache")), (404, "HIT"))
+
+    def test_batch_off(self):
+        _, port = start_cached(self, self.db, [self.mc_port],
+                               "--cache-batch", "0")
+        want = self.warm(port)
+        res = self.hammer(port, threads=4, each=10)
+        for path, r in res:
+            self.assertEqual((r.status, r.header("x-cache")), (200, "HIT"))
+            self.assertEqual(r.body, want[path])
+        c = stats(port)["cache"]
+        self.assertEqual((c["batches"], c["batch_keys"]), (0, 0))
+        self.assertGreaterEqual(c["hits"], len(res))
+
+    def test_sigterm_while_reads_wait_on_the_batcher(self):
+        p, port = start_cached(self, self.db, [self.mc_port])
+        self.warm(port)
+        stop = threading.Event()
+        seen, lock = [], threading.Lock()
+
+        def load():
+            i = 0
+            while not stop.is_set():
+                i += 1
+                try:
+                    r = get(port, self.PATHS[i % len(self.PATHS)], timeout=10)
+                    with lock:
+                        seen.append(r.status)
+                except OSError:
+                    return   # refused or closed once the server stopped
+
+        ts = [threading.Thread(target=load) for _ in range(8)]
+        for t in ts:
+            t.start()
+        time.sleep(0.5 * SLOW)
+        rc = p.stop()
+        stop.set()
+        for t in ts:
+            t.join(30 * SLOW)
+        self.assertEqual(rc, 0, p.stderr())
+        self.assertNotIn("PANIC", p.stderr().upper())
+        self.assertTrue(seen)
+        self.assertEqual(set(seen), {200})
+
+
 # --- faults ------------------------------------------------------------------
 
 class FaultTest(CacheTestBase):
@@ -596,7 +713,8 @@ class OptionsTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0)
         out = r.stdout.decode()
         for opt in ("--memcached", "--cache", "lease", "naive",
-                    "--cache-ttl", "--debug-fill-delay-ms", "TESTS AND TALKS"):
+                    "--cache-ttl", "--cache-batch", "--debug-fill-delay-ms",
+                    "TESTS AND TALKS"):
             self.assertIn(opt, out)
 
     def test_bad_cache_options(self):
@@ -608,7 +726,9 @@ class OptionsTest(unittest.TestCase):
                      ["--memcached", "127.0.0.1:1", "--cache", "on"],
                      ["--debug-fill-delay-ms", "-1"],
                      ["--debug-fill-delay-ms", "x"],
-                     ["--cache-ttl", "0"], ["--cache-neg-ttl", "abc"]):
+                     ["--cache-ttl", "0"], ["--cache-neg-ttl", "abc"],
+                     ["--cache-batch", "1001"], ["--cache-batch", "-1"],
+                     ["--cache-batch", "x"]):
             with self.subTest(args=args):
                 r = self.run_server("--db", "/nonexistent/never-created.db",
                                     *args)

@@ -1206,6 +1206,141 @@ test_one_of_three_down(void **state)
 	cache_shared_free(s);
 }
 
+/* ---- the read batcher ----------------------------------------------------- */
+
+struct bwait {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int done;
+};
+
+static void
+bw_done(struct cache_batch_req *r)
+{
+	struct bwait *w = r->arg;
+
+	pthread_mutex_lock(&w->mu);
+	w->done++;
+	pthread_cond_broadcast(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+/* Waits (bounded) until n requests have been answered. */
+static void
+bw_wait(struct bwait *w, int n)
+{
+	uint64_t t0 = hs_now_ns();
+
+	pthread_mutex_lock(&w->mu);
+	while (w->done < n && ms_since(t0) < 10000u * (unsigned)slow()) {
+		struct timespec ts = { 0, 0 };
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 20 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+	}
+	pthread_mutex_unlock(&w->mu);
+	assert_int_equal(w->done, n);
+}
+
+static void
+bw_submit(struct cache_batcher *b, struct bwait *w, struct cache_batch_req *r,
+	  const char *key)
+{
+	memset(r, 0, sizeof(*r));
+	snprintf(r->key, sizeof(r->key), "%s", key);
+	r->done = bw_done;
+	r->arg = w;
+	assert_int_equal(cache_batch_submit(b, r), 0);
+}
+
+#define B1 "{\"id\":1,\"version\":4}"
+#define B2 "{\"gone\":2}"
+
+static void
+test_batcher(void **state)
+{
+	struct group *g = *state;
+	struct cache_opts o;
+	struct cache_shared *s;
+	struct cache *c;
+	struct cache_batcher *b;
+	struct cache_stats st;
+	struct bwait w = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 };
+	static const char *const keys[10] = { "tb:1", "tb:2", "tb:3", "tb:1",
+					      "tb:1", "tb:3", "tb:2", "tb:1",
+					      "tb:9", "tb:1" };
+	struct cache_batch_req r[60];
+	char err[160];
+	int hits = 0;
+
+	test_opts(&o, g);
+	s = mk_shared(&o);
+	c = cache_new(s);
+	assert_null(cache_batcher_new(s, 0, err, sizeof(err)));
+	assert_non_null(strstr(err, "1..1000"));
+	assert_null(cache_batcher_new(s, 1001, err, sizeof(err)));
+	assert_int_equal(cache_store(c, "tb:1", 200, B1, strlen(B1)), 0);
+	assert_int_equal(cache_store(c, "tb:2", 404, B2, strlen(B2)), 0);
+	b = cache_batcher_new(s, 4, err, sizeof(err));
+	assert_non_null(b);
+
+	for (int i = 0; i < 10; i++)
+		bw_submit(b, &w, &r[i], keys[i]);
+	bw_wait(&w, 10);
+	for (int i = 0; i < 10; i++) {
+		assert_true(r[i].batch_size >= 1 && r[i].batch_size <= 4);
+		if (strcmp(keys[i], "tb:1") == 0) {
+			assert_int_equal(r[i].res, CACHE_HIT);
+			assert_int_equal(r[i].value.status, 200);
+			expect_body(&r[i].value, 1, 4);
+			hits++;
+		} else if (strcmp(keys[i], "tb:2") == 0) {
+			assert_int_equal(r[i].res, CACHE_HIT);
+			assert_int_equal(r[i].value.status, 404);
+			assert_string_equal(r[i].value.body, B2);
+			hits++;
+		} else {
+			/* A miss is the caller's to resolve: nothing filled. */
+			assert_int_equal(r[i].res, CACHE_MISS);
+			assert_null(r[i].value.body);
+		}
+		cache_value_release(&r[i].value);
+	}
+	cache_stats_get(s, &st);
+	assert_int_equal(st.batch_keys, 10);
+	assert_true(st.batches >= 3 && st.batches <= 10);
+	assert_int_equal(st.hits, (uint64_t)hits);
+	assert_int_equal(st.negative_hits, 2);
+	assert_int_equal(st.misses, 0);
+	assert_int_equal(st.fills, 0);
+
+	/* Stopping answers everything still queued before it returns. */
+	for (int i = 10; i < 60; i++)
+		bw_submit(b, &w, &r[i], keys[i % 10]);
+	cache_batcher_stop(b);
+	assert_int_equal(w.done, 60);
+	for (int i = 10; i < 60; i++) {
+		assert_int_equal(r[i].res, strcmp(keys[i % 10], "tb:3") == 0 ||
+					   strcmp(keys[i % 10], "tb:9") == 0
+					   ? CACHE_MISS : CACHE_HIT);
+		cache_value_release(&r[i].value);
+	}
+	/* Then it refuses: the caller reads on its own. */
+	memset(&r[0], 0, sizeof(r[0]));
+	r[0].done = bw_done;
+	assert_int_equal(cache_batch_submit(b, &r[0]), -1);
+	cache_batcher_stop(b);
+	cache_batcher_free(b);
+	cache_batcher_free(NULL);
+	cache_free(c);
+	cache_shared_free(s);
+}
+
 /* ---- faults --------------------------------------------------------------- */
 
 static void
@@ -1312,6 +1447,44 @@ test_fault_killed_restarted(void **state)
 	       "restarted: hits back after %llu ms (same handle)\n",
 	       (unsigned long long)worst, (unsigned long long)rec);
 	cache_free(c);
+	cache_shared_free(s);
+}
+
+/* memcached gone: the batch answers ERR, fast, and the caller bypasses. */
+static void
+test_batcher_down(void **state)
+{
+	struct group *g = *state;
+	struct cache_opts o;
+	struct cache_shared *s;
+	struct cache_batcher *b;
+	struct cache_stats st;
+	struct bwait w = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 };
+	struct cache_batch_req r[8];
+	char err[160];
+	uint64_t t0;
+
+	fault_opts(&o, g);
+	s = mk_shared(&o);
+	b = cache_batcher_new(s, 64, err, sizeof(err));
+	assert_non_null(b);
+	mc_stop(g->pid[0]);
+	g->pid[0] = -1;
+	t0 = hs_now_ns();
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < 4; i++)
+			bw_submit(b, &w, &r[round * 4 + i], "tbd:1");
+		bw_wait(&w, (round + 1) * 4);
+	}
+	assert_true(ms_since(t0) < 1000u * (unsigned)slow());
+	for (int i = 0; i < 8; i++) {
+		assert_int_equal(r[i].res, CACHE_ERR);
+		assert_null(r[i].value.body);
+	}
+	cache_stats_get(s, &st);
+	assert_true(st.errors >= 1);
+	assert_int_equal(st.hits, 0);
+	cache_batcher_free(b);
 	cache_shared_free(s);
 }
 
@@ -1510,6 +1683,7 @@ main(void)
 		cmocka_unit_test(test_stats_export),
 		cmocka_unit_test(test_thread_handles),
 		cmocka_unit_test(test_hit_latency),
+		cmocka_unit_test(test_batcher),
 	};
 	const struct CMUnitTest three[] = {
 		cmocka_unit_test(test_ketama_spread),
@@ -1517,6 +1691,8 @@ main(void)
 	};
 	const struct CMUnitTest faults[] = {
 		cmocka_unit_test(test_fault_killed_restarted),
+		cmocka_unit_test_setup_teardown(test_batcher_down, setup1,
+						group_teardown),
 		cmocka_unit_test(test_fault_stopped),
 		cmocka_unit_test(test_invalidate_retry),
 		cmocka_unit_test(test_invalidate_during_hang),
