@@ -233,7 +233,7 @@ db_migrate_v1(struct db *db)
 {
 	char sql[256];
 	size_t i;
-	int has, res;
+	int has = 0, res;
 
 	if ((res = db_exec(db, db_schema_tables_sql, "create tables")) != DB_OK)
 		return res;
