@@ -214,6 +214,25 @@ def wait_http(port, path="/", deadline_s=30, proc=None):
     raise BenchError("127.0.0.1:%d%s not ready: %s" % (port, path, last))
 
 
+def product_body_size(port, products):
+    """Median size of a few product details served by the stack."""
+    sizes = []
+    step = max(1, products // 16)
+    for pid in range(1, products + 1, step):
+        status, body = http_get(port, "/products/%d" % pid)
+        if status == 200:
+            sizes.append(len(body))
+    if not sizes:
+        raise BenchError("the stack served no product detail")
+    return int(statistics.median(sizes))
+
+
+def static_body(size):
+    """A JSON object of exactly size bytes (at least the braces)."""
+    pad = max(0, size - len('{"pad":""}'))
+    return '{"pad":"%s"}' % ("x" * pad) if size >= 10 else "x" * size
+
+
 def stats(port):
     return json.loads(http_get(port, "/stats")[1])
 

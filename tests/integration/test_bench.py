@@ -148,6 +148,13 @@ class BenchTest(unittest.TestCase):
         self.assertGreater(j["uncached_rps"], 0)
         self.assertGreater(j["hit_pct"], 90.0)
         self.assertEqual(j["errors"] + j["non2xx"], 0)
+        # Hits went through the read batcher (>= 1 key per multi-get).
+        self.assertGreaterEqual(j["batch_avg"], 1.0)
+        if HAVE_NGINX:
+            # The static ceiling: nginx serving a product detail's bytes.
+            self.assertGreater(j["static_rps"], 0)
+            self.assertGreater(j["static_body_bytes"], 200)
+            self.assertRegex(log, r"ceiling: nginx serving a \d+-byte body")
         if HAVE_NGINX and HAVE_HAPROXY:
             with open(os.path.join(out_dir, "bench-stack.log")) as f:
                 log = f.read()
