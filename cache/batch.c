@@ -36,6 +36,7 @@ static void
 run_batch(struct cache_batcher *b, size_t n)
 {
 	struct cache_fetch_info info;
+	uint64_t start = hs_now_us();
 
 	memset(&info, 0, sizeof(info));
 	for (size_t i = 0; i < n; i++)
@@ -50,6 +51,7 @@ run_batch(struct cache_batcher *b, size_t n)
 		r->res = b->res[i];
 		r->value = b->out[i];
 		r->cache_us = info.cache_us;
+		r->queue_us = start > r->submit_us ? start - r->submit_us : 0;
 		r->batch_size = (unsigned)n;
 		if (r->res == CACHE_HIT) {
 			cache_count_res(b->c, CACHE_HIT, &r->value);
@@ -129,6 +131,7 @@ cache_batch_submit(struct cache_batcher *b, struct cache_batch_req *r)
 	bool wake;
 
 	r->next = NULL;
+	r->submit_us = hs_now_us();
 	pthread_mutex_lock(&b->mu);
 	if (b->stopping) {
 		pthread_mutex_unlock(&b->mu);

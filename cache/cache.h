@@ -216,8 +216,10 @@ struct cache_batch_req {
 				      marker); ERR (memcached unusable) */
 	struct cache_value value;  /* the caller releases it */
 	uint64_t cache_us;         /* the round trip of the batch */
+	uint64_t queue_us;         /* queued before that multi-get started */
 	unsigned batch_size;       /* keys in that multi-get */
 	/* private */
+	uint64_t submit_us;
 	struct cache_batch_req *next;
 };
 

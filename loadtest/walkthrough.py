@@ -77,6 +77,8 @@ def server_counters(st):
         "hits": cache.get("hits", 0),
         "misses": cache.get("misses", 0),
         "cache_ms": cache.get("time_ms", 0.0),
+        "bq_ms": cache.get("batch_queue_ms", 0.0),
+        "rw_ms": cache.get("resume_wait_ms", 0.0),
         "requests": st.get("requests", 0),
         "req_ms": req_ms,
     }
@@ -243,8 +245,11 @@ def profile(stk, a, counts, outdir, duration):
     breakdown["server total (per request)"] = d.get("req_ms", 0) / n
     breakdown["  in the database"] = d.get("db_ms", 0) / n
     breakdown["  in memcached"] = d.get("cache_ms", 0) / n
-    breakdown["  HTTP, JSON, queueing"] = max(
-        0.0, (d.get("req_ms", 0) - d.get("db_ms", 0) - d.get("cache_ms", 0)) / n)
+    breakdown["  waiting for the batcher"] = d.get("bq_ms", 0) / n
+    breakdown["  waiting for a worker"] = d.get("rw_ms", 0) / n
+    breakdown["  HTTP, JSON, the rest"] = max(
+        0.0, (d.get("req_ms", 0) - d.get("db_ms", 0) - d.get("cache_ms", 0) -
+              d.get("bq_ms", 0) - d.get("rw_ms", 0)) / n)
     breakdown["client-seen p50"] = w["p50_us"] / 1000.0
     if perf:
         perf.wait(duration + 30)

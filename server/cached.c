@@ -12,7 +12,9 @@
  * Time in memcached is counted here (the library times reads per request but
  * not deletes): /stats "cache.time_ms" is the memcached time of reads and
  * invalidations, "cache.wait_ms" the time readers slept on another reader's
- * lease.
+ * lease.  With the read batcher, "cache.batch_queue_ms" is the time reads
+ * waited in its queue for a multi-get to start, "cache.resume_wait_ms" the
+ * time answered reads waited for their worker thread to take them back.
  */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -114,6 +116,7 @@ srv_cache_batch_begin(struct srv_ctx *c)
 	rq->batch.arg = rq;
 	rq->conn = c->conn;
 	rq->batched = 1;
+	rq->parked_ns = hs_now_ns();
 	/* Suspended before it is queued: the batcher may answer at once. */
 	MHD_suspend_connection(c->conn);
 	if (cache_batch_submit(c->srv->batcher, &rq->batch) < 0) {
@@ -136,6 +139,19 @@ srv_serve_cacheable(struct srv_ctx *c, struct srv_resp *r, srv_build_fn build,
 	char k[CACHE_KEY_MAX];
 	enum cache_res res;
 
+	if (c->rq->batched == 2 && c->rq->parked_ns != 0) {
+		/* Parked: the batcher's queue, its multi-get, then a worker. */
+		uint64_t parked = hs_now_ns() - c->rq->parked_ns;
+		uint64_t q = c->rq->batch.queue_us * 1000;
+		uint64_t rt = c->rq->batch.cache_us * 1000;
+
+		__atomic_fetch_add(&c->srv->stats.batch_queue_ns, q,
+				   __ATOMIC_RELAXED);
+		if (parked > q + rt)
+			__atomic_fetch_add(&c->srv->stats.resume_wait_ns,
+					   parked - q - rt, __ATOMIC_RELAXED);
+		c->rq->parked_ns = 0;
+	}
 	if (cs == NULL) {
 		r->status = build(c->w, key, &r->body);
 		r->xcache = "BYPASS";
@@ -345,20 +361,26 @@ srv_cache_stats_json(struct srv *s, struct hs_buf *b)
 					      __ATOMIC_RELAXED) / 1e6;
 	double w_ms = (double)__atomic_load_n(&s->stats.cache_wait_ns,
 					      __ATOMIC_RELAXED) / 1e6;
+	double bq_ms = (double)__atomic_load_n(&s->stats.batch_queue_ns,
+					       __ATOMIC_RELAXED) / 1e6;
+	double rw_ms = (double)__atomic_load_n(&s->stats.resume_wait_ns,
+					       __ATOMIC_RELAXED) / 1e6;
 	size_t mark = b->len;
 
 	if (s->cfg.cache == NULL) {
 		hs_buf_puts(b, "{\"mode\":\"off\",\"health\":\"off\",\"hits\":0,"
-			       "\"misses\":0,\"time_ms\":0,\"wait_ms\":0}");
+			       "\"misses\":0,\"time_ms\":0,\"wait_ms\":0,"
+			       "\"batch_queue_ms\":0,\"resume_wait_ms\":0}");
 		return;
 	}
 	cache_stats_json(s->cfg.cache, b);
-	/* The library's object, with our two timers added before its '}'. */
+	/* The library's object, with our timers added before its '}'. */
 	if (b->len > mark && b->data[b->len - 1] == '}') {
 		b->len--;
 		b->data[b->len] = '\0';
-		hs_buf_printf(b, ",\"time_ms\":%.3f,\"wait_ms\":%.3f}", t_ms,
-			      w_ms);
+		hs_buf_printf(b, ",\"time_ms\":%.3f,\"wait_ms\":%.3f,"
+			      "\"batch_queue_ms\":%.3f,\"resume_wait_ms\":%.3f}",
+			      t_ms, w_ms, bq_ms, rw_ms);
 	}
 }
 
@@ -376,9 +398,21 @@ srv_cache_stats_prom(struct srv *s, struct hs_buf *b)
 		      "# HELP hs_cache_wait_seconds_total Time readers waited "
 		      "on another reader's lease.\n"
 		      "# TYPE hs_cache_wait_seconds_total counter\n"
-		      "hs_cache_wait_seconds_total %.6f\n",
+		      "hs_cache_wait_seconds_total %.6f\n"
+		      "# HELP hs_cache_batch_queue_seconds_total Time reads "
+		      "waited in the read batcher's queue.\n"
+		      "# TYPE hs_cache_batch_queue_seconds_total counter\n"
+		      "hs_cache_batch_queue_seconds_total %.6f\n"
+		      "# HELP hs_cache_resume_wait_seconds_total Time batched "
+		      "reads waited for their worker thread after the answer.\n"
+		      "# TYPE hs_cache_resume_wait_seconds_total counter\n"
+		      "hs_cache_resume_wait_seconds_total %.6f\n",
 		      (double)__atomic_load_n(&s->stats.cache_ns,
 					      __ATOMIC_RELAXED) / 1e9,
 		      (double)__atomic_load_n(&s->stats.cache_wait_ns,
+					      __ATOMIC_RELAXED) / 1e9,
+		      (double)__atomic_load_n(&s->stats.batch_queue_ns,
+					      __ATOMIC_RELAXED) / 1e9,
+		      (double)__atomic_load_n(&s->stats.resume_wait_ns,
 					      __ATOMIC_RELAXED) / 1e9);
 }

@@ -51,6 +51,9 @@ struct srv_stats {
 	uint64_t inflight;                   /* requests received, not yet answered */
 	uint64_t cache_ns;                   /* time in memcached calls (reads, deletes) */
 	uint64_t cache_wait_ns;              /* time waiting on another reader's lease */
+	uint64_t batch_queue_ns;             /* reads parked in the batcher's queue */
+	uint64_t resume_wait_ns;             /* batched reads answered, waiting for
+						their worker thread to take them back */
 	struct hs_hist latency[SRV_R_COUNT];
 };
 
@@ -97,6 +100,7 @@ struct srv_req {
 	struct hs_buf body;
 	int batched;                 /* 1: suspended on the read batcher,
 					2: its answer is in batch */
+	uint64_t parked_ns;          /* when it was suspended */
 	struct MHD_Connection *conn; /* for the batcher's resume */
 	struct cache_batch_req batch;
 };

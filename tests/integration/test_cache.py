@@ -151,7 +151,8 @@ class HitMissTest(CacheTestBase):
         self.assertGreater(c["time_ms"], 0)
         for k in ("lease_wins", "lease_waits", "fills", "fill_conflicts",
                   "invalidations", "invalidation_retries", "errors",
-                  "servers", "wait_ms"):
+                  "servers", "wait_ms", "batches", "batch_keys",
+                  "batch_queue_ms", "resume_wait_ms"):
             self.assertIn(k, c)
         self.assertEqual(c["servers"][0]["breaker"], "closed")
         h = get(port, "/healthz").json()
@@ -159,6 +160,9 @@ class HitMissTest(CacheTestBase):
         m = get(port, "/metrics").body.decode()
         self.assertRegex(m, r"(?m)^hs_cache_hits_total [1-9]")
         self.assertRegex(m, r"(?m)^hs_cache_time_seconds_total [0-9.]+$")
+        self.assertRegex(m, r"(?m)^hs_cache_batch_queue_seconds_total [0-9.]+$")
+        self.assertRegex(m, r"(?m)^hs_cache_resume_wait_seconds_total [0-9.]+$")
+        self.assertRegex(m, r"(?m)^hs_cache_batches_total [1-9]")
         self.assertIn('cache="lease"', m)
 
     def test_default_mode_and_off(self):
@@ -564,6 +568,10 @@ class BatchTest(CacheTestBase):
               (keys, batches, keys / max(batches, 1)))
         self.assertEqual(keys, len(res))
         self.assertEqual(c1["hits"] - c0["hits"], len(res))
+        # Parked time beyond the multi-gets is counted, never negative.
+        self.assertGreaterEqual(c1["batch_queue_ms"], c0["batch_queue_ms"])
+        self.assertGreaterEqual(c1["resume_wait_ms"], c0["resume_wait_ms"])
+        self.assertGreater(c1["time_ms"], c0["time_ms"])
         self.assertEqual(after["db"]["queries"], before["db"]["queries"])
         # 16 clients at once: some multi-gets carried several reads.
         self.assertLess(batches, keys)
@@ -596,6 +604,7 @@ class BatchTest(CacheTestBase):
             self.assertEqual(r.body, want[path])
         c = stats(port)["cache"]
         self.assertEqual((c["batches"], c["batch_keys"]), (0, 0))
+        self.assertEqual((c["batch_queue_ms"], c["resume_wait_ms"]), (0, 0))
         self.assertGreaterEqual(c["hits"], len(res))
 
     def test_sigterm_while_reads_wait_on_the_batcher(self):
