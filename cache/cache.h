@@ -30,6 +30,11 @@
  *             serve v.status / v.body; X-Cache: cache_res_name(r);
  *             Server-Timing cache = info.cache_us + info.wait_us;
  *             cache_value_release(&v).
+ *   batched:  b = cache_batcher_new(s, 64, ...); per GET fill a
+ *             cache_batch_req (key, done) and cache_batch_submit(b, r);
+ *             in done: a HIT is served from r->value, anything else goes
+ *             through cache_fetch as above.  cache_batcher_free(b) first
+ *             at shutdown.
  *   write:    after COMMIT, cache_invalidate(c, keys, n) (never before).
  *   stats:    cache_stats_json / cache_stats_prom; /healthz: cache_health.
  *   stop:     after the worker threads are gone, cache_shared_free(s).
