@@ -106,6 +106,15 @@ srv_cache_batch_begin(struct srv_ctx *c)
 
 	if (c->srv->batcher == NULL || rq->batched)
 		return 0;
+	/*
+	 * Too few connections to batch: up to two per worker thread, a hit
+	 * read on its own is cheaper than the hand-off (measured on 2 threads:
+	 * p50 88 against 130 us for one client; 17.2k against 15.2k req/s at
+	 * 4 connections; batching wins from 8 connections on).
+	 */
+	if (__atomic_load_n(&c->srv->open_conns, __ATOMIC_RELAXED) <=
+	    2u * (unsigned)c->srv->cfg.threads)
+		return 0;
 	if (rq->route == SRV_R_PRODUCT_GET)
 		cache_key_product(rq->batch.key, rq->id);
 	else if (rq->route == SRV_R_CATEGORY_TOP)

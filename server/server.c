@@ -47,6 +47,21 @@ mhd_log(void *cls, const char *fmt, va_list ap)
 	log_warnx("libmicrohttpd: %s", msg);
 }
 
+/* Open connections, for the batcher's choice (see srv_cache_batch_begin). */
+static void
+on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+	      enum MHD_ConnectionNotificationCode code)
+{
+	struct srv *s = cls;
+
+	(void)conn;
+	(void)socket_context;
+	if (code == MHD_CONNECTION_NOTIFY_STARTED)
+		__atomic_fetch_add(&s->open_conns, 1, __ATOMIC_RELAXED);
+	else if (code == MHD_CONNECTION_NOTIFY_CLOSED)
+		__atomic_fetch_sub(&s->open_conns, 1, __ATOMIC_RELAXED);
+}
+
 struct srv *
 srv_new(const struct srv_config *c, char *err, size_t errlen)
 {
@@ -87,6 +102,7 @@ srv_new(const struct srv_config *c, char *err, size_t errlen)
 		MHD_OPTION_CONNECTION_LIMIT, s->cfg.conn_limit,
 		MHD_OPTION_CONNECTION_TIMEOUT, s->cfg.conn_timeout_s,
 		MHD_OPTION_NOTIFY_COMPLETED, srv_on_completed, s,
+		MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
 		MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
 		MHD_OPTION_END);
 	if (s->mhd == NULL) {

@@ -83,6 +83,7 @@ struct srv {
 	struct srv_worker *workers;
 	struct srv_stats stats;
 	struct cache_batcher *batcher; /* NULL unless cfg.cache_batch > 0 */
+	unsigned open_conns;         /* client connections open now (atomic) */
 	char idbuf[64];              /* the default id */
 };
 

@@ -101,10 +101,12 @@ srv_h_stats(struct srv_ctx *c, struct srv_resp *r)
 	hs_buf_json_str(b, s->cfg.id);
 	hs_buf_printf(b,
 		      ",\"uptime_s\":%.3f,\"threads\":%d,\"cache_mode\":\"%s\","
-		      "\"requests\":%" PRIu64 ",\"inflight\":%" PRIu64,
+		      "\"requests\":%" PRIu64 ",\"inflight\":%" PRIu64
+		      ",\"connections\":%u",
 		      (double)(hs_now_ns() - s->started_ns) / 1e9,
 		      s->cfg.threads, srv_cache_mode(s), total,
-		      ld(&st->inflight));
+		      ld(&st->inflight),
+		      __atomic_load_n(&s->open_conns, __ATOMIC_RELAXED));
 	/* An object in every mode; its "mode" says lease, naive or off. */
 	hs_buf_puts(b, ",\"cache\":");
 	srv_cache_stats_json(s, b);
@@ -177,8 +179,12 @@ srv_h_metrics(struct srv_ctx *c, struct srv_resp *r)
 	hs_buf_printf(b,
 		      "# HELP hs_inflight_requests Requests being served.\n"
 		      "# TYPE hs_inflight_requests gauge\n"
-		      "hs_inflight_requests %" PRIu64 "\n",
-		      ld(&st->inflight));
+		      "hs_inflight_requests %" PRIu64 "\n"
+		      "# HELP hs_open_connections Client connections open.\n"
+		      "# TYPE hs_open_connections gauge\n"
+		      "hs_open_connections %u\n",
+		      ld(&st->inflight),
+		      __atomic_load_n(&s->open_conns, __ATOMIC_RELAXED));
 	hs_buf_printf(b,
 		      "# HELP hs_db_queries_total SQL statements run.\n"
 		      "# TYPE hs_db_queries_total counter\n"

@@ -162,7 +162,8 @@ class HitMissTest(CacheTestBase):
         self.assertRegex(m, r"(?m)^hs_cache_time_seconds_total [0-9.]+$")
         self.assertRegex(m, r"(?m)^hs_cache_batch_queue_seconds_total [0-9.]+$")
         self.assertRegex(m, r"(?m)^hs_cache_resume_wait_seconds_total [0-9.]+$")
-        self.assertRegex(m, r"(?m)^hs_cache_batches_total [1-9]")
+        self.assertRegex(m, r"(?m)^hs_cache_batches_total \d+$")
+        self.assertRegex(m, r"(?m)^hs_open_connections \d+$")
         self.assertIn('cache="lease"', m)
 
     def test_default_mode_and_off(self):
@@ -519,8 +520,25 @@ class HerdTest(CacheTestBase):
 # --- the read batcher ----------------------------------------------------------
 
 class BatchTest(CacheTestBase):
+    """start_cached runs 4 worker threads: the batcher takes reads once more
+    than 8 connections are open, and leaves fewer to the workers."""
     PATHS = ["/products/%d" % i for i in range(1, 21)] + \
         ["/categories/1/top"]
+    IDLE = 10   # idle keep-alive connections held open: 10 > 2 x 4 threads
+
+    def hold_connections(self, port, n=IDLE):
+        """n idle connections, open until the test ends; returns once the
+        server counts them."""
+        socks = []
+        for _ in range(n):
+            s = socket.create_connection(("127.0.0.1", port), 5 * SLOW)
+            self.addCleanup(s.close)
+            socks.append(s)
+        deadline = time.monotonic() + 10 * SLOW
+        while stats(port)["connections"] < n:
+            self.assertLess(time.monotonic(), deadline, "idle conns not seen")
+            time.sleep(0.02)
+        return socks
 
     def warm(self, port):
         want = {}
@@ -553,6 +571,7 @@ class BatchTest(CacheTestBase):
     def test_concurrent_hits_share_multi_gets(self):
         _, port = start_cached(self, self.db, [self.mc_port])
         want = self.warm(port)
+        self.hold_connections(port)
         before = stats(port)
         res = self.hammer(port)
         after = stats(port)
@@ -582,6 +601,8 @@ class BatchTest(CacheTestBase):
 
     def test_misses_and_updates_through_the_batcher(self):
         _, port = start_cached(self, self.db, [self.mc_port])
+        self.hold_connections(port)
+        b0 = stats(port)["cache"]["batch_keys"]
         r = get(port, "/products/30")
         self.assertEqual(r.header("x-cache"), "MISS")
         self.assertEqual(get(port, "/products/30").header("x-cache"), "HIT")
@@ -593,11 +614,31 @@ class BatchTest(CacheTestBase):
         self.assertEqual(get(port, "/products/999999").status, 404)
         r = get(port, "/products/999999")
         self.assertEqual((r.status, r.header("x-cache")), (404, "HIT"))
+        self.assertEqual(stats(port)["cache"]["batch_keys"] - b0, 6)
+
+    def test_few_connections_read_on_their_own(self):
+        _, port = start_cached(self, self.db, [self.mc_port])
+        want = self.warm(port)
+        before = stats(port)["cache"]
+        for path in self.PATHS:
+            r = get(port, path)
+            self.assertEqual((r.status, r.header("x-cache")), (200, "HIT"))
+            self.assertEqual(r.body, want[path])
+        after = stats(port)["cache"]
+        self.assertEqual(after["hits"] - before["hits"], len(self.PATHS))
+        self.assertEqual(after["batch_keys"], before["batch_keys"])
+        # Once enough connections are open, the same reads are batched.
+        self.hold_connections(port)
+        for path in self.PATHS:
+            self.assertEqual(get(port, path).header("x-cache"), "HIT")
+        self.assertEqual(stats(port)["cache"]["batch_keys"] -
+                         after["batch_keys"], len(self.PATHS))
 
     def test_batch_off(self):
         _, port = start_cached(self, self.db, [self.mc_port],
                                "--cache-batch", "0")
         want = self.warm(port)
+        self.hold_connections(port)
         res = self.hammer(port, threads=4, each=10)
         for path, r in res:
             self.assertEqual((r.status, r.header("x-cache")), (200, "HIT"))
@@ -610,6 +651,7 @@ class BatchTest(CacheTestBase):
     def test_sigterm_while_reads_wait_on_the_batcher(self):
         p, port = start_cached(self, self.db, [self.mc_port])
         self.warm(port)
+        self.hold_connections(port)
         stop = threading.Event()
         seen, lock = [], threading.Lock()
 
