@@ -115,10 +115,28 @@ def start_cached(testcase, db, memcached_ports, *extra):
 
 
 class CacheTestBase(unittest.TestCase):
+    # start_cached runs 4 worker threads: the read batcher takes reads once
+    # more than 8 connections are open.  Idle ones held open switch it on.
+    IDLE = 10
+
     def setUp(self):
         self.db = hstest.seeded_db(0.01)
         self.mc, self.mc_port = hstest.start_memcached()
         self.addCleanup(self.mc.cleanup)
+
+    def hold_connections(self, port, n=IDLE):
+        """n idle connections, open until the test ends; returns once the
+        server counts them."""
+        socks = []
+        for _ in range(n):
+            s = socket.create_connection(("127.0.0.1", port), 5 * SLOW)
+            self.addCleanup(s.close)
+            socks.append(s)
+        deadline = time.monotonic() + 10 * SLOW
+        while stats(port)["connections"] < n:
+            self.assertLess(time.monotonic(), deadline, "idle conns not seen")
+            time.sleep(0.02)
+        return socks
 
 
 # --- basic behaviour ---------------------------------------------------------
@@ -520,25 +538,9 @@ class HerdTest(CacheTestBase):
 # --- the read batcher ----------------------------------------------------------
 
 class BatchTest(CacheTestBase):
-    """start_cached runs 4 worker threads: the batcher takes reads once more
-    than 8 connections are open, and leaves fewer to the workers."""
     PATHS = ["/products/%d" % i for i in range(1, 21)] + \
         ["/categories/1/top"]
-    IDLE = 10   # idle keep-alive connections held open: 10 > 2 x 4 threads
 
-    def hold_connections(self, port, n=IDLE):
-        """n idle connections, open until the test ends; returns once the
-        server counts them."""
-        socks = []
-        for _ in range(n):
-            s = socket.create_connection(("127.0.0.1", port), 5 * SLOW)
-            self.addCleanup(s.close)
-            socks.append(s)
-        deadline = time.monotonic() + 10 * SLOW
-        while stats(port)["connections"] < n:
-            self.assertLess(time.monotonic(), deadline, "idle conns not seen")
-            time.sleep(0.02)
-        return socks
 
     def warm(self, port):
         want = {}
@@ -684,7 +686,15 @@ class BatchTest(CacheTestBase):
 
 class FaultTest(CacheTestBase):
     def test_memcached_killed_and_restarted(self):
+        self.memcached_killed_and_restarted(batched=False)
+
+    def test_memcached_killed_and_restarted_batched(self):
+        self.memcached_killed_and_restarted(batched=True)
+
+    def memcached_killed_and_restarted(self, batched):
         _, port = start_cached(self, self.db, [self.mc_port])
+        if batched:
+            self.hold_connections(port)
         for i in range(1, 21):
             get(port, "/products/%d" % i)
         self.assertEqual(get(port, "/products/5").header("x-cache"), "HIT")
@@ -751,6 +761,8 @@ class FaultTest(CacheTestBase):
             time.sleep(0.1)
         self.assertEqual(r.json()["stock"], 77)
         self.assertEqual(get(port, "/healthz").json()["cache"], "ok")
+        c = stats(port)["cache"]
+        self.assertEqual(c["batch_keys"] > 0, batched, c["batch_keys"])
 
 
 class OptionsTest(unittest.TestCase):
