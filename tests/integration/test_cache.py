@@ -692,7 +692,8 @@ class FaultTest(CacheTestBase):
         self.memcached_killed_and_restarted(batched=True)
 
     def memcached_killed_and_restarted(self, batched):
-        _, port = start_cached(self, self.db, [self.mc_port])
+        _, port = start_cached(self, self.db, [self.mc_port],
+                               *([] if batched else ["--cache-batch", "0"]))
         if batched:
             self.hold_connections(port)
         for i in range(1, 21):
