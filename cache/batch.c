@@ -15,7 +15,6 @@
 #include "hs_util.h"
 
 struct cache_batcher {
-	struct cache_shared *sh;
 	struct cache *c;                 /* the thread's own connections */
 	unsigned max_keys;
 	pthread_t thread;
@@ -42,8 +41,8 @@ run_batch(struct cache_batcher *b, size_t n)
 	for (size_t i = 0; i < n; i++)
 		b->keys[i] = b->reqs[i]->key;
 	cache_mget_timed(b->c, b->keys, n, b->out, b->res, &info);
-	CNT_INC(b->sh, batches);
-	atomic_fetch_add_explicit(&b->sh->cnt.batch_keys, n,
+	CNT_INC(b->c->sh, batches);
+	atomic_fetch_add_explicit(&b->c->sh->cnt.batch_keys, n,
 				  memory_order_relaxed);
 	for (size_t i = 0; i < n; i++) {
 		struct cache_batch_req *r = b->reqs[i];
@@ -55,9 +54,8 @@ run_batch(struct cache_batcher *b, size_t n)
 		r->batch_size = (unsigned)n;
 		if (r->res == CACHE_HIT) {
 			cache_count_res(b->c, CACHE_HIT, &r->value);
-			hs_hist_record(&b->sh->fetch_hist, info.cache_us);
+			hs_hist_record(&b->c->sh->fetch_hist, info.cache_us);
 		}
-		r->next = NULL;
 		r->done(r);   /* r may be gone from here on */
 	}
 }
@@ -104,7 +102,6 @@ cache_batcher_new(struct cache_shared *s, unsigned max_keys, char *err,
 		return NULL;
 	}
 	b = hs_xcalloc(1, sizeof(*b));
-	b->sh = s;
 	b->c = cache_new(s);
 	b->max_keys = max_keys;
 	b->tail = &b->head;

@@ -216,6 +216,8 @@ struct cache_batch_req {
 	 */
 	void (*done)(struct cache_batch_req *r);
 	void *arg;
+	/* set by cache_batch_submit */
+	uint64_t submit_us;        /* when it was queued (hs_now_us) */
 	/* the answer */
 	enum cache_res res;        /* HIT: value is set; MISS (or a lease
 				      marker); ERR (memcached unusable) */
@@ -224,7 +226,6 @@ struct cache_batch_req {
 	uint64_t queue_us;         /* queued before that multi-get started */
 	unsigned batch_size;       /* keys in that multi-get */
 	/* private */
-	uint64_t submit_us;
 	struct cache_batch_req *next;
 };
 

@@ -267,11 +267,13 @@ dispatch(struct srv_ctx *c)
 
 	if (rq->err_status)
 		return answer_error(c, rq->err_status, rq->err_msg, rq->allow);
-	if (srv_cache_batch_begin(c))
-		return MHD_YES; /* the batcher resumes it, MHD calls again */
 	db0 = srv_worker_db_ns(c->w);
 	r.status = 500;
 	handlers[rq->route](c, &r);
+	if (r.parked) {
+		hs_buf_free(&r.body);
+		return MHD_YES; /* the batcher resumes it, MHD calls again */
+	}
 	if (r.status == 503)
 		r.retry_after = 1;
 	ret = send_resp(c, &r, srv_worker_db_ns(c->w) - db0);

@@ -99,10 +99,8 @@ struct srv_req {
 	uint64_t t0_ns;
 	size_t seen;                 /* body bytes received so far */
 	struct hs_buf body;
-	int batched;                 /* 1: suspended on the read batcher,
-					2: its answer is in batch */
-	uint64_t parked_ns;          /* when it was suspended */
-	struct MHD_Connection *conn; /* for the batcher's resume */
+	int batched;                 /* parked on the read batcher (then its
+					answer is in batch) */
 	struct cache_batch_req batch;
 };
 
@@ -115,6 +113,8 @@ struct srv_resp {
 	const char *xcache;          /* X-Cache header on cacheable routes */
 	int retry_after;             /* seconds; 0 = no header */
 	uint64_t cache_ns;           /* Server-Timing cache;dur (memcached + lease wait) */
+	int parked;                  /* no response: the read batcher resumes
+					the connection and MHD calls again */
 };
 
 /* What a handler gets: its worker, the request, the connection. */
@@ -185,17 +185,13 @@ typedef int (*srv_key_fn)(char *buf, int64_t id);
 /* --- cached.c: the cache step (hs_cache) --- */
 /*
  * Serves a cacheable GET: through cache_fetch when the cache is on (X-Cache
- * HIT / MISS / BYPASS), else straight from build (BYPASS).
+ * HIT / MISS / BYPASS), else straight from build (BYPASS).  With the read
+ * batcher on and enough connections open, the first call only parks the
+ * request (r->parked); the second serves the batcher's hit as it is, or
+ * goes through cache_fetch.
  */
 void srv_serve_cacheable(struct srv_ctx *c, struct srv_resp *r,
 			 srv_build_fn build, srv_key_fn keyfn, int64_t key);
-/*
- * A cacheable GET with the read batcher on: queues the request's key and
- * suspends the connection; the batcher resumes it with the answer, and
- * MHD calls the handler again (srv_serve_cacheable then serves a hit as it
- * is).  Returns 1 when suspended, 0 when the request is served now.
- */
-int srv_cache_batch_begin(struct srv_ctx *c);
 /*
  * After a committed product write: deletes the product's body and its
  * category's top list (category_id <= 0: the product key only).
