@@ -153,11 +153,15 @@ def _cleanup_all():
             p.kill()
 
 
-def start_memcached(extra=()):
-    """A real memcached on a free loopback port. Returns (Proc, port)."""
+def start_memcached(extra=(), port=None):
+    """A real memcached on loopback: on a free port, or on port (to restart
+    one where it was; retried while the old one's port is still taken).
+    Returns (Proc, port)."""
     exe = shutil.which("memcached") or "/usr/bin/memcached"
+    fixed = port
+    give_up = time.monotonic() + 10 * SLOW
     for _ in range(20):
-        port = free_port()
+        port = fixed or free_port()
         args = [exe, "-l", "127.0.0.1", "-p", str(port), "-U", "0",
                 "-m", "64", "-t", "2"]
         if os.geteuid() == 0:
@@ -171,7 +175,12 @@ def start_memcached(extra=()):
             except OSError:
                 time.sleep(0.05)
         p.cleanup()
-    raise AssertionError("could not start memcached")
+        if fixed:
+            if time.monotonic() > give_up:
+                break
+            time.sleep(0.2)
+    raise AssertionError("could not start memcached%s" %
+                         (" on port %d" % fixed if fixed else ""))
 
 
 class Response:

@@ -66,28 +66,6 @@ def mc_metadump(port):
     return out
 
 
-def start_memcached_on(port):
-    """memcached on a given port (to restart one where it was)."""
-    exe = "/usr/bin/memcached"
-    args = [exe, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "64",
-            "-t", "2"]
-    if os.geteuid() == 0:
-        args += ["-u", "nobody"]
-    deadline = time.monotonic() + 10 * SLOW
-    while time.monotonic() < deadline:
-        p = hstest.Proc(args, name="memcached")
-        t_end = time.monotonic() + 2 * SLOW
-        while time.monotonic() < t_end and p.alive():
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                return p
-            except OSError:
-                time.sleep(0.05)
-        p.cleanup()
-        time.sleep(0.2)
-    raise AssertionError("could not restart memcached on port %d" % port)
-
-
 def get(port, path, **kw):
     return hstest.request(port, "GET", path, **kw)
 
@@ -123,6 +101,18 @@ class CacheTestBase(unittest.TestCase):
         self.db = hstest.seeded_db(0.01)
         self.mc, self.mc_port = hstest.start_memcached()
         self.addCleanup(self.mc.cleanup)
+
+    def wait_xcache(self, port, path, status, want, timeout, msg):
+        """GETs path (always answered with status) until its X-Cache is
+        want, for up to timeout seconds; returns that response."""
+        deadline = time.monotonic() + timeout * SLOW
+        while True:
+            r = get(port, path)
+            self.assertEqual(r.status, status)
+            if r.header("x-cache") == want:
+                return r
+            self.assertLess(time.monotonic(), deadline, msg)
+            time.sleep(0.1)
 
     def hold_connections(self, port, n=IDLE):
         """n idle connections, open until the test ends; returns once the
@@ -217,15 +207,8 @@ class HitMissTest(CacheTestBase):
                 self.assertEqual(db_queries(port), q0)
         self.assertGreaterEqual(stats(port)["cache"]["negative_hits"], 2)
         # A 1 s negative TTL: the entry is gone within about 2 s.
-        deadline = time.monotonic() + 5 * SLOW
-        while True:
-            r = get(port, "/products/999999")
-            self.assertEqual(r.status, 404)
-            if r.header("x-cache") == "MISS":
-                break
-            self.assertLess(time.monotonic(), deadline,
-                            "negative entry never expired")
-            time.sleep(0.2)
+        self.wait_xcache(port, "/products/999999", 404, "MISS", 5,
+                         "negative entry never expired")
 
     def test_bad_requests_never_cached(self):
         # Bad ids are answered by the router, never stored.
@@ -750,16 +733,10 @@ class FaultTest(CacheTestBase):
         self.assertEqual(r.status, 200)
 
         # Same port, new memcached: hits come back without a server restart.
-        mc2 = start_memcached_on(self.mc_port)
+        mc2, _ = hstest.start_memcached(port=self.mc_port)
         self.addCleanup(mc2.cleanup)
-        deadline = time.monotonic() + 15 * SLOW
-        while True:
-            r = get(port, "/products/5")
-            self.assertEqual(r.status, 200)
-            if r.header("x-cache") == "HIT":
-                break
-            self.assertLess(time.monotonic(), deadline, "no HIT after restart")
-            time.sleep(0.1)
+        r = self.wait_xcache(port, "/products/5", 200, "HIT", 15,
+                             "no HIT after restart")
         self.assertEqual(r.json()["stock"], 77)
         self.assertEqual(get(port, "/healthz").json()["cache"], "ok")
         c = stats(port)["cache"]

@@ -5,6 +5,7 @@
  * multi-get, ketama spread over three servers, and faults (memcached
  * killed, stopped, restarted on the same port).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -1488,29 +1489,48 @@ test_batcher_down(void **state)
 	cache_shared_free(s);
 }
 
+/* 1 when the thread (or process) whose stat file is path is stopped. */
+static int
+stat_stopped(const char *path)
+{
+	char buf[512], *p;
+	FILE *f = fopen(path, "r");
+	size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+
+	if (f)
+		fclose(f);
+	buf[n] = '\0';
+	p = strrchr(buf, ')');
+	return p != NULL && p[1] == ' ' && p[2] == 'T';
+}
+
 /*
  * SIGSTOP takes effect asynchronously: wait until every thread of the
- * memcached process is stopped, so that no command sent afterwards can be
- * answered before SIGCONT.
+ * memcached process is stopped (each in /proc/PID/task), so that no command
+ * sent afterwards can be answered before SIGCONT.
  */
 static void
 mc_freeze(pid_t pid)
 {
 	uint64_t t0 = hs_now_ns();
-	char path[64];
+	char dir[64], path[sizeof(dir) + 256 + 8];
 
 	kill(pid, SIGSTOP);
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	snprintf(dir, sizeof(dir), "/proc/%d/task", (int)pid);
 	while (ms_since(t0) < 5000) {
-		char buf[512], *p;
-		FILE *f = fopen(path, "r");
-		size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+		DIR *d = opendir(dir);
+		struct dirent *e;
+		int all = d != NULL;
 
-		if (f)
-			fclose(f);
-		buf[n] = '\0';
-		p = strrchr(buf, ')');
-		if (p != NULL && p[1] == ' ' && p[2] == 'T')
+		while (all && (e = readdir(d)) != NULL) {
+			if (e->d_name[0] == '.')
+				continue;
+			snprintf(path, sizeof(path), "%s/%s/stat", dir, e->d_name);
+			all = stat_stopped(path);
+		}
+		if (d)
+			closedir(d);
+		if (all)
 			return;
 		usleep(1000);
 	}
