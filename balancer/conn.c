@@ -210,10 +210,13 @@ bal_client_close_after_flush(struct bal_client *c)
 		bal_client_free(c);
 		return;
 	}
-	/* A slow reader gets the idle timeout for the rest of its answer. */
-	bal_client_timer(c, c->w->tv_idle);
+	/*
+	 * A slow reader gets the idle timeout for the rest of its answer;
+	 * once it is all out, the linger timeout.
+	 */
+	bal_client_timer(c, evbuffer_get_length(c->io.out) ? c->w->tv_idle
+							 : c->w->tv_linger);
 	if (evbuffer_get_length(c->io.out) == 0) {
-		bal_client_timer(c, c->w->tv_linger);
 		/*
 		 * Lingering close: shut our side, then read and discard until
 		 * the peer closes, so that unread request bytes do not turn

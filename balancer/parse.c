@@ -220,6 +220,7 @@ classify(const char *buf, struct bal_msg *m, int is_req, const char **why)
 	int hosts = 0, ncl = 0, nte = 0, close = 0, ka = 0;
 	size_t tok_s[BAL_MAX_CONN_TOKENS], tok_l[BAL_MAX_CONN_TOKENS];
 	int ntok = 0;
+	int host_i = -1;
 
 	m->content_length = -1;
 	m->chunked = 0;
@@ -237,6 +238,7 @@ classify(const char *buf, struct bal_msg *m, int is_req, const char **why)
 		case 4:
 			if (eq_ci(n, nl, "host")) {
 				hosts++;
+				host_i = i;
 				if (!host_ok((const unsigned char *)v, vl))
 					FAIL(st, "invalid Host");
 			}
@@ -322,12 +324,11 @@ classify(const char *buf, struct bal_msg *m, int is_req, const char **why)
 		if (m->auth_len > 0) {
 			/* Strict: Host must name the same authority. */
 			int ok = 0;
-			for (int i = 0; i < m->nhdrs; i++)
-				if (bal_hdr_is(buf, &m->hdrs[i], "host"))
-					ok = m->hdrs[i].val_len == m->auth_len &&
-					     strncasecmp(buf + m->hdrs[i].val_off,
-							 buf + m->auth_off,
-							 m->auth_len) == 0;
+			if (host_i >= 0)
+				ok = m->hdrs[host_i].val_len == m->auth_len &&
+				     strncasecmp(buf + m->hdrs[host_i].val_off,
+						 buf + m->auth_off,
+						 m->auth_len) == 0;
 			if (!ok && (hosts > 0 || m->version_minor >= 1))
 				FAIL(400, "Host does not match the request "
 					  "target");

@@ -275,11 +275,12 @@ bconn_start(struct bal_bconn *bc)
 	struct bal_client *c = bc->c;
 
 	bc->state = B_SENT;
-	event_add(&bc->tmr, bc->w->tv_backend);
 	if (c->state == C_BODY) {
+		/* forward_body arms the backend timer. */
 		forward_body(c);
 		return;
 	}
+	event_add(&bc->tmr, bc->w->tv_backend);
 	if (bal_io_flush(&bc->io) < 0)
 		log_debug("write to %s failed", bc->be->name);
 }
@@ -713,11 +714,12 @@ bconn_write_cb(evutil_socket_t fd, short what, void *arg)
 		bconn_failed(bc, "write to backend failed");
 		return;
 	}
-	if (c != NULL)
+	if (c == NULL)
+		return;
+	if (c->state == C_BODY && evbuffer_get_length(bc->io.out) < BAL_LOW_WM)
+		forward_body(c);	/* arms the backend timer */
+	else
 		event_add(&bc->tmr, bc->w->tv_backend);
-	if (c != NULL && c->state == C_BODY &&
-	    evbuffer_get_length(bc->io.out) < BAL_LOW_WM)
-		forward_body(c);
 }
 
 static void
@@ -827,11 +829,11 @@ bal_client_timer_cb(evutil_socket_t fd, short what, void *arg)
 		c->req_ka = 0;
 		abort_request(c, 408, "request timeout");
 		break;
-	case C_WAIT:
-		/* Armed only while a response waits for a client not reading. */
-		bal_client_free(c);
-		break;
 	default:
+		/*
+		 * In C_WAIT, armed only while a response waits for a client
+		 * not reading.
+		 */
 		bal_client_free(c);
 		break;
 	}
