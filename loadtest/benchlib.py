@@ -6,7 +6,7 @@ exit, SIGINT, SIGTERM and SIGHUP; free ports; waiting for HTTP readiness;
 memcached, hs-server and hs-seed; nginx (a static `return 200` or a proxy)
 and HAProxy from configs generated in a temp dir; wrk with or without a Lua
 script and its results (req/s, p50/p99 from --latency or the HSJSON line,
-socket errors, non-2xx); CPU seconds of a process from /proc; alternating
+socket errors, non-2xx); CPU seconds of processes from /proc; alternating
 round order, medians, ratio/goal lines and CSV.
 
 Used by loadtest/bench-server, bench-balancer, bench-cache, bench-stack and
@@ -15,7 +15,6 @@ bench; each of those keeps only its own contenders, rounds and table.
 
 import atexit
 import csv
-import ctypes
 import json
 import os
 import re
@@ -29,20 +28,16 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 sys.path.insert(0, HERE)
-from stack import free_port, free_ports  # noqa: E402  (one copy of each)
+from stack import (  # noqa: E402  (one copy of each)
+    _preexec, free_port, free_ports, http_get as _stack_http_get)
 WRK_DIR = os.path.join(HERE, "wrk")
 DEFAULT_BIN = os.environ.get("HS_BIN_DIR") or os.path.join(ROOT, "build",
                                                            "bin")
-
-PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
 
 _children = []      # Popen objects started here, killed on exit by PID
 _tmpdirs = []
@@ -58,22 +53,13 @@ def log(msg):
 
 # ---------------------------------------------------------------- processes
 
-def _preexec(parent):
-    def run():
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        # The parent may have died between fork and prctl.
-        if os.getppid() != parent:
-            os._exit(1)
-    return run
-
-
 def spawn(args, **kw):
     """Starts a child in its own process group (so that its own children,
     e.g. nginx workers, are signalled with it), tied to this process by
     PR_SET_PDEATHSIG, and records it for cleanup()."""
     p = subprocess.Popen(args, start_new_session=True,
                          stdin=subprocess.DEVNULL,
-                         preexec_fn=_preexec(os.getpid()), **kw)
+                         preexec_fn=_preexec(os.getpid(), False), **kw)
     _children.append(p)
     return p
 
@@ -156,9 +142,11 @@ def find_exe(name):
     return None
 
 
-def cpu_seconds(pid):
-    """CPU time (user + system) of a process and its direct children (nginx
-    workers, HAProxy's master/worker), from /proc."""
+def cpu_seconds(*pids):
+    """CPU time (user + system) of the processes pids and their direct
+    children (nginx workers, HAProxy's master/worker), summed, from one
+    pass over /proc.  A process counts once per pid it is or is a child
+    of, as when each pid is measured on its own and the results added."""
     tck = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for d in os.listdir("/proc"):
@@ -169,8 +157,10 @@ def cpu_seconds(pid):
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(d) == pid or int(fields[1]) == pid:
-            total += (int(fields[11]) + int(fields[12])) / tck
+        me, parent = int(d), int(fields[1])
+        for pid in pids:
+            if me == pid or parent == pid:
+                total += (int(fields[11]) + int(fields[12])) / tck
     return total
 
 
@@ -188,12 +178,8 @@ def machine_line():
 
 def http_get(port, path, timeout=5):
     """(status, body); raises OSError when nothing answers."""
-    try:
-        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path),
-                                    timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
+    status, _, body = _stack_http_get(port, path, timeout)
+    return status, body
 
 
 def wait_http(port, path="/", deadline_s=30, proc=None):

@@ -75,6 +75,16 @@ def descendants(pid):
     return out
 
 
+def bench_log(out_dir, name):
+    """The log bench --out kept of benchmark name, and its BENCHJSON
+    summary; (log text, summary)."""
+    with open(os.path.join(out_dir, "bench-%s.log" % name)) as f:
+        log = f.read()
+    j = [x for x in benchlib.parse_result_lines(log)
+         if x["bench"] == name][0]
+    return log, j
+
+
 def alive(pids):
     left = []
     for pid in pids:
@@ -141,10 +151,7 @@ class BenchTest(unittest.TestCase):
         self.assertIn("| comparison | ours | peer | ratio |", md)
 
         # Every benchmark's own log is kept; the cached server really hit.
-        with open(os.path.join(out_dir, "bench-cache.log")) as f:
-            log = f.read()
-        j = [x for x in benchlib.parse_result_lines(log)
-             if x["bench"] == "cache"][0]
+        log, j = bench_log(out_dir, "cache")
         self.assertGreater(j["uncached_rps"], 0)
         self.assertGreater(j["hit_pct"], 90.0)
         self.assertEqual(j["errors"] + j["non2xx"], 0)
@@ -156,12 +163,9 @@ class BenchTest(unittest.TestCase):
             self.assertGreater(j["static_body_bytes"], 200)
             self.assertRegex(log, r"ceiling: nginx serving a \d+-byte body")
         if HAVE_NGINX and HAVE_HAPROXY:
-            with open(os.path.join(out_dir, "bench-stack.log")) as f:
-                log = f.read()
+            log, j = bench_log(out_dir, "stack")
             self.assertRegex(log, r"ratio full stack / HAProxy->nginx static "
                                   r"\(median req/s\): [\d.]+x")
-            j = [x for x in benchlib.parse_result_lines(log)
-                 if x["bench"] == "stack"][0]
             self.assertGreater(j["stack_rps"], 0)
             self.assertGreater(j["haproxy_rps"], 0)
             self.assertEqual(j["errors"] + j["non2xx"], 0)

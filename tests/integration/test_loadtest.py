@@ -121,6 +121,12 @@ class FakeProducts:
         self.httpd.shutdown()
         self.httpd.server_close()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
 
 class LoadtestTest(unittest.TestCase):
     @classmethod
@@ -321,13 +327,10 @@ class LoadtestTest(unittest.TestCase):
                results["naive"][1]["reads"], j["reads"]))
 
     def test_checker_catches_stale_reads(self):
-        fake = FakeProducts(n=3, stale=True)
-        try:
+        with FakeProducts(n=3, stale=True) as fake:
             rc, j, err = self.checker("http://127.0.0.1:%d" % fake.port,
                                       "--hot", "3", "--readers", "4",
                                       "--writers", "2", duration="1")
-        finally:
-            fake.close()
         self.assertEqual(rc, 1, err)
         self.assertEqual(j["result"], "stale")
         self.assertGreater(j["stale_reads"], 0, err)
@@ -339,13 +342,10 @@ class LoadtestTest(unittest.TestCase):
     def test_checker_honest_fake_passes(self):
         # The same server without the bug: proves the previous test fails
         # because of the staleness, not because of the fake.
-        fake = FakeProducts(n=3, stale=False)
-        try:
+        with FakeProducts(n=3, stale=False) as fake:
             rc, j, err = self.checker("http://127.0.0.1:%d" % fake.port,
                                       "--hot", "3", "--readers", "4",
                                       "--writers", "2", duration="1")
-        finally:
-            fake.close()
         self.assertEqual(rc, 0, err)
         self.assertEqual(j["stale_reads"], 0, err)
         self.assertGreater(j["writes"], 0)
@@ -353,13 +353,10 @@ class LoadtestTest(unittest.TestCase):
     def test_checker_nothing_written_is_not_a_pass(self):
         # Every PUT fails: no acknowledged update, so no read could be
         # stale; the checker must say it proved nothing, not "ok".
-        fake = FakeProducts(n=2, fail_puts=True)
-        try:
+        with FakeProducts(n=2, fail_puts=True) as fake:
             rc, j, err = self.checker("http://127.0.0.1:%d" % fake.port,
                                       "--hot", "2", "--readers", "2",
                                       "--writers", "1", duration="0.5")
-        finally:
-            fake.close()
         self.assertEqual(rc, 1, err)
         self.assertEqual(j["result"], "inconclusive")
         self.assertEqual(j["writes"], 0)
@@ -376,14 +373,11 @@ class LoadtestTest(unittest.TestCase):
                       "version INTEGER)")
             c.execute("INSERT INTO products VALUES (1, 'p1', 100, 1, 1)")
             c.execute("INSERT INTO products VALUES (2, 'p2', 100, 1, 5)")
-        fake = FakeProducts(n=2)
-        try:
+        with FakeProducts(n=2) as fake:
             rc, j, err = self.checker("http://127.0.0.1:%d" % fake.port,
                                       "--products", "1,2", "--readers", "2",
                                       "--writers", "0", "--db", path,
                                       duration="0.5")
-        finally:
-            fake.close()
         self.assertEqual(rc, 1, err)
         self.assertEqual(j["stale_reads"], 0)
         self.assertEqual(j["final_db_differs"], 1, err)
