@@ -108,8 +108,17 @@ class StackTest(unittest.TestCase):
         if "Ctrl-C" not in line:
             p.kill()
             p.wait()
+            p.stdout.close()
             self.fail("up did not come up: %r" % line)
+        self.addCleanup(self.reap, p)
         return p
+
+    @staticmethod
+    def reap(p):
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stdout.close()
 
     def child_pids(self):
         import json
@@ -143,34 +152,22 @@ class StackTest(unittest.TestCase):
 
     def test_foreground_ctrl_c_stops_everything(self):
         p = self.up_foreground()
-        try:
-            _, kids = self.child_pids()
-            p.send_signal(signal.SIGINT)
-            self.assertEqual(p.wait(60 * hstest.SLOW), 0)
-            self.assertFalse(any(pid_alive(k) for k in kids))
-            self.assertTrue(wait_until(lambda: ports_free(self.ports), 10))
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-            p.stdout.close()
+        _, kids = self.child_pids()
+        p.send_signal(signal.SIGINT)
+        self.assertEqual(p.wait(60 * hstest.SLOW), 0)
+        self.assertFalse(any(pid_alive(k) for k in kids))
+        self.assertTrue(wait_until(lambda: ports_free(self.ports), 10))
 
     def test_kill_9_of_up_leaves_no_orphan(self):
         p = self.up_foreground()
-        try:
-            _, kids = self.child_pids()
-            self.assertTrue(all(pid_alive(k) for k in kids))
-            p.kill()  # SIGKILL: no chance to clean up
-            p.wait()
-            self.assertTrue(wait_until(
-                lambda: not any(pid_alive(k) for k in kids), 20),
-                "children survived their supervisor")
-            self.assertTrue(wait_until(lambda: ports_free(self.ports), 10))
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-            p.stdout.close()
+        _, kids = self.child_pids()
+        self.assertTrue(all(pid_alive(k) for k in kids))
+        p.kill()  # SIGKILL: no chance to clean up
+        p.wait()
+        self.assertTrue(wait_until(
+            lambda: not any(pid_alive(k) for k in kids), 20),
+            "children survived their supervisor")
+        self.assertTrue(wait_until(lambda: ports_free(self.ports), 10))
 
     def test_port_in_use_is_named(self):
         with socket.socket() as s:
