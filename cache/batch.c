@@ -1,11 +1,9 @@
 /*
- * The read batcher (see cache.h): a queue guarded by a mutex, one thread
- * that takes everything queued (up to max_keys), sends it as one multi-get
- * and calls every request back.  While a multi-get is on the wire the next
- * batch gathers in the queue, so the batch size follows the load: one key
- * when idle, dozens under load.
+ * The read batcher (see cache.h): a queue that its owner thread fills and
+ * empties, up to max_keys keys per multi-get.  The batch size follows the
+ * load: the reads one pass of the event loop found, one key when idle,
+ * dozens under load.
  */
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,16 +13,11 @@
 #include "hs_util.h"
 
 struct cache_batcher {
-	struct cache *c;                 /* the thread's own connections */
+	struct cache *c;                 /* the batcher's own connections */
 	unsigned max_keys;
-	pthread_t thread;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	struct cache_batch_req *head, **tail;  /* guarded by mu */
-	bool idle;                       /* the thread waits on cv (mu) */
-	bool stopping;                   /* no new requests (mu) */
-	bool joined;
-	/* the thread's scratch arrays, max_keys each */
+	struct cache_batch_req *head, **tail;
+	bool stopping;                   /* no new requests */
+	/* scratch arrays, max_keys each */
 	struct cache_batch_req **reqs;
 	const char **keys;
 	struct cache_value *out;
@@ -60,34 +53,24 @@ run_batch(struct cache_batcher *b, size_t n)
 	}
 }
 
-static void *
-batch_main(void *arg)
+size_t
+cache_batcher_run(struct cache_batcher *b)
 {
-	struct cache_batcher *b = arg;
+	size_t total = 0;
 
-	pthread_mutex_lock(&b->mu);
-	for (;;) {
+	while (b->head != NULL) {
 		size_t n = 0;
 
-		while (b->head == NULL && !b->stopping) {
-			b->idle = true;
-			pthread_cond_wait(&b->cv, &b->mu);
-		}
-		b->idle = false;
-		if (b->head == NULL)
-			break; /* stopping, and nothing left to answer */
 		while (b->head != NULL && n < b->max_keys) {
 			b->reqs[n++] = b->head;
 			b->head = b->head->next;
 		}
 		if (b->head == NULL)
 			b->tail = &b->head;
-		pthread_mutex_unlock(&b->mu);
 		run_batch(b, n);
-		pthread_mutex_lock(&b->mu);
+		total += n;
 	}
-	pthread_mutex_unlock(&b->mu);
-	return NULL;
+	return total;
 }
 
 struct cache_batcher *
@@ -95,7 +78,6 @@ cache_batcher_new(struct cache_shared *s, unsigned max_keys, char *err,
 		  size_t errlen)
 {
 	struct cache_batcher *b;
-	int rc;
 
 	if (max_keys < 1 || max_keys > 1000) {
 		snprintf(err, errlen, "cache: batch size must be 1..1000");
@@ -109,39 +91,18 @@ cache_batcher_new(struct cache_shared *s, unsigned max_keys, char *err,
 	b->keys = hs_xcalloc(max_keys, sizeof(*b->keys));
 	b->out = hs_xcalloc(max_keys, sizeof(*b->out));
 	b->res = hs_xcalloc(max_keys, sizeof(*b->res));
-	pthread_mutex_init(&b->mu, NULL);
-	pthread_cond_init(&b->cv, NULL);
-	rc = pthread_create(&b->thread, NULL, batch_main, b);
-	if (rc != 0) {
-		snprintf(err, errlen, "cache: cannot start the batcher: %s",
-			 strerror(rc));
-		b->joined = true;
-		cache_batcher_free(b);
-		return NULL;
-	}
 	return b;
 }
 
 int
 cache_batch_submit(struct cache_batcher *b, struct cache_batch_req *r)
 {
-	bool wake;
-
+	if (b->stopping)
+		return -1;
 	r->next = NULL;
 	r->submit_us = hs_now_us();
-	pthread_mutex_lock(&b->mu);
-	if (b->stopping) {
-		pthread_mutex_unlock(&b->mu);
-		return -1;
-	}
 	*b->tail = r;
 	b->tail = &r->next;
-	/* One wake-up per idle period: later submitters find it cleared. */
-	wake = b->idle;
-	b->idle = false;
-	pthread_mutex_unlock(&b->mu);
-	if (wake)
-		pthread_cond_signal(&b->cv);
 	return 0;
 }
 
@@ -150,14 +111,8 @@ cache_batcher_stop(struct cache_batcher *b)
 {
 	if (b == NULL)
 		return;
-	pthread_mutex_lock(&b->mu);
 	b->stopping = true;
-	pthread_mutex_unlock(&b->mu);
-	pthread_cond_signal(&b->cv);
-	if (!b->joined) {
-		pthread_join(b->thread, NULL);
-		b->joined = true;
-	}
+	cache_batcher_run(b);
 }
 
 void
@@ -166,8 +121,6 @@ cache_batcher_free(struct cache_batcher *b)
 	if (b == NULL)
 		return;
 	cache_batcher_stop(b);
-	pthread_cond_destroy(&b->cv);
-	pthread_mutex_destroy(&b->mu);
 	cache_free(b->c);
 	free(b->res);
 	free(b->out);

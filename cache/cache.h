@@ -9,8 +9,7 @@
  * Threads: one struct cache_shared per process (options, counters, breakers;
  * thread-safe) and one struct cache per thread (a libmemcached connection
  * set; NOT thread-safe).  cache_thread_handle() hands out the calling
- * thread's handle lazily, so worker threads created by another library
- * (libmicrohttpd's pool) need no start-up hook.
+ * thread's handle lazily, so worker threads need no start-up hook.
  *
  * Lease protocol (mode lease), see DESIGN.md "Cache protocol":
  *   get k -> value: serve (a lease marker is "being filled", never served).
@@ -30,11 +29,11 @@
  *             serve v.status / v.body; X-Cache: cache_res_name(r);
  *             Server-Timing cache = info.cache_us + info.wait_us;
  *             cache_value_release(&v).
- *   batched:  b = cache_batcher_new(s, 64, ...); per GET fill a
- *             cache_batch_req (key, done) and cache_batch_submit(b, r);
- *             in done: a HIT is served from r->value, anything else goes
- *             through cache_fetch as above.  cache_batcher_free(b) first
- *             at shutdown.
+ *   batched:  one b = cache_batcher_new(s, 64, ...) per event loop; per
+ *             GET fill a cache_batch_req (key, done) and
+ *             cache_batch_submit(b, r); after each pass of the loop,
+ *             cache_batcher_run(b).  In done: a HIT is served from
+ *             r->value, anything else goes through cache_fetch as above.
  *   write:    after COMMIT, cache_invalidate(c, keys, n) (never before).
  *   stats:    cache_stats_json / cache_stats_prom; /healthz: cache_health.
  *   stop:     after the worker threads are gone, cache_shared_free(s).
@@ -190,14 +189,15 @@ int cache_key_category(char *buf, int64_t id);
 int cache_key_world(char *buf, int64_t id);
 
 /*
- * The read batcher: one thread per process that gathers the first `get` of
- * concurrent reads and asks memcached for all of them in one multi-get.  A
- * server thread that would block on one round trip per request instead
- * hands its key over, goes on with other connections, and is called back
- * with the answer; under load one round trip (and one memcached wake-up)
- * serves a whole batch.  The get is sent after the request was received,
- * so a batched read sees every invalidation acknowledged before it: the
- * same guarantee as cache_fetch's own get.
+ * The read batcher: gathers the first `get` of many reads and asks memcached
+ * for all of them in one multi-get.  It belongs to one thread (an event
+ * loop) and is not thread-safe.  The loop submits the key of every cacheable
+ * read it parks during a pass over its ready connections, and runs the batch
+ * once the pass is over: under load one round trip (and one memcached
+ * wake-up) serves every read of the pass; with one client it is one get, as
+ * without the batcher.  The get is sent after the request was received, so
+ * a batched read sees every invalidation acknowledged before it: the same
+ * guarantee as cache_fetch's own get.
  *
  * Only the first get is batched.  A hit is served as it is; a miss, a
  * lease marker or an error is the caller's to resolve with cache_fetch
@@ -209,11 +209,8 @@ struct cache_batcher;
 struct cache_batch_req {
 	/* set by the caller */
 	char key[CACHE_KEY_MAX];
-	/*
-	 * Called on the batcher's thread once the answer is in.  It is the
-	 * batcher's last use of the request: done may hand it back to
-	 * another thread, which may free it.
-	 */
+	/* Called by cache_batcher_run once the answer is in; the batcher's
+	   last use of the request, which done may free. */
 	void (*done)(struct cache_batch_req *r);
 	void *arg;
 	/* set by cache_batch_submit */
@@ -229,19 +226,21 @@ struct cache_batch_req {
 	struct cache_batch_req *next;
 };
 
-/* Starts the thread; max_keys (1..1000) bounds one multi-get.  NULL: error. */
+/* A batcher with its own memcached connections; max_keys (1..1000) bounds
+   one multi-get.  NULL: error, in err. */
 struct cache_batcher *cache_batcher_new(struct cache_shared *s,
 					unsigned max_keys, char *err,
 					size_t errlen);
 /*
  * Queues r (r->done and r->key set).  Returns 0, or -1 once the batcher is
- * stopping: then done is never called, and the caller reads on its own.
+ * stopped: then done is never called, and the caller reads on its own.
  */
 int cache_batch_submit(struct cache_batcher *b, struct cache_batch_req *r);
-/*
- * Refuses new requests, answers every queued one, and joins the thread.
- * Idempotent; cache_batcher_free() calls it.
- */
+/* Asks for everything queued, max_keys keys per multi-get, and calls every
+   request's done.  Returns how many were answered. */
+size_t cache_batcher_run(struct cache_batcher *b);
+/* Refuses new requests and answers every queued one.  Idempotent;
+   cache_batcher_free() calls it. */
 void cache_batcher_stop(struct cache_batcher *b);
 /* Stops (if needed) and frees b.  NULL is a no-op. */
 void cache_batcher_free(struct cache_batcher *b);

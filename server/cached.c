@@ -87,39 +87,33 @@ fill_one(void *arg, size_t idx, char **body, size_t *len)
 	return status;
 }
 
-/* On the batcher's thread: the answer is in; MHD takes the request back. */
+/* From the loop's cache_batcher_run: the answer is in; MHD takes it back. */
 static void
 batch_done(struct cache_batch_req *b)
 {
-	/* The last touch: from here on the worker thread owns the request. */
 	MHD_resume_connection(b->arg);
 }
 
 /*
- * Parks the read on the read batcher, its key already in rq->batch.key.
- * Returns 0, without parking, when there are too few connections to batch:
- * up to two per worker thread a hit read on its own is cheaper than the
- * hand-off (measured on 2 threads: p50 88 against 130 us for one client;
- * 17.2k against 15.2k req/s at 4 connections; batching wins from 8 on).
+ * Parks the read (its key already in rq->batch.key) until the loop's
+ * batcher runs, after this pass over the ready connections.  Returns 0,
+ * without parking, when there is no batcher to take it (--cache-batch 0,
+ * or stopped at shutdown): the caller then reads on its own.
  */
 static int
 batch_park(struct srv_ctx *c)
 {
+	struct cache_batcher *b = srv_loop_batcher();
 	struct srv_req *rq = c->rq;
 
-	if (__atomic_load_n(&c->srv->open_conns, __ATOMIC_RELAXED) <=
-	    2u * (unsigned)c->srv->cfg.threads)
+	if (b == NULL)
 		return 0;
 	rq->batch.done = batch_done;
 	rq->batch.arg = c->conn;
+	if (cache_batch_submit(b, &rq->batch) < 0)
+		return 0;
 	rq->batched = 1;
-	/* Suspended before it is queued: the batcher may answer at once. */
 	MHD_suspend_connection(c->conn);
-	if (cache_batch_submit(c->srv->batcher, &rq->batch) < 0) {
-		/* Shutting down: read on our own when MHD calls again. */
-		rq->batch.res = CACHE_MISS;
-		MHD_resume_connection(c->conn);
-	}
 	return 1;
 }
 
@@ -150,7 +144,7 @@ srv_serve_cacheable(struct srv_ctx *c, struct srv_resp *r, srv_build_fn build,
 
 	if (cs != NULL && !rq->batched) {
 		keyfn(k, key);
-		if (c->srv->batcher != NULL && batch_park(c)) {
+		if (batch_park(c)) {
 			r->parked = 1;
 			return;
 		}

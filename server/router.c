@@ -272,7 +272,7 @@ dispatch(struct srv_ctx *c)
 	handlers[rq->route](c, &r);
 	if (r.parked) {
 		hs_buf_free(&r.body);
-		return MHD_YES; /* the batcher resumes it, MHD calls again */
+		return MHD_YES; /* the loop's batcher resumes it */
 	}
 	if (r.status == 503)
 		r.retry_after = 1;

@@ -1,7 +1,7 @@
 /*
  * The hammerstack app server as a library: an HTTP/1.1 JSON API over the
- * SQLite data layer, served by libmicrohttpd in thread-pool mode (one epoll
- * loop per worker thread, one database connection per worker thread).
+ * SQLite data layer, served by libmicrohttpd (one epoll loop per worker
+ * thread, one database connection and one read batcher per worker thread).
  *
  * main.c parses options into a struct srv_config, calls srv_new(), waits for
  * a signal, then srv_shutdown() and srv_free().

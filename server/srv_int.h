@@ -11,6 +11,7 @@
 #define HS_SRV_INT_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <microhttpd.h>
@@ -72,9 +73,21 @@ struct srv_worker {
 	struct srv_worker *next;     /* srv->workers list, guarded by srv->wlock */
 };
 
+/* One event loop per worker thread: its own MHD daemon and read batcher. */
+struct srv_loop {
+	struct srv *srv;
+	struct MHD_Daemon *mhd;
+	struct cache_batcher *batcher; /* NULL unless cfg.cache_batch > 0 */
+	int epfd;                    /* waits on MHD's epoll fd and wake_fd */
+	pthread_t thread;
+	int started;                 /* the thread runs (join it) */
+};
+
 struct srv {
 	struct srv_config cfg;
-	struct MHD_Daemon *mhd;
+	struct srv_loop *loops;      /* cfg.threads of them */
+	int stopping;                /* atomic: loops exit */
+	int wake_fd;                 /* eventfd: written once to stop the loops */
 	int listen_fd;
 	int port;
 	uint64_t started_ns;
@@ -82,7 +95,6 @@ struct srv {
 	pthread_mutex_t wlock;       /* guards workers (taken once per thread) */
 	struct srv_worker *workers;
 	struct srv_stats stats;
-	struct cache_batcher *batcher; /* NULL unless cfg.cache_batch > 0 */
 	unsigned open_conns;         /* client connections open now (atomic) */
 	char idbuf[64];              /* the default id */
 };
@@ -113,7 +125,7 @@ struct srv_resp {
 	const char *xcache;          /* X-Cache header on cacheable routes */
 	int retry_after;             /* seconds; 0 = no header */
 	uint64_t cache_ns;           /* Server-Timing cache;dur (memcached + lease wait) */
-	int parked;                  /* no response: the read batcher resumes
+	int parked;                  /* no response: the loop's batcher resumes
 					the connection and MHD calls again */
 };
 
@@ -124,6 +136,11 @@ struct srv_ctx {
 	struct srv_req *rq;
 	struct MHD_Connection *conn;
 };
+
+/* --- server.c --- */
+/* The calling thread's read batcher: NULL off the loop threads or with
+   --cache-batch 0. */
+struct cache_batcher *srv_loop_batcher(void);
 
 /* --- worker.c --- */
 /* The calling thread's worker (created on first use). */
@@ -186,8 +203,8 @@ typedef int (*srv_key_fn)(char *buf, int64_t id);
 /*
  * Serves a cacheable GET: through cache_fetch when the cache is on (X-Cache
  * HIT / MISS / BYPASS), else straight from build (BYPASS).  With the read
- * batcher on and enough connections open, the first call only parks the
- * request (r->parked); the second serves the batcher's hit as it is, or
+ * batcher on, the first call only parks the request (r->parked) until its
+ * loop's batcher runs; the second serves the batcher's hit as it is, or
  * goes through cache_fetch.
  */
 void srv_serve_cacheable(struct srv_ctx *c, struct srv_resp *r,
