@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -87,10 +88,10 @@ srv_loop_batcher(void)
  * A worker thread: waits for MHD's epoll descriptor (or the stop signal, or
  * MHD's next timeout), runs one MHD pass, then one multi-get for the
  * cacheable reads that pass parked.  Their answers resume them, and the
- * next pass serves them at once, without waiting: MHD's timeout does not
- * count resumed connections, and the wake-up MHD signals itself on a resume
- * did not always reach this epoll (reads answered, resumed and never
- * served hung the shutdown drain).
+ * next pass serves them at once, without waiting: in this mode MHD has no
+ * inter-thread channel (it drops MHD_USE_ITC), so a resume wakes nothing,
+ * and its timeout does not count resumed connections.  That also spares a
+ * hit the eventfd write a resume costs in MHD's own thread pool.
  */
 static void *
 loop_main(void *arg)
@@ -123,23 +124,23 @@ loop_main(void *arg)
 	return NULL;
 }
 
-/* Stops accepting: each daemon hands its listening descriptor back.
-   Idempotent. */
+/*
+ * Stops accepting.  Each daemon hands its descriptor back, and shutdown(2)
+ * makes the socket refuse new connections at once; the descriptors are
+ * closed only once the loops are gone (a loop may be in accept(2) on its
+ * own right now).  Idempotent.
+ */
 static void
 quiesce_loops(struct srv *s)
 {
 	for (int i = 0; i < s->cfg.threads; i++) {
-		MHD_socket fd;
+		struct srv_loop *l = &s->loops[i];
 
-		if (s->loops[i].mhd == NULL)
-			continue;
-		fd = MHD_quiesce_daemon(s->loops[i].mhd);
-		if (fd != MHD_INVALID_SOCKET)
-			close(fd);
+		if (l->mhd != NULL && l->quiesced_fd < 0)
+			l->quiesced_fd = MHD_quiesce_daemon(l->mhd);
 	}
 	if (s->listen_fd >= 0)
-		close(s->listen_fd);
-	s->listen_fd = -1;
+		shutdown(s->listen_fd, SHUT_RD);
 }
 
 /*
@@ -172,6 +173,9 @@ stop_loops(struct srv *s)
 		if (l->mhd != NULL)
 			MHD_stop_daemon(l->mhd);
 		l->mhd = NULL;
+		if (l->quiesced_fd >= 0)
+			close(l->quiesced_fd);
+		l->quiesced_fd = -1;
 		if (l->epfd >= 0)
 			close(l->epfd);
 		l->epfd = -1;
@@ -179,6 +183,9 @@ stop_loops(struct srv *s)
 	if (s->wake_fd >= 0)
 		close(s->wake_fd);
 	s->wake_fd = -1;
+	if (s->listen_fd >= 0)
+		close(s->listen_fd);
+	s->listen_fd = -1;
 }
 
 /* Loop i's daemon over its own descriptor of the listening socket. */
@@ -186,7 +193,7 @@ static int
 start_loop(struct srv *s, int i, char *err, size_t errlen)
 {
 	struct srv_loop *l = &s->loops[i];
-	unsigned flags = MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+	unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
 	unsigned n = (unsigned)s->cfg.threads;
 	/* The connection limit shared out as MHD's pool does. */
 	unsigned limit = s->cfg.conn_limit / n +
@@ -250,8 +257,10 @@ srv_new(const struct srv_config *c, char *err, size_t errlen)
 	if (s->cfg.threads < 1)
 		s->cfg.threads = 1;
 	s->loops = hs_xcalloc((size_t)s->cfg.threads, sizeof(*s->loops));
-	for (int i = 0; i < s->cfg.threads; i++)
+	for (int i = 0; i < s->cfg.threads; i++) {
 		s->loops[i].epfd = -1;
+		s->loops[i].quiesced_fd = -1;
+	}
 	s->wake_fd = eventfd(0, EFD_CLOEXEC);
 	if (s->wake_fd < 0) {
 		snprintf(err, errlen, "eventfd: %s", strerror(errno));

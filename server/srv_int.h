@@ -79,6 +79,8 @@ struct srv_loop {
 	struct MHD_Daemon *mhd;
 	struct cache_batcher *batcher; /* NULL unless cfg.cache_batch > 0 */
 	int epfd;                    /* waits on MHD's epoll fd and wake_fd */
+	int quiesced_fd;             /* MHD's listening descriptor, handed back
+					by MHD_quiesce_daemon (-1: not yet) */
 	pthread_t thread;
 	int started;                 /* the thread runs (join it) */
 };
