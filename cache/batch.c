@@ -107,6 +107,20 @@ cache_batch_submit(struct cache_batcher *b, struct cache_batch_req *r)
 }
 
 void
+cache_batch_cancel(struct cache_batcher *b, struct cache_batch_req *r)
+{
+	struct cache_batch_req **pp = &b->head;
+
+	while (*pp != NULL && *pp != r)
+		pp = &(*pp)->next;
+	if (*pp == NULL)
+		return;
+	*pp = r->next;
+	if (b->tail == &r->next)
+		b->tail = pp;
+}
+
+void
 cache_batcher_stop(struct cache_batcher *b)
 {
 	if (b == NULL)

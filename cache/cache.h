@@ -236,6 +236,9 @@ struct cache_batcher *cache_batcher_new(struct cache_shared *s,
  * stopped: then done is never called, and the caller reads on its own.
  */
 int cache_batch_submit(struct cache_batcher *b, struct cache_batch_req *r);
+/* Takes r out of the queue, if it is still there: its request went away
+   before the batch ran.  done is then never called. */
+void cache_batch_cancel(struct cache_batcher *b, struct cache_batch_req *r);
 /* Asks for everything queued, max_keys keys per multi-get, and calls every
    request's done.  Returns how many were answered. */
 size_t cache_batcher_run(struct cache_batcher *b);

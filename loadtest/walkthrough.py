@@ -245,8 +245,8 @@ def profile(stk, a, counts, outdir, duration):
     breakdown["server total (per request)"] = d.get("req_ms", 0) / n
     breakdown["  in the database"] = d.get("db_ms", 0) / n
     breakdown["  in memcached"] = d.get("cache_ms", 0) / n
-    breakdown["  waiting for the batcher"] = d.get("bq_ms", 0) / n
-    breakdown["  waiting for a worker"] = d.get("rw_ms", 0) / n
+    breakdown["  waiting for the multi-get"] = d.get("bq_ms", 0) / n
+    breakdown["  answered, waiting to be served"] = d.get("rw_ms", 0) / n
     breakdown["  HTTP, JSON, the rest"] = max(
         0.0, (d.get("req_ms", 0) - d.get("db_ms", 0) - d.get("cache_ms", 0) -
               d.get("bq_ms", 0) - d.get("rw_ms", 0)) / n)

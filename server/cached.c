@@ -12,9 +12,9 @@
  * Time in memcached is counted here (the library times reads per request but
  * not deletes): /stats "cache.time_ms" is the memcached time of reads and
  * invalidations, "cache.wait_ms" the time readers slept on another reader's
- * lease.  With the read batcher, "cache.batch_queue_ms" is the time reads
- * waited in its queue for a multi-get to start, "cache.resume_wait_ms" the
- * time answered reads waited for their worker thread to take them back.
+ * lease.  With the read batcher, "cache.batch_queue_ms" is the time parked
+ * reads waited for their multi-get to start (the rest of their loop's
+ * pass), "cache.resume_wait_ms" the time answered reads waited to be served.
  */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -87,18 +87,22 @@ fill_one(void *arg, size_t idx, char **body, size_t *len)
 	return status;
 }
 
-/* From the loop's cache_batcher_run: the answer is in; MHD takes it back. */
+/* From the loop's cache_batcher_run: the answer is in. */
 static void
 batch_done(struct cache_batch_req *b)
 {
-	MHD_resume_connection(b->arg);
+	struct srv_req *rq = b->arg;
+
+	rq->batch_ready = 1;
 }
 
 /*
  * Parks the read (its key already in rq->batch.key) until the loop's
- * batcher runs, after this pass over the ready connections.  Returns 0,
- * without parking, when there is no batcher to take it (--cache-batch 0,
- * or stopped at shutdown): the caller then reads on its own.
+ * batcher runs, after this pass over the ready connections.  The request
+ * gets no response yet; MHD calls the handler again on its next pass.
+ * Returns 0, without parking, when there is no batcher to take it
+ * (--cache-batch 0, or off the loop threads): the caller then reads on its
+ * own.
  */
 static int
 batch_park(struct srv_ctx *c)
@@ -109,11 +113,11 @@ batch_park(struct srv_ctx *c)
 	if (b == NULL)
 		return 0;
 	rq->batch.done = batch_done;
-	rq->batch.arg = c->conn;
+	rq->batch.arg = rq;
 	if (cache_batch_submit(b, &rq->batch) < 0)
 		return 0;
+	rq->batcher = b;
 	rq->batched = 1;
-	MHD_suspend_connection(c->conn);
 	return 1;
 }
 
@@ -148,6 +152,11 @@ srv_serve_cacheable(struct srv_ctx *c, struct srv_resp *r, srv_build_fn build,
 			r->parked = 1;
 			return;
 		}
+	}
+	if (rq->batched && !rq->batch_ready) {
+		/* Called again before the multi-get: MHD may do that. */
+		r->parked = 1;
+		return;
 	}
 	if (rq->batched)
 		batch_account(c->srv, &rq->batch);
@@ -397,12 +406,12 @@ srv_cache_stats_prom(struct srv *s, struct hs_buf *b)
 		      "on another reader's lease.\n"
 		      "# TYPE hs_cache_wait_seconds_total counter\n"
 		      "hs_cache_wait_seconds_total %.6f\n"
-		      "# HELP hs_cache_batch_queue_seconds_total Time reads "
-		      "waited in the read batcher's queue.\n"
+		      "# HELP hs_cache_batch_queue_seconds_total Time parked "
+		      "reads waited for their multi-get to start.\n"
 		      "# TYPE hs_cache_batch_queue_seconds_total counter\n"
 		      "hs_cache_batch_queue_seconds_total %.6f\n"
 		      "# HELP hs_cache_resume_wait_seconds_total Time batched "
-		      "reads waited for their worker thread after the answer.\n"
+		      "reads waited to be served after the answer.\n"
 		      "# TYPE hs_cache_resume_wait_seconds_total counter\n"
 		      "hs_cache_resume_wait_seconds_total %.6f\n",
 		      (double)__atomic_load_n(&s->stats.cache_ns,

@@ -272,7 +272,7 @@ dispatch(struct srv_ctx *c)
 	handlers[rq->route](c, &r);
 	if (r.parked) {
 		hs_buf_free(&r.body);
-		return MHD_YES; /* the loop's batcher resumes it */
+		return MHD_YES; /* MHD calls again after the multi-get */
 	}
 	if (r.status == 503)
 		r.retry_after = 1;
@@ -370,6 +370,9 @@ srv_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		log_debug("%s: request ended early (%d)",
 			  srv_route_name(rq->route), (int)toe);
 	hs_buf_free(&rq->body);
+	/* A parked read whose connection ended before its multi-get. */
+	if (rq->batched && !rq->batch_ready)
+		cache_batch_cancel(rq->batcher, &rq->batch);
 	/* A batched hit whose client left before it was served. */
 	cache_value_release(&rq->batch.value);
 	free(rq);

@@ -78,7 +78,6 @@ struct srv_loop {
 	struct srv *srv;
 	struct MHD_Daemon *mhd;
 	struct cache_batcher *batcher; /* NULL unless cfg.cache_batch > 0 */
-	int epfd;                    /* waits on MHD's epoll fd and wake_fd */
 	int quiesced_fd;             /* MHD's listening descriptor, handed back
 					by MHD_quiesce_daemon (-1: not yet) */
 	pthread_t thread;
@@ -113,8 +112,9 @@ struct srv_req {
 	uint64_t t0_ns;
 	size_t seen;                 /* body bytes received so far */
 	struct hs_buf body;
-	int batched;                 /* parked on the read batcher (then its
-					answer is in batch) */
+	int batched;                 /* queued on the loop's read batcher */
+	int batch_ready;             /* ... and answered: the answer is in batch */
+	struct cache_batcher *batcher; /* the batcher it is queued on */
 	struct cache_batch_req batch;
 };
 
@@ -127,8 +127,8 @@ struct srv_resp {
 	const char *xcache;          /* X-Cache header on cacheable routes */
 	int retry_after;             /* seconds; 0 = no header */
 	uint64_t cache_ns;           /* Server-Timing cache;dur (memcached + lease wait) */
-	int parked;                  /* no response: the loop's batcher resumes
-					the connection and MHD calls again */
+	int parked;                  /* no response yet: MHD calls again after
+					the loop's multi-get */
 };
 
 /* What a handler gets: its worker, the request, the connection. */
@@ -206,7 +206,7 @@ typedef int (*srv_key_fn)(char *buf, int64_t id);
  * Serves a cacheable GET: through cache_fetch when the cache is on (X-Cache
  * HIT / MISS / BYPASS), else straight from build (BYPASS).  With the read
  * batcher on, the first call only parks the request (r->parked) until its
- * loop's batcher runs; the second serves the batcher's hit as it is, or
+ * loop's batcher runs; the next call serves the batcher's hit as it is, or
  * goes through cache_fetch.
  */
 void srv_serve_cacheable(struct srv_ctx *c, struct srv_resp *r,

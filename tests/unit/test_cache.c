@@ -1292,11 +1292,32 @@ test_batcher(void **state)
 	assert_int_equal(st.misses, 0);
 	assert_int_equal(st.fills, 0);
 
+	/* A cancelled request is never asked for nor answered, wherever it
+	   stood in the queue; the queue stays usable. */
+	for (int i = 0; i < 5; i++)
+		bw_submit(b, &done, &r[i], keys[i]);
+	cache_batch_cancel(b, &r[4]);      /* the tail */
+	cache_batch_cancel(b, &r[0]);      /* the head */
+	cache_batch_cancel(b, &r[2]);      /* the middle */
+	cache_batch_cancel(b, &r[2]);      /* no longer queued: no-op */
+	bw_submit(b, &done, &r[5], keys[5]);
+	assert_int_equal(cache_batcher_run(b), 3);
+	assert_int_equal(done, 13);
+	for (int i = 0; i < 6; i++) {
+		if (i == 0 || i == 2 || i == 4) {
+			assert_int_equal(r[i].batch_size, 0);
+			continue;
+		}
+		assert_int_equal(r[i].batch_size, 3);
+		cache_value_release(&r[i].value);
+	}
+	cache_batch_cancel(b, &r[1]);      /* already answered: no-op */
+
 	/* Stopping answers everything still queued before it returns. */
 	for (int i = 10; i < 60; i++)
 		bw_submit(b, &done, &r[i], keys[i % 10]);
 	cache_batcher_stop(b);
-	assert_int_equal(done, 60);
+	assert_int_equal(done, 63);
 	for (int i = 10; i < 60; i++) {
 		assert_int_equal(r[i].res, strcmp(keys[i % 10], "tb:3") == 0 ||
 					   strcmp(keys[i % 10], "tb:9") == 0
