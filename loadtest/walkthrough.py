@@ -587,7 +587,7 @@ def main(argv=None):
     if extra:
         print("\nwhere the time goes (step 3, per request):")
         for k, v in extra[0].items():
-            print("  %-28s %8.3f ms" % (k, v))
+            print("  %-34s %8.3f ms" % (k, v))
     print("\nreport: %s/report.html (results.md, results.csv)" % outdir)
     stale = [r for r in rows if r["step"] in ("1", "2", "3") and
              r["stale_reads"] not in (0, "n/a")]
