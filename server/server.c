@@ -122,8 +122,9 @@ quiesce_loops(struct srv *s)
 }
 
 /*
- * Joins the loop threads, answers and serves whatever is still parked (MHD
- * must not stop with a suspended connection), and stops every daemon.
+ * Joins the loop threads and stops every daemon.  Each loop ran its batch
+ * after its last pass, so nothing is queued; a read answered but not yet
+ * served (only when the drain timed out) goes with its connection.
  */
 static void
 stop_loops(struct srv *s)
@@ -142,7 +143,6 @@ stop_loops(struct srv *s)
 	for (int i = 0; i < s->cfg.threads; i++) {
 		struct srv_loop *l = &s->loops[i];
 
-		/* Each pass ran its batch: nothing is queued any more. */
 		cache_batcher_free(l->batcher);
 		l->batcher = NULL;
 		if (l->mhd != NULL)
