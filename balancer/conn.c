@@ -132,13 +132,18 @@ bal_err_index(int status)
 	return 0;
 }
 
-/* Builds a complete error response; returns its length in buf. */
+/*
+ * Builds a complete error response of the balancer's own, and counts it in
+ * /stats by status; returns its length in out.
+ */
 static size_t
-error_response(struct hs_buf *out, int status, const char *why, int close)
+error_response(struct bal_app *app, struct hs_buf *out, int status,
+	       const char *why, int close)
 {
 	struct hs_buf body = HS_BUF_INIT;
 	char date[30];
 
+	BAL_INC(&app->errors[bal_err_index(status)], 1);
 	hs_http_date(date);
 	hs_buf_puts(&body, "{\"error\":");
 	hs_buf_json_str(&body, why);
@@ -238,9 +243,8 @@ bal_client_error(struct bal_client *c, int status, const char *why,
 	if (c->bc != NULL)
 		bal_bconn_free(c->bc);
 	close_after |= c->w->draining || !c->req_ka;
-	BAL_INC(&c->w->app->errors[bal_err_index(status)], 1);
 	log_debug("client %s: %d %s", c->ip, status, why);
-	error_response(&b, status, why, close_after);
+	error_response(c->w->app, &b, status, why, close_after);
 	evbuffer_add(c->io.out, b.data, b.len);
 	hs_buf_free(&b);
 	c->resp_started = 1;
@@ -268,7 +272,7 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 	if (app->cfg.max_conns > 0 &&
 	    BAL_GET(&app->conns) >= app->cfg.max_conns) {
 		struct hs_buf b = HS_BUF_INIT;
-		error_response(&b, 503, "too many connections", 1);
+		error_response(app, &b, 503, "too many connections", 1);
 		/* Best effort: a fresh socket has room for a small answer. */
 		if (write(fd, b.data, b.len) < 0)
 			log_debug("reject write: %s", strerror(errno));
@@ -276,7 +280,6 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 		shutdown(fd, SHUT_WR);
 		close(fd);
 		BAL_INC(&app->rejected, 1);
-		BAL_INC(&app->errors[bal_err_index(503)], 1);
 		return;
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
