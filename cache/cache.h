@@ -33,7 +33,8 @@
  *             GET fill a cache_batch_req (key, done) and
  *             cache_batch_submit(b, r); after each pass of the loop,
  *             cache_batcher_run(b).  In done: a HIT is served from
- *             r->value, anything else goes through cache_fetch as above.
+ *             r->value, a MISS goes through cache_fetch_missed, an ERR
+ *             through cache_fetch, as above.
  *   write:    after COMMIT, cache_invalidate(c, keys, n) (never before).
  *   stats:    cache_stats_json / cache_stats_prom; /healthz: cache_health.
  *   stop:     after the worker threads are gone, cache_shared_free(s).
@@ -143,6 +144,16 @@ struct cache_fetch_info {
 enum cache_res cache_fetch(struct cache *c, const char *key, cache_fill_fn fill,
 			   void *arg, struct cache_value *out,
 			   struct cache_fetch_info *info);
+/*
+ * cache_fetch for a key that a get has just found missing (a read batcher's
+ * CACHE_MISS): the same protocol, without asking again first.  It starts at
+ * the lease (or, naive, at the fill); a lease marker the batch saw as a miss
+ * only makes the add fail, and the reader then waits its turn as usual.
+ */
+enum cache_res cache_fetch_missed(struct cache *c, const char *key,
+				  cache_fill_fn fill, void *arg,
+				  struct cache_value *out,
+				  struct cache_fetch_info *info);
 
 /*
  * Multi-key variant (one memcached_mget round for all keys, then one fill
@@ -199,10 +210,11 @@ int cache_key_world(char *buf, int64_t id);
  * a batched read sees every invalidation acknowledged before it: the same
  * guarantee as cache_fetch's own get.
  *
- * Only the first get is batched.  A hit is served as it is; a miss, a
- * lease marker or an error is the caller's to resolve with cache_fetch
- * (which then runs the whole lease or naive protocol, breaker included).
- * Hits are counted here, misses and bypasses by that cache_fetch.
+ * Only the first get is batched.  A hit is served as it is; a miss (or a
+ * lease marker) is the caller's to resolve with cache_fetch_missed, an
+ * error with cache_fetch (which then runs the whole lease or naive
+ * protocol, breaker included).  Hits are counted here, misses and bypasses
+ * by those calls.
  */
 struct cache_batcher;
 

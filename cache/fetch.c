@@ -338,9 +338,11 @@ wait_turn(struct cache *c, struct lease_wait *w, struct cache_fetch_info *info)
 	return true;
 }
 
-enum cache_res
-cache_fetch(struct cache *c, const char *key, cache_fill_fn fill, void *arg,
-	    struct cache_value *out, struct cache_fetch_info *info_opt)
+/* The read protocol; missed: a get just answered "not found" (a batch's),
+   so the first round starts at the lease instead of asking again. */
+static enum cache_res
+fetch(struct cache *c, const char *key, cache_fill_fn fill, void *arg,
+      struct cache_value *out, struct cache_fetch_info *info_opt, bool missed)
 {
 	struct cache_fetch_info local, *info = info_opt ? info_opt : &local;
 	size_t klen = strlen(key);
@@ -357,7 +359,8 @@ cache_fetch(struct cache *c, const char *key, cache_fill_fn fill, void *arg,
 			info->breaker_open = true;
 			goto bypass;
 		}
-		g = do_get(c, b, key, klen, out, info);
+		g = missed ? G_MISS : do_get(c, b, key, klen, out, info);
+		missed = false;
 		if (g == G_VALUE) {
 			r = CACHE_HIT;
 			info->negative = out->status == 404;
@@ -406,6 +409,21 @@ done:
 	if (!info->breaker_open)
 		hs_hist_record(&c->sh->fetch_hist, info->cache_us);
 	return r;
+}
+
+enum cache_res
+cache_fetch(struct cache *c, const char *key, cache_fill_fn fill, void *arg,
+	    struct cache_value *out, struct cache_fetch_info *info)
+{
+	return fetch(c, key, fill, arg, out, info, false);
+}
+
+enum cache_res
+cache_fetch_missed(struct cache *c, const char *key, cache_fill_fn fill,
+		   void *arg, struct cache_value *out,
+		   struct cache_fetch_info *info)
+{
+	return fetch(c, key, fill, arg, out, info, true);
 }
 
 int

@@ -178,8 +178,14 @@ class BatchTest(CacheTestBase):
     def test_misses_and_updates_through_the_batcher(self):
         _, port = start_cached(self, self.db, [self.mc_port])
         b0 = stats(port)["cache"]["batch_keys"]
+        m0 = mc_stats(self.mc_port)
         r = get(port, "/products/30")
         self.assertEqual(r.header("x-cache"), "MISS")
+        # The lease follows the batch's miss without a second get: one
+        # miss in memcached, then the winner's gets for its CAS.
+        m1 = mc_stats(self.mc_port)
+        self.assertEqual(int(m1["get_misses"]) - int(m0["get_misses"]), 1)
+        self.assertEqual(int(m1["cmd_get"]) - int(m0["cmd_get"]), 2)
         self.assertEqual(get(port, "/products/30").header("x-cache"), "HIT")
         v = get(port, "/products/30").json()["version"]
         self.assertEqual(put(port, "/products/30", {"stock": 5}).status, 200)

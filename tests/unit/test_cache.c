@@ -606,6 +606,67 @@ test_race_naive_stale_set(void **state)
  * sees a miss, and a reader with a short wait bound falls back to the
  * database without storing.
  */
+/*
+ * cache_fetch_missed: a batch's get saw the key missing.  Still cold: the
+ * lease is taken at once and the fill stored.  Filled meanwhile: the add
+ * fails, the reader waits its turn and gets the stored body, no fill.
+ * Naive: fill and set.
+ */
+static void
+test_fetch_missed(void **state)
+{
+	struct group *g = *state;
+	struct cache_opts o;
+	struct cache_shared *s;
+	struct cache *c;
+	struct cache_value v;
+	struct cache_fetch_info info;
+	struct db d = { .ids = { 12 } };
+	struct cache_stats st;
+
+	test_opts(&o, g);
+	s = mk_shared(&o);
+	c = cache_new(s);
+	atomic_store(&d.version, 1);
+	assert_int_equal(cache_fetch_missed(c, "t12:a", db_fill, &d, &v, &info),
+			 CACHE_MISS);
+	assert_true(info.lease_won && info.stored && info.filled);
+	expect_body(&v, 12, 1);
+	cache_value_release(&v);
+	assert_int_equal(cache_fetch(c, "t12:a", db_fill, &d, &v, &info),
+			 CACHE_HIT);
+	cache_value_release(&v);
+	assert_int_equal(atomic_load(&d.calls), 1);
+
+	/* Another reader stored version 1 after our batch missed. */
+	atomic_store(&d.version, 2);
+	assert_int_equal(cache_fetch_missed(c, "t12:a", db_fill, &d, &v, &info),
+			 CACHE_HIT);
+	assert_false(info.filled || info.stored || info.lease_won);
+	expect_body(&v, 12, 1);
+	cache_value_release(&v);
+	assert_int_equal(atomic_load(&d.calls), 1);
+	cache_stats_get(s, &st);
+	assert_int_equal(st.fills, 1);
+	assert_int_equal(st.lease_wins, 1);
+	cache_free(c);
+	cache_shared_free(s);
+
+	o.mode = CACHE_MODE_NAIVE;
+	s = mk_shared(&o);
+	c = cache_new(s);
+	assert_int_equal(cache_fetch_missed(c, "t12:n", db_fill, &d, &v, &info),
+			 CACHE_MISS);
+	assert_true(info.filled && info.stored && !info.lease_won);
+	expect_body(&v, 12, 2);
+	cache_value_release(&v);
+	assert_int_equal(cache_fetch(c, "t12:n", db_fill, &d, &v, NULL),
+			 CACHE_HIT);
+	cache_value_release(&v);
+	cache_free(c);
+	cache_shared_free(s);
+}
+
 static void
 test_lease_marker_and_fallback(void **state)
 {
@@ -1698,6 +1759,7 @@ main(void)
 		cmocka_unit_test(test_thread_handles),
 		cmocka_unit_test(test_hit_latency),
 		cmocka_unit_test(test_batcher),
+		cmocka_unit_test(test_fetch_missed),
 	};
 	const struct CMUnitTest three[] = {
 		cmocka_unit_test(test_ketama_spread),
