@@ -34,7 +34,8 @@ ROOT = os.path.dirname(HERE)
 
 sys.path.insert(0, HERE)
 from stack import (  # noqa: E402  (one copy of each)
-    _preexec, free_port, free_ports, http_get as _stack_http_get)
+    _preexec, db_counts as _stack_db_counts, free_port, free_ports,
+    http_get as _stack_http_get, server_counters)
 WRK_DIR = os.path.join(HERE, "wrk")
 DEFAULT_BIN = os.environ.get("HS_BIN_DIR") or os.path.join(ROOT, "build",
                                                            "bin")
@@ -225,26 +226,49 @@ def stats(port):
 
 # ------------------------------------------------------ our own processes
 
+def start_on_free_port(name, launch, ready, log=None):
+    """Starts a process told which port to listen on: launch(port) returns
+    its Popen, ready(port, p) raises BenchError until it answers.  Tries 5
+    free ports, since another process may take one between our pick and the
+    bind.  Returns (Popen, port); the error quotes the end of log."""
+    last = None
+    for _ in range(5):
+        port = free_port()
+        p = launch(port)
+        try:
+            ready(port, p)
+            return p, port
+        except BenchError as e:
+            stop(p)
+            last = e
+    raise BenchError("could not start %s: %s%s" % (
+        name, last, "\n" + tail(log) if log else ""))
+
+
+def _wait_connect(port, p, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and p.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise BenchError("nothing listens on port %d" % port)
+
+
 def start_memcached(mem_mb, threads):
     exe = find_exe("memcached")
     if not exe:
         raise BenchError("memcached is not installed")
-    for _ in range(5):
-        port = free_port()
+    def launch(port):
         args = [exe, "-l", "127.0.0.1", "-p", str(port), "-U", "0",
                 "-m", str(mem_mb), "-t", str(threads), "-c", "4096"]
         if os.geteuid() == 0:
             args += ["-u", "nobody"]
-        p = spawn(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and p.poll() is None:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                return p, port
-            except OSError:
-                time.sleep(0.05)
-        stop(p)
-    raise BenchError("could not start memcached")
+        return spawn(args, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL)
+
+    return start_on_free_port("memcached", launch, _wait_connect)
 
 
 def start_server(binary, db, threads, name, extra=()):
@@ -298,16 +322,10 @@ def seed_counts(scale):
 
 
 def db_counts(db):
-    """(products, categories) in a seeded database: the id ranges of the
-    read mix (whatever scale it was seeded at)."""
+    """stack.db_counts, with a BenchError for a database that is missing,
+    unreadable or empty."""
     try:
-        c = sqlite3.connect("file:%s?mode=ro" % os.path.abspath(db),
-                            uri=True)
-        try:
-            p = c.execute("SELECT count(*) FROM products").fetchone()[0]
-            k = c.execute("SELECT count(*) FROM categories").fetchone()[0]
-        finally:
-            c.close()
+        p, k = _stack_db_counts(db)
     except sqlite3.Error as e:
         raise BenchError("cannot read %s: %s" % (db, e))
     if p < 1 or k < 1:
@@ -345,28 +363,24 @@ def _start_nginx(name, workers, server_block, check):
         raise BenchError("nginx is not installed (./hammerstack setup --bench "
                          "installs nginx-light)")
     tmp = mkdtemp("hs-bench-%s-" % name)
-    last = None
-    for _ in range(5):
-        port = free_port()
-        conf = os.path.join(tmp, name + ".conf")
+    conf = os.path.join(tmp, name + ".conf")
+
+    def launch(port):
         with open(conf, "w") as f:
             f.write(_nginx_conf(tmp, name, workers,
                                 server_block.replace("@PORT@", str(port))))
-        err = open(os.path.join(tmp, name + ".stderr"), "ab")
-        p = spawn([exe, "-p", tmp + "/", "-e", os.path.join(
-            tmp, name + ".error.log"), "-c", conf],
-            stdout=subprocess.DEVNULL, stderr=err)
-        err.close()
-        try:
-            body = wait_http(port, "/", 10, p)
-            if check is not None and body != check:
-                raise BenchError("%s answered %r" % (name, body[:80]))
-            return p, port
-        except BenchError as e:
-            stop(p)
-            last = e
-    raise BenchError("could not start %s: %s\n%s" % (
-        name, last, tail(os.path.join(tmp, name + ".error.log"))))
+        with open(os.path.join(tmp, name + ".stderr"), "ab") as err:
+            return spawn([exe, "-p", tmp + "/", "-e", os.path.join(
+                tmp, name + ".error.log"), "-c", conf],
+                stdout=subprocess.DEVNULL, stderr=err)
+
+    def ready(port, p):
+        body = wait_http(port, "/", 10, p)
+        if check is not None and body != check:
+            raise BenchError("%s answered %r" % (name, body[:80]))
+
+    return start_on_free_port(name, launch, ready,
+                              os.path.join(tmp, name + ".error.log"))
 
 
 def start_nginx_static(body="Hello, World!", workers=1, name="nginx"):
@@ -399,10 +413,10 @@ def start_haproxy(backend_ports, workers=1):
     if not exe:
         raise BenchError("haproxy is not installed")
     tmp = mkdtemp("hs-bench-haproxy-")
-    last = None
-    for _ in range(5):
-        port = free_port()
-        cfg = os.path.join(tmp, "haproxy.cfg")
+    cfg = os.path.join(tmp, "haproxy.cfg")
+    errpath = os.path.join(tmp, "haproxy.stderr")
+
+    def launch(port):
         with open(cfg, "w") as f:
             f.write("# Generated by loadtest/benchlib.py.\n"
                     "global\n  nbthread %d\n  maxconn 8000\n\n"
@@ -414,18 +428,13 @@ def start_haproxy(backend_ports, workers=1):
                     (workers, port, "".join(
                         "  server s%d 127.0.0.1:%d\n" % (i, p)
                         for i, p in enumerate(backend_ports))))
-        errpath = os.path.join(tmp, "haproxy.stderr")
-        err = open(errpath, "ab")
-        p = spawn([exe, "-db", "-f", cfg], stdout=subprocess.DEVNULL,
-                  stderr=err)
-        err.close()
-        try:
-            wait_http(port, "/", 15, p)
-            return p, port
-        except BenchError as e:
-            stop(p)
-            last = e
-    raise BenchError("could not start haproxy: %s\n%s" % (last, tail(errpath)))
+        with open(errpath, "ab") as err:
+            return spawn([exe, "-db", "-f", cfg], stdout=subprocess.DEVNULL,
+                         stderr=err)
+
+    return start_on_free_port("haproxy", launch,
+                              lambda port, p: wait_http(port, "/", 15, p),
+                              errpath)
 
 
 # ---------------------------------------------------------------------- wrk

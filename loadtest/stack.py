@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -83,6 +84,45 @@ def http_get(port, path, timeout=2.0):
     except urllib.error.URLError as e:
         raise OSError(str(e.reason))
 
+
+
+
+def db_counts(path):
+    """(products, categories) of a seeded database: the id ranges of the
+    read mix (ids run from 1; deleted ones answer 404).  Raises
+    sqlite3.Error."""
+    con = sqlite3.connect("file:%s?mode=ro" % os.path.abspath(path),
+                          uri=True, timeout=30)
+    try:
+        p = con.execute("SELECT max(id) FROM products").fetchone()[0] or 0
+        c = con.execute("SELECT max(id) FROM categories").fetchone()[0] or 0
+    finally:
+        con.close()
+    return p, c
+
+def server_counters(st):
+    """The counters the benchmarks and the walkthrough read from one
+    hs-server /stats document (cache fields 0 without a cache)."""
+    db = st.get("db", {})
+    cache = st.get("cache") if isinstance(st.get("cache"), dict) else {}
+    req_ms = 0.0
+    for r in st.get("routes", {}).values():
+        lat = r.get("latency", {})
+        req_ms += lat.get("count", 0) * lat.get("mean_us", 0) / 1000.0
+    return {
+        "db_queries": db.get("queries", 0),
+        "db_ms": db.get("time_ms", 0.0),
+        "hits": cache.get("hits", 0),
+        "misses": cache.get("misses", 0),
+        "bypasses": cache.get("bypasses", 0),
+        "cache_ms": cache.get("time_ms", 0.0),
+        "batches": cache.get("batches", 0),
+        "batch_keys": cache.get("batch_keys", 0),
+        "bq_ms": cache.get("batch_queue_ms", 0.0),
+        "rw_ms": cache.get("resume_wait_ms", 0.0),
+        "requests": st.get("requests", 0),
+        "req_ms": req_ms,
+    }
 
 def _preexec(parent, drop_privileges):
     def run():

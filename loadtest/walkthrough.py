@@ -62,32 +62,10 @@ def get_json(port, path):
     return {}
 
 
-def server_counters(st):
-    """(db queries, db ms, cache hits, cache misses, cache ms, requests,
-    total request ms) from one hs-server /stats document."""
-    db = st.get("db", {})
-    cache = st.get("cache") if isinstance(st.get("cache"), dict) else {}
-    req_ms = 0.0
-    for r in st.get("routes", {}).values():
-        lat = r.get("latency", {})
-        req_ms += lat.get("count", 0) * lat.get("mean_us", 0) / 1000.0
-    return {
-        "db_queries": db.get("queries", 0),
-        "db_ms": db.get("time_ms", 0.0),
-        "hits": cache.get("hits", 0),
-        "misses": cache.get("misses", 0),
-        "cache_ms": cache.get("time_ms", 0.0),
-        "bq_ms": cache.get("batch_queue_ms", 0.0),
-        "rw_ms": cache.get("resume_wait_ms", 0.0),
-        "requests": st.get("requests", 0),
-        "req_ms": req_ms,
-    }
-
-
 def snapshot(stk):
     tot = {}
     for port in stk.server_ports:
-        for k, v in server_counters(get_json(port, "/stats")).items():
+        for k, v in hs.server_counters(get_json(port, "/stats")).items():
             tot[k] = tot.get(k, 0) + v
     return tot
 
@@ -268,16 +246,6 @@ def profile(stk, a, counts, outdir, duration):
                     f.write("%s %d\n" % (k, v))
         os.unlink(perf_data)
     return w, d, breakdown, svg, bal0
-
-
-def db_counts(path):
-    con = sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=30)
-    try:
-        p = con.execute("SELECT max(id) FROM products").fetchone()[0] or 1
-        c = con.execute("SELECT max(id) FROM categories").fetchone()[0] or 1
-    finally:
-        con.close()
-    return {"products": p, "categories": c}
 
 
 def make_stack(step, a, logdir):
@@ -559,7 +527,12 @@ def main(argv=None):
     except subprocess.CalledProcessError as e:
         sys.stderr.write("walkthrough: seeding failed: %s\n" % e)
         return 1
-    counts = db_counts(a.db)
+    try:
+        p, c = hs.db_counts(a.db)
+    except sqlite3.Error as e:
+        sys.stderr.write("walkthrough: cannot read %s: %s\n" % (a.db, e))
+        return 1
+    counts = {"products": max(p, 1), "categories": max(c, 1)}
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "wrk_threads": a.wrk_threads, "connections": a.connections,
             "duration": a.duration, "put": a.put, "review": a.review,
