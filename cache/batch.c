@@ -9,7 +9,6 @@
 #include <string.h>
 
 #include "cache_int.h"
-#include "hs_log.h"
 #include "hs_util.h"
 
 struct cache_batcher {

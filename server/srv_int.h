@@ -11,7 +11,6 @@
 #define HS_SRV_INT_H
 
 #include <pthread.h>
-#include <stdbool.h>
 #include <stdint.h>
 
 #include <microhttpd.h>
