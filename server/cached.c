@@ -158,8 +158,17 @@ srv_serve_cacheable(struct srv_ctx *c, struct srv_resp *r, srv_build_fn build,
 		r->parked = 1;
 		return;
 	}
-	if (rq->batched)
+	if (rq->batched && !rq->batch_counted) {
 		batch_account(c->srv, &rq->batch);
+		rq->batch_counted = 1;
+	}
+	/* Anything but a batched hit needs the database or may wait on a
+	   lease: a database thread runs it. */
+	if (srv_current_loop() != NULL &&
+	    !(rq->batched && rq->batch.res == CACHE_HIT)) {
+		r->offload = 1;
+		return;
+	}
 	if (cs == NULL) {
 		r->status = build(c->w, key, &r->body);
 		r->xcache = "BYPASS";

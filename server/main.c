@@ -49,7 +49,10 @@ usage(FILE *f)
 		"  --scale S           seed scale when the database is created\n"
 		"                      (default 1.0: 100 categories, 100000 products,\n"
 		"                      1000000 reviews)\n"
-		"  --threads N         worker threads, 1..1024 (default: CPUs)\n"
+		"  --threads N         event loop threads (HTTP and cache hits),\n"
+		"                      1..1024 (default: half the CPUs)\n"
+		"  --db-threads N      database threads (queries, cache misses,\n"
+		"                      writes), 1..1024 (default: CPUs)\n"
 		"  --id NAME           instance name sent as X-Served-By\n"
 		"                      (default hs-server-PORT)\n"
 		"  --memcached LIST    memcached servers HOST:PORT[,HOST:PORT...]\n"
@@ -63,9 +66,10 @@ usage(FILE *f)
 		"  --cache-neg-ttl S   lifetime of a cached 404, 1..86400 s (default 5)\n"
 		"  --cache-batch N     read batching: the first get of concurrent\n"
 		"                      reads goes to memcached as one multi-get of up\n"
-		"                      to N keys, 1..1000 (default 64), once more than\n"
-		"                      2 connections per thread are open; 0 sends one\n"
-		"                      get per read from the worker thread\n"
+		"                      to N keys, 1..1000 (default 64), sent by each\n"
+		"                      event loop after every pass; 0 sends every\n"
+		"                      read to a database thread, which asks\n"
+		"                      memcached alone\n"
 		"  --debug-fill-delay-ms N\n"
 		"                      FOR TESTS AND TALKS ONLY: sleep N ms (0..60000)\n"
 		"                      between the database read and the cache store,\n"
@@ -93,6 +97,7 @@ parse_args(int argc, char **argv, struct opts *o)
 		{ "db", required_argument, NULL, 'd' },
 		{ "scale", required_argument, NULL, 's' },
 		{ "threads", required_argument, NULL, 't' },
+		{ "db-threads", required_argument, NULL, 'D' },
 		{ "id", required_argument, NULL, 'i' },
 		{ "cache", required_argument, NULL, 'c' },
 		{ "memcached", required_argument, NULL, 'M' },
@@ -137,6 +142,13 @@ parse_args(int argc, char **argv, struct opts *o)
 		case 't':
 			if (hs_parse_int(optarg, 1, 1024, &o->srv.threads) < 0) {
 				bad("--threads (want 1..1024)", optarg);
+				return ARGS_FAIL;
+			}
+			break;
+		case 'D':
+			if (hs_parse_int(optarg, 1, 1024, &o->srv.db_threads) <
+			    0) {
+				bad("--db-threads (want 1..1024)", optarg);
 				return ARGS_FAIL;
 			}
 			break;
@@ -391,8 +403,9 @@ main(int argc, char **argv)
 	else
 		printf("listening on %s:%d\n", o.srv.host, srv_port(s));
 	fflush(stdout);
-	log_info("serving %s with %d threads as %s, cache %s%s%s", o.db_path,
-		 o.srv.threads, srv_id(s), o.cache, cache ? " on " : "",
+	log_info("serving %s with %d loop and %d database threads as %s, "
+		 "cache %s%s%s", o.db_path, o.srv.threads, o.srv.db_threads,
+		 srv_id(s), o.cache, cache ? " on " : "",
 		 cache ? o.memcached : "");
 	while (sigwait(&sigs, &sig) != 0)
 		;

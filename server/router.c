@@ -257,27 +257,106 @@ answer_error(struct srv_ctx *c, int status, const char *msg,
 	return ret;
 }
 
+/*
+ * Whether a route's handler starts on the loop thread.  Database routes go
+ * straight to a database thread; the cacheable reads start on the loop
+ * when it batches (a hit is served there, anything else asks for a
+ * database thread with r->offload).
+ */
+static int
+starts_on_loop(struct srv *s, enum srv_route route)
+{
+	switch (route) {
+	case SRV_R_PLAINTEXT:
+	case SRV_R_JSON:
+	case SRV_R_STATS:
+	case SRV_R_METRICS:
+	case SRV_R_OTHER:
+		return 1;
+	case SRV_R_PRODUCT_GET:
+	case SRV_R_CATEGORY_TOP:
+		return s->cfg.cache != NULL && srv_loop_batcher() != NULL;
+	default:
+		return 0;
+	}
+}
+
+/*
+ * Hands the request to a database thread.  The connection is suspended
+ * first, so the database thread's resume always comes after it.
+ */
+static enum MHD_Result
+offload(struct srv_ctx *c)
+{
+	struct srv_req *rq = c->rq;
+
+	rq->conn = c->conn;
+	rq->loop = srv_current_loop();
+	rq->pool_resp = hs_xcalloc(1, sizeof(*rq->pool_resp));
+	MHD_suspend_connection(c->conn);
+	srv_pool_submit(c->srv->pool, rq);
+	return MHD_YES;
+}
+
+void
+srv_run_on_pool(struct srv *s, struct srv_req *rq)
+{
+	struct srv_ctx c = { s, srv_worker_get(s), rq, rq->conn };
+	struct srv_resp *r = rq->pool_resp;
+	uint64_t db0 = srv_worker_db_ns(c.w);
+
+	r->status = 500;
+	handlers[rq->route](&c, r);
+	if (r->status == 503)
+		r->retry_after = 1;
+	rq->pool_db_ns = srv_worker_db_ns(c.w) - db0;
+	srv_worker_publish(c.w);
+}
+
+/* Frees a response a database thread built (sent or not). */
+static void
+pool_resp_free(struct srv_req *rq)
+{
+	if (rq->pool_resp != NULL) {
+		hs_buf_free(&rq->pool_resp->body);
+		free(rq->pool_resp);
+		rq->pool_resp = NULL;
+	}
+}
+
 static enum MHD_Result
 dispatch(struct srv_ctx *c)
 {
 	struct srv_req *rq = c->rq;
 	struct srv_resp r = { 0 };
-	uint64_t db0;
 	enum MHD_Result ret;
 
 	if (rq->err_status)
 		return answer_error(c, rq->err_status, rq->err_msg, rq->allow);
-	db0 = srv_worker_db_ns(c->w);
+	if (rq->pool_resp != NULL) {
+		/* Resumed: a database thread has built the response. */
+		if (!__atomic_load_n(&rq->pool_done, __ATOMIC_ACQUIRE))
+			return MHD_YES;
+		ret = send_resp(c, rq->pool_resp, rq->pool_db_ns);
+		pool_resp_free(rq);
+		return ret;
+	}
+	if (!starts_on_loop(c->srv, rq->route))
+		return offload(c);
+	/* On the loop: no database work here (c->w is NULL). */
 	r.status = 500;
 	handlers[rq->route](c, &r);
 	if (r.parked) {
 		hs_buf_free(&r.body);
 		return MHD_YES; /* MHD calls again after the multi-get */
 	}
+	if (r.offload) {
+		hs_buf_free(&r.body);
+		return offload(c);
+	}
 	if (r.status == 503)
 		r.retry_after = 1;
-	ret = send_resp(c, &r, srv_worker_db_ns(c->w) - db0);
-	srv_worker_publish(c->w);
+	ret = send_resp(c, &r, 0);
 	hs_buf_free(&r.body);
 	return ret;
 }
@@ -317,14 +396,12 @@ srv_on_access(void *cls, struct MHD_Connection *conn, const char *url,
 		*con_cls = c.rq;
 		if (!too_large)
 			return MHD_YES;
-		c.w = srv_worker_get(s);
 		return answer_error(&c, 413, "request body too large", NULL);
 	}
 	if (c.rq->answered) {
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
-	c.w = srv_worker_get(s);
 	if (*upload_data_size > 0) {
 		size_t n = *upload_data_size;
 
@@ -370,6 +447,8 @@ srv_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		log_debug("%s: request ended early (%d)",
 			  srv_route_name(rq->route), (int)toe);
 	hs_buf_free(&rq->body);
+	/* A database thread's response that was never sent. */
+	pool_resp_free(rq);
 	/* A parked read whose connection ended before its multi-get. */
 	if (rq->batched && !rq->batch_ready)
 		cache_batch_cancel(rq->batcher, &rq->batch);

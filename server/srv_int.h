@@ -54,6 +54,8 @@ struct srv_stats {
 	uint64_t batch_queue_ns;             /* reads parked in the batcher's queue */
 	uint64_t resume_wait_ns;             /* batched reads answered, waiting for
 						their worker thread to take them back */
+	uint64_t db_queue_ns;                /* requests waiting for a database thread */
+	uint64_t db_jobs;                    /* requests run on the database threads */
 	struct hs_hist latency[SRV_R_COUNT];
 };
 
@@ -77,6 +79,9 @@ struct srv_loop {
 	struct srv *srv;
 	struct MHD_Daemon *mhd;
 	struct cache_batcher *batcher; /* NULL unless cfg.cache_batch > 0 */
+	int resume_fd;               /* eventfd in MHD's epoll set (edge
+					triggered): a database thread writes
+					it after resuming a connection */
 	int quiesced_fd;             /* MHD's listening descriptor, handed back
 					by MHD_quiesce_daemon (-1: not yet) */
 	pthread_t thread;
@@ -94,6 +99,7 @@ struct srv {
 	int stopped;
 	pthread_mutex_t wlock;       /* guards workers (taken once per thread) */
 	struct srv_worker *workers;
+	struct srv_pool *pool;       /* the database threads */
 	struct srv_stats stats;
 	unsigned open_conns;         /* client connections open now (atomic) */
 	char idbuf[64];              /* the default id */
@@ -113,8 +119,17 @@ struct srv_req {
 	struct hs_buf body;
 	int batched;                 /* queued on the loop's read batcher */
 	int batch_ready;             /* ... and answered: the answer is in batch */
+	int batch_counted;           /* its waits are in the stats */
 	struct cache_batcher *batcher; /* the batcher it is queued on */
 	struct cache_batch_req batch;
+	/* Handed to a database thread (the connection is suspended). */
+	struct MHD_Connection *conn;
+	struct srv_loop *loop;       /* the loop to wake when it is done */
+	struct srv_req *pool_next;   /* the pool's queue */
+	uint64_t pool_t0_ns;         /* when it was queued */
+	int pool_done;               /* atomic: the response is in pool_resp */
+	uint64_t pool_db_ns;         /* database time of the pool's run */
+	struct srv_resp *pool_resp;
 };
 
 /* The response a handler builds; the router turns it into an MHD response. */
@@ -128,9 +143,12 @@ struct srv_resp {
 	uint64_t cache_ns;           /* Server-Timing cache;dur (memcached + lease wait) */
 	int parked;                  /* no response yet: MHD calls again after
 					the loop's multi-get */
+	int offload;                 /* run the handler again on a database
+					thread */
 };
 
-/* What a handler gets: its worker, the request, the connection. */
+/* What a handler gets: its worker (NULL on a loop thread), the request,
+   the connection. */
 struct srv_ctx {
 	struct srv *srv;
 	struct srv_worker *w;
@@ -139,9 +157,22 @@ struct srv_ctx {
 };
 
 /* --- server.c --- */
+/* The calling thread's loop: NULL off the loop threads (database threads). */
+struct srv_loop *srv_current_loop(void);
 /* The calling thread's read batcher: NULL off the loop threads or with
    --cache-batch 0. */
 struct cache_batcher *srv_loop_batcher(void);
+
+/* --- pool.c: the database threads --- */
+/* Starts n threads; returns NULL with a message in err on failure. */
+struct srv_pool *srv_pool_new(struct srv *s, int n, char *err, size_t errlen);
+/* Queues a request whose connection the caller has suspended. */
+void srv_pool_submit(struct srv_pool *p, struct srv_req *rq);
+/*
+ * Lets the running requests finish, joins the threads and frees p; queued
+ * requests are dropped (their connections go with MHD_stop_daemon).
+ */
+void srv_pool_free(struct srv_pool *p);
 
 /* --- worker.c --- */
 /* The calling thread's worker (created on first use). */
@@ -262,6 +293,11 @@ void srv_h_metrics(struct srv_ctx *c, struct srv_resp *r);
  */
 void srv_route_resolve(const char *method, const char *url,
 		       struct srv_req *rq);
+/*
+ * On a database thread: runs rq's handler into rq->pool_resp and records
+ * its database time.
+ */
+void srv_run_on_pool(struct srv *s, struct srv_req *rq);
 /* The MHD callbacks (router.c). */
 enum MHD_Result srv_on_access(void *cls, struct MHD_Connection *conn,
 			      const char *url, const char *method,

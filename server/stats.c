@@ -93,7 +93,6 @@ srv_h_stats(struct srv_ctx *c, struct srv_resp *r)
 	static const char *const cls[6] = { "", "1xx", "2xx", "3xx", "4xx",
 					    "5xx" };
 
-	srv_worker_publish(c->w);
 	srv_db_totals(s, &q, &t, &nworkers);
 	for (int i = 100; i < 600; i++)
 		total += ld(&st->by_status[i]);
@@ -112,8 +111,11 @@ srv_h_stats(struct srv_ctx *c, struct srv_resp *r)
 	srv_cache_stats_json(s, b);
 	hs_buf_printf(b,
 		      ",\"db\":{\"queries\":%" PRIu64 ",\"time_ms\":%.3f,"
-		      "\"errors\":%" PRIu64 ",\"workers\":%d}",
-		      q, (double)t / 1e6, ld(&st->db_errors), nworkers);
+		      "\"errors\":%" PRIu64 ",\"workers\":%d,\"threads\":%d,"
+		      "\"jobs\":%" PRIu64 ",\"queue_ms\":%.3f}",
+		      q, (double)t / 1e6, ld(&st->db_errors), nworkers,
+		      s->cfg.db_threads, ld(&st->db_jobs),
+		      (double)ld(&st->db_queue_ns) / 1e6);
 	hs_buf_puts(b, ",\"status\":{");
 	int first = 1;
 	for (int i = 100; i < 600; i++) {
@@ -166,7 +168,6 @@ srv_h_metrics(struct srv_ctx *c, struct srv_resp *r)
 	static const char *const cls[6] = { "", "1xx", "2xx", "3xx", "4xx",
 					    "5xx" };
 
-	srv_worker_publish(c->w);
 	srv_db_totals(s, &q, &t, NULL);
 	hs_buf_puts(b, "# HELP hs_info Instance of hs-server.\n"
 		       "# TYPE hs_info gauge\nhs_info{id=");
@@ -195,8 +196,17 @@ srv_h_metrics(struct srv_ctx *c, struct srv_resp *r)
 		      "# HELP hs_db_errors_total Requests answered 503 after a "
 		      "database failure.\n"
 		      "# TYPE hs_db_errors_total counter\n"
-		      "hs_db_errors_total %" PRIu64 "\n",
-		      q, (double)t / 1e9, ld(&st->db_errors));
+		      "hs_db_errors_total %" PRIu64 "\n"
+		      "# HELP hs_db_jobs_total Requests run on the database "
+		      "threads.\n"
+		      "# TYPE hs_db_jobs_total counter\n"
+		      "hs_db_jobs_total %" PRIu64 "\n"
+		      "# HELP hs_db_queue_seconds_total Time requests waited "
+		      "for a database thread.\n"
+		      "# TYPE hs_db_queue_seconds_total counter\n"
+		      "hs_db_queue_seconds_total %.6f\n",
+		      q, (double)t / 1e9, ld(&st->db_errors), ld(&st->db_jobs),
+		      (double)ld(&st->db_queue_ns) / 1e9);
 	srv_cache_stats_prom(s, b);
 	hs_buf_puts(b, "# HELP hs_requests_total Requests by route and status "
 		       "class.\n# TYPE hs_requests_total counter\n");

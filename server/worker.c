@@ -1,9 +1,10 @@
 /*
- * Per-thread worker state: each libmicrohttpd worker thread gets its own
- * database connection (struct db is not thread-safe, and one connection
- * per thread keeps its prepared statements hot) and its own PRNG.  Workers
- * are created lazily on a thread's first request and freed by srv_free()
- * once every MHD thread has stopped.
+ * Per-thread worker state: each database thread gets its own database
+ * connection (struct db is not thread-safe, and one connection per thread
+ * keeps its prepared statements hot) and its own PRNG.  Workers are created
+ * lazily on a thread's first request (loop threads get one too, which
+ * never opens a database) and freed by srv_free() once every thread has
+ * stopped.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -15,7 +16,7 @@
 #include "hs_util.h"
 #include "srv_int.h"
 
-/* MHD threads belong to one daemon, so one pointer per thread suffices. */
+/* A thread serves one server, so one pointer per thread suffices. */
 static __thread struct srv_worker *tls_worker;
 
 struct srv_worker *
