@@ -185,7 +185,8 @@ class Stack:
                  db=DEFAULT_DB, scale=1.0, balancer_port=8080,
                  server_port=8081, admin_port=8090, memcached_port=21211,
                  logdir=None, server_args=(), balancer_args=(),
-                 threads=None, server_ports=None, memcached_ports=None):
+                 threads=None, server_ports=None, memcached_ports=None,
+                 db_threads=None):
         if servers < 1:
             raise StackError("--servers must be at least 1")
         if cache not in ("lease", "naive", "off"):
@@ -208,6 +209,7 @@ class Stack:
         self.server_args = list(server_args)
         self.balancer_args = list(balancer_args)
         self.threads = threads
+        self.db_threads = db_threads
         self.children = []
 
     # The ports this stack will listen on, named for error messages.
@@ -305,6 +307,8 @@ class Stack:
                     args += ["--memcached", self.memcached_list()]
                 if self.threads:
                     args += ["--threads", str(self.threads)]
+                if self.db_threads:
+                    args += ["--db-threads", str(self.db_threads)]
                 c = self._spawn("hs-server-%d" % (i + 1),
                                 args + self.server_args, port)
                 self._wait_healthy(c, port)
@@ -456,7 +460,7 @@ def cmd_up(a):
                   balancer=not a.no_balancer, db=a.db, scale=a.scale,
                   balancer_port=a.port, server_port=a.server_port,
                   admin_port=a.admin_port, memcached_port=a.memcached_port,
-                  threads=a.threads)
+                  threads=a.threads, db_threads=a.db_threads)
     stack.check_ports()
     if not a.detach:
         return supervise(stack)
@@ -567,7 +571,10 @@ def main(argv=None):
     up.add_argument("--memcached-port", type=int, default=21211,
                     help="first memcached port (default 21211)")
     up.add_argument("--threads", type=int, default=None,
-                    help="worker threads per server (default: CPUs)")
+                    help="event loop threads per server (default: half "
+                    "the CPUs)")
+    up.add_argument("--db-threads", type=int, default=None,
+                    help="database threads per server (default: CPUs)")
     up.add_argument("--detach", action="store_true",
                     help="run in the background (stop with down)")
     sub.add_parser("down", help="stop a detached stack")

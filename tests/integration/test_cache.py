@@ -276,6 +276,47 @@ class BatchTest(CacheTestBase):
         self.assertEqual(set(seen), {200})
 
 
+# --- database threads ----------------------------------------------------------
+
+class DbThreadTest(CacheTestBase):
+    def test_hit_served_while_a_fill_sleeps(self):
+        """One event loop, two database threads, a 2 s fill delay: a cache
+        miss sleeps on a database thread while a hit for another key is
+        served by the loop, before the miss is answered."""
+        _, port = start_cached(self, self.db, [self.mc_port], "--threads",
+                               "1", "--db-threads", "2",
+                               "--debug-fill-delay-ms", "2000")
+        self.assertEqual(get(port, "/products/1").header("x-cache"), "MISS")
+        self.assertEqual(get(port, "/products/1").header("x-cache"), "HIT")
+        jobs0 = stats(port)["db"]["jobs"]
+        out = {}
+
+        def cold():
+            out["r"] = get(port, "/products/2")
+            out["t"] = time.monotonic()
+
+        t = threading.Thread(target=cold)
+        t.start()
+        try:
+            # The miss is on a database thread once it counts as a job.
+            deadline = time.monotonic() + 10 * SLOW
+            while stats(port)["db"]["jobs"] == jobs0:
+                self.assertLess(time.monotonic(), deadline)
+                time.sleep(0.01)
+            hit = get(port, "/products/1")
+            hit_t = time.monotonic()
+        finally:
+            t.join(30 * SLOW)
+        self.assertEqual(hit.status, 200)
+        self.assertEqual(hit.header("x-cache"), "HIT")
+        self.assertEqual(out["r"].status, 200)
+        self.assertEqual(out["r"].header("x-cache"), "MISS")
+        self.assertLess(hit_t, out["t"], "the hit waited for the miss")
+        st = stats(port)
+        self.assertEqual(st["threads"], 1)
+        self.assertEqual(st["db"]["threads"], 2)
+
+
 # --- faults ------------------------------------------------------------------
 
 class FaultTest(CacheTestBase):

@@ -30,13 +30,16 @@ class OptionsTest(unittest.TestCase):
         r = run("--help")
         self.assertEqual(r.returncode, 0)
         out = r.stdout.decode()
-        for opt in ("--listen", "--db", "--scale", "--threads", "--id",
+        for opt in ("--listen", "--db", "--scale", "--threads",
+                    "--db-threads", "--id",
                     "--cache", "--log-level", "--max-body"):
             self.assertIn(opt, out)
 
     def test_bad_options(self):
         for args in (["--bogus"], ["--threads", "0"], ["--threads", "x"],
-                     ["--threads"], ["--listen", "nope"],
+                     ["--threads"], ["--db-threads", "0"],
+                     ["--db-threads", "1025"], ["--db-threads", "x"],
+                     ["--listen", "nope"],
                      ["--listen", "127.0.0.1:70000"], ["--cache", "lease"],
                      ["--log-level", "loud"], ["--max-body", "0"],
                      ["--scale", "-1"], ["--id", ""], ["extra"]):
@@ -215,6 +218,48 @@ class ShutdownTest(unittest.TestCase):
             "SELECT stock, version FROM products WHERE id = 1").fetchone()
         con.close()
         self.assertEqual((stock, version), (42, 2))
+
+    def test_sigterm_while_requests_queue_for_the_database(self):
+        """One database thread, eight clients on database routes: SIGTERM
+        comes while requests wait in the database threads' queue.  Each
+        is answered before the server exits, within the drain timeout."""
+        db = hstest.seeded_db(0.01)
+        p, port = hstest.start_server(db, "--threads", "1", "--db-threads",
+                                      "1")
+        paths = ["/products/%d" % i for i in range(1, 30)] + \
+            ["/categories/1/top"] + \
+            ["/queries?queries=5", "/healthz"]
+        stop = threading.Event()
+        seen, lock = [], threading.Lock()
+
+        def load(t):
+            i = t
+            while not stop.is_set():
+                i += 1
+                try:
+                    r = hstest.request(port, "GET", paths[i % len(paths)],
+                                       timeout=20)
+                except OSError:
+                    return   # refused or reset once it stopped accepting
+                with lock:
+                    seen.append(r.status)
+
+        ts = [threading.Thread(target=load, args=(t,)) for t in range(8)]
+        try:
+            for t in ts:
+                t.start()
+            time.sleep(0.5 * hstest.SLOW)
+            rc = p.stop()
+            err = p.stderr()
+        finally:
+            stop.set()
+            for t in ts:
+                t.join(30 * hstest.SLOW)
+            p.cleanup()
+        self.assertEqual(rc, 0, err)
+        self.assertNotIn("still in flight", err)
+        self.assertGreater(len(seen), 8)
+        self.assertEqual(set(seen), {200})
 
     def test_sigint_exits_0(self):
         p, port = hstest.start_server(hstest.seeded_db(0.01))
