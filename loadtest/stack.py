@@ -120,6 +120,7 @@ def server_counters(st):
         "batch_keys": cache.get("batch_keys", 0),
         "bq_ms": cache.get("batch_queue_ms", 0.0),
         "rw_ms": cache.get("resume_wait_ms", 0.0),
+        "dq_ms": db.get("queue_ms", 0.0),
         "requests": st.get("requests", 0),
         "req_ms": req_ms,
     }
@@ -574,7 +575,8 @@ def main(argv=None):
                     help="event loop threads per server (default: half "
                     "the CPUs)")
     up.add_argument("--db-threads", type=int, default=None,
-                    help="database threads per server (default: CPUs)")
+                    help="database threads per server (default: 4 per "
+                    "CPU)")
     up.add_argument("--detach", action="store_true",
                     help="run in the background (stop with down)")
     sub.add_parser("down", help="stop a detached stack")

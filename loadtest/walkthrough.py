@@ -225,9 +225,10 @@ def profile(stk, a, counts, outdir, duration):
     breakdown["  in memcached"] = d.get("cache_ms", 0) / n
     breakdown["  waiting for the multi-get"] = d.get("bq_ms", 0) / n
     breakdown["  answered, waiting to be served"] = d.get("rw_ms", 0) / n
+    breakdown["  waiting for a database thread"] = d.get("dq_ms", 0) / n
     breakdown["  HTTP, JSON, the rest"] = max(
         0.0, (d.get("req_ms", 0) - d.get("db_ms", 0) - d.get("cache_ms", 0) -
-              d.get("bq_ms", 0) - d.get("rw_ms", 0)) / n)
+              d.get("bq_ms", 0) - d.get("rw_ms", 0) - d.get("dq_ms", 0)) / n)
     breakdown["client-seen p50"] = w["p50_us"] / 1000.0
     if perf:
         perf.wait(duration + 30)

@@ -52,7 +52,7 @@ usage(FILE *f)
 		"  --threads N         event loop threads (HTTP and cache hits),\n"
 		"                      1..1024 (default: half the CPUs)\n"
 		"  --db-threads N      database threads (queries, cache misses,\n"
-		"                      writes), 1..1024 (default: CPUs)\n"
+		"                      writes), 1..1024 (default: 4 per CPU)\n"
 		"  --id NAME           instance name sent as X-Served-By\n"
 		"                      (default hs-server-PORT)\n"
 		"  --memcached LIST    memcached servers HOST:PORT[,HOST:PORT...]\n"

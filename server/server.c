@@ -39,11 +39,16 @@ srv_config_defaults(struct srv_config *c)
 	 * Half the cores for the event loops: they share the machine with
 	 * the database threads, memcached and often the load generator, and
 	 * fewer loops make bigger multi-gets.  On 2 cores, cached read mix:
-	 * 1 loop served 50.1k req/s, 2 loops 39.4k (README, "Server").
-	 * Database threads block in SQLite: one per core.
+	 * 1 loop served 50.1k req/s, 2 loops 39.4k.
+	 *
+	 * Database threads also wait: on a lease, on SQLite's write lock.
+	 * Four per core: on 2 cores, the walkthrough's update mix ran at
+	 * 5.9k req/s with 2, 6.6k with 4, 7.7k with 8 (7.3k against 6.6k and
+	 * 5.4k for 8, 16 and 32 in another run: writers then contend), and
+	 * the uncached read mix lost nothing with 8 against 2.
 	 */
 	c->threads = n > 1 ? (int)n / 2 : 1;
-	c->db_threads = n > 0 ? (int)n : 1;
+	c->db_threads = n > 0 ? 4 * (int)(n < 256 ? n : 256) : 4;
 	c->max_body = 65536;
 	c->busy_timeout_ms = 5000;
 	c->conn_limit = 8192;
