@@ -572,11 +572,10 @@ def main(argv=None):
     up.add_argument("--memcached-port", type=int, default=21211,
                     help="first memcached port (default 21211)")
     up.add_argument("--threads", type=int, default=None,
-                    help="event loop threads per server (default: half "
-                    "the CPUs)")
+                    help="event loop threads per server (default: CPUs)")
     up.add_argument("--db-threads", type=int, default=None,
-                    help="database threads per server (default: 4 per "
-                    "CPU)")
+                    help="database threads per server (default 0: the "
+                    "loops run the queries)")
     up.add_argument("--detach", action="store_true",
                     help="run in the background (stop with down)")
     sub.add_parser("down", help="stop a detached stack")

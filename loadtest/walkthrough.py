@@ -257,10 +257,10 @@ def make_stack(step, a, logdir):
     extra = []
     threads = a.server_threads
     if step == "1b":
-        # Every miss sleeps in its database thread for the fill delay:
-        # enough of them keep misses from queueing behind sleeping fills.
-        extra = ["--debug-fill-delay-ms", str(a.fill_delay_ms),
-                 "--db-threads", "16"]
+        # Every miss sleeps in its worker thread for the fill delay: enough
+        # threads keep the server answering while fills sleep.
+        extra = ["--debug-fill-delay-ms", str(a.fill_delay_ms)]
+        threads = max(16, threads or 0)
     return hs.Stack(servers=servers, cache=cache, memcached=1,
                     balancer=balancer, db=a.db, scale=a.scale,
                     server_ports=ports[:servers],
@@ -461,8 +461,7 @@ def main(argv=None):
     ap.add_argument("--servers", type=int, default=2, metavar="N",
                     help="servers behind the balancer in steps 2-3 (default 2)")
     ap.add_argument("--server-threads", type=int, default=None, metavar="N",
-                    help="event loop threads per server (default: half the "
-                    "CPUs)")
+                    help="event loop threads per server (default: CPUs)")
     ap.add_argument("--steps", default="0,1,1b,2,3",
                     help="steps to run (default 0,1,1b,2,3)")
     ap.add_argument("--put", type=float, default=0.02,

@@ -163,8 +163,8 @@ srv_serve_cacheable(struct srv_ctx *c, struct srv_resp *r, srv_build_fn build,
 		rq->batch_counted = 1;
 	}
 	/* Anything but a batched hit needs the database or may wait on a
-	   lease: a database thread runs it. */
-	if (srv_current_loop() != NULL &&
+	   lease: a database thread runs it, when there are any. */
+	if (srv_current_loop() != NULL && c->srv->pool != NULL &&
 	    !(rq->batched && rq->batch.res == CACHE_HIT)) {
 		r->offload = 1;
 		return;

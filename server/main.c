@@ -49,10 +49,13 @@ usage(FILE *f)
 		"  --scale S           seed scale when the database is created\n"
 		"                      (default 1.0: 100 categories, 100000 products,\n"
 		"                      1000000 reviews)\n"
-		"  --threads N         event loop threads (HTTP and cache hits),\n"
-		"                      1..1024 (default: half the CPUs)\n"
-		"  --db-threads N      database threads (queries, cache misses,\n"
-		"                      writes), 1..1024 (default: 4 per CPU)\n"
+		"  --threads N         event loop threads, 1..1024 (default: CPUs)\n"
+		"  --db-threads N      database threads, 0..1024 (default 0: the\n"
+		"                      event loops run the queries).  With N > 0,\n"
+		"                      queries, cache misses and writes run on N\n"
+		"                      threads and the loops serve HTTP and cache\n"
+		"                      hits only; try --threads 1 --db-threads 8\n"
+		"                      for one server alone on 2 cores\n"
 		"  --id NAME           instance name sent as X-Served-By\n"
 		"                      (default hs-server-PORT)\n"
 		"  --memcached LIST    memcached servers HOST:PORT[,HOST:PORT...]\n"
@@ -67,9 +70,8 @@ usage(FILE *f)
 		"  --cache-batch N     read batching: the first get of concurrent\n"
 		"                      reads goes to memcached as one multi-get of up\n"
 		"                      to N keys, 1..1000 (default 64), sent by each\n"
-		"                      event loop after every pass; 0 sends every\n"
-		"                      read to a database thread, which asks\n"
-		"                      memcached alone\n"
+		"                      event loop after every pass; 0 sends one\n"
+		"                      get per read\n"
 		"  --debug-fill-delay-ms N\n"
 		"                      FOR TESTS AND TALKS ONLY: sleep N ms (0..60000)\n"
 		"                      between the database read and the cache store,\n"
@@ -146,9 +148,9 @@ parse_args(int argc, char **argv, struct opts *o)
 			}
 			break;
 		case 'D':
-			if (hs_parse_int(optarg, 1, 1024, &o->srv.db_threads) <
+			if (hs_parse_int(optarg, 0, 1024, &o->srv.db_threads) <
 			    0) {
-				bad("--db-threads (want 1..1024)", optarg);
+				bad("--db-threads (want 0..1024)", optarg);
 				return ARGS_FAIL;
 			}
 			break;

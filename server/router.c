@@ -258,10 +258,10 @@ answer_error(struct srv_ctx *c, int status, const char *msg,
 }
 
 /*
- * Whether a route's handler starts on the loop thread.  Database routes go
- * straight to a database thread; the cacheable reads start on the loop
- * when it batches (a hit is served there, anything else asks for a
- * database thread with r->offload).
+ * With database threads: whether a route's handler starts on the loop
+ * thread.  Database routes go straight to a database thread; the cacheable
+ * reads start on the loop when it batches (a hit is served there, anything
+ * else asks for a database thread with r->offload).
  */
 static int
 starts_on_loop(struct srv *s, enum srv_route route)
@@ -329,6 +329,7 @@ dispatch(struct srv_ctx *c)
 {
 	struct srv_req *rq = c->rq;
 	struct srv_resp r = { 0 };
+	uint64_t db0;
 	enum MHD_Result ret;
 
 	if (rq->err_status)
@@ -341,9 +342,11 @@ dispatch(struct srv_ctx *c)
 		pool_resp_free(rq);
 		return ret;
 	}
-	if (!starts_on_loop(c->srv, rq->route))
+	if (c->srv->pool != NULL && !starts_on_loop(c->srv, rq->route))
 		return offload(c);
-	/* On the loop: no database work here (c->w is NULL). */
+	/* On the loop: every route without database threads. */
+	c->w = srv_worker_get(c->srv);
+	db0 = srv_worker_db_ns(c->w);
 	r.status = 500;
 	handlers[rq->route](c, &r);
 	if (r.parked) {
@@ -356,7 +359,8 @@ dispatch(struct srv_ctx *c)
 	}
 	if (r.status == 503)
 		r.retry_after = 1;
-	ret = send_resp(c, &r, 0);
+	ret = send_resp(c, &r, srv_worker_db_ns(c->w) - db0);
+	srv_worker_publish(c->w);
 	hs_buf_free(&r.body);
 	return ret;
 }

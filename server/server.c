@@ -8,8 +8,9 @@
  * plus one thing the pool cannot do.  After every pass over its ready
  * connections the loop runs its read batcher, so the cacheable reads that
  * pass parked share one memcached multi-get, asked for and answered on the
- * same thread, with no thread hand-off.  Whatever needs the database goes
- * to a database thread (pool.c) with its connection suspended.
+ * same thread, with no thread hand-off.  With --db-threads, whatever
+ * needs the database goes to a database thread (pool.c) with its
+ * connection suspended; without, the loop runs it.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -35,20 +36,11 @@ srv_config_defaults(struct srv_config *c)
 	memset(c, 0, sizeof(*c));
 	snprintf(c->host, sizeof(c->host), "127.0.0.1");
 	c->port = 8081;
-	/*
-	 * Half the cores for the event loops: they share the machine with
-	 * the database threads, memcached and often the load generator, and
-	 * fewer loops make bigger multi-gets.  On 2 cores, cached read mix:
-	 * 1 loop served 50.1k req/s, 2 loops 39.4k.
-	 *
-	 * Database threads also wait: on a lease, on SQLite's write lock.
-	 * Four per core: on 2 cores, the walkthrough's update mix ran at
-	 * 5.9k req/s with 2, 6.6k with 4, 7.7k with 8 (7.3k against 6.6k and
-	 * 5.4k for 8, 16 and 32 in another run: writers then contend), and
-	 * the uncached read mix lost nothing with 8 against 2.
-	 */
-	c->threads = n > 1 ? (int)n / 2 : 1;
-	c->db_threads = n > 0 ? 4 * (int)(n < 256 ? n : 256) : 4;
+	/* Database work runs on the loops unless --db-threads asks
+	   otherwise (README, "Database threads": which wins depends on how
+	   many processes share the cores). */
+	c->threads = n > 0 ? (int)n : 1;
+	c->db_threads = 0;
 	c->max_body = 65536;
 	c->busy_timeout_ms = 5000;
 	c->conn_limit = 8192;
@@ -192,8 +184,9 @@ static int
 start_loop(struct srv *s, int i, char *err, size_t errlen)
 {
 	struct srv_loop *l = &s->loops[i];
+	/* Database threads suspend and resume connections. */
 	unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
-			 MHD_ALLOW_SUSPEND_RESUME;
+			 (s->cfg.db_threads > 0 ? MHD_ALLOW_SUSPEND_RESUME : 0);
 	unsigned n = (unsigned)s->cfg.threads;
 	/* The connection limit shared out as MHD's pool does. */
 	unsigned limit = s->cfg.conn_limit / n +
@@ -280,8 +273,8 @@ srv_new(const struct srv_config *c, char *err, size_t errlen)
 		s->loops[i].quiesced_fd = -1;
 		s->loops[i].resume_fd = -1;
 	}
-	if (s->cfg.db_threads < 1)
-		s->cfg.db_threads = 1;
+	if (s->cfg.db_threads < 0)
+		s->cfg.db_threads = 0;
 	s->wake_fd = eventfd(0, EFD_CLOEXEC);
 	if (s->wake_fd < 0) {
 		snprintf(err, errlen, "eventfd: %s", strerror(errno));
@@ -301,9 +294,11 @@ srv_new(const struct srv_config *c, char *err, size_t errlen)
 	for (int i = 0; i < s->cfg.threads; i++)
 		if (start_loop(s, i, err, errlen) < 0)
 			goto fail;
-	s->pool = srv_pool_new(s, s->cfg.db_threads, err, errlen);
-	if (s->pool == NULL)
-		goto fail;
+	if (s->cfg.db_threads > 0) {
+		s->pool = srv_pool_new(s, s->cfg.db_threads, err, errlen);
+		if (s->pool == NULL)
+			goto fail;
+	}
 	for (int i = 0; i < s->cfg.threads; i++) {
 		int rc = pthread_create(&s->loops[i].thread, NULL, loop_main,
 					&s->loops[i]);

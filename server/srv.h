@@ -1,8 +1,9 @@
 /*
  * The hammerstack app server as a library: an HTTP/1.1 JSON API over the
- * SQLite data layer, served by libmicrohttpd: event loops (one epoll loop
- * and one read batcher each) for HTTP and cache hits, and database threads
- * (one database connection each) for everything that queries SQLite.
+ * SQLite data layer, served by libmicrohttpd event loops (one epoll loop,
+ * one read batcher and one database connection each), or, with database
+ * threads, loops for HTTP and cache hits and database threads (one
+ * database connection each) for everything that queries SQLite.
  *
  * main.c parses options into a struct srv_config, calls srv_new(), waits for
  * a signal, then srv_shutdown() and srv_free().
@@ -20,7 +21,7 @@ struct srv_config {
 	int port;                /* 0 picks a free port */
 	const char *db_path;     /* borrowed; must exist (main seeds it) */
 	int threads;             /* event loop threads, >= 1 */
-	int db_threads;          /* database threads, >= 1 */
+	int db_threads;          /* database threads; 0: the loops query */
 	const char *id;          /* X-Served-By value; borrowed; NULL means
 				    "hs-server-PORT" with the bound port */
 	size_t max_body;         /* largest request body accepted */

@@ -293,11 +293,11 @@ class LoadtestTest(unittest.TestCase):
             results = {}
             for mode, product in (("naive", "11"), ("lease", "21")):
                 db = hstest.seeded_db(SCALE)
-                # More database threads than checker connections: a
-                # thread asleep in a fill must not hide the stale window
-                # from the other readers.
+                # More server threads than checker connections: a thread
+                # asleep in a fill must not hide the stale window from the
+                # other readers.
                 srv, port = hstest.start_server(
-                    db, "--db-threads", "16", "--log-level", "warn",
+                    db, "--threads", "16", "--log-level", "warn",
                     "--memcached", "127.0.0.1:%d" % mc_port,
                     "--cache", mode, "--debug-fill-delay-ms", "50")
                 try:

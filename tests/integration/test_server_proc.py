@@ -37,7 +37,7 @@ class OptionsTest(unittest.TestCase):
 
     def test_bad_options(self):
         for args in (["--bogus"], ["--threads", "0"], ["--threads", "x"],
-                     ["--threads"], ["--db-threads", "0"],
+                     ["--threads"], ["--db-threads", "-1"],
                      ["--db-threads", "1025"], ["--db-threads", "x"],
                      ["--listen", "nope"],
                      ["--listen", "127.0.0.1:70000"], ["--cache", "lease"],
