@@ -1,19 +1,19 @@
 /*
- * The database threads.  The event loops never touch SQLite: a request that
- * needs the database (an uncached read, a cache miss, a write, /healthz,
- * the TechEmpower database tests) has its connection suspended and is
- * queued here.  A database thread runs the route's handler, with its own
- * database connection and memcached handle, leaves the response in the
- * request, resumes the connection and wakes the request's loop, which sends
- * the response on its next pass.
+ * The database threads (--db-threads N > 0).  The event loops then never
+ * touch SQLite: a request that needs the database (an uncached read, a
+ * cache miss, a write, /healthz, the TechEmpower database tests) has its
+ * connection suspended and is queued here.  A database thread runs the
+ * route's handler, with its own database connection and memcached handle,
+ * leaves the response in the request, resumes the connection and wakes the
+ * request's loop, which sends the response on its next pass.
  *
  * So a loop's cache hits never wait behind a database query or a lease
- * wait, and the number of loops and of database threads are set apart:
- * hits want few loops (bigger multi-gets, fewer threads on the cores),
- * the database wants a thread per core.
+ * wait, and loops and database threads are sized apart: hits want few
+ * loops (bigger multi-gets, fewer threads on the cores), database threads
+ * also wait (leases, SQLite's write lock).  The hand-off costs about 6.5
+ * system calls per request; README, "Database threads", has when it wins.
  *
- * The queue is a mutex and a condition variable: a job costs
- * microseconds of hand-off against the hundreds a query costs.
+ * The queue is a mutex and a condition variable, FIFO.
  */
 #include <pthread.h>
 #include <stdio.h>

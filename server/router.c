@@ -335,7 +335,8 @@ dispatch(struct srv_ctx *c)
 	if (rq->err_status)
 		return answer_error(c, rq->err_status, rq->err_msg, rq->allow);
 	if (rq->pool_resp != NULL) {
-		/* Resumed: a database thread has built the response. */
+		/* Resumed: a database thread has built the response (it
+		   resumes only after pool_done, so this always holds). */
 		if (!__atomic_load_n(&rq->pool_done, __ATOMIC_ACQUIRE))
 			return MHD_YES;
 		ret = send_resp(c, rq->pool_resp, rq->pool_db_ns);

@@ -147,8 +147,7 @@ struct srv_resp {
 					thread */
 };
 
-/* What a handler gets: its worker (NULL on a loop thread), the request,
-   the connection. */
+/* What a handler gets: its worker, the request, the connection. */
 struct srv_ctx {
 	struct srv *srv;
 	struct srv_worker *w;

@@ -1,10 +1,10 @@
 /*
- * Per-thread worker state: each database thread gets its own database
- * connection (struct db is not thread-safe, and one connection per thread
- * keeps its prepared statements hot) and its own PRNG.  Workers are created
- * lazily on a thread's first request (loop threads get one too, which
- * never opens a database) and freed by srv_free() once every thread has
- * stopped.
+ * Per-thread worker state: each thread that queries (an event loop, or a
+ * database thread with --db-threads) gets its own database connection
+ * (struct db is not thread-safe, and one connection per thread keeps its
+ * prepared statements hot) and its own PRNG.  Workers are created lazily
+ * on a thread's first request and freed by srv_free() once every thread
+ * has stopped.
  */
 #include <pthread.h>
 #include <stdlib.h>
