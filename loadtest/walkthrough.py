@@ -256,18 +256,22 @@ def make_stack(step, a, logdir):
     ports = hs.free_ports(servers + 3)
     extra = []
     threads = a.server_threads
+    db_threads = a.server_db_threads
     if step == "1b":
         # Every miss sleeps in its worker thread for the fill delay: enough
         # threads keep the server answering while fills sleep.
         extra = ["--debug-fill-delay-ms", str(a.fill_delay_ms)]
         threads = max(16, threads or 0)
+        if db_threads:
+            db_threads = max(16, db_threads)  # the fills sleep there
     return hs.Stack(servers=servers, cache=cache, memcached=1,
                     balancer=balancer, db=a.db, scale=a.scale,
                     server_ports=ports[:servers],
                     memcached_ports=[ports[servers]],
                     balancer_port=ports[servers + 1],
                     admin_port=ports[servers + 2], logdir=logdir,
-                    server_args=extra, threads=threads)
+                    server_args=extra, threads=threads,
+                    db_threads=db_threads)
 
 
 def run_step(step, a, counts, outdir):
@@ -462,6 +466,11 @@ def main(argv=None):
                     help="servers behind the balancer in steps 2-3 (default 2)")
     ap.add_argument("--server-threads", type=int, default=None, metavar="N",
                     help="event loop threads per server (default: CPUs)")
+    ap.add_argument("--server-db-threads", type=int, default=None,
+                    metavar="N",
+                    help="database threads per server (default 0: the loops "
+                    "run the queries; try --server-threads 1 "
+                    "--server-db-threads 8)")
     ap.add_argument("--steps", default="0,1,1b,2,3",
                     help="steps to run (default 0,1,1b,2,3)")
     ap.add_argument("--put", type=float, default=0.02,
