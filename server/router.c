@@ -366,10 +366,14 @@ dispatch(struct srv_ctx *c)
 	return ret;
 }
 
-/* On the first call: route, and check the declared body size. */
+/*
+ * On the first call: route, check the declared body size, and refuse an
+ * HTTP/1.1 request without Host (RFC 9112, section 3.2: 400), which
+ * libmicrohttpd lets through.
+ */
 static struct srv_req *
 req_begin(struct srv *s, struct MHD_Connection *conn, const char *url,
-	  const char *method, int *too_large)
+	  const char *method, const char *version, int *too_large)
 {
 	struct srv_req *rq = hs_xcalloc(1, sizeof(*rq));
 	const char *cl;
@@ -378,6 +382,10 @@ req_begin(struct srv *s, struct MHD_Connection *conn, const char *url,
 	rq->t0_ns = hs_now_ns();
 	__atomic_fetch_add(&s->stats.inflight, 1, __ATOMIC_RELAXED);
 	srv_route_resolve(method, url, rq);
+	if (strcmp(version, MHD_HTTP_VERSION_1_1) == 0 &&
+	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+					MHD_HTTP_HEADER_HOST) == NULL)
+		set_err(rq, 400, "missing Host header", NULL);
 	*too_large = 0;
 	cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 					 MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -397,7 +405,7 @@ srv_on_access(void *cls, struct MHD_Connection *conn, const char *url,
 	int too_large;
 
 	if (c.rq == NULL) {
-		c.rq = req_begin(s, conn, url, method, &too_large);
+		c.rq = req_begin(s, conn, url, method, version, &too_large);
 		*con_cls = c.rq;
 		if (!too_large)
 			return MHD_YES;

@@ -416,6 +416,22 @@ class ServerTest(unittest.TestCase):
         self.assertEqual(data.count(b"HTTP/1.1 200 OK"), 3, data)
         self.assertEqual(data.count(b"Hello, World!"), 3)
 
+    def test_missing_host(self):
+        # HTTP/1.1 requires Host (RFC 9112, section 3.2); HTTP/1.0 does not.
+        data, _ = hstest.raw(self.port,
+                             b"GET /plaintext HTTP/1.1\r\n"
+                             b"Connection: close\r\n\r\n", timeout=5)
+        head, _, body = data.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 400 "), data)
+        self.assertIn(b"application/json", head)
+        self.assertEqual(json.loads(body),
+                         {"error": "missing Host header", "status": 400})
+        data, _ = hstest.raw(self.port, b"GET /plaintext HTTP/1.0\r\n\r\n",
+                             timeout=5)
+        self.assertTrue(data.startswith(b"HTTP/1.0 200 ") or
+                        data.startswith(b"HTTP/1.1 200 "), data)
+        self.assertTrue(data.endswith(b"Hello, World!"), data)
+
     # --- TechEmpower ---
 
     def test_tfb_json_plaintext(self):
