@@ -293,19 +293,33 @@ fail:
 	return res;
 }
 
-/* Switches to WAL unless the file already is (the mode is stored in the file). */
+/*
+ * Switches to WAL unless the file already is (the mode is stored in the
+ * file).  When several processes open a new file at once, the switch can
+ * fail with SQLITE_BUSY without calling the busy handler (SQLite will not
+ * wait on a lock another connection holds while it waits for ours), so
+ * it is retried every 2 ms up to the busy timeout.
+ */
 static int
 db_set_wal(struct db *db)
 {
 	sqlite3_stmt *st = NULL;
 	const unsigned char *mode;
+	uint64_t deadline = hs_now_ns() +
+			    (uint64_t)db->busy_timeout_ms * 1000000ull;
+	struct timespec ts = { 0, 2 * 1000 * 1000 };
 	int rc, res = DB_OK;
 
 	rc = sqlite3_prepare_v2(db->conn, "PRAGMA journal_mode = WAL", -1, &st,
 				NULL);
 	if (rc != SQLITE_OK)
 		return db_fail(db, rc, "journal_mode");
-	rc = sqlite3_step(st);
+	while ((rc = sqlite3_step(st)) != SQLITE_ROW &&
+	       ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED) &&
+	       hs_now_ns() < deadline) {
+		sqlite3_reset(st);
+		nanosleep(&ts, NULL);
+	}
 	if (rc != SQLITE_ROW) {
 		res = db_fail(db, rc, "journal_mode");
 	} else {
