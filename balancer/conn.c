@@ -42,9 +42,7 @@ bal_io_close(struct bal_io *io)
 	if (io->wr_on)
 		event_del(&io->wev);
 	io->rd_on = io->wr_on = 0;
-	if (io->fd >= 0)
-		close(io->fd);
-	io->fd = -1;
+	hs_close(&io->fd);
 	if (io->in)
 		evbuffer_free(io->in);
 	if (io->out)

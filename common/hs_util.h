@@ -50,4 +50,7 @@ void hs_http_date(char buf[30]);
 int hs_listen_tcp(const char *host, int port, int backlog, int nonblock,
 		  int *bound);
 
+/* Closes *fd unless it is -1 already, and sets it to -1. */
+void hs_close(int *fd);
+
 #endif

@@ -210,3 +210,11 @@ hs_listen_tcp(const char *host, int port, int backlog, int nonblock, int *bound)
 	}
 	return fd;
 }
+
+void
+hs_close(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}

@@ -85,8 +85,6 @@ def http_get(port, path, timeout=2.0):
         raise OSError(str(e.reason))
 
 
-
-
 def db_counts(path):
     """(products, categories) of a seeded database: the id ranges of the
     read mix (ids run from 1; deleted ones answer 404).  Raises
@@ -99,6 +97,7 @@ def db_counts(path):
     finally:
         con.close()
     return p, c
+
 
 def server_counters(st):
     """The counters the benchmarks and the walkthrough read from one
@@ -124,6 +123,7 @@ def server_counters(st):
         "requests": st.get("requests", 0),
         "req_ms": req_ms,
     }
+
 
 def _preexec(parent, drop_privileges):
     def run():

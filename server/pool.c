@@ -80,7 +80,6 @@ pool_main(void *arg)
 		 */
 		conn = rq->conn;
 		loop = rq->loop;
-		__atomic_store_n(&rq->pool_done, 1, __ATOMIC_RELEASE);
 		MHD_resume_connection(conn);
 		wake_loop(loop);
 	}

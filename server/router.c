@@ -335,10 +335,11 @@ dispatch(struct srv_ctx *c)
 	if (rq->err_status)
 		return answer_error(c, rq->err_status, rq->err_msg, rq->allow);
 	if (rq->pool_resp != NULL) {
-		/* Resumed: a database thread has built the response (it
-		   resumes only after pool_done, so this always holds). */
-		if (!__atomic_load_n(&rq->pool_done, __ATOMIC_ACQUIRE))
-			return MHD_YES;
+		/*
+		 * Resumed: a database thread has built the response.  A
+		 * suspended connection is not served, and its resume (under
+		 * MHD's mutex) orders the thread's writes before this read.
+		 */
 		ret = send_resp(c, rq->pool_resp, rq->pool_db_ns);
 		pool_resp_free(rq);
 		return ret;

@@ -93,7 +93,7 @@ srv_loop_batcher(void)
 }
 
 /*
- * A worker thread: one MHD pass (blocking in MHD's own epoll_wait until
+ * A loop thread: one MHD pass (blocking in MHD's own epoll_wait until
  * there is work), then one multi-get for the cacheable reads that pass
  * parked.  A parked read stays on MHD's ready list without a response, so
  * the next pass does not block, and calls the handler again, which serves
@@ -164,19 +164,11 @@ stop_loops(struct srv *s)
 		if (l->mhd != NULL)
 			MHD_stop_daemon(l->mhd);
 		l->mhd = NULL;
-		if (l->quiesced_fd >= 0)
-			close(l->quiesced_fd);
-		l->quiesced_fd = -1;
-		if (l->resume_fd >= 0)
-			close(l->resume_fd);
-		l->resume_fd = -1;
+		hs_close(&l->quiesced_fd);
+		hs_close(&l->resume_fd);
 	}
-	if (s->wake_fd >= 0)
-		close(s->wake_fd);
-	s->wake_fd = -1;
-	if (s->listen_fd >= 0)
-		close(s->listen_fd);
-	s->listen_fd = -1;
+	hs_close(&s->wake_fd);
+	hs_close(&s->listen_fd);
 }
 
 /* Loop i's daemon over its own descriptor of the listening socket. */
@@ -244,6 +236,8 @@ start_loop(struct srv *s, int i, char *err, size_t errlen)
 	 * MHD picks the resumed connections up at the start of its next
 	 * pass.  (The counter would take 2^64 writes to fill.)
 	 */
+	if (s->cfg.db_threads == 0)
+		return 0;
 	l->resume_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (l->resume_fd < 0 ||
 	    epoll_ctl(info->epoll_fd, EPOLL_CTL_ADD, l->resume_fd,

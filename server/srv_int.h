@@ -52,8 +52,8 @@ struct srv_stats {
 	uint64_t cache_ns;                   /* time in memcached calls (reads, deletes) */
 	uint64_t cache_wait_ns;              /* time waiting on another reader's lease */
 	uint64_t batch_queue_ns;             /* reads parked in the batcher's queue */
-	uint64_t resume_wait_ns;             /* batched reads answered, waiting for
-						their worker thread to take them back */
+	uint64_t resume_wait_ns;             /* batched reads answered, waiting
+						to be served */
 	uint64_t db_queue_ns;                /* requests waiting for a database thread */
 	uint64_t db_jobs;                    /* requests run on the database threads */
 	struct hs_hist latency[SRV_R_COUNT];
@@ -79,9 +79,10 @@ struct srv_loop {
 	struct srv *srv;
 	struct MHD_Daemon *mhd;
 	struct cache_batcher *batcher; /* NULL unless cfg.cache_batch > 0 */
-	int resume_fd;               /* eventfd in MHD's epoll set (edge
-					triggered): a database thread writes
-					it after resuming a connection */
+	int resume_fd;               /* with database threads: an eventfd in
+					MHD's epoll set (edge triggered) that
+					a database thread writes after
+					resuming a connection; else -1 */
 	int quiesced_fd;             /* MHD's listening descriptor, handed back
 					by MHD_quiesce_daemon (-1: not yet) */
 	pthread_t thread;
@@ -127,9 +128,9 @@ struct srv_req {
 	struct srv_loop *loop;       /* the loop to wake when it is done */
 	struct srv_req *pool_next;   /* the pool's queue */
 	uint64_t pool_t0_ns;         /* when it was queued */
-	int pool_done;               /* atomic: the response is in pool_resp */
 	uint64_t pool_db_ns;         /* database time of the pool's run */
-	struct srv_resp *pool_resp;
+	struct srv_resp *pool_resp;  /* the response it builds; MHD calls the
+					handler again only once it is done */
 };
 
 /* The response a handler builds; the router turns it into an MHD response. */
