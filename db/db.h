@@ -106,8 +106,9 @@ int db_seed_file(const char *path, const struct db_seed_opts *o, char *err,
 		 size_t errlen);
 /*
  * Like db_seed_file, but atomically replaces a database already at path
- * (and removes its -wal/-shm files).  Never use it on a file that servers
- * have open.
+ * (and removes its -wal/-shm files), holding the old file's write lock
+ * meanwhile: connections still on the old file get DB_MOVED for every
+ * write from then on, and must reopen the path.
  */
 int db_seed_file_replace(const char *path, const struct db_seed_opts *o,
 			 char *err, size_t errlen);
