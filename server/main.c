@@ -80,6 +80,11 @@ usage(FILE *f)
 		"  --busy-timeout MS   how long a query waits for a lock held by another\n"
 		"                      connection before the request fails with 503\n"
 		"                      (default 5000)\n"
+		"  --durability MODE   full (the default): a write is answered once\n"
+		"                      it is on disk (fsync per commit, survives\n"
+		"                      power loss); normal: once it is in the OS\n"
+		"                      (survives a crash of the server, may lose\n"
+		"                      the last writes with the machine; faster)\n"
 		"  --log-level LEVEL   error, warn, info (default) or debug\n"
 		"  -h, --help          this help\n");
 }
@@ -109,6 +114,7 @@ parse_args(int argc, char **argv, struct opts *o)
 		{ "debug-fill-delay-ms", required_argument, NULL, 'F' },
 		{ "max-body", required_argument, NULL, 'm' },
 		{ "busy-timeout", required_argument, NULL, 'b' },
+		{ "durability", required_argument, NULL, 'Y' },
 		{ "log-level", required_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -218,6 +224,16 @@ parse_args(int argc, char **argv, struct opts *o)
 			if (hs_parse_int(optarg, 1, 600000,
 					 &o->srv.busy_timeout_ms) < 0) {
 				bad("--busy-timeout (want 1..600000 ms)", optarg);
+				return ARGS_FAIL;
+			}
+			break;
+		case 'Y':
+			if (strcmp(optarg, "full") == 0) {
+				o->srv.durability_full = 1;
+			} else if (strcmp(optarg, "normal") == 0) {
+				o->srv.durability_full = 0;
+			} else {
+				bad("--durability (want full|normal)", optarg);
 				return ARGS_FAIL;
 			}
 			break;

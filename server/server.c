@@ -43,6 +43,7 @@ srv_config_defaults(struct srv_config *c)
 	c->db_threads = 0;
 	c->max_body = 65536;
 	c->busy_timeout_ms = 5000;
+	c->durability_full = 1;   /* README, "Durability" */
 	c->conn_limit = 8192;
 	c->conn_timeout_s = 60;
 	c->drain_timeout_ms = 10000;

@@ -26,6 +26,7 @@ struct srv_config {
 				    "hs-server-PORT" with the bound port */
 	size_t max_body;         /* largest request body accepted */
 	int busy_timeout_ms;     /* SQLite busy timeout per connection */
+	int durability_full;     /* synchronous=FULL (--durability full) */
 	unsigned conn_limit;     /* concurrent connections */
 	unsigned conn_timeout_s; /* idle keep-alive timeout */
 	int drain_timeout_ms;    /* how long srv_shutdown waits for in-flight requests */

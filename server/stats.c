@@ -55,14 +55,41 @@ ld(const uint64_t *p)
 	return __atomic_load_n(p, __ATOMIC_RELAXED);
 }
 
+/*
+ * PRAGMA synchronous read back from this thread's connection, as the
+ * --durability value that sets it.
+ */
+static const char *
+stats_durability(struct srv_worker *w)
+{
+	struct db *db = srv_worker_db(w);
+
+	switch (db ? db_synchronous(db) : -1) {
+	case 1:
+		return "normal";
+	case 2:
+		return "full";
+	default:
+		return "unknown";
+	}
+}
+
 void
 srv_h_healthz(struct srv_ctx *c, struct srv_resp *r)
 {
 	struct db *db = srv_worker_db(c->w);
 	int32_t n;
-	/* A real (cheap) query: an open handle alone proves little. */
-	int res = db ? db_world_get(db, 1, &n) : DB_ERR;
-	int ok = res == DB_OK || res == DB_NOTFOUND;
+	/*
+	 * The file at the path must still be the one open (else not ready
+	 * and reopened), then a real (cheap) query: an open handle alone
+	 * proves little.
+	 */
+	int res = db ? db_check(db) : DB_ERR;
+	int ok;
+
+	if (res == DB_OK)
+		res = db_world_get(db, 1, &n);
+	ok = res == DB_OK || res == DB_NOTFOUND;
 
 	if (ok) {
 		r->status = 200;
@@ -112,10 +139,11 @@ srv_h_stats(struct srv_ctx *c, struct srv_resp *r)
 	hs_buf_printf(b,
 		      ",\"db\":{\"queries\":%" PRIu64 ",\"time_ms\":%.3f,"
 		      "\"errors\":%" PRIu64 ",\"workers\":%d,\"threads\":%d,"
-		      "\"jobs\":%" PRIu64 ",\"queue_ms\":%.3f}",
+		      "\"jobs\":%" PRIu64 ",\"queue_ms\":%.3f,"
+		      "\"durability\":\"%s\"}",
 		      q, (double)t / 1e6, ld(&st->db_errors), nworkers,
 		      s->cfg.db_threads, ld(&st->db_jobs),
-		      (double)ld(&st->db_queue_ns) / 1e6);
+		      (double)ld(&st->db_queue_ns) / 1e6, stats_durability(c->w));
 	hs_buf_puts(b, ",\"status\":{");
 	int first = 1;
 	for (int i = 100; i < 600; i++) {
