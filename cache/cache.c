@@ -231,6 +231,9 @@ add_servers(struct cache_shared *s, char *err, size_t errlen)
 		/* libmemcached keeps servers in insertion order. */
 		snprintf(s->brk[s->nbrk].name, sizeof(s->brk[0].name), "%s:%d",
 			 host, port);
+		snprintf(s->brk[s->nbrk].host, sizeof(s->brk[0].host), "%s",
+			 host);
+		s->brk[s->nbrk].port = port;
 		s->nbrk++;
 	}
 	if (s->nbrk == 0) {
@@ -323,6 +326,7 @@ cache_new(struct cache_shared *s)
 	pthread_mutex_unlock(&s->mu);
 	if (c->mc == NULL)
 		fatalx("cache: memcached_clone failed (out of memory)");
+	c->conns = cache_mc_conns_new(s->nbrk);
 	if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != sizeof(seed))
 		seed = hs_now_ns();
 	c->rng = seed ^ (uint64_t)(uintptr_t)c;
@@ -339,6 +343,7 @@ cache_free(struct cache *c)
 		LIST_REMOVE(c, link);
 		pthread_mutex_unlock(&c->sh->mu);
 	}
+	cache_mc_conns_free(c->conns, c->sh->nbrk);
 	memcached_free(c->mc);
 	free(c);
 }
