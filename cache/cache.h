@@ -1,5 +1,6 @@
 /*
- * hs_cache: cache-aside over memcached (libmemcached, classic text protocol)
+ * hs_cache: cache-aside over memcached (classic text protocol, spoken by mc.c;
+ * libmemcached for ketama key distribution)
  * for final HTTP response bodies, with leases against the stale-set race and
  * the thundering herd, delete-on-update invalidation with bounded retries,
  * negative caching of 404s, ketama consistent hashing over several servers,

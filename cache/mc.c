@@ -35,9 +35,16 @@
 #define MC_RBUF 16384        /* read buffer; holds any reply line */
 #define MC_LINE_MAX 1024     /* longest reply line accepted */
 #define MC_KEY_MAX 250       /* the protocol's key limit */
+/*
+ * io_timeout_ms bounds each wait for the socket; a command and its whole
+ * reply get this many of them at most, so that a peer that trickles bytes
+ * cannot hold a thread for long.
+ */
+#define MC_CMD_WAITS 20
 
 struct mc_conn {
 	int fd;
+	uint64_t deadline_ns;    /* the current command's end */
 	size_t off, len;         /* unread bytes are rbuf[off, len) */
 	char rbuf[MC_RBUF];
 };
@@ -95,13 +102,21 @@ proto_err(struct cache *c, unsigned srv, const char *what)
 	return MEMCACHED_PROTOCOL_ERROR;
 }
 
-/* Waits for ev on fd up to ms; MEMCACHED_SUCCESS or TIMEOUT / ERRNO. */
+/* Waits for ev on fd up to ms, and not past deadline_ns (0: none);
+   MEMCACHED_SUCCESS or TIMEOUT / ERRNO. */
 static memcached_return_t
-wait_fd(int fd, short ev, unsigned ms)
+wait_fd(int fd, short ev, unsigned ms, uint64_t deadline_ns)
 {
 	struct pollfd p = { .fd = fd, .events = ev };
+	uint64_t now = hs_now_ns();
 	int n;
 
+	if (deadline_ns != 0) {
+		if (now >= deadline_ns)
+			return MEMCACHED_TIMEOUT;
+		if ((deadline_ns - now) / 1000000u < ms)
+			ms = (unsigned)((deadline_ns - now) / 1000000u) + 1;
+	}
 	do
 		n = poll(&p, 1, (int)ms);
 	while (n < 0 && errno == EINTR);
@@ -112,49 +127,51 @@ wait_fd(int fd, short ev, unsigned ms)
 	return MEMCACHED_SUCCESS;
 }
 
+/* Connects to one address of the server, within connect_timeout_ms. */
+static int
+connect_one(const struct addrinfo *ai, unsigned ms)
+{
+	int fd, one = 1, err = 0;
+	socklen_t elen = sizeof(err);
+
+	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+		    ai->ai_protocol);
+	if (fd < 0)
+		return -1;
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+		return fd;
+	if (errno == EINPROGRESS && wait_fd(fd, POLLOUT, ms, 0) ==
+	    MEMCACHED_SUCCESS && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err,
+					    &elen) == 0 && err == 0)
+		return fd;
+	close(fd);
+	return -1;
+}
+
 static memcached_return_t
 conn_open(struct cache *c, unsigned srv)
 {
 	struct cache_breaker *b = &c->sh->brk[srv];
 	struct mc_conn *m = &c->conns[srv];
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM };
-	struct addrinfo *ai = NULL;
+	struct addrinfo *res = NULL;
 	char port[16];
-	memcached_return_t rc = MEMCACHED_CONNECTION_FAILURE;
-	int fd = -1, one = 1, err = 0;
-	socklen_t elen = sizeof(err);
+	int fd = -1;
 
 	snprintf(port, sizeof(port), "%d", b->port);
-	if (getaddrinfo(b->host, port, &hints, &ai) != 0 || ai == NULL) {
-		rc = MEMCACHED_HOST_LOOKUP_FAILURE;
-		goto out;
-	}
-	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-		    ai->ai_protocol);
+	if (getaddrinfo(b->host, port, &hints, &res) != 0 || res == NULL)
+		return MEMCACHED_HOST_LOOKUP_FAILURE;
+	/* Every address in turn, as "localhost" may name ::1 first. */
+	for (const struct addrinfo *ai = res; ai != NULL && fd < 0;
+	     ai = ai->ai_next)
+		fd = connect_one(ai, c->sh->o.connect_timeout_ms);
+	freeaddrinfo(res);
 	if (fd < 0)
-		goto out;
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-		if (errno != EINPROGRESS)
-			goto out;
-		rc = wait_fd(fd, POLLOUT, c->sh->o.connect_timeout_ms);
-		if (rc != MEMCACHED_SUCCESS)
-			goto out;
-		rc = MEMCACHED_CONNECTION_FAILURE;
-		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0 ||
-		    err != 0)
-			goto out;
-	}
+		return MEMCACHED_CONNECTION_FAILURE;
 	m->fd = fd;
 	m->off = m->len = 0;
-	fd = -1;
-	rc = MEMCACHED_SUCCESS;
-out:
-	if (fd >= 0)
-		close(fd);
-	if (ai != NULL)
-		freeaddrinfo(ai);
-	return rc;
+	return MEMCACHED_SUCCESS;
 }
 
 /*
@@ -178,8 +195,14 @@ conn_ready(struct cache *c, unsigned srv)
 		if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
 			conn_close(m);
 	}
-	if (m->fd < 0)
-		return conn_open(c, srv);
+	if (m->fd < 0) {
+		memcached_return_t rc = conn_open(c, srv);
+
+		if (rc != MEMCACHED_SUCCESS)
+			return rc;
+	}
+	m->deadline_ns = hs_now_ns() + (uint64_t)MC_CMD_WAITS *
+			 c->sh->o.io_timeout_ms * 1000000u;
 	return MEMCACHED_SUCCESS;
 }
 
@@ -200,7 +223,8 @@ send_iov(struct cache *c, unsigned srv, struct iovec *iov, int cnt)
 				rc = MEMCACHED_WRITE_FAILURE;
 				goto fail;
 			}
-			rc = wait_fd(m->fd, POLLOUT, c->sh->o.io_timeout_ms);
+			rc = wait_fd(m->fd, POLLOUT, c->sh->o.io_timeout_ms,
+				     m->deadline_ns);
 			if (rc != MEMCACHED_SUCCESS)
 				goto fail;
 			continue;
@@ -251,7 +275,8 @@ fill(struct cache *c, unsigned srv)
 			rc = MEMCACHED_READ_FAILURE;
 			break;
 		}
-		rc = wait_fd(m->fd, POLLIN, c->sh->o.io_timeout_ms);
+		rc = wait_fd(m->fd, POLLIN, c->sh->o.io_timeout_ms,
+			     m->deadline_ns);
 		if (rc != MEMCACHED_SUCCESS)
 			break;
 	}

@@ -9,8 +9,9 @@ command, by scripted bad replies.
     fake.close()
 
 A scripted reply may be bytes (sent as they are), HANG (read, never answer),
-CLOSE (close the connection without a word) or a 1-tuple of bytes (sent,
-then the connection is closed); a callable returns one of those.  Commands are counted in fake.calls.
+CLOSE (close the connection without a word), a 1-tuple of bytes (sent,
+then the connection is closed) or a list of bytes (sent one by one,
+TRICKLE_S apart); a callable returns one of those.  Commands are counted in fake.calls.
 """
 
 import socket
@@ -19,6 +20,7 @@ import time
 
 HANG = object()
 CLOSE = object()
+TRICKLE_S = 0.03
 
 
 class FakeMemcached:
@@ -123,6 +125,11 @@ class FakeMemcached:
                 if isinstance(reply, tuple):
                     c.sendall(reply[0])
                     return
+                if isinstance(reply, list):
+                    for chunk in reply:
+                        c.sendall(chunk)
+                        time.sleep(TRICKLE_S)
+                    continue
                 if reply:
                     c.sendall(reply)
         except OSError:

@@ -92,6 +92,12 @@ SHAPES = [
      {"get": b"SERVER_ERROR busy\r\n", "gets": b"SERVER_ERROR busy\r\n"},
      False),
     ("get never answered", {"get": HANG, "gets": HANG}, False),
+    # One byte every 30 ms, each in time for the 50 ms I/O timeout: the
+    # whole reply has a bound too.
+    ("get trickled byte by byte",
+     {"gets": lambda fake, cmd, keys: [bytes([b]) for b in (
+         b"VALUE %s 200 400 5\r\n" % keys[0] + b"x" * 400 +
+         b"\r\nEND\r\n")]}, False),
     ("get closed the connection", {"get": CLOSE, "gets": CLOSE}, False),
     ("delete answered STORED", {"delete": b"STORED\r\n"}, True),
 ]
