@@ -19,7 +19,8 @@
 
 /* ---- per-operation helpers -------------------------------------------- */
 
-/* Results that are answers, not failures of the server. */
+/* Results that are answers, not failures of the server (mc.c returns
+   only these for a reply it accepted). */
 static bool
 rc_is_answer(memcached_return_t rc)
 {
@@ -28,9 +29,6 @@ rc_is_answer(memcached_return_t rc)
 	case MEMCACHED_NOTFOUND:
 	case MEMCACHED_NOTSTORED:
 	case MEMCACHED_DATA_EXISTS:
-	case MEMCACHED_STORED:
-	case MEMCACHED_DELETED:
-	case MEMCACHED_END:
 		return true;
 	default:
 		return false;
@@ -256,7 +254,7 @@ cache_lease_try(struct cache *c, struct cache_breaker *b, const char *key, size_
 	TIMED(info, rc = cache_mc_store(c, CACHE_MC_CAS, key, klen, out->body,
 					out->len, (uint32_t)out->status,
 					ttl_for(c, out->status), cas));
-	if (rc == MEMCACHED_SUCCESS || rc == MEMCACHED_STORED) {
+	if (rc == MEMCACHED_SUCCESS) {
 		cache_brk_ok(b);
 		info->stored = true;
 		CNT_INC(s, sets);
