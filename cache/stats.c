@@ -106,6 +106,7 @@ cache_stats_get(struct cache_shared *s, struct cache_stats *out)
 	out->breaker_opens = LD(breaker_opens);
 	out->batches = LD(batches);
 	out->batch_keys = LD(batch_keys);
+	out->protocol_errors = LD(protocol_errors);
 	out->servers = s->nbrk;
 	out->breakers_open = 0;
 	for (unsigned i = 0; i < s->nbrk; i++)
@@ -153,6 +154,8 @@ stat_rows(const struct cache_stats *st, struct stat_row *r)
 	ROW(breaker_opens, "Times a circuit breaker opened");
 	ROW(batches, "Multi-gets sent by the read batcher");
 	ROW(batch_keys, "Keys asked for in the read batcher's multi-gets");
+	ROW(protocol_errors, "memcached replies that broke the protocol "
+	    "(connection closed, read served from the database)");
 #undef ROW
 	return n;
 }
