@@ -342,11 +342,15 @@ raise_nofile(void)
 	}
 }
 
-/* Seeds the database when it is missing, then checks that it opens. */
+/*
+ * Seeds the database when it is missing, then checks that it opens and
+ * counts its rows for /stats.
+ */
 static int
-ensure_db(const struct opts *o)
+ensure_db(struct opts *o)
 {
 	char err[256];
+	struct db_counts n;
 	struct db *db;
 
 	if (access(o->db_path, F_OK) < 0) {
@@ -367,6 +371,10 @@ ensure_db(const struct opts *o)
 	if (db == NULL) {
 		log_error("cannot open %s: %s", o->db_path, err);
 		return -1;
+	}
+	if (db_counts(db, &n) == DB_OK) {
+		o->srv.products = n.products;
+		o->srv.categories = n.categories;
 	}
 	db_close(db);
 	return 0;
@@ -402,7 +410,20 @@ main(int argc, char **argv)
 	sigaddset(&sigs, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
+	/*
+	 * Bind before seeding: on a busy port a new database would take
+	 * seconds to seed only for the server to fail right after.
+	 */
+	o.srv.listen_fd = hs_listen_tcp(o.srv.host, o.srv.port, 1024, 1,
+					&o.srv.port);
+	if (o.srv.listen_fd < 0) {
+		log_error("cannot listen on %s:%d: %s", o.srv.host, o.srv.port,
+			  strerror(errno));
+		cache_shared_free(cache);
+		return 1;
+	}
 	if (ensure_db(&o) < 0) {
+		hs_close(&o.srv.listen_fd);
 		cache_shared_free(cache);
 		return 1;
 	}

@@ -48,6 +48,7 @@ srv_config_defaults(struct srv_config *c)
 	c->conn_timeout_s = 60;
 	c->drain_timeout_ms = 10000;
 	c->cache_batch = 64;
+	c->listen_fd = -1;
 }
 
 /* MHD's own diagnostics, into our log. */
@@ -257,7 +258,7 @@ srv_new(const struct srv_config *c, char *err, size_t errlen)
 	int bound = 0;
 
 	s->cfg = *c;
-	s->listen_fd = -1;
+	s->listen_fd = c->listen_fd;
 	s->wake_fd = -1;
 	s->started_ns = hs_now_ns();
 	pthread_mutex_init(&s->wlock, NULL);
@@ -275,7 +276,10 @@ srv_new(const struct srv_config *c, char *err, size_t errlen)
 		snprintf(err, errlen, "eventfd: %s", strerror(errno));
 		goto fail;
 	}
-	s->listen_fd = hs_listen_tcp(c->host, c->port, 1024, 1, &bound);
+	if (s->listen_fd >= 0)
+		bound = c->port;
+	else
+		s->listen_fd = hs_listen_tcp(c->host, c->port, 1024, 1, &bound);
 	if (s->listen_fd < 0) {
 		snprintf(err, errlen, "cannot listen on %s:%d: %s", c->host,
 			 c->port, strerror(errno));

@@ -12,6 +12,7 @@
 #define HS_SRV_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct srv;
 struct cache_shared;
@@ -35,6 +36,12 @@ struct srv_config {
 	const char *cache_mode;  /* "lease", "naive" or "off" (for /stats) */
 	unsigned cache_batch;    /* largest multi-get of the read batcher;
 				    0 = every read asks memcached alone */
+	int64_t products;        /* rows at start, for /stats "data": the */
+	int64_t categories;      /* id ranges of the load scripts */
+	int listen_fd;           /* -1: srv_new binds host:port; else a
+				    listening socket bound to port, which
+				    srv_new takes over (and closes, even when
+				    it fails) */
 };
 
 /* Fills c with the defaults (everything but db_path and id). */

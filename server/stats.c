@@ -5,7 +5,10 @@
  */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <jansson.h>
 
 #include "hs_util.h"
 #include "srv_int.h"
@@ -109,12 +112,33 @@ srv_h_healthz(struct srv_ctx *c, struct srv_resp *r)
 	hs_buf_puts(&r->body, "}");
 }
 
+/*
+ * Re-indents the JSON document in b for a reader (/stats?pretty=1); the
+ * compact form is what tools parse, so only this path pays for jansson.
+ */
+static void
+json_indent(struct hs_buf *b)
+{
+	json_t *j = json_loadb(b->data, b->len, 0, NULL);
+	char *text = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER |
+				       JSON_REAL_PRECISION(15))
+		       : NULL;
+
+	if (text != NULL) {
+		hs_buf_reset(b);
+		hs_buf_puts(b, text);
+	}
+	free(text);
+	json_decref(j);
+}
+
 void
 srv_h_stats(struct srv_ctx *c, struct srv_resp *r)
 {
 	struct srv *s = c->srv;
 	struct srv_stats *st = &s->stats;
 	struct hs_buf *b = &r->body;
+	const char *pretty;
 	uint64_t q, t, total = 0;
 	int nworkers;
 	static const char *const cls[6] = { "", "1xx", "2xx", "3xx", "4xx",
@@ -144,6 +168,10 @@ srv_h_stats(struct srv_ctx *c, struct srv_resp *r)
 		      q, (double)t / 1e6, ld(&st->db_errors), nworkers,
 		      s->cfg.db_threads, ld(&st->db_jobs),
 		      (double)ld(&st->db_queue_ns) / 1e6, stats_durability(c->w));
+	hs_buf_printf(b,
+		      ",\"data\":{\"products\":%" PRId64
+		      ",\"categories\":%" PRId64 "}",
+		      s->cfg.products, s->cfg.categories);
 	hs_buf_puts(b, ",\"status\":{");
 	int first = 1;
 	for (int i = 100; i < 600; i++) {
@@ -183,6 +211,10 @@ srv_h_stats(struct srv_ctx *c, struct srv_resp *r)
 	}
 	hs_buf_puts(b, "}}");
 	r->status = 200;
+	pretty = MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND,
+					     "pretty");
+	if (pretty != NULL && strcmp(pretty, "0") != 0)
+		json_indent(b);
 }
 
 void
