@@ -298,9 +298,10 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 	TAILQ_INSERT_TAIL(&w->clients, c, link);
 	w->nclients++;
 	BAL_INC(&app->conns, 1);
-	c->state = C_IDLE;
+	c->state = C_NEW;
 	bal_io_rd(&c->io, 1);
-	bal_client_timer(c, w->tv_idle);
+	/* A connection that sends nothing gets the head deadline, not idle. */
+	bal_client_timer(c, w->tv_header);
 }
 
 static const struct timeval *
@@ -362,7 +363,8 @@ drain_cb(evutil_socket_t fd, short what, void *arg)
 	/* Idle keep-alive connections go now; the others after their response. */
 	for (c = TAILQ_FIRST(&w->clients); c != NULL; c = tmp) {
 		tmp = TAILQ_NEXT(c, link);
-		if (c->state == C_IDLE && evbuffer_get_length(c->io.in) == 0)
+		if ((c->state == C_NEW || c->state == C_IDLE) &&
+		    evbuffer_get_length(c->io.in) == 0)
 			bal_client_free(c);
 	}
 	if (w->nclients == 0) {

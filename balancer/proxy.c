@@ -393,6 +393,8 @@ try_head(struct bal_client *c)
 	if (c->state == C_IDLE) {
 		c->state = C_HEAD;
 		bal_client_timer(c, w->tv_header);
+	} else if (c->state == C_NEW) {
+		c->state = C_HEAD; /* the head deadline already runs */
 	}
 	k = len < cfg->lim.max_head ? len : cfg->lim.max_head;
 	p = (char *)evbuffer_pullup(c->io.in, (ssize_t)k);
@@ -468,6 +470,17 @@ bal_client_next(struct bal_client *c)
 	c->resp_started = 0;
 	if (w->draining) {
 		bal_client_close_after_flush(c);
+		return;
+	}
+	if (evbuffer_get_length(c->io.out) > BAL_HIGH_WM) {
+		/*
+		 * The client does not read its answers: take no further
+		 * pipelined request until they drain, or a client that sends
+		 * and never reads makes us buffer answer after answer.
+		 */
+		c->state = C_FULL;
+		bal_io_rd(&c->io, 0);
+		bal_client_timer(c, w->tv_idle);
 		return;
 	}
 	if (evbuffer_get_length(c->io.in) > 0) {
@@ -767,12 +780,13 @@ bal_client_read_cb(evutil_socket_t fd, short what, void *arg)
 		/* A half-close after a complete request still gets its answer. */
 		c->eof = 1;
 		bal_io_rd(&c->io, 0);
-		if (c->state == C_IDLE || c->state == C_HEAD ||
-		    c->state == C_BODY)
+		if (c->state == C_NEW || c->state == C_IDLE ||
+		    c->state == C_HEAD || c->state == C_BODY)
 			bal_client_free(c);
 		return;
 	}
 	switch (c->state) {
+	case C_NEW:
 	case C_IDLE:
 	case C_HEAD:
 		try_head(c);
@@ -807,6 +821,13 @@ bal_client_write_cb(evutil_socket_t fd, short what, void *arg)
 			bal_client_timer(c, c->w->tv_idle);
 		return;
 	}
+	if (c->state == C_FULL) {
+		if (evbuffer_get_length(c->io.out) < BAL_LOW_WM)
+			bal_client_next(c);
+		else /* a slow reader that makes progress keeps its slot */
+			bal_client_timer(c, c->w->tv_idle);
+		return;
+	}
 	if (c->bc != NULL && c->bc->state == B_BODY &&
 	    !c->bc->io.rd_on && evbuffer_get_length(c->io.out) < BAL_LOW_WM) {
 		bal_client_timer(c, NULL);
@@ -831,8 +852,9 @@ bal_client_timer_cb(evutil_socket_t fd, short what, void *arg)
 		break;
 	default:
 		/*
-		 * In C_WAIT, armed only while a response waits for a client
-		 * not reading.
+		 * A connection that never sent a byte (C_NEW) is closed
+		 * without an answer; in C_WAIT and C_FULL the timer is armed
+		 * only while answers wait for a client not reading.
 		 */
 		bal_client_free(c);
 		break;
