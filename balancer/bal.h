@@ -11,6 +11,7 @@
 #ifndef BAL_H
 #define BAL_H
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <sys/queue.h>
@@ -26,11 +27,20 @@ struct bal_hc;
 
 #define BAL_MAX_BACKENDS 256
 #define BAL_HOST_MAX 256
+/*
+ * Descriptors kept out of --max-conns (listeners, loop internals, the admin
+ * port and its clients, health checks), besides 8 per worker and one per
+ * backend; clients get half of the rest, as each may hold a backend
+ * connection while its request is in flight.
+ */
+#define BAL_FD_RESERVE 64
+/* After an accept fails for want of descriptors, the listener rests. */
+#define BAL_ACCEPT_PAUSE_MS 200
 
 enum bal_algo { BAL_ALGO_RR = 0, BAL_ALGO_LEASTCONN };
 
 /* Statuses the balancer answers itself, counted in bal_app.errors. */
-#define BAL_NERR 10
+#define BAL_NERR 11
 extern const int bal_err_status[BAL_NERR];
 int bal_err_index(int status);
 
@@ -135,6 +145,13 @@ void bal_backends_free(struct bal_app *app);
 
 #define BAL_INC(p, n) __atomic_fetch_add((p), (n), __ATOMIC_RELAXED)
 #define BAL_GET(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+
+/* A failure of ours (descriptors, memory), not of the peer we talked to. */
+static inline int
+bal_err_local(int e)
+{
+	return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM;
+}
 
 /* Marks a backend down or up and logs the change (any thread). */
 void bal_backend_set_up(struct bal_backend *b, int up, const char *why);

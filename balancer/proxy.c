@@ -313,7 +313,7 @@ bconn_failed(struct bal_bconn *bc, const char *why)
 	if (c == NULL)
 		return;
 	BAL_INC(&be->failures, 1);
-	log_info("backend %s failed: %s", be->name, why);
+	log_info_rl("backend %s failed: %s", be->name, why);
 	if (c->resp_started) {
 		bal_client_free(c);
 		return;
@@ -363,6 +363,13 @@ dispatch(struct bal_client *c)
 		}
 		if ((bc = bconn_connect(w, be)) != NULL)
 			break;
+		if (bal_err_local(errno)) {
+			/* Our shortage: the backend is not to blame. */
+			log_warn_rl("connect to %s", be->name);
+			bal_client_error(c, 503, "out of resources",
+					 !c->body_done);
+			return;
+		}
 		BAL_INC(&be->failures, 1);
 		bal_backend_set_up(be, 0, strerror(errno));
 		add_tried(c, be);
@@ -536,7 +543,7 @@ bconn_bad(struct bal_bconn *bc, const char *why)
 	struct bal_client *c = bc->c;
 
 	BAL_INC(&bc->be->failures, 1);
-	log_info("backend %s: %s", bc->be->name, why);
+	log_info_rl("backend %s: %s", bc->be->name, why);
 	bal_bconn_free(bc);
 	if (c->resp_started)
 		bal_client_free(c);
@@ -639,7 +646,7 @@ bconn_process(struct bal_bconn *bc)
 		ssize_t r = len ? scan_chunks(bc->io.in, &bc->chunk, -1, &why)
 				: 0;
 		if (r < 0) {
-			log_info("backend %s: %s", bc->be->name, why);
+			log_info_rl("backend %s: %s", bc->be->name, why);
 			BAL_INC(&bc->be->failures, 1);
 			bal_client_free(c);
 			return;
@@ -750,7 +757,7 @@ bconn_timer_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	BAL_INC(&bc->be->failures, 1);
-	log_info("backend %s: timeout", bc->be->name);
+	log_info_rl("backend %s: timeout", bc->be->name);
 	bal_bconn_free(bc);
 	if (c->resp_started)
 		bal_client_free(c);

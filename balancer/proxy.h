@@ -106,6 +106,7 @@ struct bal_worker {
 	const struct timeval *tv_idle, *tv_header, *tv_backend, *tv_connect,
 		*tv_linger, *tv_pool;
 	struct event *ev_drain, *ev_deadline;
+	struct event *ev_resume; /* re-enables lis after an accept pause */
 	int draining;
 	unsigned char tried[BAL_MAX_BACKENDS];
 	struct bal_msg msg; /* parse scratch: one parse at a time per worker */

@@ -7,6 +7,7 @@ with 1,100 idle clients (no spinning, no log flood, excess clients answered
 import os
 import resource
 import socket
+import sys
 import time
 import unittest
 
@@ -93,7 +94,7 @@ class PipelineNoRead(unittest.TestCase):
                 other = self.bal.get("/products/2", timeout=5)
             time.sleep(0.05)
         peak = max(peak, status_kb(pid))
-        print("\npipelined without reading: %d kB sent in %.1f s, "
+        print("\npipelined without reading: %d kB sent, %.1f s in all, "
               "balancer peak RSS %d kB" % (sent >> 10,
                                            time.monotonic() - t0, peak))
         self.assertLess(peak, RSS_LIMIT_KB)
@@ -112,6 +113,91 @@ class PipelineNoRead(unittest.TestCase):
             got += chunk
         self.assertTrue(got.startswith(b"HTTP/1.1 200 "), got[:100])
         self.assertTrue(self.bal.proc.alive())
+
+
+# Runs argv[1:] with RLIMIT_NOFILE soft = hard = 1024, so that it cannot
+# raise its own limit.
+LIMIT_1024 = ("import os, resource, sys; "
+              "resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024)); "
+              "os.execv(sys.argv[1], sys.argv[1:])")
+
+
+class DescriptorLimit(unittest.TestCase):
+    """At a descriptor limit of 1,024, 1,100 idle clients made the balancer
+    spin on accept (90% CPU), write 1.5 million identical log lines, serve
+    nobody and mark a healthy backend down (its health checks could not
+    get a socket)."""
+
+    NIDLE = 1100
+
+    def setUp(self):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard < self.NIDLE + 200:
+            self.skipTest("RLIMIT_NOFILE hard limit %d too low" % hard)
+        if soft < self.NIDLE + 200:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE,
+                            (soft, hard))
+        db = hstest.seeded_db(0.01)
+        self.srv, self.srv_port = hstest.start_server(db, "--threads", "1")
+        self.addCleanup(self.srv.cleanup)
+
+    def start_balancer(self):
+        args = [sys.executable, "-c", LIMIT_1024,
+                hstest.binpath("hs-balancer"), "--listen", "127.0.0.1:0",
+                "--admin", "127.0.0.1:0", "--backend",
+                "127.0.0.1:%d" % self.srv_port,
+                "--health-interval-ms", "100", "--fall", "2"]
+        proc = hstest.Proc(args, name="hs-balancer", timeout=120)
+        self.addCleanup(proc.cleanup)
+        port = proc.listen_port()
+        admin = proc.listen_port("admin on")
+        return proc, port, admin
+
+    def log_lines(self, proc):
+        proc._err.flush()
+        with open(proc.errpath, "rb") as f:
+            return f.read().count(b"\n")
+
+    def test_1100_idle_clients_at_1024_descriptors(self):
+        proc, port, admin = self.start_balancer()
+        pid = proc.p.pid
+        self.assertEqual(hstest.request(port, "GET", "/json").status, 200)
+        socks = []
+        self.addCleanup(lambda: [s.close() for s in socks])
+        for _ in range(self.NIDLE):
+            socks.append(socket.create_connection(("127.0.0.1", port), 10))
+        # Let it take in the flood, then watch it for 2 s.
+        time.sleep(1.0 * hstest.SLOW)
+        cpu0, t0 = cpu_seconds(pid), time.monotonic()
+        time.sleep(2.0)
+        cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
+        lines = self.log_lines(proc)
+        print("\n%d idle clients at 1024 descriptors: %.0f%% CPU, %d log "
+              "lines" % (self.NIDLE, 100 * cpu, lines))
+        self.assertLess(cpu, 0.5)
+        self.assertLess(lines, 200, proc.stderr()[-2000:])
+        # A new client gets an answer: served, or told to come back.
+        r = hstest.request(port, "GET", "/json", timeout=5)
+        self.assertIn(r.status, (200, 503))
+        if r.status == 503:
+            self.assertEqual(r.header("retry-after"), "1")
+            self.assertEqual(r.json()["status"], 503)
+        st = hstest.request(admin, "GET", "/stats", timeout=5).json()
+        self.assertTrue(st["backends"][0]["up"], st)
+        self.assertGreater(st["rejected"], 0, st)
+        # Clients that were let in are served.
+        socks[0].sendall(b"GET /json HTTP/1.1\r\nHost: a\r\n\r\n")
+        socks[0].settimeout(5 * hstest.SLOW)
+        self.assertTrue(socks[0].recv(100).startswith(b"HTTP/1.1 200 "))
+        # Once they go, the balancer serves new clients again.
+        for s in socks:
+            s.close()
+        self.assertTrue(wait_until(
+            lambda: hstest.request(port, "GET", "/json",
+                                   timeout=5).status == 200, 10))
+        self.assertLess(self.log_lines(proc), 200)
+        self.assertTrue(proc.alive())
 
 
 if __name__ == "__main__":
