@@ -30,8 +30,9 @@ struct bal_hc;
 /*
  * Descriptors kept out of --max-conns (listeners, loop internals, the admin
  * port and its clients, health checks), besides 8 per worker and one per
- * backend; clients get half of the rest, as each may hold a backend
- * connection while its request is in flight.
+ * backend; clients get 3/4 of the rest and backend connections 1/4 (one
+ * per request in flight, plus the pools).  Past that, a request that needs
+ * a new backend connection is answered 503; the backend is not blamed.
  */
 #define BAL_FD_RESERVE 64
 /* After an accept fails for want of descriptors, the listener rests. */

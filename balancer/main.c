@@ -282,7 +282,7 @@ fit_descriptors(struct bal_config *cfg, int nbackends)
 	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 100000000)
 		return;
 	avail = ((long)rl.rlim_cur - BAL_FD_RESERVE - 8L * cfg->workers -
-		 nbackends) / 2;
+		 nbackends) * 3 / 4;
 	if (avail < 1)
 		avail = 1;
 	if (cfg->max_conns != 0 && cfg->max_conns <= avail)

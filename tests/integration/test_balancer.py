@@ -673,7 +673,8 @@ class Failures(unittest.TestCase):
         if want < n + 500:
             self.skipTest("RLIMIT_NOFILE hard limit %d too low" % hard)
         s1 = self.backend("s1")
-        bal = self.balancer([s1])
+        # Connections that have sent nothing get the head deadline.
+        bal = self.balancer([s1], ["--header-timeout-ms", "300000"])
         rss0 = rss_kb(bal.proc.p.pid)
         socks = []
         self.cleanups.append(lambda: [s.close() for s in socks])
