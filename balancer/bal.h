@@ -27,6 +27,7 @@ struct bal_hc;
 
 #define BAL_MAX_BACKENDS 256
 #define BAL_HOST_MAX 256
+#define BAL_MAX_DENY 32
 /*
  * Descriptors kept out of --max-conns (listeners, loop internals, the admin
  * port and its clients, health checks), besides 8 per worker and one per
@@ -62,8 +63,11 @@ struct bal_config {
 	int health_interval_ms, rise, fall;
 	int connect_timeout_ms, header_timeout_ms, idle_timeout_ms;
 	int backend_timeout_ms, drain_timeout_ms;
-	int max_conns;
+	int max_conns, max_conns_given;
 	int64_t max_body;
+	/* Path prefixes answered 404 to clients (--deny-path); argv strings. */
+	const char *deny[BAL_MAX_DENY];
+	int ndeny, deny_given;
 	int workers;
 	struct bal_limits lim;
 	int nspecs;

@@ -41,6 +41,10 @@ static const char usage[] =
 	"  --max-body BYTES            request body limit: 413 (default 1073741824)\n"
 	"  --max-line BYTES            request line limit: 414 (default 8192)\n"
 	"  --max-header-size BYTES     request head limit: 431 (default 16384)\n"
+	"  --deny-path PREFIX          answer 404 to client requests for PREFIX or\n"
+	"                              below (repeatable; replaces the default\n"
+	"                              /stats and /metrics; '' denies nothing)\n"
+	"  --no-deny-path              forward every path\n"
 	"  --max-headers N             header count limit: 431 (default 100)\n"
 	"  --workers N                 event loops on N threads (default 1)\n"
 	"  --log-level LEVEL           error, warn, info (default), debug\n"
@@ -49,7 +53,7 @@ static const char usage[] =
 enum {
 	O_LISTEN = 256, O_BACKEND, O_FILE, O_ADMIN, O_ALGO, O_HPATH, O_HINT,
 	O_RISE, O_FALL, O_CTO, O_HTO, O_ITO, O_BTO, O_DTO, O_MAXC, O_MAXB,
-	O_MAXL, O_MAXH, O_MAXN, O_WORKERS, O_LOG, O_HELP
+	O_MAXL, O_MAXH, O_MAXN, O_WORKERS, O_LOG, O_HELP, O_DENY, O_NODENY
 };
 
 static const struct option longopts[] = {
@@ -75,6 +79,8 @@ static const struct option longopts[] = {
 	{ "workers", required_argument, NULL, O_WORKERS },
 	{ "log-level", required_argument, NULL, O_LOG },
 	{ "help", no_argument, NULL, O_HELP },
+	{ "deny-path", required_argument, NULL, O_DENY },
+	{ "no-deny-path", no_argument, NULL, O_NODENY },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -112,6 +118,9 @@ parse_args(int argc, char **argv, struct bal_config *cfg, int *log_level)
 	cfg->lim.max_line = 8192;
 	cfg->lim.max_head = 16384;
 	cfg->lim.max_headers = 100;
+	/* The servers' counters are for operators, not the public port. */
+	cfg->deny[cfg->ndeny++] = "/stats";
+	cfg->deny[cfg->ndeny++] = "/metrics";
 	*log_level = HS_LOG_INFO;
 
 	opterr = 0;
@@ -164,7 +173,12 @@ parse_args(int argc, char **argv, struct bal_config *cfg, int *log_level)
 		case O_ITO: ip = &cfg->idle_timeout_ms; break;
 		case O_BTO: ip = &cfg->backend_timeout_ms; break;
 		case O_DTO: ip = &cfg->drain_timeout_ms; lo = 0; break;
-		case O_MAXC: ip = &cfg->max_conns; lo = 0; hi = 10000000; break;
+		case O_MAXC:
+			ip = &cfg->max_conns;
+			lo = 0;
+			hi = 10000000;
+			cfg->max_conns_given = 1;
+			break;
 		case O_MAXN: ip = &cfg->lim.max_headers; hi = BAL_MAX_HEADERS; break;
 		case O_WORKERS: ip = &cfg->workers; hi = 64; break;
 		case O_MAXB:
@@ -184,6 +198,21 @@ parse_args(int argc, char **argv, struct bal_config *cfg, int *log_level)
 		case O_LOG:
 			if ((*log_level = hs_log_level_parse(optarg)) < 0)
 				return bad(name, optarg);
+			break;
+		case O_DENY:
+			if (!cfg->deny_given)
+				cfg->ndeny = 0; /* the first one replaces the defaults */
+			cfg->deny_given = 1;
+			if (optarg[0] == '\0')
+				break;
+			if (optarg[0] != '/' || cfg->ndeny >= BAL_MAX_DENY ||
+			    strpbrk(optarg, "?# \t\r\n") != NULL)
+				return bad(name, optarg);
+			cfg->deny[cfg->ndeny++] = optarg;
+			break;
+		case O_NODENY:
+			cfg->ndeny = 0;
+			cfg->deny_given = 1;
 			break;
 		case 'h':
 		case O_HELP:
@@ -287,9 +316,13 @@ fit_descriptors(struct bal_config *cfg, int nbackends)
 		avail = 1;
 	if (cfg->max_conns != 0 && cfg->max_conns <= avail)
 		return;
-	log_warnx("--max-conns %d lowered to %ld to fit the descriptor limit "
-		  "of %ld (ulimit -n)", cfg->max_conns, avail,
-		  (long)rl.rlim_cur);
+	if (cfg->max_conns_given)
+		log_warnx("--max-conns %d lowered to %ld to fit the descriptor "
+			  "limit of %ld (ulimit -n)", cfg->max_conns, avail,
+			  (long)rl.rlim_cur);
+	else
+		log_info("at most %ld clients at a time (descriptor limit %ld)",
+			 avail, (long)rl.rlim_cur);
 	cfg->max_conns = (int)avail;
 }
 

@@ -68,7 +68,8 @@ build_forward_head(struct bal_client *c, const char *p, const struct bal_msg *m)
 	PUTS(o, n, "\r\n");
 	for (int i = 0; i < m->nhdrs; i++) {
 		const struct bal_hdr *h = &m->hdrs[i];
-		if (h->flags & (BAL_HF_HOP | BAL_HF_XFF))
+		if (h->flags & (BAL_HF_HOP | BAL_HF_XFF | BAL_HF_XFP |
+				BAL_HF_VIA))
 			continue;
 		PUT(o, n, p + h->name_off, h->name_len);
 		PUTS(o, n, ": ");
@@ -84,7 +85,16 @@ build_forward_head(struct bal_client *c, const char *p, const struct bal_msg *m)
 		PUTS(o, n, ", ");
 	}
 	PUT(o, n, c->ip, strlen(c->ip));
-	PUTS(o, n, "\r\nX-Forwarded-Proto: http\r\nVia: 1.1 hs-balancer\r\n\r\n");
+	/* The client's claim of a scheme is not ours to pass on. */
+	PUTS(o, n, "\r\nX-Forwarded-Proto: http\r\nVia: ");
+	for (int i = 0; i < m->nhdrs; i++) {
+		const struct bal_hdr *h = &m->hdrs[i];
+		if (!(h->flags & BAL_HF_VIA) || h->val_len == 0)
+			continue;
+		PUT(o, n, p + h->val_off, h->val_len);
+		PUTS(o, n, ", ");
+	}
+	PUTS(o, n, "1.1 hs-balancer\r\n\r\n");
 	c->fwd_len = n;
 }
 
@@ -385,6 +395,31 @@ dispatch(struct bal_client *c)
 		bconn_start(bc);
 }
 
+/* Whether the request's path is one --deny-path keeps from clients. */
+static int
+path_denied(struct bal_client *c, const char *p, const struct bal_msg *m)
+{
+	const struct bal_config *cfg = &c->w->app->cfg;
+	const char *path = p + m->path_off;
+	size_t n = m->path_len, len;
+	char *norm;
+
+	if (cfg->ndeny == 0)
+		return 0;
+	for (size_t i = 0; i < m->path_len; i++)
+		if (path[i] == '?') {
+			n = i;
+			break;
+		}
+	/* The scratch buffer is free until a response head is built. */
+	norm = scratch(c->w, n + 3);
+	len = bal_path_normalize(path, n, norm);
+	for (int i = 0; i < cfg->ndeny; i++)
+		if (bal_path_under(norm, len, cfg->deny[i]))
+			return 1;
+	return 0;
+}
+
 /* Parses the next request head in the client's buffer and dispatches it. */
 static void
 try_head(struct bal_client *c)
@@ -396,6 +431,7 @@ try_head(struct bal_client *c)
 	const char *why = NULL;
 	ssize_t r;
 	char *p;
+	int denied;
 
 	if (c->state == C_IDLE) {
 		c->state = C_HEAD;
@@ -436,6 +472,7 @@ try_head(struct bal_client *c)
 		bal_client_error(c, 413, "request body too large", 1);
 		return;
 	}
+	denied = path_denied(c, p, m);
 	build_forward_head(c, p, m);
 	evbuffer_drain(c->io.in, (size_t)r);
 	if (c->body_kind == BODY_CHUNKED) {
@@ -446,6 +483,11 @@ try_head(struct bal_client *c)
 			bal_client_error(c, s == -2 ? 413 : 400, why, 1);
 			return;
 		}
+	}
+	if (denied) {
+		/* A body, if any, is not read: close after the answer. */
+		bal_client_error(c, 404, "not found", !c->body_done);
+		return;
 	}
 	c->resp_started = 0;
 	c->retried = 0;
