@@ -12,7 +12,7 @@ import time
 import unittest
 
 import hstest
-from test_balancer_backend import Backend, Balancer, wait_until
+from test_balancer_backend import wait_until
 
 RSS_LIMIT_KB = 64 * 1024
 
@@ -42,6 +42,15 @@ def sanitizer_env():
             "quarantine_size_mb=4:thread_local_quarantine_size_kb=64"}
 
 
+def start_balancer(args):
+    """hs-balancer (args: the command, maybe behind a wrapper) on free
+    ports.  Returns (Proc, port, admin port)."""
+    proc = hstest.Proc(args + ["--listen", "127.0.0.1:0",
+                               "--admin", "127.0.0.1:0"],
+                       name="hs-balancer", timeout=120, env=sanitizer_env())
+    return proc, proc.listen_port(), proc.listen_port("admin on")
+
+
 class PipelineNoRead(unittest.TestCase):
     """One connection pipelines GETs and never reads: before, every answer
     was buffered (48 MB to 681 MB in 10 s); now reading its next request
@@ -51,19 +60,23 @@ class PipelineNoRead(unittest.TestCase):
     def setUpClass(cls):
         db = hstest.seeded_db(0.01)
         cls.srv, cls.srv_port = hstest.start_server(db, "--threads", "2")
-        cls.bal = Balancer(["127.0.0.1:%d" % cls.srv_port],
-                           ["--health-interval-ms", "60000"])
+        cls.proc, cls.port, _ = start_balancer(
+            [hstest.binpath("hs-balancer"), "--backend",
+             "127.0.0.1:%d" % cls.srv_port, "--health-interval-ms", "60000"])
 
     @classmethod
     def tearDownClass(cls):
-        rc = cls.bal.proc.stop()
+        rc = cls.proc.stop()
         cls.srv.cleanup()
         assert rc == 0, "balancer exit status %s" % rc
 
+    def get(self, path):
+        return hstest.request(self.port, "GET", path, timeout=5)
+
     def test_unread_pipelined_answers_bounded(self):
-        pid = self.bal.proc.p.pid
+        pid = self.proc.p.pid
         req = b"GET /products/1 HTTP/1.1\r\nHost: a\r\n\r\n" * 64
-        s = socket.create_connection(("127.0.0.1", self.bal.port))
+        s = socket.create_connection(("127.0.0.1", self.port))
         self.addCleanup(s.close)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         s.setblocking(False)
@@ -91,7 +104,7 @@ class PipelineNoRead(unittest.TestCase):
                 break
             if other is None and time.monotonic() - t1 > 0.5:
                 # Another client is served meanwhile.
-                other = self.bal.get("/products/2", timeout=5)
+                other = self.get("/products/2")
             time.sleep(0.05)
         peak = max(peak, status_kb(pid))
         print("\npipelined without reading: %d kB sent, %.1f s in all, "
@@ -100,7 +113,7 @@ class PipelineNoRead(unittest.TestCase):
         self.assertLess(peak, RSS_LIMIT_KB)
         self.assertIsNotNone(other)
         self.assertEqual(other.status, 200)
-        self.assertEqual(self.bal.get("/products/3", timeout=5).status, 200)
+        self.assertEqual(self.get("/products/3").status, 200)
         # The flooding client still gets its answers, in order, when it
         # reads at last.
         s.setblocking(True)
@@ -112,7 +125,7 @@ class PipelineNoRead(unittest.TestCase):
                 break
             got += chunk
         self.assertTrue(got.startswith(b"HTTP/1.1 200 "), got[:100])
-        self.assertTrue(self.bal.proc.alive())
+        self.assertTrue(self.proc.alive())
 
 
 # Runs argv[1:] with RLIMIT_NOFILE soft = hard = 1024, so that it cannot
@@ -143,15 +156,12 @@ class DescriptorLimit(unittest.TestCase):
         self.addCleanup(self.srv.cleanup)
 
     def start_balancer(self):
-        args = [sys.executable, "-c", LIMIT_1024,
-                hstest.binpath("hs-balancer"), "--listen", "127.0.0.1:0",
-                "--admin", "127.0.0.1:0", "--backend",
-                "127.0.0.1:%d" % self.srv_port,
-                "--health-interval-ms", "100", "--fall", "2"]
-        proc = hstest.Proc(args, name="hs-balancer", timeout=120)
+        proc, port, admin = start_balancer(
+            [sys.executable, "-c", LIMIT_1024,
+             hstest.binpath("hs-balancer"), "--backend",
+             "127.0.0.1:%d" % self.srv_port,
+             "--health-interval-ms", "100", "--fall", "2"])
         self.addCleanup(proc.cleanup)
-        port = proc.listen_port()
-        admin = proc.listen_port("admin on")
         return proc, port, admin
 
     def log_lines(self, proc):
@@ -197,6 +207,44 @@ class DescriptorLimit(unittest.TestCase):
             lambda: hstest.request(port, "GET", "/json",
                                    timeout=5).status == 200, 10))
         self.assertLess(self.log_lines(proc), 200)
+        self.assertTrue(proc.alive())
+
+
+    def test_accept_rests_when_descriptors_run_out(self):
+        # 600 inherited descriptors leave room for fewer clients than
+        # --max-conns allows: accept fails with EMFILE, and the listener
+        # must rest instead of spinning; health checks that find no
+        # descriptor must not take the backend down.
+        hog = ("import os; [os.set_inheritable(os.open('/dev/null', "
+               "os.O_RDONLY), True) for _ in range(600)]; ")
+        proc, port, admin = start_balancer(
+            [sys.executable, "-c", hog + LIMIT_1024,
+             hstest.binpath("hs-balancer"), "--backend",
+             "127.0.0.1:%d" % self.srv_port,
+             "--health-interval-ms", "100", "--fall", "2"])
+        self.addCleanup(proc.cleanup)
+        pid = proc.p.pid
+        socks = []
+        self.addCleanup(lambda: [s.close() for s in socks])
+        for _ in range(self.NIDLE):
+            socks.append(socket.create_connection(("127.0.0.1", port), 10))
+        time.sleep(1.0 * hstest.SLOW)
+        cpu0, t0 = cpu_seconds(pid), time.monotonic()
+        time.sleep(2.0)
+        cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
+        lines = self.log_lines(proc)
+        print("\n%d idle clients, 600 descriptors taken: %.0f%% CPU, %d log "
+              "lines" % (self.NIDLE, 100 * cpu, lines))
+        self.assertLess(cpu, 0.5)
+        self.assertLess(lines, 200, proc.stderr()[-2000:])
+        self.assertIn("pausing accepts", proc.stderr())
+        for s in socks:
+            s.close()
+        self.assertTrue(wait_until(
+            lambda: hstest.request(port, "GET", "/json",
+                                   timeout=5).status == 200, 10))
+        st = hstest.request(admin, "GET", "/stats", timeout=5).json()
+        self.assertTrue(st["backends"][0]["up"], st)
         self.assertTrue(proc.alive())
 
 
