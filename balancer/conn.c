@@ -1,8 +1,9 @@
 /*
  * Workers and connections: one event loop per worker with its own
  * listener, client list and idle backend-connection pools; accepting (with
- * --max-conns), the non-blocking I/O layer described in proxy.h, JSON error
- * responses, lingering close, and draining on SIGTERM.
+ * --max-conns, resting after an accept error), the non-blocking I/O layer
+ * described in proxy.h, JSON error responses, lingering close, and
+ * draining on SIGTERM.
  */
 #include <errno.h>
 #include <event2/listener.h>

@@ -41,11 +41,11 @@ static const char usage[] =
 	"  --max-body BYTES            request body limit: 413 (default 1073741824)\n"
 	"  --max-line BYTES            request line limit: 414 (default 8192)\n"
 	"  --max-header-size BYTES     request head limit: 431 (default 16384)\n"
+	"  --max-headers N             header count limit: 431 (default 100)\n"
 	"  --deny-path PREFIX          answer 404 to client requests for PREFIX or\n"
 	"                              below (repeatable; replaces the default\n"
 	"                              /stats and /metrics; '' denies nothing)\n"
 	"  --no-deny-path              forward every path\n"
-	"  --max-headers N             header count limit: 431 (default 100)\n"
 	"  --workers N                 event loops on N threads (default 1)\n"
 	"  --log-level LEVEL           error, warn, info (default), debug\n"
 	"  -h, --help                  this text\n";
@@ -200,8 +200,9 @@ parse_args(int argc, char **argv, struct bal_config *cfg, int *log_level)
 				return bad(name, optarg);
 			break;
 		case O_DENY:
+			/* The first one replaces the defaults. */
 			if (!cfg->deny_given)
-				cfg->ndeny = 0; /* the first one replaces the defaults */
+				cfg->ndeny = 0;
 			cfg->deny_given = 1;
 			if (optarg[0] == '\0')
 				break;
@@ -308,6 +309,7 @@ fit_descriptors(struct bal_config *cfg, int nbackends)
 		else
 			log_warn("setrlimit(RLIMIT_NOFILE)");
 	}
+	/* Beyond the largest --max-conns: nothing to fit. */
 	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 100000000)
 		return;
 	avail = ((long)rl.rlim_cur - BAL_FD_RESERVE - 8L * cfg->workers -

@@ -1,14 +1,17 @@
 /*
  * The request / response flow.  A client connection handles one request at
  * a time (pipelined requests wait in its input buffer, so responses leave
- * in order): parse the head strictly, pick a backend, take a pooled
- * keep-alive connection to it or open one, send the rewritten head, stream
- * the body with back-pressure, then stream the response back, following
- * its framing (Content-Length, chunked, or until close) to know when the
+ * in order, and none is taken while the client leaves more than
+ * BAL_HIGH_WM of answers unread): parse the head strictly, refuse the
+ * paths of --deny-path, pick a backend, take a pooled keep-alive
+ * connection to it or open one, send the rewritten head, stream the body
+ * with back-pressure, then stream the response back, following its
+ * framing (Content-Length, chunked, or until close) to know when the
  * backend connection can go back to the pool.
  *
  * Failures: a connect error marks the backend down and the request goes to
- * the next one (nothing reached the first); a backend that fails before
+ * the next one (nothing reached the first), unless the error is ours (no
+ * descriptor left: 503); a backend that fails before
  * answering gets an idempotent body-less request retried once elsewhere,
  * anything else a 502; a backend silent for --backend-timeout-ms a 504.
  */
