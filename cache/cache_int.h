@@ -54,7 +54,6 @@ struct cache_shared {
 	struct cache_breaker *brk;
 	struct cache_counters cnt;
 	struct hs_hist fetch_hist; /* memcached time per fetch */
-	atomic_uint_fast64_t last_warn_ns; /* rate limit for failure logs */
 };
 
 struct mc_conn;
@@ -71,10 +70,6 @@ struct cache {
 
 /* cache.c */
 uint64_t cache_rng_next(uint64_t *s);
-
-/* fetch.c: one log line per second at most for repeated failures. */
-void cache_warn_limited(struct cache_shared *s, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
 
 /*
  * mc.c: the memcached text protocol, strict (see there why not

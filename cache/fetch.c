@@ -462,24 +462,6 @@ cache_store(struct cache *c, const char *key, int status, const char *body,
 
 /* ---- invalidation ----------------------------------------------------- */
 
-/* One line per second at most: an outage must not flood the log. */
-void
-cache_warn_limited(struct cache_shared *s, const char *fmt, ...)
-{
-	uint64_t now = hs_now_ns(), last = atomic_load(&s->last_warn_ns);
-	char msg[320];
-	va_list ap;
-
-	if (last != 0 && now - last < 1000000000ull)
-		return;
-	if (!atomic_compare_exchange_strong(&s->last_warn_ns, &last, now))
-		return;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	log_warnx("%s", msg);
-}
-
 size_t
 cache_invalidate(struct cache *c, const char *const *keys, size_t n)
 {
@@ -517,7 +499,7 @@ cache_invalidate(struct cache *c, const char *const *keys, size_t n)
 		} else {
 			CNT_INC(s, invalidation_failures);
 			failed++;
-			cache_warn_limited(s, "cache: delete %s failed: %s (counted in "
+			log_warnx_rl("cache: delete %s failed: %s (counted in "
 				     "invalidation_failures)", keys[i], c->err);
 		}
 	}

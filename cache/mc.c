@@ -97,8 +97,8 @@ proto_err(struct cache *c, unsigned srv, const char *what)
 	CNT_INC(c->sh, protocol_errors);
 	snprintf(c->err, sizeof(c->err), "%s: protocol error: %s", b->name,
 		 what);
-	cache_warn_limited(c->sh, "cache: memcached %s: %s; connection closed "
-			   "(counted in protocol_errors)", b->name, what);
+	log_warnx_rl("cache: memcached %s: %s; connection closed "
+		     "(counted in protocol_errors)", b->name, what);
 	return MEMCACHED_PROTOCOL_ERROR;
 }
 

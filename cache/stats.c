@@ -53,8 +53,8 @@ cache_brk_ok(struct cache_breaker *b)
 
 	if (st != BRK_CLOSED &&
 	    atomic_compare_exchange_strong(&b->state, &st, BRK_CLOSED))
-		log_info("cache: memcached %s answers again; breaker closed",
-			 b->name);
+		log_info_rl("cache: memcached %s answers again; breaker closed",
+			    b->name);
 }
 
 void
@@ -77,9 +77,9 @@ cache_brk_fail(struct cache_shared *s, struct cache_breaker *b)
 	if (atomic_compare_exchange_strong(&b->state, &st, BRK_OPEN)) {
 		atomic_store(&b->fails, 0);
 		CNT_INC(s, breaker_opens);
-		log_warnx("cache: memcached %s failing; breaker open, reads "
-			  "bypass it (probe every %u ms)", b->name,
-			  s->o.breaker_open_ms);
+		log_warnx_rl("cache: memcached %s failing; breaker open, reads "
+			     "bypass it (probe every %u ms)", b->name,
+			     s->o.breaker_open_ms);
 	}
 }
 

@@ -437,8 +437,8 @@ srv_on_access(void *cls, struct MHD_Connection *conn, const char *url,
 			 * disconnected.
 			 */
 			if (c.rq->seen > s->cfg.max_body + SRV_DRAIN_MAX) {
-				log_info("upload over %zu bytes: closing the "
-					 "connection", s->cfg.max_body);
+				log_info_rl("upload over %zu bytes: closing "
+					    "the connection", s->cfg.max_body);
 				return MHD_NO;
 			}
 			c.rq->err_status = 413;

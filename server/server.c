@@ -62,7 +62,7 @@ mhd_log(void *cls, const char *fmt, va_list ap)
 	n = strlen(msg);
 	while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
 		msg[--n] = '\0';
-	log_warnx("libmicrohttpd: %s", msg);
+	log_warnx_rl("libmicrohttpd: %s", msg);
 }
 
 /* Open connections, for /stats. */

@@ -54,8 +54,8 @@ srv_worker_db(struct srv_worker *w)
 			w->srv->cfg.durability_full ? DB_OPEN_SYNC_FULL : 0,
 			w->srv->cfg.busy_timeout_ms, err, sizeof(err));
 	if (w->db == NULL)
-		log_error("cannot open database %s: %s", w->srv->cfg.db_path,
-			  err);
+		log_error_rl("cannot open database %s: %s", w->srv->cfg.db_path,
+			     err);
 	return w->db;
 }
 
