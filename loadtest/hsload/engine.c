@@ -253,13 +253,12 @@ hsl_connect_failed(struct hsl_conn *c, int err)
 		hsl_end(e);
 		return;
 	}
-	e->st->err_connect++;
 	/* Each failed attempt costs one waiting request, so that a dead
 	 * server makes errors, not a reconnect loop. */
 	if (e->qlen > 0) {
 		uint64_t planned = hsl_queue_pop(e);
 
-		hsl_lost(e, planned >= e->measure_ns, &e->st->err_io);
+		hsl_lost(e, planned >= e->measure_ns, &e->st->err_connect);
 	}
 	hsl_grow(e);
 	hsl_check_end(e);

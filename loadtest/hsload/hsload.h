@@ -158,7 +158,7 @@ int hsl_resp_eof(struct hsl_resp *r);
 	X(s5xx, "5xx responses")                                               \
 	X(sother, "responses with another status")                             \
 	X(errors, "requests lost to a socket error, bad response or timeout")  \
-	X(err_connect, "connections that failed to connect")                   \
+	X(err_connect, "requests lost because a connection failed to open")    \
 	X(err_io, "requests lost to a read/write error or a close")            \
 	X(err_parse, "malformed responses")                                    \
 	X(err_timeout, "requests without an answer within --timeout")          \
