@@ -550,6 +550,81 @@ hsl_on_signal(int sig)
 	hsl_stop = 1;
 }
 
+static void
+hsl_progress(const struct hsl_point *p, int i, int n)
+{
+	const struct hsl_stats *st = p->st;
+
+	printf("point %d/%d: offered %.0f req/s, achieved %.0f (%.1f%%), "
+	       "p50 %llu us, p90 %llu, p99 %llu, max %llu; uncorrected p99 "
+	       "%llu; errors %llu, non-2xx %llu, late %llu%s\n", i + 1, n,
+	       p->offered, p->achieved, 100.0 * p->achieved / p->offered,
+	       (unsigned long long)hsl_q(&st->corrected, .5),
+	       (unsigned long long)hsl_q(&st->corrected, .9),
+	       (unsigned long long)hsl_q(&st->corrected, .99),
+	       (unsigned long long)st->corrected.max_us,
+	       (unsigned long long)hsl_q(&st->uncorrected, .99),
+	       (unsigned long long)st->errors,
+	       (unsigned long long)hsl_non2xx(st),
+	       (unsigned long long)st->late,
+	       p->interrupted ? " -- interrupted" : "");
+	fflush(stdout);
+}
+
+/*
+ * Runs the points (one, or one per --sweep rate) into pts; *done is how
+ * many hold a result.  Returns an exit status.
+ */
+static int
+hsl_points(const struct hsl_opts *o, struct hsl_run_opts *ro,
+	   struct hsl_mix *mix, struct hsl_point *pts, FILE *csv, int *done)
+{
+	uint64_t answered = 0;
+	int n;
+
+	for (n = 0; n < o->nrates && !hsl_stop; n++) {
+		struct hsl_point *p = &pts[n];
+		struct hsl_result res;
+
+		p->st = hs_xcalloc(1, sizeof(*p->st));
+		ro->rate = o->rates[n];
+		if (hsl_run(ro, mix, p->st, &res) != 0) {
+			fprintf(stderr, "hs-load: cannot set up the event loop\n");
+			*done = n;
+			return HSL_EXIT_FAIL;
+		}
+		if (res.end == HSL_RUN_NO_CONNECT) {
+			fprintf(stderr, "hs-load: %s\n", res.error);
+			*done = n;
+			return HSL_EXIT_FAIL;
+		}
+		p->offered = ro->rate;
+		p->elapsed_s = res.elapsed_s;
+		p->interrupted = res.end == HSL_RUN_INTERRUPTED;
+		p->achieved = p->elapsed_s > 0 ?
+			(double)p->st->requests / p->elapsed_s : 0;
+		answered += p->st->requests;
+		if (csv)
+			hsl_csv_row(csv, p);
+		if (o->sweep)
+			hsl_progress(p, n, o->nrates);
+		else if (!o->quiet)
+			hsl_point_text(p);
+		if (p->interrupted) {
+			*done = n + 1;
+			return HSL_EXIT_INTERRUPTED;
+		}
+	}
+	*done = n;
+	if (hsl_stop)
+		return HSL_EXIT_INTERRUPTED;
+	if (answered == 0) {
+		fprintf(stderr, "hs-load: no request was answered\n");
+		return HSL_EXIT_FAIL;
+	}
+	return HSL_EXIT_OK;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -560,8 +635,7 @@ main(int argc, char **argv)
 	struct hsl_run_opts ro;
 	FILE *csv = NULL;
 	char err[256];
-	int rc = HSL_EXIT_USAGE, n = 0, gai, interrupted = 0;
-	uint64_t answered = 0;
+	int rc = HSL_EXIT_USAGE, n = 0, gai;
 
 	memset(pts, 0, sizeof(pts));
 	hs_log_init("hs-load", HS_LOG_WARN);
@@ -595,6 +669,7 @@ main(int argc, char **argv)
 	}
 	if (csv)
 		hsl_csv_header(csv);
+	/* Between points (the loop has its own handlers while it runs). */
 	signal(SIGINT, hsl_on_signal);
 	signal(SIGTERM, hsl_on_signal);
 	memset(&ro, 0, sizeof(ro));
@@ -613,69 +688,10 @@ main(int argc, char **argv)
 		       hsl_mix_kind_name(o.mix.kind),
 		       o.arrival == HSL_ARRIVAL_POISSON ? "poisson" : "uniform",
 		       o.warmup_s, o.duration_s, o.connections);
-	rc = HSL_EXIT_OK;
-	for (n = 0; n < o.nrates && !hsl_stop; n++) {
-		struct hsl_point *p = &pts[n];
-		struct hsl_result res;
-
-		p->st = hs_xcalloc(1, sizeof(*p->st));
-		ro.rate = o.rates[n];
-		if (hsl_run(&ro, mix, p->st, &res) != 0) {
-			fprintf(stderr, "hs-load: cannot set up the event loop\n");
-			rc = HSL_EXIT_FAIL;
-			break;
-		}
-		if (res.end == HSL_RUN_NO_CONNECT) {
-			fprintf(stderr, "hs-load: %s\n", res.error);
-			rc = HSL_EXIT_FAIL;
-			break;
-		}
-		p->offered = ro.rate;
-		p->elapsed_s = res.elapsed_s;
-		p->interrupted = res.end == HSL_RUN_INTERRUPTED;
-		p->achieved = p->elapsed_s > 0 ?
-			(double)p->st->requests / p->elapsed_s : 0;
-		answered += p->st->requests;
-		if (csv)
-			hsl_csv_row(csv, p);
-		if (o.sweep) {
-			printf("point %d/%d: offered %.0f req/s, achieved %.0f "
-			       "(%.1f%%), p50 %llu us, p90 %llu, p99 %llu, max "
-			       "%llu; uncorrected p99 %llu; errors %llu, "
-			       "non-2xx %llu, late %llu%s\n", n + 1, o.nrates,
-			       p->offered, p->achieved,
-			       100.0 * p->achieved / p->offered,
-			       (unsigned long long)hsl_q(&p->st->corrected, .5),
-			       (unsigned long long)hsl_q(&p->st->corrected, .9),
-			       (unsigned long long)hsl_q(&p->st->corrected, .99),
-			       (unsigned long long)p->st->corrected.max_us,
-			       (unsigned long long)hsl_q(&p->st->uncorrected,
-							 .99),
-			       (unsigned long long)p->st->errors,
-			       (unsigned long long)hsl_non2xx(p->st),
-			       (unsigned long long)p->st->late,
-			       p->interrupted ? " -- interrupted" : "");
-			fflush(stdout);
-		} else if (!o.quiet) {
-			hsl_point_text(p);
-		}
-		if (p->interrupted) {
-			interrupted = 1;
-			n++;
-			break;
-		}
-	}
-	if (hsl_stop)
-		interrupted = 1;
-	if (rc == HSL_EXIT_OK) {
-		hsl_print_json(&o, pts, n, interrupted);
-		if (interrupted)
-			rc = HSL_EXIT_INTERRUPTED;
-		else if (answered == 0) {
-			fprintf(stderr, "hs-load: no request was answered\n");
-			rc = HSL_EXIT_FAIL;
-		}
-	}
+	rc = hsl_points(&o, &ro, mix, pts, csv, &n);
+	/* Whatever was measured is printed, also when a later point failed. */
+	if (n > 0)
+		hsl_print_json(&o, pts, n, rc == HSL_EXIT_INTERRUPTED);
 	if (csv && fclose(csv) != 0) {
 		fprintf(stderr, "hs-load: cannot write %s\n", o.out);
 		rc = HSL_EXIT_FAIL;
