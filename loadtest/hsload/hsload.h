@@ -211,6 +211,9 @@ enum hsl_run_end {
 struct hsl_result {
 	enum hsl_run_end end;
 	double elapsed_s; /* of the measured window (shorter if interrupted) */
+	/* From the window's start to its last answer (at least elapsed_s):
+	 * answers that trail a backlog into the drain take this long. */
+	double span_s;
 	char error[256];  /* the connect error, for HSL_RUN_NO_CONNECT */
 };
 

@@ -363,7 +363,7 @@ hsl_parse_args(struct hsl_opts *o, int argc, char **argv)
 /* ------------------------------------------------------------ output */
 
 struct hsl_point {
-	double offered, achieved, elapsed_s;
+	double offered, achieved, elapsed_s, span_s;
 	int interrupted;
 	struct hsl_stats *st;
 };
@@ -388,8 +388,9 @@ hsl_point_json(struct hs_buf *b, const struct hsl_point *p)
 	int first = 1;
 
 	hs_buf_printf(b, "\"offered_rps\":%.1f,\"achieved_rps\":%.1f,"
-		      "\"duration_s\":%.3f,\"interrupted\":%s,",
-		      p->offered, p->achieved, p->elapsed_s,
+		      "\"duration_s\":%.3f,\"answer_span_s\":%.3f,"
+		      "\"interrupted\":%s,",
+		      p->offered, p->achieved, p->elapsed_s, p->span_s,
 		      p->interrupted ? "true" : "false");
 #define HSL_COUNTER_JSON(name, help)                                           \
 	hs_buf_printf(b, "\"%s\":%llu,", #name, (unsigned long long)st->name);
@@ -434,9 +435,10 @@ hsl_point_text(const struct hsl_point *p)
 		"corrected (from the planned send)",
 		"uncorrected (from the actual send)" };
 
-	printf("  %llu answers in %.2f s = %.0f req/s achieved (%.1f%% of "
-	       "%.0f offered)%s\n", (unsigned long long)st->requests,
-	       p->elapsed_s, p->achieved,
+	printf("  %llu answers to the requests of %.2f s, received in %.2f s = "
+	       "%.0f req/s achieved (%.1f%% of %.0f offered)%s\n",
+	       (unsigned long long)st->requests, p->elapsed_s, p->span_s,
+	       p->achieved,
 	       p->offered > 0 ? 100.0 * p->achieved / p->offered : 0,
 	       p->offered, p->interrupted ? " -- interrupted" : "");
 	for (int i = 0; i < 2; i++)
@@ -600,9 +602,13 @@ hsl_points(const struct hsl_opts *o, struct hsl_run_opts *ro,
 		}
 		p->offered = ro->rate;
 		p->elapsed_s = res.elapsed_s;
+		p->span_s = res.span_s;
 		p->interrupted = res.end == HSL_RUN_INTERRUPTED;
-		p->achieved = p->elapsed_s > 0 ?
-			(double)p->st->requests / p->elapsed_s : 0;
+		/* Answers over the time they took to come, drain included:
+		 * a backlog answered after the window does not count as
+		 * throughput inside it. */
+		p->achieved = p->span_s > 0 ?
+			(double)p->st->requests / p->span_s : 0;
 		answered += p->st->requests;
 		if (csv)
 			hsl_csv_row(csv, p);
