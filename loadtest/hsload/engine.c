@@ -89,6 +89,7 @@ struct hsl_engine {
 	double gap_ns;
 	struct hsl_rng arrivals;
 	int ever_connected;
+	int socket_warned;
 	uint64_t last_done_ns; /* the last answer to a measured request */
 };
 
@@ -195,7 +196,8 @@ hsl_conn_close(struct hsl_conn *c)
 	free(c);
 }
 
-static void
+/* Starts a connection; -1 (errno set) if no socket could be had. */
+static int
 hsl_conn_open(struct hsl_engine *e)
 {
 	struct hsl_conn *c;
@@ -204,8 +206,11 @@ hsl_conn_open(struct hsl_engine *e)
 	fd = socket(e->o->addr->sa_family,
 		    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
-		log_warn("socket");
-		return;
+		/* Out of descriptors: retried from the sweep, logged once. */
+		if (!e->socket_warned)
+			log_warn("socket");
+		e->socket_warned = 1;
+		return -1;
 	}
 	c = hs_xcalloc(1, sizeof(*c));
 	c->e = e;
@@ -229,6 +234,7 @@ hsl_conn_open(struct hsl_engine *e)
 	 * from the write event, not from here: the caller may be iterating. */
 	if (c->connect_err)
 		event_active(&c->wev, EV_WRITE, 1);
+	return 0;
 }
 
 /* Grows the pool while requests wait for more connections than are coming. */
@@ -237,7 +243,8 @@ hsl_grow(struct hsl_engine *e)
 {
 	while (e->qlen > (size_t)e->nconnecting &&
 	       e->nconns < e->o->connections && e->ever_connected)
-		hsl_conn_open(e);
+		if (hsl_conn_open(e) != 0)
+			break;
 }
 
 static void
@@ -607,8 +614,13 @@ hsl_run(const struct hsl_run_opts *o, struct hsl_mix *mix,
 	event_add(e.sigterm, NULL);
 
 	res->end = HSL_RUN_DONE;
-	hsl_conn_open(&e);
-	event_base_dispatch(e.base);
+	if (hsl_conn_open(&e) != 0) {
+		snprintf(res->error, sizeof(res->error), "cannot open a "
+			 "socket: %s", strerror(errno));
+		res->end = HSL_RUN_NO_CONNECT;
+	} else {
+		event_base_dispatch(e.base);
+	}
 
 	now = hs_now_ns();
 	if (e.start_ns != 0 && now > e.measure_ns) {
