@@ -42,6 +42,7 @@ static const srv_handler handlers[SRV_R_COUNT] = {
 	[SRV_R_UPDATES] = srv_h_updates,
 	[SRV_R_HEALTHZ] = srv_h_healthz,
 	[SRV_R_STATS] = srv_h_stats,
+	[SRV_R_CATALOG] = srv_h_catalog,
 	[SRV_R_METRICS] = srv_h_metrics,
 	[SRV_R_PRODUCT_GET] = srv_h_product_get,
 	[SRV_R_PRODUCT_PUT] = srv_h_product_put,
@@ -60,6 +61,7 @@ static const struct {
 	{ "/updates", SRV_R_UPDATES },	   { "/healthz", SRV_R_HEALTHZ },
 	{ "/stats", SRV_R_STATS },	   { "/metrics", SRV_R_METRICS },
 	{ "/cached-queries", SRV_R_CACHED_QUERIES },
+	{ "/catalog", SRV_R_CATALOG },
 };
 
 /*
@@ -277,6 +279,7 @@ starts_on_loop(struct srv *s, enum srv_route route)
 	case SRV_R_PLAINTEXT:
 	case SRV_R_JSON:
 	case SRV_R_STATS:
+	case SRV_R_CATALOG:
 	case SRV_R_METRICS:
 	case SRV_R_OTHER:
 		return 1;

@@ -30,6 +30,7 @@ enum srv_route {
 	SRV_R_UPDATES,
 	SRV_R_HEALTHZ,
 	SRV_R_STATS,
+	SRV_R_CATALOG,
 	SRV_R_METRICS,
 	SRV_R_PRODUCT_GET,
 	SRV_R_PRODUCT_PUT,
@@ -285,6 +286,7 @@ void srv_stats_record(struct srv *s, enum srv_route route, int status,
 		      uint64_t us);
 void srv_h_healthz(struct srv_ctx *c, struct srv_resp *r);
 void srv_h_stats(struct srv_ctx *c, struct srv_resp *r);
+void srv_h_catalog(struct srv_ctx *c, struct srv_resp *r);
 void srv_h_metrics(struct srv_ctx *c, struct srv_resp *r);
 
 /* --- router.c --- */

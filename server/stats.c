@@ -21,6 +21,7 @@ static const char *const route_names[SRV_R_COUNT] = {
 	[SRV_R_UPDATES] = "GET /updates",
 	[SRV_R_HEALTHZ] = "GET /healthz",
 	[SRV_R_STATS] = "GET /stats",
+	[SRV_R_CATALOG] = "GET /catalog",
 	[SRV_R_METRICS] = "GET /metrics",
 	[SRV_R_PRODUCT_GET] = "GET /products/{id}",
 	[SRV_R_PRODUCT_PUT] = "PUT /products/{id}",
@@ -110,6 +111,20 @@ srv_h_healthz(struct srv_ctx *c, struct srv_resp *r)
 		      srv_cache_health(c->srv));
 	hs_buf_json_str(&r->body, c->srv->cfg.id);
 	hs_buf_puts(&r->body, "}");
+}
+
+/*
+ * The id ranges of the seeded catalog (products 1..N, categories 1..N,
+ * counted at start), so that a load generator in front of any stack, even
+ * through hs-balancer, draws ids that exist.
+ */
+void
+srv_h_catalog(struct srv_ctx *c, struct srv_resp *r)
+{
+	r->status = 200;
+	hs_buf_printf(&r->body, "{\"products\":%" PRId64
+		      ",\"categories\":%" PRId64 "}",
+		      c->srv->cfg.products, c->srv->cfg.categories);
 }
 
 /*

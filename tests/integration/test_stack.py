@@ -387,6 +387,10 @@ class FirstStepsTest(unittest.TestCase):
         compact = hstest.request(port, "GET", "/stats").json()
         self.assertEqual(compact["data"], {"products": 1000,
                                            "categories": 1})
+        self.assertEqual(hstest.request(port, "GET", "/catalog").json(),
+                         {"products": 1000, "categories": 1})
+        self.assertEqual(hstest.request(port, "POST", "/catalog").status,
+                         405)
         r = hstest.request(port, "GET", "/stats?pretty=1")
         self.assertEqual(r.status, 200)
         self.assertIn(b'\n  "data": {\n', r.body)
