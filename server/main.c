@@ -49,7 +49,14 @@ usage(FILE *f)
 		"  --scale S           seed scale when the database is created\n"
 		"                      (default 1.0: 100 categories, 100000 products,\n"
 		"                      1000000 reviews)\n"
-		"  --threads N         event loop threads, 1..1024 (default: CPUs)\n"
+		"  --threads N         event loop threads, or with --io blocking the\n"
+		"                      workers, 1..1024 (default: CPUs)\n"
+		"  --io MODE           event (the default): each event loop serves\n"
+		"                      any number of connections; blocking: a pool\n"
+		"                      of --threads workers, each serving one\n"
+		"                      connection until it closes while the other\n"
+		"                      clients wait in the listen backlog (the model\n"
+		"                      of pre-fork sync workers; no --db-threads)\n"
 		"  --db-threads N      database threads, 0..1024 (default 0: the\n"
 		"                      event loops run the queries).  With N > 0,\n"
 		"                      queries, cache misses and writes run on N\n"
@@ -105,6 +112,7 @@ parse_args(int argc, char **argv, struct opts *o)
 		{ "scale", required_argument, NULL, 's' },
 		{ "threads", required_argument, NULL, 't' },
 		{ "db-threads", required_argument, NULL, 'D' },
+		{ "io", required_argument, NULL, 'I' },
 		{ "id", required_argument, NULL, 'i' },
 		{ "cache", required_argument, NULL, 'c' },
 		{ "memcached", required_argument, NULL, 'M' },
@@ -157,6 +165,16 @@ parse_args(int argc, char **argv, struct opts *o)
 			if (hs_parse_int(optarg, 0, 1024, &o->srv.db_threads) <
 			    0) {
 				bad("--db-threads (want 0..1024)", optarg);
+				return ARGS_FAIL;
+			}
+			break;
+		case 'I':
+			if (strcmp(optarg, "event") == 0) {
+				o->srv.io = SRV_IO_EVENT;
+			} else if (strcmp(optarg, "blocking") == 0) {
+				o->srv.io = SRV_IO_BLOCKING;
+			} else {
+				bad("--io (want event|blocking)", optarg);
 				return ARGS_FAIL;
 			}
 			break;
@@ -260,6 +278,12 @@ parse_args(int argc, char **argv, struct opts *o)
 	if (optind < argc) {
 		fprintf(stderr, "hs-server: unexpected argument '%s' (see --help)\n",
 			argv[optind]);
+		return ARGS_FAIL;
+	}
+	if (o->srv.io == SRV_IO_BLOCKING && o->srv.db_threads > 0) {
+		fprintf(stderr, "hs-server: --db-threads needs --io event (a "
+				"blocking worker runs its own queries; see "
+				"--help)\n");
 		return ARGS_FAIL;
 	}
 	if (o->cache == NULL)
@@ -442,8 +466,10 @@ main(int argc, char **argv)
 	else
 		printf("listening on %s:%d\n", o.srv.host, srv_port(s));
 	fflush(stdout);
-	log_info("serving %s with %d loop and %d database threads as %s, "
-		 "cache %s%s%s", o.db_path, o.srv.threads, o.srv.db_threads,
+	log_info("serving %s with %d %s and %d database threads as %s, "
+		 "cache %s%s%s", o.db_path, o.srv.threads,
+		 o.srv.io == SRV_IO_BLOCKING ? "blocking workers" : "loop",
+		 o.srv.db_threads,
 		 srv_id(s), o.cache, cache ? " on " : "",
 		 cache ? o.memcached : "");
 	while (sigwait(&sigs, &sig) != 0)

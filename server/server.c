@@ -10,7 +10,8 @@
  * pass parked share one memcached multi-get, asked for and answered on the
  * same thread, with no thread hand-off.  With --db-threads, whatever
  * needs the database goes to a database thread (pool.c) with its
- * connection suspended; without, the loop runs it.
+ * connection suspended; without, the loop runs it.  With --io blocking,
+ * blocking.c's workers serve instead of the loops.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -149,6 +150,8 @@ stop_loops(struct srv *s)
 	__atomic_store_n(&s->stopping, 1, __ATOMIC_RELEASE);
 	if (s->wake_fd >= 0 && write(s->wake_fd, &one, sizeof(one)) < 0)
 		fatal("cannot wake the worker threads");
+	srv_blocking_free(s->blocking);
+	s->blocking = NULL;
 	for (int i = 0; i < s->cfg.threads; i++)
 		if (s->loops[i].started) {
 			pthread_join(s->loops[i].thread, NULL);
@@ -289,6 +292,17 @@ srv_new(const struct srv_config *c, char *err, size_t errlen)
 	if (s->cfg.id == NULL) {
 		snprintf(s->idbuf, sizeof(s->idbuf), "hs-server-%d", bound);
 		s->cfg.id = s->idbuf;
+	}
+	if (s->cfg.io == SRV_IO_BLOCKING) {
+		/* Workers that wait on SQLite themselves: no database threads. */
+		if (s->cfg.db_threads > 0) {
+			snprintf(err, errlen, "blocking workers take no "
+				 "database threads");
+			goto fail;
+		}
+		if (srv_blocking_start(s, err, errlen) < 0)
+			goto fail;
+		return s;
 	}
 	for (int i = 0; i < s->cfg.threads; i++)
 		if (start_loop(s, i, err, errlen) < 0)

@@ -102,6 +102,7 @@ struct srv {
 	pthread_mutex_t wlock;       /* guards workers (taken once per thread) */
 	struct srv_worker *workers;
 	struct srv_pool *pool;       /* the database threads */
+	struct srv_blocking *blocking; /* --io blocking's workers, else NULL */
 	struct srv_stats stats;
 	unsigned open_conns;         /* client connections open now (atomic) */
 	char idbuf[64];              /* the default id */
@@ -174,6 +175,22 @@ void srv_pool_submit(struct srv_pool *p, struct srv_req *rq);
  * requests are dropped (their connections go with MHD_stop_daemon).
  */
 void srv_pool_free(struct srv_pool *p);
+
+/* --- blocking.c: --io blocking --- */
+/*
+ * Starts cfg.threads blocking workers on s->listen_fd (made blocking) and
+ * sets s->blocking.  On failure returns -1 with a message in err; the
+ * caller's stop then frees what was started.
+ */
+int srv_blocking_start(struct srv *s, char *err, size_t errlen);
+/* Workers serving a connection now (0 for NULL). */
+unsigned srv_blocking_busy(const struct srv_blocking *p);
+/*
+ * Joins the workers (after s->stopping, the wake-up and the listener's
+ * shutdown) and stops their daemons, closing the connections they held.
+ * NULL is a no-op.
+ */
+void srv_blocking_free(struct srv_blocking *p);
 
 /* --- worker.c --- */
 /* The calling thread's worker (created on first use). */

@@ -172,6 +172,14 @@ srv_h_stats(struct srv_ctx *c, struct srv_resp *r)
 		      s->cfg.threads, srv_cache_mode(s), total,
 		      ld(&st->inflight),
 		      __atomic_load_n(&s->open_conns, __ATOMIC_RELAXED));
+	/* How connections are served; "busy": blocking workers holding a
+	   connection (the rest of the clients wait in the listen backlog). */
+	if (s->cfg.io == SRV_IO_BLOCKING)
+		hs_buf_printf(b, ",\"io\":{\"model\":\"blocking\","
+			      "\"workers\":%d,\"busy\":%u}", s->cfg.threads,
+			      srv_blocking_busy(s->blocking));
+	else
+		hs_buf_puts(b, ",\"io\":{\"model\":\"event\"}");
 	/* An object in every mode; its "mode" says lease, naive or off. */
 	hs_buf_puts(b, ",\"cache\":");
 	srv_cache_stats_json(s, b);
