@@ -34,6 +34,8 @@ struct opts {
 };
 
 enum { ARGS_RUN, ARGS_EXIT, ARGS_FAIL };
+/* Long options without a short letter. */
+enum { O_MAXC = 256, O_MAXC_IP, O_HTO, O_ITO };
 
 static void
 usage(FILE *f)
@@ -80,6 +82,20 @@ usage(FILE *f)
 		"  --busy-timeout MS   how long a query waits for a lock held by another\n"
 		"                      connection before the request fails with 503\n"
 		"                      (default 5000)\n"
+		"  --max-conns N       client connections, 1..1000000 (default 8192);\n"
+		"                      a client past it is answered 503 and closed\n"
+		"  --max-conns-per-ip N\n"
+		"                      connections from one client address,\n"
+		"                      0..1000000 (default 4096; 0: no cap)\n"
+		"  --header-timeout-ms MS\n"
+		"                      a new connection's first request head must be\n"
+		"                      complete within MS, 1..3600000 (default 10000;\n"
+		"                      trickling does not extend it), else 408\n"
+		"  --idle-timeout-ms MS\n"
+		"                      a keep-alive connection's next head is due MS\n"
+		"                      after a response, else it is closed; also the\n"
+		"                      longest silence in a body or an unread\n"
+		"                      response, 1..3600000 (default 30000)\n"
 		"  --log-level LEVEL   error, warn, info (default) or debug\n"
 		"  -h, --help          this help\n");
 }
@@ -109,6 +125,10 @@ parse_args(int argc, char **argv, struct opts *o)
 		{ "debug-fill-delay-ms", required_argument, NULL, 'F' },
 		{ "max-body", required_argument, NULL, 'm' },
 		{ "busy-timeout", required_argument, NULL, 'b' },
+		{ "max-conns", required_argument, NULL, O_MAXC },
+		{ "max-conns-per-ip", required_argument, NULL, O_MAXC_IP },
+		{ "header-timeout-ms", required_argument, NULL, O_HTO },
+		{ "idle-timeout-ms", required_argument, NULL, O_ITO },
 		{ "log-level", required_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -220,6 +240,36 @@ parse_args(int argc, char **argv, struct opts *o)
 				bad("--busy-timeout (want 1..600000 ms)", optarg);
 				return ARGS_FAIL;
 			}
+			break;
+		case O_MAXC:
+			if (hs_parse_int(optarg, 1, 1000000, &v32) < 0) {
+				bad("--max-conns (want 1..1000000)", optarg);
+				return ARGS_FAIL;
+			}
+			o->srv.conn_limit = (unsigned)v32;
+			break;
+		case O_MAXC_IP:
+			if (hs_parse_int(optarg, 0, 1000000, &v32) < 0) {
+				bad("--max-conns-per-ip (want 0..1000000)",
+				    optarg);
+				return ARGS_FAIL;
+			}
+			o->srv.conn_limit_per_ip = (unsigned)v32;
+			break;
+		case O_HTO:
+		case O_ITO:
+			if (hs_parse_int(optarg, 1, 3600000, &v32) < 0) {
+				bad(ch == O_HTO ? "--header-timeout-ms (want "
+						  "1..3600000 ms)"
+						: "--idle-timeout-ms (want "
+						  "1..3600000 ms)",
+				    optarg);
+				return ARGS_FAIL;
+			}
+			if (ch == O_HTO)
+				o->srv.header_timeout_ms = (unsigned)v32;
+			else
+				o->srv.idle_timeout_ms = (unsigned)v32;
 			break;
 		case 'L':
 			if ((o->log_level = hs_log_level_parse(optarg)) < 0) {

@@ -381,6 +381,8 @@ req_begin(struct srv *s, struct MHD_Connection *conn, const char *url,
 	int64_t n;
 
 	rq->t0_ns = hs_now_ns();
+	rq->sconn = srv_conn_of(conn);
+	srv_conn_head_done(rq->sconn);
 	__atomic_fetch_add(&s->stats.inflight, 1, __ATOMIC_RELAXED);
 	srv_route_resolve(method, url, rq);
 	if (strcmp(version, MHD_HTTP_VERSION_1_1) == 0 &&
@@ -410,6 +412,7 @@ srv_on_access(void *cls, struct MHD_Connection *conn, const char *url,
 		*con_cls = c.rq;
 		if (!too_large)
 			return MHD_YES;
+		srv_conn_answering(c.rq->sconn);
 		return answer_error(&c, 413, "request body too large", NULL);
 	}
 	if (c.rq->answered) {
@@ -445,6 +448,7 @@ srv_on_access(void *cls, struct MHD_Connection *conn, const char *url,
 			hs_buf_append(&c.rq->body, upload_data, n);
 		return MHD_YES;
 	}
+	srv_conn_answering(c.rq->sconn);
 	return dispatch(&c);
 }
 
@@ -460,6 +464,7 @@ srv_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
 		log_debug("%s: request ended early (%d)",
 			  srv_route_name(rq->route), (int)toe);
+	srv_conn_request_done(rq->sconn);
 	hs_buf_free(&rq->body);
 	/* A database thread's response that was never sent. */
 	pool_resp_free(rq);

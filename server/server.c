@@ -44,7 +44,13 @@ srv_config_defaults(struct srv_config *c)
 	c->max_body = 65536;
 	c->busy_timeout_ms = 5000;
 	c->conn_limit = 8192;
-	c->conn_timeout_s = 60;
+	/* Half the table: one address cannot lock the others out, and a
+	   proxy in front (every request from one address) still gets 4096. */
+	c->conn_limit_per_ip = 4096;
+	c->header_timeout_ms = 10000;
+	/* Twice the balancer's 15 s pool expiry, so a pooled connection is
+	   always retired by the balancer, never closed under it by us. */
+	c->idle_timeout_ms = 30000;
 	c->drain_timeout_ms = 10000;
 	c->cache_batch = 64;
 }
@@ -61,21 +67,6 @@ mhd_log(void *cls, const char *fmt, va_list ap)
 	while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
 		msg[--n] = '\0';
 	log_warnx("libmicrohttpd: %s", msg);
-}
-
-/* Open connections, for /stats. */
-static void
-on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
-	      enum MHD_ConnectionNotificationCode code)
-{
-	struct srv *s = cls;
-
-	(void)conn;
-	(void)socket_context;
-	if (code == MHD_CONNECTION_NOTIFY_STARTED)
-		__atomic_fetch_add(&s->open_conns, 1, __ATOMIC_RELAXED);
-	else if (code == MHD_CONNECTION_NOTIFY_CLOSED)
-		__atomic_fetch_sub(&s->open_conns, 1, __ATOMIC_RELAXED);
 }
 
 static __thread struct srv_loop *tls_loop;
@@ -97,7 +88,9 @@ srv_loop_batcher(void)
  * there is work), then one multi-get for the cacheable reads that pass
  * parked.  A parked read stays on MHD's ready list without a response, so
  * the next pass does not block, and calls the handler again, which serves
- * the answer.
+ * the answer.  Last, the connection guard closes the connections whose
+ * head is overdue or whose client has gone (conns.c); the wait ends at
+ * the earliest head deadline.
  */
 static void *
 loop_main(void *arg)
@@ -107,9 +100,12 @@ loop_main(void *arg)
 
 	tls_loop = l;
 	while (!__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE)) {
-		MHD_run_wait(l->mhd, -1);
+		int64_t ms = srv_conns_wait_ms(l);
+
+		MHD_run_wait(l->mhd, ms > INT32_MAX ? INT32_MAX : (int32_t)ms);
 		if (l->batcher != NULL)
 			cache_batcher_run(l->batcher);
+		srv_conns_sweep(l);
 	}
 	return NULL;
 }
@@ -166,6 +162,7 @@ stop_loops(struct srv *s)
 		l->mhd = NULL;
 		hs_close(&l->quiesced_fd);
 		hs_close(&l->resume_fd);
+		hs_close(&l->watch_fd);
 	}
 	hs_close(&s->wake_fd);
 	hs_close(&s->listen_fd);
@@ -179,17 +176,27 @@ start_loop(struct srv *s, int i, char *err, size_t errlen)
 	/* Database threads suspend and resume connections. */
 	unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
 			 (s->cfg.db_threads > 0 ? MHD_ALLOW_SUSPEND_RESUME : 0);
-	unsigned n = (unsigned)s->cfg.threads;
-	/* The connection limit shared out as MHD's pool does. */
-	unsigned limit = s->cfg.conn_limit / n +
-			 ((unsigned)i < s->cfg.conn_limit % n);
+	/* Any loop may hold every connection: the guard (conns.c) counts
+	   them across loops, and answers 503 over the cap. */
+	unsigned limit = s->cfg.conn_limit;
+	/* MHD's inactivity timer (seconds, reset by every byte): for stalled
+	   bodies and unread responses; the guard times the heads. */
+	unsigned idle_s = (s->cfg.idle_timeout_ms + 999) / 1000;
 	struct epoll_event wake = { .events = EPOLLIN, .data.ptr = NULL };
 	struct epoll_event resume = { .events = EPOLLIN | EPOLLET,
 				      .data.ptr = NULL };
+	struct epoll_event watch = { .events = EPOLLIN, .data.ptr = NULL };
 	const union MHD_DaemonInfo *info;
 	int fd;
 
 	l->srv = s;
+	TAILQ_INIT(&l->head_first);
+	TAILQ_INIT(&l->head_next);
+	l->watch_fd = epoll_create1(EPOLL_CLOEXEC);
+	if (l->watch_fd < 0) {
+		snprintf(err, errlen, "epoll_create1: %s", strerror(errno));
+		return -1;
+	}
 	if (s->cfg.cache != NULL && s->cfg.cache_batch > 0) {
 		l->batcher = cache_batcher_new(s->cfg.cache,
 					       s->cfg.cache_batch, err, errlen);
@@ -207,9 +214,9 @@ start_loop(struct srv *s, int i, char *err, size_t errlen)
 		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
 		MHD_OPTION_LISTEN_SOCKET, fd,
 		MHD_OPTION_CONNECTION_LIMIT, limit > 0 ? limit : 1u,
-		MHD_OPTION_CONNECTION_TIMEOUT, s->cfg.conn_timeout_s,
+		MHD_OPTION_CONNECTION_TIMEOUT, idle_s > 0 ? idle_s : 1u,
 		MHD_OPTION_NOTIFY_COMPLETED, srv_on_completed, s,
-		MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
+		MHD_OPTION_NOTIFY_CONNECTION, srv_on_connection, s,
 		MHD_OPTION_END);
 	if (l->mhd == NULL) {
 		close(fd);
@@ -221,11 +228,14 @@ start_loop(struct srv *s, int i, char *err, size_t errlen)
 	 * The stop signal goes into MHD's own epoll set, so that the loop
 	 * waits in MHD alone: one epoll_wait per pass.  MHD skips an event
 	 * whose data pointer is NULL (its own shutdown signal); it only wakes
-	 * MHD_run_wait, after which the loop sees s->stopping.
+	 * MHD_run_wait, after which the loop sees s->stopping.  The guard's
+	 * watch set goes in the same way (level triggered: it stays ready
+	 * until the sweep after the pass has read it).
 	 */
 	info = MHD_get_daemon_info(l->mhd, MHD_DAEMON_INFO_EPOLL_FD);
 	if (info == NULL ||
-	    epoll_ctl(info->epoll_fd, EPOLL_CTL_ADD, s->wake_fd, &wake) < 0) {
+	    epoll_ctl(info->epoll_fd, EPOLL_CTL_ADD, s->wake_fd, &wake) < 0 ||
+	    epoll_ctl(info->epoll_fd, EPOLL_CTL_ADD, l->watch_fd, &watch) < 0) {
 		snprintf(err, errlen, "cannot watch the stop signal: %s",
 			 strerror(errno));
 		return -1;
@@ -266,7 +276,9 @@ srv_new(const struct srv_config *c, char *err, size_t errlen)
 	for (int i = 0; i < s->cfg.threads; i++) {
 		s->loops[i].quiesced_fd = -1;
 		s->loops[i].resume_fd = -1;
+		s->loops[i].watch_fd = -1;
 	}
+	s->ips = srv_ip_table_new();
 	if (s->cfg.db_threads < 0)
 		s->cfg.db_threads = 0;
 	s->wake_fd = eventfd(0, EFD_CLOEXEC);
@@ -307,6 +319,7 @@ srv_new(const struct srv_config *c, char *err, size_t errlen)
 	return s;
 fail:
 	stop_loops(s);
+	srv_ip_table_free(s->ips);
 	pthread_mutex_destroy(&s->wlock);
 	free(s->loops);
 	free(s);
@@ -358,6 +371,7 @@ srv_free(struct srv *s)
 		return;
 	srv_shutdown(s);
 	srv_workers_free(s);
+	srv_ip_table_free(s->ips);
 	free(s->loops);
 	pthread_mutex_destroy(&s->wlock);
 	free(s);
