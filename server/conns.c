@@ -399,6 +399,18 @@ expire(struct srv_loop *l, uint64_t now)
 		conn_close(sc, NULL, 0);
 }
 
+/*
+ * Whether bytes the peer sent before its FIN still wait in the socket:
+ * MHD has an edge for them and reads them on its next pass.
+ */
+static int
+unread_bytes(int fd)
+{
+	char c;
+
+	return fd >= 0 && recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
 /* Peers that closed their side: see the file comment. */
 static void
 reap_closed_peers(struct srv_loop *l)
@@ -410,18 +422,33 @@ reap_closed_peers(struct srv_loop *l)
 		n = epoll_wait(l->watch_fd, ev, SRV_WATCH_EVENTS, 0);
 		for (int i = 0; i < n; i++) {
 			struct srv_conn *sc = ev[i].data.ptr;
+			struct epoll_event again = { .events = EPOLLRDHUP |
+							       EPOLLET,
+						     .data.ptr = sc };
 
 			sc->peer_closed = 1;
 			/*
-			 * Waiting for a head or a body that can no longer
-			 * come: close now.  A request being answered is
-			 * answered first (a client may half-close after
-			 * sending it); srv_conn_request_done closes it.
+			 * A request being answered is answered first (a
+			 * client may half-close after sending it);
+			 * srv_conn_request_done closes it.
 			 */
-			if (sc->state == SRV_CONN_HEAD_FIRST ||
-			    sc->state == SRV_CONN_HEAD_NEXT ||
-			    sc->state == SRV_CONN_BODY)
-				conn_close(sc, NULL, 0);
+			if (sc->state != SRV_CONN_HEAD_FIRST &&
+			    sc->state != SRV_CONN_HEAD_NEXT &&
+			    sc->state != SRV_CONN_BODY)
+				continue;
+			/*
+			 * Waiting for a head or a body: once MHD has read
+			 * what is left, none can come.  Until then, re-arm
+			 * (the hang-up is still there, so the next sweep
+			 * sees it again), a bounded number of times.
+			 */
+			if (unread_bytes(sc->fd) && sc->rearmed < 64 &&
+			    epoll_ctl(l->watch_fd, EPOLL_CTL_MOD, sc->fd,
+				      &again) == 0) {
+				sc->rearmed++;
+				continue;
+			}
+			conn_close(sc, NULL, 0);
 		}
 	} while (n == SRV_WATCH_EVENTS);
 }

@@ -217,6 +217,7 @@ start_loop(struct srv *s, int i, char *err, size_t errlen)
 		MHD_OPTION_CONNECTION_TIMEOUT, idle_s > 0 ? idle_s : 1u,
 		MHD_OPTION_NOTIFY_COMPLETED, srv_on_completed, s,
 		MHD_OPTION_NOTIFY_CONNECTION, srv_on_connection, s,
+		MHD_OPTION_UNESCAPE_CALLBACK, srv_unescape, s,
 		MHD_OPTION_END);
 	if (l->mhd == NULL) {
 		close(fd);

@@ -92,6 +92,7 @@ struct srv_conn {
 	int fd;                      /* MHD's socket (borrowed) */
 	int counted;                 /* holds a slot (srv->admitted, per IP) */
 	int peer_closed;             /* the client shut its side */
+	int rearmed;                 /* ... and its bytes were not all read */
 	unsigned char addr[16];      /* client address, v4-mapped */
 	TAILQ_ENTRY(srv_conn) link;  /* its loop's list for the HEAD_* wait */
 };
@@ -341,6 +342,27 @@ void srv_h_stats(struct srv_ctx *c, struct srv_resp *r);
 void srv_h_metrics(struct srv_ctx *c, struct srv_resp *r);
 
 /* --- router.c --- */
+/* What the head checks saw (srv_head_field), then their verdict. */
+struct srv_head {
+	int content_length;          /* Content-Length fields */
+	int transfer_encoding;       /* Transfer-Encoding fields */
+	int te_other;                /* one that is not exactly "chunked" */
+	int host;                    /* Host fields */
+	int err_status;              /* 0, or the status to answer */
+	const char *err_msg;
+};
+/* Checks one header field (name a token, no control bytes in the value)
+   and counts the framing fields. */
+void srv_head_field(struct srv_head *h, const char *name, size_t nlen,
+		    const char *value, size_t vlen);
+/* After every field: sets h->err_status (400, 501, 505) or leaves 0. */
+void srv_head_verdict(struct srv_head *h, const char *version);
+/*
+ * MHD_OPTION_UNESCAPE_CALLBACK: decodes %HH in place, except %00, which
+ * stays as it is: a decoded NUL would end the path early
+ * (/products/1%00abc served as product 1).  Returns the new length.
+ */
+size_t srv_unescape(void *cls, struct MHD_Connection *conn, char *s);
 /*
  * Resolves method + path to a route.  Fills rq->route and rq->id, or
  * rq->err_status (404 unknown path, 405 + rq->allow, 400 bad id).
