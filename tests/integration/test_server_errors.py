@@ -136,8 +136,10 @@ class ErrorShapesTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        cls.proc.stop()
+        rc = cls.proc.stop()
+        err = cls.proc.stderr()
         cls.proc.cleanup()
+        assert rc == 0, "hs-server exited %s:\n%s" % (rc, err)
 
     def send(self, data):
         """Sends data; reads until the connection closes, or until one
