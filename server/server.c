@@ -209,6 +209,13 @@ start_loop(struct srv *s, int i, char *err, size_t errlen)
 			 strerror(errno));
 		return -1;
 	}
+	/*
+	 * MHD_OPTION_STRICT_FOR_CLIENT stays at its default: in 0.9.75 level 1
+	 * only turns a missing Host and a space in the URL into MHD's HTML
+	 * 400 (hs-server answers the first in JSON, router.c), and the check
+	 * for whitespace before a colon sits at level -1.  router.c checks
+	 * the head instead, where MHD hands it over.
+	 */
 	l->mhd = MHD_start_daemon(
 		flags, 0, NULL, NULL, srv_on_access, s,
 		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
