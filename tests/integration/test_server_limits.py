@@ -46,6 +46,12 @@ def get_from_other(port, path="/json", timeout=2.0):
     return status, head, body, time.monotonic() - t0
 
 
+def stats(port):
+    status, _, body, _ = get_from_other(port, "/stats", 5 * hstest.SLOW)
+    assert status == 200, status
+    return json.loads(body)
+
+
 def read_all(s, timeout):
     """Everything s receives until the peer closes (or timeout)."""
     s.settimeout(timeout)
@@ -146,6 +152,7 @@ class LimitsTest(unittest.TestCase):
                 self.assertEqual(json.loads(body)["status"], 503)
             self.assertEqual([d for d, closed in got if not closed],
                              [b""] * 100)
+            self.assertEqual(stats(port)["connections_refused"], 150)
         finally:
             for s in socks:
                 s.close()
@@ -163,6 +170,7 @@ class LimitsTest(unittest.TestCase):
                 self.assertEqual(json.loads(body)["status"], 408)
             self.assertGreater(time.monotonic() - t0, 0.8)
             self.assert_served(port, "after the silent connections")
+            self.assertEqual(stats(port)["head_timeouts"], 50)
         finally:
             for s in socks:
                 s.close()
