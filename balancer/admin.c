@@ -188,7 +188,8 @@ bal_admin_new(struct bal_app *app, const char *host, int port, int *bound)
 	evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
 	evhttp_set_gencb(a->http, admin_cb, a);
 	if ((fd = hs_listen_tcp(host, port, 128, 1, bound)) < 0) {
-		log_warn("admin listen on %s:%d", host, port);
+		log_error("cannot listen on %s:%d (admin): %s", host, port,
+			  strerror(errno));
 		goto fail;
 	}
 	if (evhttp_accept_socket(a->http, fd) < 0) {

@@ -213,8 +213,8 @@ bal_backend_set_up(struct bal_backend *b, int up, const char *why)
 	int old = __atomic_exchange_n(&b->up, up, __ATOMIC_RELAXED);
 
 	if (old != up)
-		log_warnx("backend %s is %s (%s)", b->name, up ? "up" : "down",
-			  why);
+		log_warnx_rl("backend %s is %s (%s)", b->name,
+			     up ? "up" : "down", why);
 }
 
 static int

@@ -11,6 +11,7 @@
 #ifndef BAL_H
 #define BAL_H
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <sys/queue.h>
@@ -26,11 +27,22 @@ struct bal_hc;
 
 #define BAL_MAX_BACKENDS 256
 #define BAL_HOST_MAX 256
+#define BAL_MAX_DENY 32
+/*
+ * Descriptors kept out of --max-conns (listeners, loop internals, the admin
+ * port and its clients, health checks), besides 8 per worker and one per
+ * backend; clients get 3/4 of the rest and backend connections 1/4 (one
+ * per request in flight, plus the pools).  Past that, a request that needs
+ * a new backend connection is answered 503; the backend is not blamed.
+ */
+#define BAL_FD_RESERVE 64
+/* After an accept fails for want of descriptors, the listener rests. */
+#define BAL_ACCEPT_PAUSE_MS 200
 
 enum bal_algo { BAL_ALGO_RR = 0, BAL_ALGO_LEASTCONN };
 
 /* Statuses the balancer answers itself, counted in bal_app.errors. */
-#define BAL_NERR 10
+#define BAL_NERR 11
 extern const int bal_err_status[BAL_NERR];
 int bal_err_index(int status);
 
@@ -51,8 +63,11 @@ struct bal_config {
 	int health_interval_ms, rise, fall;
 	int connect_timeout_ms, header_timeout_ms, idle_timeout_ms;
 	int backend_timeout_ms, drain_timeout_ms;
-	int max_conns;
+	int max_conns, max_conns_given;
 	int64_t max_body;
+	/* Path prefixes answered 404 to clients (--deny-path); argv strings. */
+	const char *deny[BAL_MAX_DENY];
+	int ndeny, deny_given;
 	int workers;
 	struct bal_limits lim;
 	int nspecs;
@@ -135,6 +150,13 @@ void bal_backends_free(struct bal_app *app);
 
 #define BAL_INC(p, n) __atomic_fetch_add((p), (n), __ATOMIC_RELAXED)
 #define BAL_GET(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+
+/* A failure of ours (descriptors, memory), not of the peer we talked to. */
+static inline int
+bal_err_local(int e)
+{
+	return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM;
+}
 
 /* Marks a backend down or up and logs the change (any thread). */
 void bal_backend_set_up(struct bal_backend *b, int up, const char *why);

@@ -1,8 +1,9 @@
 /*
  * Workers and connections: one event loop per worker with its own
  * listener, client list and idle backend-connection pools; accepting (with
- * --max-conns), the non-blocking I/O layer described in proxy.h, JSON error
- * responses, lingering close, and draining on SIGTERM.
+ * --max-conns, resting after an accept error), the non-blocking I/O layer
+ * described in proxy.h, JSON error responses, lingering close, and
+ * draining on SIGTERM.
  */
 #include <errno.h>
 #include <event2/listener.h>
@@ -118,7 +119,7 @@ bal_reason(int status)
 	}
 }
 
-const int bal_err_status[BAL_NERR] = { 400, 408, 413, 414, 431,
+const int bal_err_status[BAL_NERR] = { 400, 404, 408, 413, 414, 431,
 				       501, 502, 503, 504, 505 };
 
 int
@@ -278,6 +279,8 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 		shutdown(fd, SHUT_WR);
 		close(fd);
 		BAL_INC(&app->rejected, 1);
+		log_warnx_rl("%d clients connected (--max-conns): answering "
+			     "new ones 503", app->cfg.max_conns);
 		return;
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -298,9 +301,37 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 	TAILQ_INSERT_TAIL(&w->clients, c, link);
 	w->nclients++;
 	BAL_INC(&app->conns, 1);
-	c->state = C_IDLE;
+	c->state = C_NEW;
 	bal_io_rd(&c->io, 1);
-	bal_client_timer(c, w->tv_idle);
+	/* A connection that sends nothing gets the head deadline, not idle. */
+	bal_client_timer(c, w->tv_header);
+}
+
+/*
+ * accept(2) failed (EMFILE, ENFILE, ENOBUFS...; libevent handles the
+ * retriable errors itself).  Retrying at once would fail again and spin
+ * the loop while the descriptor table stays full, so the listener rests
+ * for BAL_ACCEPT_PAUSE_MS and the connections wait in the backlog.
+ */
+static void
+accept_error_cb(struct evconnlistener *l, void *arg)
+{
+	struct bal_worker *w = arg;
+	struct timeval tv = { 0, BAL_ACCEPT_PAUSE_MS * 1000 };
+
+	log_warnx_rl("accept: %s; pausing accepts for %d ms",
+		     strerror(EVUTIL_SOCKET_ERROR()), BAL_ACCEPT_PAUSE_MS);
+	evconnlistener_disable(l);
+	event_add(w->ev_resume, &tv);
+}
+
+static void
+accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct bal_worker *w = arg;
+
+	if (w->lis != NULL)
+		evconnlistener_enable(w->lis);
 }
 
 static const struct timeval *
@@ -359,10 +390,12 @@ drain_cb(evutil_socket_t fd, short what, void *arg)
 		evconnlistener_free(w->lis);
 		w->lis = NULL;
 	}
+	event_del(w->ev_resume);
 	/* Idle keep-alive connections go now; the others after their response. */
 	for (c = TAILQ_FIRST(&w->clients); c != NULL; c = tmp) {
 		tmp = TAILQ_NEXT(c, link);
-		if (c->state == C_IDLE && evbuffer_get_length(c->io.in) == 0)
+		if ((c->state == C_NEW || c->state == C_IDLE) &&
+		    evbuffer_get_length(c->io.in) == 0)
 			bal_client_free(c);
 	}
 	if (w->nclients == 0) {
@@ -406,6 +439,7 @@ bal_worker_new(struct bal_app *app, int idx, struct event_base *base,
 	w->tv_linger = common_tv(base, 2000);
 	w->tv_pool = common_tv(base, BAL_POOL_IDLE_MS);
 	w->ev_drain = event_new(base, -1, 0, drain_cb, w);
+	w->ev_resume = evtimer_new(base, accept_resume_cb, w);
 	w->scratch_cap = 4096;
 	w->scratch = hs_xmalloc(w->scratch_cap);
 	w->lis = evconnlistener_new(base, accept_cb, w, LEV_OPT_CLOSE_ON_FREE,
@@ -415,6 +449,7 @@ bal_worker_new(struct bal_app *app, int idx, struct event_base *base,
 		bal_worker_free(w);
 		return NULL;
 	}
+	evconnlistener_set_error_cb(w->lis, accept_error_cb);
 	return w;
 }
 
@@ -436,6 +471,8 @@ bal_worker_free(struct bal_worker *w)
 		evconnlistener_free(w->lis);
 	if (w->ev_drain)
 		event_free(w->ev_drain);
+	if (w->ev_resume)
+		event_free(w->ev_resume);
 	if (w->ev_deadline)
 		event_free(w->ev_deadline);
 	if (w->pstate)

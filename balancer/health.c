@@ -10,6 +10,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,8 +117,16 @@ hc_tick(evutil_socket_t fd, short what, void *arg)
 			    app->cfg.health_path, hc->b->name);
 	if (bufferevent_socket_connect(hc->bev,
 				       (struct sockaddr *)&hc->b->addr,
-				       (int)hc->b->addrlen) < 0)
+				       (int)hc->b->addrlen) < 0) {
+		if (bal_err_local(errno)) {
+			/* No socket to check with says nothing of the backend. */
+			log_warn_rl("health check of %s skipped", hc->b->name);
+			bufferevent_free(hc->bev);
+			hc->bev = NULL;
+			return;
+		}
 		hc_result(hc, 0, "health check: connect failed");
+	}
 }
 
 static void

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "bal.h"
@@ -35,19 +36,24 @@ static const char usage[] =
 	"  --idle-timeout-ms N         client keep-alive idle timeout (default 60000)\n"
 	"  --backend-timeout-ms N      backend response timeout: 504 (default 30000)\n"
 	"  --drain-timeout-ms N        SIGTERM: wait for in-flight requests (default 10000)\n"
-	"  --max-conns N               concurrent clients, beyond: 503 (default 100000)\n"
+	"  --max-conns N               concurrent clients, beyond: 503 (default 100000,\n"
+	"                              lowered to fit the descriptor limit)\n"
 	"  --max-body BYTES            request body limit: 413 (default 1073741824)\n"
 	"  --max-line BYTES            request line limit: 414 (default 8192)\n"
 	"  --max-header-size BYTES     request head limit: 431 (default 16384)\n"
 	"  --max-headers N             header count limit: 431 (default 100)\n"
+	"  --deny-path PREFIX          answer 404 to client requests for PREFIX or\n"
+	"                              below (repeatable; replaces the default\n"
+	"                              /stats and /metrics; '' denies nothing)\n"
+	"  --no-deny-path              forward every path\n"
 	"  --workers N                 event loops on N threads (default 1)\n"
 	"  --log-level LEVEL           error, warn, info (default), debug\n"
-	"  --help                      this text\n";
+	"  -h, --help                  this text\n";
 
 enum {
 	O_LISTEN = 256, O_BACKEND, O_FILE, O_ADMIN, O_ALGO, O_HPATH, O_HINT,
 	O_RISE, O_FALL, O_CTO, O_HTO, O_ITO, O_BTO, O_DTO, O_MAXC, O_MAXB,
-	O_MAXL, O_MAXH, O_MAXN, O_WORKERS, O_LOG, O_HELP
+	O_MAXL, O_MAXH, O_MAXN, O_WORKERS, O_LOG, O_HELP, O_DENY, O_NODENY
 };
 
 static const struct option longopts[] = {
@@ -73,6 +79,8 @@ static const struct option longopts[] = {
 	{ "workers", required_argument, NULL, O_WORKERS },
 	{ "log-level", required_argument, NULL, O_LOG },
 	{ "help", no_argument, NULL, O_HELP },
+	{ "deny-path", required_argument, NULL, O_DENY },
+	{ "no-deny-path", no_argument, NULL, O_NODENY },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -110,10 +118,13 @@ parse_args(int argc, char **argv, struct bal_config *cfg, int *log_level)
 	cfg->lim.max_line = 8192;
 	cfg->lim.max_head = 16384;
 	cfg->lim.max_headers = 100;
+	/* The servers' counters are for operators, not the public port. */
+	cfg->deny[cfg->ndeny++] = "/stats";
+	cfg->deny[cfg->ndeny++] = "/metrics";
 	*log_level = HS_LOG_INFO;
 
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, "", longopts, &idx)) != -1) {
+	while ((ch = getopt_long(argc, argv, "h", longopts, &idx)) != -1) {
 		const char *name = ch >= 256 ? longopts[ch - 256].name : "";
 		int *ip = NULL, lo = 1, hi = 3600000;
 		switch (ch) {
@@ -162,7 +173,12 @@ parse_args(int argc, char **argv, struct bal_config *cfg, int *log_level)
 		case O_ITO: ip = &cfg->idle_timeout_ms; break;
 		case O_BTO: ip = &cfg->backend_timeout_ms; break;
 		case O_DTO: ip = &cfg->drain_timeout_ms; lo = 0; break;
-		case O_MAXC: ip = &cfg->max_conns; lo = 0; hi = 10000000; break;
+		case O_MAXC:
+			ip = &cfg->max_conns;
+			lo = 0;
+			hi = 10000000;
+			cfg->max_conns_given = 1;
+			break;
 		case O_MAXN: ip = &cfg->lim.max_headers; hi = BAL_MAX_HEADERS; break;
 		case O_WORKERS: ip = &cfg->workers; hi = 64; break;
 		case O_MAXB:
@@ -183,6 +199,23 @@ parse_args(int argc, char **argv, struct bal_config *cfg, int *log_level)
 			if ((*log_level = hs_log_level_parse(optarg)) < 0)
 				return bad(name, optarg);
 			break;
+		case O_DENY:
+			/* The first one replaces the defaults. */
+			if (!cfg->deny_given)
+				cfg->ndeny = 0;
+			cfg->deny_given = 1;
+			if (optarg[0] == '\0')
+				break;
+			if (optarg[0] != '/' || cfg->ndeny >= BAL_MAX_DENY ||
+			    strpbrk(optarg, "?# \t\r\n") != NULL)
+				return bad(name, optarg);
+			cfg->deny[cfg->ndeny++] = optarg;
+			break;
+		case O_NODENY:
+			cfg->ndeny = 0;
+			cfg->deny_given = 1;
+			break;
+		case 'h':
 		case O_HELP:
 			fputs(usage, stdout);
 			return 1;
@@ -254,6 +287,57 @@ fail:
 	return -1;
 }
 
+/*
+ * Takes the hard descriptor limit, then lowers --max-conns to fit in it:
+ * past the limit, accept fails, and health checks and backend connections
+ * find no descriptor either.
+ */
+static void
+fit_descriptors(struct bal_config *cfg, int nbackends)
+{
+	struct rlimit rl;
+	long avail;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+		log_warn("getrlimit(RLIMIT_NOFILE)");
+		return;
+	}
+	if (rl.rlim_cur < rl.rlim_max) {
+		struct rlimit want = { rl.rlim_max, rl.rlim_max };
+		if (setrlimit(RLIMIT_NOFILE, &want) == 0)
+			rl = want;
+		else
+			log_warn("setrlimit(RLIMIT_NOFILE)");
+	}
+	/* Beyond the largest --max-conns: nothing to fit. */
+	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 100000000)
+		return;
+	avail = ((long)rl.rlim_cur - BAL_FD_RESERVE - 8L * cfg->workers -
+		 nbackends) * 3 / 4;
+	if (avail < 1)
+		avail = 1;
+	if (cfg->max_conns != 0 && cfg->max_conns <= avail)
+		return;
+	if (cfg->max_conns_given)
+		log_warnx("--max-conns %d lowered to %ld to fit the descriptor "
+			  "limit of %ld (ulimit -n)", cfg->max_conns, avail,
+			  (long)rl.rlim_cur);
+	else
+		log_info("at most %ld clients at a time (descriptor limit %ld)",
+			 avail, (long)rl.rlim_cur);
+	cfg->max_conns = (int)avail;
+}
+
+/* libevent's own warnings, through our format and rate limit. */
+static void
+libevent_log(int severity, const char *msg)
+{
+	if (severity >= EVENT_LOG_WARN)
+		log_warnx_rl("libevent: %s", msg);
+	else
+		log_debug("libevent: %s", msg);
+}
+
 static void
 on_term(evutil_socket_t sig, short what, void *arg)
 {
@@ -310,6 +394,7 @@ main(int argc, char **argv)
 	if (rc != 0)
 		return rc > 0 ? 0 : 2;
 	hs_log_init("hs-balancer", level);
+	event_set_log_callback(libevent_log);
 	signal(SIGPIPE, SIG_IGN);
 	if (app.cfg.workers > 1 && evthread_use_pthreads() < 0)
 		fatalx("evthread_use_pthreads failed");
@@ -321,6 +406,7 @@ main(int argc, char **argv)
 		fprintf(stderr, "hs-balancer: %s\n", err);
 		return 2;
 	}
+	fit_descriptors(&app.cfg, bal_set_current(&app)->n);
 	app.nworkers = app.cfg.workers;
 	app.workers = hs_xcalloc((size_t)app.nworkers, sizeof(*app.workers));
 	bases = hs_xcalloc((size_t)app.nworkers, sizeof(*bases));
@@ -331,7 +417,8 @@ main(int argc, char **argv)
 		int fd = listen_reuseport(app.cfg.listen_host, port,
 					  &app.bound_port);
 		if (fd < 0) {
-			log_warn("listen on %s:%d", app.cfg.listen_host, port);
+			log_error("cannot listen on %s:%d: %s",
+				  app.cfg.listen_host, port, strerror(errno));
 			goto out;
 		}
 		if ((bases[i] = event_base_new()) == NULL)

@@ -235,6 +235,10 @@ classify(const char *buf, struct bal_msg *m, int is_req, const char **why)
 			if (eq_ci(n, nl, "te"))
 				h->flags |= BAL_HF_HOP;
 			break;
+		case 3:
+			if (is_req && eq_ci(n, nl, "via"))
+				h->flags |= BAL_HF_VIA;
+			break;
 		case 4:
 			if (eq_ci(n, nl, "host")) {
 				hosts++;
@@ -282,7 +286,9 @@ classify(const char *buf, struct bal_msg *m, int is_req, const char **why)
 				h->flags |= BAL_HF_HOP;
 			break;
 		case 17:
-			if (eq_ci(n, nl, "transfer-encoding")) {
+			if (is_req && eq_ci(n, nl, "x-forwarded-proto")) {
+				h->flags |= BAL_HF_XFP;
+			} else if (eq_ci(n, nl, "transfer-encoding")) {
 				if (++nte > 1)
 					FAIL(st, "duplicate Transfer-Encoding");
 				m->has_te = 1;
@@ -648,4 +654,59 @@ int
 bal_chunk_done(const struct bal_chunk *c)
 {
 	return c->state == CH_DONE;
+}
+
+size_t
+bal_path_normalize(const char *p, size_t n, char *out)
+{
+	size_t o = 0, seg;
+
+	out[o++] = '/';
+	for (size_t i = 0; i < n;) {
+		/* One segment of the input, decoded, appended after a '/'. */
+		while (i < n && p[i] == '/')
+			i++;
+		if (i == n)
+			break;
+		seg = o;
+		while (i < n && p[i] != '/') {
+			int hi, lo;
+			if (p[i] == '%' && i + 2 < n &&
+			    (hi = hexval((unsigned char)p[i + 1])) >= 0 &&
+			    (lo = hexval((unsigned char)p[i + 2])) >= 0) {
+				out[o++] = (char)(hi << 4 | lo);
+				i += 3;
+			} else {
+				out[o++] = p[i++];
+			}
+		}
+		if (o - seg == 1 && out[seg] == '.') {
+			o = seg;
+		} else if (o - seg == 2 && out[seg] == '.' &&
+			   out[seg + 1] == '.') {
+			/* Back to the '/' before the previous segment. */
+			o = seg - 1;
+			while (o > 0 && out[o - 1] != '/')
+				o--;
+			if (o == 0)
+				o = 1;
+		} else {
+			out[o++] = '/';
+		}
+	}
+	/* A trailing '/' only where the input had one. */
+	if (o > 1 && (n == 0 || p[n - 1] != '/'))
+		o--;
+	out[o] = '\0';
+	return o;
+}
+
+int
+bal_path_under(const char *path, size_t len, const char *prefix)
+{
+	size_t pl = strlen(prefix);
+
+	if (pl == 0 || len < pl || memcmp(path, prefix, pl) != 0)
+		return 0;
+	return len == pl || prefix[pl - 1] == '/' || path[pl] == '/';
 }

@@ -31,6 +31,8 @@ enum bal_method {
 /* Header flags set by the parsers. */
 #define BAL_HF_HOP 1u /* hop-by-hop: not forwarded */
 #define BAL_HF_XFF 2u /* X-Forwarded-For: extended, not copied */
+#define BAL_HF_XFP 4u /* X-Forwarded-Proto: replaced by ours */
+#define BAL_HF_VIA 8u /* Via: extended, not copied */
 
 struct bal_hdr {
 	uint32_t name_off, name_len;
@@ -98,6 +100,19 @@ struct bal_chunk {
 ssize_t bal_chunk_feed(struct bal_chunk *c, const char *p, size_t n,
 		       const char **why);
 int bal_chunk_done(const struct bal_chunk *c);
+
+/*
+ * Normalizes the path of an origin-form target (p, n: up to the query) the
+ * way a backend may before routing it: percent-escapes decoded, empty and
+ * "." segments dropped, ".." segments resolved.  out needs n + 3 bytes;
+ * it gets a NUL-terminated path starting with "/".  Returns its length.
+ */
+size_t bal_path_normalize(const char *p, size_t n, char *out);
+/*
+ * Whether a normalized path is prefix or lies below it: "/stats" matches
+ * "/stats" and "/stats/x", not "/statsx"; "/a/" matches "/a/b".
+ */
+int bal_path_under(const char *path, size_t len, const char *prefix);
 
 /* Case-insensitive compare of a header name at buf+off with a literal. */
 int bal_hdr_is(const char *buf, const struct bal_hdr *h, const char *name);

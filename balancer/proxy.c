@@ -1,14 +1,17 @@
 /*
  * The request / response flow.  A client connection handles one request at
  * a time (pipelined requests wait in its input buffer, so responses leave
- * in order): parse the head strictly, pick a backend, take a pooled
- * keep-alive connection to it or open one, send the rewritten head, stream
- * the body with back-pressure, then stream the response back, following
- * its framing (Content-Length, chunked, or until close) to know when the
+ * in order, and none is taken while the client leaves more than
+ * BAL_HIGH_WM of answers unread): parse the head strictly, refuse the
+ * paths of --deny-path, pick a backend, take a pooled keep-alive
+ * connection to it or open one, send the rewritten head, stream the body
+ * with back-pressure, then stream the response back, following its
+ * framing (Content-Length, chunked, or until close) to know when the
  * backend connection can go back to the pool.
  *
  * Failures: a connect error marks the backend down and the request goes to
- * the next one (nothing reached the first); a backend that fails before
+ * the next one (nothing reached the first), unless the error is ours (no
+ * descriptor left: 503); a backend that fails before
  * answering gets an idempotent body-less request retried once elsewhere,
  * anything else a 502; a backend silent for --backend-timeout-ms a 504.
  */
@@ -68,7 +71,8 @@ build_forward_head(struct bal_client *c, const char *p, const struct bal_msg *m)
 	PUTS(o, n, "\r\n");
 	for (int i = 0; i < m->nhdrs; i++) {
 		const struct bal_hdr *h = &m->hdrs[i];
-		if (h->flags & (BAL_HF_HOP | BAL_HF_XFF))
+		if (h->flags & (BAL_HF_HOP | BAL_HF_XFF | BAL_HF_XFP |
+				BAL_HF_VIA))
 			continue;
 		PUT(o, n, p + h->name_off, h->name_len);
 		PUTS(o, n, ": ");
@@ -84,7 +88,16 @@ build_forward_head(struct bal_client *c, const char *p, const struct bal_msg *m)
 		PUTS(o, n, ", ");
 	}
 	PUT(o, n, c->ip, strlen(c->ip));
-	PUTS(o, n, "\r\nX-Forwarded-Proto: http\r\nVia: 1.1 hs-balancer\r\n\r\n");
+	/* The client's claim of a scheme is not ours to pass on. */
+	PUTS(o, n, "\r\nX-Forwarded-Proto: http\r\nVia: ");
+	for (int i = 0; i < m->nhdrs; i++) {
+		const struct bal_hdr *h = &m->hdrs[i];
+		if (!(h->flags & BAL_HF_VIA) || h->val_len == 0)
+			continue;
+		PUT(o, n, p + h->val_off, h->val_len);
+		PUTS(o, n, ", ");
+	}
+	PUTS(o, n, "1.1 hs-balancer\r\n\r\n");
 	c->fwd_len = n;
 }
 
@@ -313,7 +326,7 @@ bconn_failed(struct bal_bconn *bc, const char *why)
 	if (c == NULL)
 		return;
 	BAL_INC(&be->failures, 1);
-	log_info("backend %s failed: %s", be->name, why);
+	log_info_rl("backend %s failed: %s", be->name, why);
 	if (c->resp_started) {
 		bal_client_free(c);
 		return;
@@ -363,6 +376,13 @@ dispatch(struct bal_client *c)
 		}
 		if ((bc = bconn_connect(w, be)) != NULL)
 			break;
+		if (bal_err_local(errno)) {
+			/* Our shortage: the backend is not to blame. */
+			log_warn_rl("connect to %s", be->name);
+			bal_client_error(c, 503, "out of resources",
+					 !c->body_done);
+			return;
+		}
 		BAL_INC(&be->failures, 1);
 		bal_backend_set_up(be, 0, strerror(errno));
 		add_tried(c, be);
@@ -378,6 +398,31 @@ dispatch(struct bal_client *c)
 		bconn_start(bc);
 }
 
+/* Whether the request's path is one --deny-path keeps from clients. */
+static int
+path_denied(struct bal_client *c, const char *p, const struct bal_msg *m)
+{
+	const struct bal_config *cfg = &c->w->app->cfg;
+	const char *path = p + m->path_off;
+	size_t n = m->path_len, len;
+	char *norm;
+
+	if (cfg->ndeny == 0)
+		return 0;
+	for (size_t i = 0; i < m->path_len; i++)
+		if (path[i] == '?') {
+			n = i;
+			break;
+		}
+	/* The scratch buffer is free until a response head is built. */
+	norm = scratch(c->w, n + 3);
+	len = bal_path_normalize(path, n, norm);
+	for (int i = 0; i < cfg->ndeny; i++)
+		if (bal_path_under(norm, len, cfg->deny[i]))
+			return 1;
+	return 0;
+}
+
 /* Parses the next request head in the client's buffer and dispatches it. */
 static void
 try_head(struct bal_client *c)
@@ -389,10 +434,13 @@ try_head(struct bal_client *c)
 	const char *why = NULL;
 	ssize_t r;
 	char *p;
+	int denied;
 
 	if (c->state == C_IDLE) {
 		c->state = C_HEAD;
 		bal_client_timer(c, w->tv_header);
+	} else if (c->state == C_NEW) {
+		c->state = C_HEAD; /* the head deadline already runs */
 	}
 	k = len < cfg->lim.max_head ? len : cfg->lim.max_head;
 	p = (char *)evbuffer_pullup(c->io.in, (ssize_t)k);
@@ -427,6 +475,7 @@ try_head(struct bal_client *c)
 		bal_client_error(c, 413, "request body too large", 1);
 		return;
 	}
+	denied = path_denied(c, p, m);
 	build_forward_head(c, p, m);
 	evbuffer_drain(c->io.in, (size_t)r);
 	if (c->body_kind == BODY_CHUNKED) {
@@ -437,6 +486,11 @@ try_head(struct bal_client *c)
 			bal_client_error(c, s == -2 ? 413 : 400, why, 1);
 			return;
 		}
+	}
+	if (denied) {
+		/* A body, if any, is not read: close after the answer. */
+		bal_client_error(c, 404, "not found", !c->body_done);
+		return;
 	}
 	c->resp_started = 0;
 	c->retried = 0;
@@ -468,6 +522,17 @@ bal_client_next(struct bal_client *c)
 	c->resp_started = 0;
 	if (w->draining) {
 		bal_client_close_after_flush(c);
+		return;
+	}
+	if (evbuffer_get_length(c->io.out) > BAL_HIGH_WM) {
+		/*
+		 * The client does not read its answers: take no further
+		 * pipelined request until they drain, or a client that sends
+		 * and never reads makes us buffer answer after answer.
+		 */
+		c->state = C_FULL;
+		bal_io_rd(&c->io, 0);
+		bal_client_timer(c, w->tv_idle);
 		return;
 	}
 	if (evbuffer_get_length(c->io.in) > 0) {
@@ -523,7 +588,7 @@ bconn_bad(struct bal_bconn *bc, const char *why)
 	struct bal_client *c = bc->c;
 
 	BAL_INC(&bc->be->failures, 1);
-	log_info("backend %s: %s", bc->be->name, why);
+	log_info_rl("backend %s: %s", bc->be->name, why);
 	bal_bconn_free(bc);
 	if (c->resp_started)
 		bal_client_free(c);
@@ -626,7 +691,7 @@ bconn_process(struct bal_bconn *bc)
 		ssize_t r = len ? scan_chunks(bc->io.in, &bc->chunk, -1, &why)
 				: 0;
 		if (r < 0) {
-			log_info("backend %s: %s", bc->be->name, why);
+			log_info_rl("backend %s: %s", bc->be->name, why);
 			BAL_INC(&bc->be->failures, 1);
 			bal_client_free(c);
 			return;
@@ -737,7 +802,7 @@ bconn_timer_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	BAL_INC(&bc->be->failures, 1);
-	log_info("backend %s: timeout", bc->be->name);
+	log_info_rl("backend %s: timeout", bc->be->name);
 	bal_bconn_free(bc);
 	if (c->resp_started)
 		bal_client_free(c);
@@ -767,12 +832,13 @@ bal_client_read_cb(evutil_socket_t fd, short what, void *arg)
 		/* A half-close after a complete request still gets its answer. */
 		c->eof = 1;
 		bal_io_rd(&c->io, 0);
-		if (c->state == C_IDLE || c->state == C_HEAD ||
-		    c->state == C_BODY)
+		if (c->state == C_NEW || c->state == C_IDLE ||
+		    c->state == C_HEAD || c->state == C_BODY)
 			bal_client_free(c);
 		return;
 	}
 	switch (c->state) {
+	case C_NEW:
 	case C_IDLE:
 	case C_HEAD:
 		try_head(c);
@@ -807,6 +873,13 @@ bal_client_write_cb(evutil_socket_t fd, short what, void *arg)
 			bal_client_timer(c, c->w->tv_idle);
 		return;
 	}
+	if (c->state == C_FULL) {
+		if (evbuffer_get_length(c->io.out) < BAL_LOW_WM)
+			bal_client_next(c);
+		else /* a slow reader that makes progress keeps its slot */
+			bal_client_timer(c, c->w->tv_idle);
+		return;
+	}
 	if (c->bc != NULL && c->bc->state == B_BODY &&
 	    !c->bc->io.rd_on && evbuffer_get_length(c->io.out) < BAL_LOW_WM) {
 		bal_client_timer(c, NULL);
@@ -831,8 +904,9 @@ bal_client_timer_cb(evutil_socket_t fd, short what, void *arg)
 		break;
 	default:
 		/*
-		 * In C_WAIT, armed only while a response waits for a client
-		 * not reading.
+		 * A connection that never sent a byte (C_NEW) is closed
+		 * without an answer; in C_WAIT and C_FULL the timer is armed
+		 * only while answers wait for a client not reading.
 		 */
 		bal_client_free(c);
 		break;

@@ -38,7 +38,19 @@ struct bal_io {
 	unsigned rd_on : 1, wr_on : 1;
 };
 
-enum { C_IDLE, C_HEAD, C_BODY, C_WAIT, C_CLOSING, C_LINGER };
+/* A client connection's state; the timer it runs is named after each. */
+enum {
+	C_NEW,     /**< accepted, no byte yet: the head deadline runs from accept */
+	C_IDLE,    /**< keep-alive, between requests: idle timeout */
+	C_HEAD,    /**< a request head is arriving: head deadline */
+	C_BODY,    /**< its body is arriving: head timeout per progress */
+	C_WAIT,    /**< request sent, waiting for or relaying the response */
+	C_FULL,    /**< answered, but the client is not reading: the next
+		    *   pipelined request waits until its output drains below
+		    *   BAL_LOW_WM (idle timeout) */
+	C_CLOSING, /**< flushing a last answer before closing */
+	C_LINGER   /**< our side shut: discarding input until the peer closes */
+};
 enum { B_CONNECTING, B_IDLE, B_SENT, B_BODY };
 enum { BODY_NONE, BODY_CL, BODY_CHUNKED };
 enum { R_NONE, R_CL, R_CHUNKED, R_CLOSE };
@@ -94,6 +106,7 @@ struct bal_worker {
 	const struct timeval *tv_idle, *tv_header, *tv_backend, *tv_connect,
 		*tv_linger, *tv_pool;
 	struct event *ev_drain, *ev_deadline;
+	struct event *ev_resume; /* re-enables lis after an accept pause */
 	int draining;
 	unsigned char tried[BAL_MAX_BACKENDS];
 	struct bal_msg msg; /* parse scratch: one parse at a time per worker */

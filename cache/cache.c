@@ -151,56 +151,23 @@ check_opts(const struct cache_opts *o, char *err, size_t errlen)
 #undef BAD
 }
 
+/*
+ * libmemcached only maps keys to servers here (mc.c does the I/O, with the
+ * connect and I/O timeouts of the options): ketama, libketama-compatible,
+ * MD5 keys on a weighted continuum.  Servers are never ejected: remapping
+ * a dead server's keys to a live one and back would serve bodies that
+ * missed deletes meanwhile (the breaker bypasses a dead server instead).
+ */
 static memcached_return_t
-set_behaviors(memcached_st *mc, const struct cache_opts *o)
+set_behaviors(memcached_st *mc)
 {
-	static const struct {
-		memcached_behavior_t b;
-		int what; /* 0 constant, 1 connect ms, 2 io ms, 3 io us */
-		uint64_t v;
-	} tab[] = {
-		/* ketama, libketama-compatible: MD5 keys on a weighted continuum. */
-		{ MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED, 0, 1 },
-		{ MEMCACHED_BEHAVIOR_TCP_NODELAY, 0, 1 },
-		{ MEMCACHED_BEHAVIOR_NO_BLOCK, 0, 1 },
-		/* "gets" everywhere: the winner of a lease needs its CAS. */
-		{ MEMCACHED_BEHAVIOR_SUPPORT_CAS, 0, 1 },
-		{ MEMCACHED_BEHAVIOR_VERIFY_KEY, 0, 1 },
-		{ MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT, 1, 0 },
-		{ MEMCACHED_BEHAVIOR_POLL_TIMEOUT, 2, 0 },
-		{ MEMCACHED_BEHAVIOR_SND_TIMEOUT, 3, 0 },
-		{ MEMCACHED_BEHAVIOR_RCV_TIMEOUT, 3, 0 },
-		/*
-		 * After an error libmemcached refuses a server until
-		 * next_retry < now in whole seconds; 0 makes that "the next
-		 * second", so a restarted memcached is reconnected within 1 s.
-		 * Our breaker does the fast failing in between.
-		 */
-		{ MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, 0, 0 },
-		{ MEMCACHED_BEHAVIOR_SERVER_FAILURE_LIMIT, 0, 1000000 },
-		/*
-		 * Never eject: remapping a dead server's keys to a live one
-		 * and back would serve bodies that missed deletes meanwhile.
-		 */
-		{ MEMCACHED_BEHAVIOR_REMOVE_FAILED_SERVERS, 0, 0 },
-		{ MEMCACHED_BEHAVIOR_DEAD_TIMEOUT, 0, 0 },
-	};
 	memcached_return_t rc;
 
-	for (size_t i = 0; i < sizeof(tab) / sizeof(tab[0]); i++) {
-		uint64_t v = tab[i].v;
-
-		if (tab[i].what == 1)
-			v = o->connect_timeout_ms;
-		else if (tab[i].what == 2)
-			v = o->io_timeout_ms;
-		else if (tab[i].what == 3)
-			v = (uint64_t)o->io_timeout_ms * 1000;
-		rc = memcached_behavior_set(mc, tab[i].b, v);
-		if (memcached_failed(rc))
-			return rc;
-	}
-	return MEMCACHED_SUCCESS;
+	rc = memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED, 1);
+	if (memcached_failed(rc))
+		return rc;
+	return memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_REMOVE_FAILED_SERVERS,
+				      0);
 }
 
 /* Parses the server list into mc and the breaker names. */
@@ -231,6 +198,9 @@ add_servers(struct cache_shared *s, char *err, size_t errlen)
 		/* libmemcached keeps servers in insertion order. */
 		snprintf(s->brk[s->nbrk].name, sizeof(s->brk[0].name), "%s:%d",
 			 host, port);
+		snprintf(s->brk[s->nbrk].host, sizeof(s->brk[0].host), "%s",
+			 host);
+		s->brk[s->nbrk].port = port;
 		s->nbrk++;
 	}
 	if (s->nbrk == 0) {
@@ -275,7 +245,7 @@ cache_shared_new(const struct cache_opts *o, char *err, size_t errlen)
 		snprintf(err, errlen, "cache: memcached_create failed");
 		goto fail;
 	}
-	rc = set_behaviors(s->proto, &s->o);
+	rc = set_behaviors(s->proto);
 	if (memcached_failed(rc)) {
 		snprintf(err, errlen, "cache: libmemcached setup: %s",
 			 memcached_strerror(s->proto, rc));
@@ -323,6 +293,7 @@ cache_new(struct cache_shared *s)
 	pthread_mutex_unlock(&s->mu);
 	if (c->mc == NULL)
 		fatalx("cache: memcached_clone failed (out of memory)");
+	c->conns = cache_mc_conns_new(s->nbrk);
 	if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != sizeof(seed))
 		seed = hs_now_ns();
 	c->rng = seed ^ (uint64_t)(uintptr_t)c;
@@ -339,6 +310,7 @@ cache_free(struct cache *c)
 		LIST_REMOVE(c, link);
 		pthread_mutex_unlock(&c->sh->mu);
 	}
+	cache_mc_conns_free(c->conns, c->sh->nbrk);
 	memcached_free(c->mc);
 	free(c);
 }

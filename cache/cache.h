@@ -1,5 +1,6 @@
 /*
- * hs_cache: cache-aside over memcached (libmemcached, classic text protocol)
+ * hs_cache: cache-aside over memcached (classic text protocol, spoken by mc.c;
+ * libmemcached for ketama key distribution)
  * for final HTTP response bodies, with leases against the stale-set race and
  * the thundering herd, delete-on-update invalidation with bounded retries,
  * negative caching of 404s, ketama consistent hashing over several servers,
@@ -156,7 +157,7 @@ enum cache_res cache_fetch_missed(struct cache *c, const char *key,
 				  struct cache_fetch_info *info);
 
 /*
- * Multi-key variant (one memcached_mget round for all keys, then one fill
+ * Multi-key variant (one gets round trip for all keys, then one fill
  * per missing key under a lease; a key whose lease is held elsewhere is
  * filled without storing and without waiting).  out[n] and res[n] receive
  * one value / result per key (duplicates allowed).  Returns CACHE_HIT when
@@ -267,6 +268,7 @@ struct cache_stats {
 	uint64_t invalidations, invalidation_retries, invalidation_failures;
 	uint64_t errors, bypasses, breaker_opens;
 	uint64_t batches, batch_keys;   /* the read batcher's multi-gets */
+	uint64_t protocol_errors; /* replies that broke the protocol */
 	unsigned breakers_open; /* servers whose breaker is not closed now */
 	unsigned servers;
 };

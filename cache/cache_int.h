@@ -26,6 +26,8 @@ struct cache_breaker {
 	atomic_uint fails;       /* consecutive errors while closed */
 	atomic_uint_fast64_t until_ns; /* open until / probe deadline */
 	char name[80];           /* "HOST:PORT" */
+	char host[64];           /* where mc.c connects */
+	int port;
 };
 
 /* Relaxed atomics: counters need no ordering, only no lost updates. */
@@ -36,6 +38,7 @@ struct cache_counters {
 	atomic_uint_fast64_t invalidation_failures, errors, bypasses;
 	atomic_uint_fast64_t breaker_opens;
 	atomic_uint_fast64_t batches, batch_keys;
+	atomic_uint_fast64_t protocol_errors;
 };
 
 #define CNT_INC(s, f) atomic_fetch_add_explicit(&(s)->cnt.f, 1, memory_order_relaxed)
@@ -51,12 +54,14 @@ struct cache_shared {
 	struct cache_breaker *brk;
 	struct cache_counters cnt;
 	struct hs_hist fetch_hist; /* memcached time per fetch */
-	atomic_uint_fast64_t last_warn_ns; /* rate limit for failure logs */
 };
+
+struct mc_conn;
 
 struct cache {
 	struct cache_shared *sh;
-	memcached_st *mc;
+	memcached_st *mc;        /* key distribution only; I/O is mc.c's */
+	struct mc_conn *conns;   /* one per server, in brk order */
 	uint64_t rng;
 	bool is_thread;
 	LIST_ENTRY(cache) link;
@@ -65,6 +70,52 @@ struct cache {
 
 /* cache.c */
 uint64_t cache_rng_next(uint64_t *s);
+
+/*
+ * mc.c: the memcached text protocol, strict (see there why not
+ * libmemcached's I/O).  Results are memcached_return_t so that callers keep
+ * one vocabulary: SUCCESS, the answers (NOTSTORED, DATA_EXISTS, NOTFOUND),
+ * or a failure (TIMEOUT, CONNECTION_FAILURE, PROTOCOL_ERROR, SERVER_ERROR,
+ * ...), after which that server's connection is already closed.
+ */
+#define CACHE_VALUE_MAX (16u << 20) /* the largest value a reply may carry */
+
+enum cache_mc_verb { CACHE_MC_SET, CACHE_MC_ADD, CACHE_MC_CAS };
+
+struct cache_mc_item {
+	size_t idx;          /* index of the key in the request */
+	const char *key;     /* the key (NUL-terminated), as asked */
+	size_t klen;
+	uint32_t flags;
+	uint64_t cas;
+	char *value;         /* malloc'd, NUL-terminated; take it by setting
+				value to NULL, else it is freed after cb */
+	size_t vlen;
+};
+typedef void (*cache_mc_item_fn)(void *arg, struct cache_mc_item *it);
+
+struct mc_conn *cache_mc_conns_new(unsigned n);
+void cache_mc_conns_free(struct mc_conn *v, unsigned n);
+void cache_mc_close_all(struct cache *c);
+/* The server index (brk order) of a key: libmemcached's ketama. */
+unsigned cache_mc_server_of(struct cache *c, const char *key, size_t klen);
+memcached_return_t cache_mc_store(struct cache *c, enum cache_mc_verb verb,
+				  const char *key, size_t klen, const char *val,
+				  size_t vlen, uint32_t flags, unsigned exptime,
+				  uint64_t cas);
+/* DELETED is SUCCESS; NOT_FOUND is NOTFOUND. */
+memcached_return_t cache_mc_delete(struct cache *c, const char *key,
+				   size_t klen);
+/*
+ * gets for n keys over their servers.  srv_rc (one per server, or NULL)
+ * receives each server's result (SUCCESS when its whole reply checked out,
+ * also for servers not asked).  cb sees each item found, only from servers whose
+ * reply was complete and valid.  Returns SUCCESS or the first failure.
+ */
+memcached_return_t cache_mc_gets(struct cache *c, const char *const *keys,
+				 const size_t *lens, size_t n,
+				 memcached_return_t *srv_rc, cache_mc_item_fn cb,
+				 void *arg);
 
 /* fetch.c: the pieces of the read protocol that mget.c reuses */
 /* Runs expr (libmemcached calls) and adds its duration to info->cache_us. */

@@ -19,7 +19,8 @@
 
 /* ---- per-operation helpers -------------------------------------------- */
 
-/* Results that are answers, not failures of the server. */
+/* Results that are answers, not failures of the server (mc.c returns
+   only these for a reply it accepted). */
 static bool
 rc_is_answer(memcached_return_t rc)
 {
@@ -28,9 +29,6 @@ rc_is_answer(memcached_return_t rc)
 	case MEMCACHED_NOTFOUND:
 	case MEMCACHED_NOTSTORED:
 	case MEMCACHED_DATA_EXISTS:
-	case MEMCACHED_STORED:
-	case MEMCACHED_DELETED:
-	case MEMCACHED_END:
 		return true;
 	default:
 		return false;
@@ -40,12 +38,7 @@ rc_is_answer(memcached_return_t rc)
 struct cache_breaker *
 cache_brk_of(struct cache *c, const char *key, size_t klen)
 {
-	uint32_t i;
-
-	if (c->sh->nbrk == 1)
-		return &c->sh->brk[0];
-	i = memcached_generate_hash(c->mc, key, klen);
-	return &c->sh->brk[i < c->sh->nbrk ? i : 0];
+	return &c->sh->brk[cache_mc_server_of(c, key, klen)];
 }
 
 /* Feeds one memcached result to the breaker and the error counter. */
@@ -91,33 +84,60 @@ ttl_for(struct cache *c, int status)
 
 enum get_kind { G_VALUE, G_LEASE, G_MISS, G_ERR };
 
+/* What a one-key gets found; cache_mc_gets has checked that it is the key
+   asked for. */
+struct get1 {
+	bool found;
+	uint32_t flags;
+	uint64_t cas;
+	char *value;
+	size_t vlen;
+};
+
+static void
+get1_item(void *arg, struct cache_mc_item *it)
+{
+	struct get1 *g = arg;
+
+	free(g->value);
+	g->found = true;
+	g->flags = it->flags;
+	g->cas = it->cas;
+	g->value = it->value;
+	g->vlen = it->vlen;
+	it->value = NULL;
+}
+
+static memcached_return_t
+get_one(struct cache *c, const char *key, size_t klen, struct get1 *g)
+{
+	memset(g, 0, sizeof(*g));
+	return cache_mc_gets(c, &key, &klen, 1, NULL, get1_item, g);
+}
+
 /* get k: a servable value (status 200/404), a lease marker, a miss, an error. */
 static enum get_kind
 do_get(struct cache *c, struct cache_breaker *b, const char *key, size_t klen,
        struct cache_value *out, struct cache_fetch_info *info)
 {
 	memcached_return_t rc;
-	uint32_t flags = 0;
-	size_t vlen = 0;
-	char *v;
+	struct get1 g;
 
-	TIMED(info, v = memcached_get(c->mc, key, klen, &vlen, &flags, &rc));
+	TIMED(info, rc = get_one(c, key, klen, &g));
 	if (!note_rc(c, b, rc)) {
-		free(v);
+		free(g.value);
 		return G_ERR;
 	}
-	if (rc == MEMCACHED_NOTFOUND)
+	if (!g.found)
 		return G_MISS;
-	if (flags != 200 && flags != 404) {
+	if (g.flags != 200 && g.flags != 404) {
 		/* A lease marker (or a foreign item): never served. */
-		free(v);
+		free(g.value);
 		return G_LEASE;
 	}
-	if (v == NULL)
-		v = hs_xstrdup("");
-	out->status = (int)flags;
-	out->body = v;
-	out->len = vlen;
+	out->status = (int)g.flags;
+	out->body = g.value;
+	out->len = g.vlen;
 	return G_VALUE;
 }
 
@@ -155,7 +175,7 @@ fill_delay(struct cache *c)
 void
 cache_drop_conns(struct cache *c)
 {
-	memcached_quit(c->mc);
+	cache_mc_close_all(c);
 }
 
 /* gets k: our lease's CAS if the item is still the marker we added. */
@@ -163,27 +183,17 @@ static memcached_return_t
 lease_cas(struct cache *c, const char *key, size_t klen, const char *token,
 	  size_t tlen, uint64_t *cas, bool *have)
 {
-	const char *keys[1] = { key };
-	size_t lens[1] = { klen };
-	memcached_result_st res;
-	memcached_return_t rc, frc = MEMCACHED_END;
+	memcached_return_t rc;
+	struct get1 g;
 
-	rc = memcached_mget(c->mc, keys, lens, 1);
-	if (!memcached_success(rc))
-		return rc;
-	memcached_result_create(c->mc, &res);
-	while (memcached_fetch_result(c->mc, &res, &frc) != NULL) {
-		if (memcached_result_flags(&res) == CACHE_FLAG_LEASE &&
-		    memcached_result_length(&res) == tlen &&
-		    memcmp(memcached_result_value(&res), token, tlen) == 0) {
-			*cas = memcached_result_cas(&res);
-			*have = true;
-		}
+	rc = get_one(c, key, klen, &g);
+	if (rc == MEMCACHED_SUCCESS && g.found && g.flags == CACHE_FLAG_LEASE &&
+	    g.vlen == tlen && memcmp(g.value, token, tlen) == 0) {
+		*cas = g.cas;
+		*have = true;
 	}
-	memcached_result_free(&res);
-	if (frc == MEMCACHED_END || frc == MEMCACHED_NOTFOUND)
-		frc = MEMCACHED_SUCCESS;
-	return frc;
+	free(g.value);
+	return rc;
 }
 
 /*
@@ -204,8 +214,8 @@ cache_lease_try(struct cache *c, struct cache_breaker *b, const char *key, size_
 
 	tlen = (size_t)snprintf(token, sizeof(token), LEASE_PREFIX "%016" PRIx64,
 				cache_rng_next(&c->rng));
-	TIMED(info, rc = memcached_add(c->mc, key, klen, token, tlen,
-				       (time_t)s->o.lease_ttl_s, CACHE_FLAG_LEASE));
+	TIMED(info, rc = cache_mc_store(c, CACHE_MC_ADD, key, klen, token, tlen,
+					CACHE_FLAG_LEASE, s->o.lease_ttl_s, 0));
 	if (!note_rc(c, b, rc)) {
 		cache_drop_conns(c);
 		return L_ERR;
@@ -228,8 +238,11 @@ cache_lease_try(struct cache *c, struct cache_breaker *b, const char *key, size_
 	cache_run_fill(c, fill, arg, idx, out, info);
 	if (!storable(out->status)) {
 		/* Release the waiters now rather than at lease expiry. */
-		if (have_cas)
-			TIMED(info, rc = memcached_delete(c->mc, key, klen, 0));
+		if (have_cas) {
+			TIMED(info, rc = cache_mc_delete(c, key, klen));
+			if (!note_rc(c, b, rc))
+				cache_drop_conns(c);
+		}
 		return L_DONE;
 	}
 	fill_delay(c);
@@ -238,10 +251,10 @@ cache_lease_try(struct cache *c, struct cache_breaker *b, const char *key, size_
 		CNT_INC(s, fill_conflicts);
 		return L_DONE;
 	}
-	TIMED(info, rc = memcached_cas(c->mc, key, klen, out->body, out->len,
-				       (time_t)ttl_for(c, out->status),
-				       (uint32_t)out->status, cas));
-	if (rc == MEMCACHED_SUCCESS || rc == MEMCACHED_STORED) {
+	TIMED(info, rc = cache_mc_store(c, CACHE_MC_CAS, key, klen, out->body,
+					out->len, (uint32_t)out->status,
+					ttl_for(c, out->status), cas));
+	if (rc == MEMCACHED_SUCCESS) {
 		cache_brk_ok(b);
 		info->stored = true;
 		CNT_INC(s, sets);
@@ -270,9 +283,9 @@ cache_naive_fill(struct cache *c, struct cache_breaker *b, const char *key,
 	if (!storable(out->status))
 		return;
 	fill_delay(c);
-	TIMED(info, rc = memcached_set(c->mc, key, klen, out->body, out->len,
-				       (time_t)ttl_for(c, out->status),
-				       (uint32_t)out->status));
+	TIMED(info, rc = cache_mc_store(c, CACHE_MC_SET, key, klen, out->body,
+					out->len, (uint32_t)out->status,
+					ttl_for(c, out->status), 0));
 	if (note_rc(c, b, rc)) {
 		info->stored = true;
 		CNT_INC(c->sh, sets);
@@ -436,8 +449,8 @@ cache_store(struct cache *c, const char *key, int status, const char *body,
 
 	if (!storable(status) || !cache_brk_allow(c->sh, b))
 		return -1;
-	rc = memcached_set(c->mc, key, klen, body, len,
-			   (time_t)ttl_for(c, status), (uint32_t)status);
+	rc = cache_mc_store(c, CACHE_MC_SET, key, klen, body, len,
+			    (uint32_t)status, ttl_for(c, status), 0);
 	if (!note_rc(c, b, rc)) {
 		cache_drop_conns(c);
 		CNT_INC(c->sh, set_errors);
@@ -448,24 +461,6 @@ cache_store(struct cache *c, const char *key, int status, const char *body,
 }
 
 /* ---- invalidation ----------------------------------------------------- */
-
-/* One line per second at most: an outage must not flood the log. */
-static void __attribute__((format(printf, 2, 3)))
-warn_limited(struct cache_shared *s, const char *fmt, ...)
-{
-	uint64_t now = hs_now_ns(), last = atomic_load(&s->last_warn_ns);
-	char msg[320];
-	va_list ap;
-
-	if (last != 0 && now - last < 1000000000ull)
-		return;
-	if (!atomic_compare_exchange_strong(&s->last_warn_ns, &last, now))
-		return;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	log_warnx("%s", msg);
-}
 
 size_t
 cache_invalidate(struct cache *c, const char *const *keys, size_t n)
@@ -493,7 +488,7 @@ cache_invalidate(struct cache *c, const char *const *keys, size_t n)
 				CNT_INC(s, invalidation_retries);
 				sleep_ms(backoff_ms[t - 1]);
 			}
-			rc = memcached_delete(c->mc, keys[i], klen, 0);
+			rc = cache_mc_delete(c, keys[i], klen);
 			if (note_rc(c, b, rc))
 				done = true;
 			else
@@ -504,7 +499,7 @@ cache_invalidate(struct cache *c, const char *const *keys, size_t n)
 		} else {
 			CNT_INC(s, invalidation_failures);
 			failed++;
-			warn_limited(s, "cache: delete %s failed: %s (counted in "
+			log_warnx_rl("cache: delete %s failed: %s (counted in "
 				     "invalidation_failures)", keys[i], c->err);
 		}
 	}

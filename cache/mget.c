@@ -1,5 +1,5 @@
 /*
- * Multi-get (one memcached_mget round for a batch of keys, e.g. the
+ * Multi-get (one gets round trip for a batch of keys, e.g. the
  * TechEmpower /cached-queries world rows) and the batch fill of its misses.
  */
 #include <stdio.h>
@@ -29,20 +29,31 @@ kref_cmp(const void *a, const void *b)
 	return (x->len > y->len) - (x->len < y->len);
 }
 
-/* Hands a fetched result to every request slot of its key. */
-static size_t
-mget_deliver(memcached_result_st *res, struct kref *refs, size_t m,
-	     struct cache_value *out, enum cache_res *r)
+struct mget_ctx {
+	struct kref *refs;
+	size_t m;
+	struct cache_value *out;
+	enum cache_res *r;
+	size_t hits;
+};
+
+/* Hands a fetched item to every request slot of its key. */
+static void
+mget_deliver(void *arg, struct cache_mc_item *it)
 {
-	struct kref probe = { memcached_result_key_value(res),
-			      memcached_result_key_length(res), 0 };
+	struct mget_ctx *x = arg;
+	struct kref *refs = x->refs;
+	size_t m = x->m;
+	struct cache_value *out = x->out;
+	enum cache_res *r = x->r;
+	struct kref probe = { it->key, it->klen, 0 };
 	struct kref *hit = bsearch(&probe, refs, m, sizeof(*refs), kref_cmp);
-	uint32_t flags = memcached_result_flags(res);
-	size_t got = 0, vlen = memcached_result_length(res);
+	uint32_t flags = it->flags;
+	size_t got = 0, vlen = it->vlen;
 	char *v = NULL;
 
 	if (hit == NULL || (flags != 200 && flags != 404))
-		return 0; /* a lease marker counts as a miss */
+		return; /* a lease marker counts as a miss */
 	while (hit > refs && kref_cmp(hit - 1, &probe) == 0)
 		hit--;
 	for (; hit < refs + m && kref_cmp(hit, &probe) == 0; hit++) {
@@ -51,10 +62,8 @@ mget_deliver(memcached_result_st *res, struct kref *refs, size_t m,
 		if (r[i] == CACHE_HIT)
 			continue;
 		if (v == NULL) {
-			/* take_value leaves the result empty: length read above. */
-			v = memcached_result_take_value(res);
-			if (v == NULL)
-				v = hs_xstrdup("");
+			v = it->value;
+			it->value = NULL;
 			out[i].body = v;
 		} else {
 			out[i].body = hs_xmalloc(vlen + 1);
@@ -65,7 +74,7 @@ mget_deliver(memcached_result_st *res, struct kref *refs, size_t m,
 		r[i] = CACHE_HIT;
 		got++;
 	}
-	return got;
+	x->hits += got;
 }
 
 size_t
@@ -77,11 +86,11 @@ cache_mget_timed(struct cache *c, const char *const *keys, size_t n,
 	struct kref *refs = hs_xcalloc(n ? n : 1, sizeof(*refs));
 	const char **ks = hs_xcalloc(n ? n : 1, sizeof(*ks));
 	size_t *ls = hs_xcalloc(n ? n : 1, sizeof(*ls));
-	bool *answered = hs_xcalloc(s->nbrk, sizeof(*answered));
+	memcached_return_t *srv_rc = hs_xcalloc(s->nbrk, sizeof(*srv_rc));
 	bool *asked = hs_xcalloc(s->nbrk, sizeof(*asked));
-	memcached_return_t rc, frc = MEMCACHED_END;
-	memcached_result_st res;
-	size_t m = 0, hits = 0;
+	memcached_return_t rc;
+	struct mget_ctx x = { refs, 0, out, r, 0 };
+	size_t m = 0;
 
 	for (size_t i = 0; i < n; i++) {
 		size_t len = strlen(keys[i]);
@@ -103,58 +112,43 @@ cache_mget_timed(struct cache *c, const char *const *keys, size_t n,
 	if (m == 0)
 		goto out;
 	qsort(refs, m, sizeof(*refs), kref_cmp);
-	memcached_result_create(c->mc, &res);
-	TIMED(info, {
-		rc = memcached_mget(c->mc, ks, ls, m);
-		if (rc == MEMCACHED_SUCCESS || rc == MEMCACHED_SOME_ERRORS) {
-			while (memcached_fetch_result(c->mc, &res, &frc) != NULL) {
-				const char *k = memcached_result_key_value(&res);
-				size_t kl = memcached_result_key_length(&res);
-
-				answered[cache_brk_of(c, k, kl) - s->brk] = true;
-				hits += mget_deliver(&res, refs, m, out, r);
-			}
-		}
-	});
-	memcached_result_free(&res);
-	if (rc == MEMCACHED_SUCCESS &&
-	    (frc == MEMCACHED_END || frc == MEMCACHED_SUCCESS ||
-	     frc == MEMCACHED_NOTFOUND)) {
+	x.m = m;
+	TIMED(info, rc = cache_mc_gets(c, ks, ls, m, srv_rc, mget_deliver, &x));
+	if (rc == MEMCACHED_SUCCESS) {
 		for (unsigned j = 0; j < s->nbrk; j++)
 			if (asked[j])
 				cache_brk_ok(&s->brk[j]);
 		goto out;
 	}
 	/*
-	 * Some server failed, and the text protocol does not say which keys
-	 * were lost: keys of servers that answered nothing become ERR.
+	 * A server failed (its connection is closed already): its keys are
+	 * ERR and nothing of its reply was used; the others answered.
 	 */
 	snprintf(c->err, sizeof(c->err), "mget: %s",
-		 memcached_strerror(c->mc, rc != MEMCACHED_SUCCESS ? rc : frc));
+		 memcached_strerror(c->mc, rc));
 	CNT_INC(s, errors);
 	for (unsigned j = 0; j < s->nbrk; j++) {
 		if (!asked[j])
 			continue;
-		if (answered[j])
+		if (srv_rc[j] == MEMCACHED_SUCCESS)
 			cache_brk_ok(&s->brk[j]);
-		else
+		else if (srv_rc[j] != MEMCACHED_BAD_KEY_PROVIDED)
 			cache_brk_fail(s, &s->brk[j]);
 	}
 	for (size_t i = 0; i < m; i++) {
 		size_t idx = refs[i].idx;
-		struct cache_breaker *b = cache_brk_of(c, refs[i].key, refs[i].len);
+		unsigned j = cache_mc_server_of(c, refs[i].key, refs[i].len);
 
-		if (r[idx] == CACHE_MISS && !answered[b - s->brk])
+		if (r[idx] == CACHE_MISS && srv_rc[j] != MEMCACHED_SUCCESS)
 			r[idx] = CACHE_ERR;
 	}
-	cache_drop_conns(c);
 out:
 	free(asked);
-	free(answered);
+	free(srv_rc);
 	free(ls);
 	free(ks);
 	free(refs);
-	return hits;
+	return x.hits;
 }
 
 size_t

@@ -53,8 +53,8 @@ cache_brk_ok(struct cache_breaker *b)
 
 	if (st != BRK_CLOSED &&
 	    atomic_compare_exchange_strong(&b->state, &st, BRK_CLOSED))
-		log_info("cache: memcached %s answers again; breaker closed",
-			 b->name);
+		log_info_rl("cache: memcached %s answers again; breaker closed",
+			    b->name);
 }
 
 void
@@ -77,9 +77,9 @@ cache_brk_fail(struct cache_shared *s, struct cache_breaker *b)
 	if (atomic_compare_exchange_strong(&b->state, &st, BRK_OPEN)) {
 		atomic_store(&b->fails, 0);
 		CNT_INC(s, breaker_opens);
-		log_warnx("cache: memcached %s failing; breaker open, reads "
-			  "bypass it (probe every %u ms)", b->name,
-			  s->o.breaker_open_ms);
+		log_warnx_rl("cache: memcached %s failing; breaker open, reads "
+			     "bypass it (probe every %u ms)", b->name,
+			     s->o.breaker_open_ms);
 	}
 }
 
@@ -106,6 +106,7 @@ cache_stats_get(struct cache_shared *s, struct cache_stats *out)
 	out->breaker_opens = LD(breaker_opens);
 	out->batches = LD(batches);
 	out->batch_keys = LD(batch_keys);
+	out->protocol_errors = LD(protocol_errors);
 	out->servers = s->nbrk;
 	out->breakers_open = 0;
 	for (unsigned i = 0; i < s->nbrk; i++)
@@ -153,6 +154,8 @@ stat_rows(const struct cache_stats *st, struct stat_row *r)
 	ROW(breaker_opens, "Times a circuit breaker opened");
 	ROW(batches, "Multi-gets sent by the read batcher");
 	ROW(batch_keys, "Keys asked for in the read batcher's multi-gets");
+	ROW(protocol_errors, "memcached replies that broke the protocol "
+	    "(connection closed, read served from the database)");
 #undef ROW
 	return n;
 }

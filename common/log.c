@@ -1,7 +1,9 @@
 /*
  * Logging to stderr with a timestamp, the component name and the pid.
  * Each line is formatted into one buffer and written with a single write(2)
- * so that lines from several threads do not interleave.
+ * so that lines from several threads do not interleave.  Lines that can
+ * repeat at wire speed go through the per-call-site rate limit (the *_rl
+ * macros in hs_log.h).
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -38,7 +40,7 @@ hs_log_level_parse(const char *name)
 }
 
 static void
-log_vemit(int level, int errnum, const char *fmt, va_list ap)
+log_vemit(int level, int errnum, long suppressed, const char *fmt, va_list ap)
 {
 	char line[2048];
 	struct timeval tv;
@@ -63,6 +65,13 @@ log_vemit(int level, int errnum, const char *fmt, va_list ap)
 			n += (size_t)r < sizeof(line) - n ? (size_t)r
 							  : sizeof(line) - n - 1;
 	}
+	if (suppressed > 0 && n < sizeof(line) - 1) {
+		r = snprintf(line + n, sizeof(line) - n,
+			     " (suppressed %ld similar lines)", suppressed);
+		if (r > 0)
+			n += (size_t)r < sizeof(line) - n ? (size_t)r
+							  : sizeof(line) - n - 1;
+	}
 	if (n >= sizeof(line) - 1)
 		n = sizeof(line) - 2;
 	line[n++] = '\n';
@@ -76,7 +85,48 @@ hs_log_emit(int level, int with_errno, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	log_vemit(level, with_errno ? saved : 0, fmt, ap);
+	log_vemit(level, with_errno ? saved : 0, 0, fmt, ap);
+	va_end(ap);
+	errno = saved;
+}
+
+int
+hs_log_rate_pass(struct hs_log_rate *rl, long now_sec, long *suppressed)
+{
+	long sec = __atomic_load_n(&rl->sec, __ATOMIC_RELAXED);
+
+	/* The first caller in a new second opens the window. */
+	if (sec != now_sec &&
+	    __atomic_compare_exchange_n(&rl->sec, &sec, now_sec, 0,
+					__ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		__atomic_store_n(&rl->n, 0, __ATOMIC_RELAXED);
+	if (__atomic_fetch_add(&rl->n, 1, __ATOMIC_RELAXED) >= HS_LOG_RATE) {
+		__atomic_fetch_add(&rl->suppressed, 1, __ATOMIC_RELAXED);
+		return 0;
+	}
+	*suppressed = __atomic_exchange_n(&rl->suppressed, 0, __ATOMIC_RELAXED);
+	return 1;
+}
+
+int
+hs_log_rate_now(struct hs_log_rate *rl, long *suppressed)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	/* +1: a zeroed state must not match the first second. */
+	return hs_log_rate_pass(rl, (long)ts.tv_sec + 1, suppressed);
+}
+
+void
+hs_log_emit_rl(int level, int with_errno, long suppressed, const char *fmt,
+	       ...)
+{
+	int saved = errno;
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vemit(level, with_errno ? saved : 0, suppressed, fmt, ap);
 	va_end(ap);
 	errno = saved;
 }
@@ -88,7 +138,7 @@ hs_fatal(int with_errno, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	log_vemit(HS_LOG_ERROR, with_errno ? saved : 0, fmt, ap);
+	log_vemit(HS_LOG_ERROR, with_errno ? saved : 0, 0, fmt, ap);
 	va_end(ap);
 	exit(1);
 }

@@ -8,9 +8,13 @@
  * BEGIN IMMEDIATE for every write, so writers queue instead of failing.
  *
  * Results: DB_OK, DB_NOTFOUND (a miss is not an error), DB_BUSY (locked
- * past the busy timeout: the caller answers 503 + Retry-After), DB_ERR
- * (anything else: disk full, I/O error, corrupt file; detail in
- * db_errmsg()).  Output structs are filled by value and own nothing.
+ * past the busy timeout: the caller answers 503 + Retry-After), DB_MOVED
+ * (the file at the path is no longer the one this connection has open:
+ * deleted, or replaced by a rename, a restore or hs-seed --force; nothing
+ * was written, and the caller closes the connection and opens the path
+ * again), DB_ERR (anything else: disk full, I/O error, corrupt file;
+ * detail in db_errmsg()).  Output structs are filled by value and own
+ * nothing.
  */
 #ifndef HS_DB_H
 #define HS_DB_H
@@ -20,7 +24,13 @@
 
 struct db;
 
-enum db_res { DB_OK = 0, DB_NOTFOUND = 1, DB_ERR = -1, DB_BUSY = -2 };
+enum db_res {
+	DB_OK = 0,
+	DB_NOTFOUND = 1,
+	DB_ERR = -1,
+	DB_BUSY = -2,
+	DB_MOVED = -3,
+};
 
 #define DB_SCHEMA_VERSION 1
 #define DB_NAME_MAX 200      /* longest product/category name accepted */
@@ -31,17 +41,34 @@ enum db_res { DB_OK = 0, DB_NOTFOUND = 1, DB_ERR = -1, DB_BUSY = -2 };
 
 /* db_open flags */
 #define DB_OPEN_CREATE 0x1   /* create the file if missing (schema only) */
+#define DB_OPEN_SYNC_FULL 0x2 /* synchronous=FULL: a commit survives power
+				 loss (default NORMAL: survives a crash of
+				 the process, not of the machine) */
 
 /*
- * Opens path, sets WAL / busy_timeout / synchronous=NORMAL, and migrates
+ * Opens path, sets WAL / busy_timeout / synchronous (NORMAL, or FULL with
+ * DB_OPEN_SYNC_FULL), and migrates
  * the schema to DB_SCHEMA_VERSION under BEGIN IMMEDIATE (safe when several
  * processes open the same file at once).  busy_timeout_ms <= 0 means 5000.
  * Returns NULL with a message in err on failure.  Free with db_close().
  */
 struct db *db_open(const char *path, int flags, int busy_timeout_ms,
 		   char *err, size_t errlen);
-/* Finalizes every statement and closes.  db_close(NULL) is a no-op. */
+/*
+ * Finalizes every statement and closes.  db_close(NULL) is a no-op.  (On
+ * a connection whose file was replaced SQLite skips the checkpoint and
+ * leaves the -wal and -shm names alone: they may be the new file's.)
+ */
 void db_close(struct db *db);
+/*
+ * DB_OK while the file at the connection's path is the one it has open,
+ * DB_MOVED once it was deleted or replaced (one stat(2); every write
+ * transaction runs this check under the write lock, just before COMMIT,
+ * and reads at most once a second).
+ */
+int db_check(struct db *db);
+/* PRAGMA synchronous as set on this connection: 1 NORMAL, 2 FULL; -1 on error. */
+int db_synchronous(struct db *db);
 /* The last error message on this connection (borrowed, valid until the next call). */
 const char *db_errmsg(const struct db *db);
 
@@ -79,8 +106,9 @@ int db_seed_file(const char *path, const struct db_seed_opts *o, char *err,
 		 size_t errlen);
 /*
  * Like db_seed_file, but atomically replaces a database already at path
- * (and removes its -wal/-shm files).  Never use it on a file that servers
- * have open.
+ * (and removes its -wal/-shm files), holding the old file's write lock
+ * meanwhile: connections still on the old file get DB_MOVED for every
+ * write from then on, and must reopen the path.
  */
 int db_seed_file_replace(const char *path, const struct db_seed_opts *o,
 			 char *err, size_t errlen);

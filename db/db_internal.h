@@ -40,6 +40,8 @@ struct db {
 	uint64_t busy_start_ns;   /* when the current busy wait began */
 	uint64_t queries;         /* statements executed */
 	uint64_t time_ns;         /* wall time inside the query functions */
+	uint64_t checked_ns;      /* last db_check(), for reads */
+	int writing;              /* the open transaction is BEGIN IMMEDIATE */
 	char errmsg[256];
 };
 
@@ -64,6 +66,12 @@ int db_fail(struct db *db, int rc, const char *what);
 /* Sets errmsg from a format, returns DB_ERR. */
 int db_failf(struct db *db, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+
+/*
+ * For reads: db_check() when the last one is more than a second old, so a
+ * thread that only reads stops serving a replaced file soon after.
+ */
+int db_check_due(struct db *db);
 
 /* Current wall-clock time in Unix milliseconds. */
 int64_t db_now_ms(void);

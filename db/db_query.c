@@ -94,9 +94,15 @@ db_run(struct db *db, enum db_stmt_id id, const char *what)
 static int
 db_begin(struct db *db, int immediate)
 {
+	int res;
+
 	/* Never nest: a transaction left open by a bug would swallow this one. */
 	if (!sqlite3_get_autocommit(db->conn))
 		db_run(db, ST_ROLLBACK, "rollback");
+	db->writing = immediate;
+	/* A write checks under the lock, in db_end; a read now and then. */
+	if (!immediate && (res = db_check_due(db)) != DB_OK)
+		return res;
 	return db_run(db, immediate ? ST_BEGIN_IMMEDIATE : ST_BEGIN,
 		      immediate ? "begin immediate" : "begin");
 }
@@ -104,12 +110,22 @@ db_begin(struct db *db, int immediate)
 /*
  * Ends the transaction: commits when res is DB_OK, rolls back otherwise
  * (keeping the first error's message).  Returns the final result.
+ *
+ * A write commits only if the file at the path is still the one open:
+ * otherwise the commit would land in a deleted inode, be acknowledged and
+ * vanish (DB_MOVED instead).  The check runs under the write lock, just
+ * before COMMIT: a replacement made by a process holding that lock
+ * (hs-seed --force) is always seen; one made without it (a plain mv)
+ * can only slip into the few microseconds between the check and the
+ * commit.
  */
 static int
 db_end(struct db *db, int res)
 {
 	char keep[sizeof(db->errmsg)];
 
+	if (res == DB_OK && db->writing)
+		res = db_check(db);
 	if (res == DB_OK) {
 		res = db_run(db, ST_COMMIT, "commit");
 		if (res == DB_OK)
@@ -451,6 +467,8 @@ db_world_get(struct db *db, int32_t id, int32_t *random_number)
 		res = DB_ERR;
 		goto done;
 	}
+	if ((res = db_check_due(db)) != DB_OK)
+		goto done;
 	sqlite3_bind_int(st, 1, id);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)

@@ -463,6 +463,48 @@ seed_sync_dir(const char *path)
 }
 
 /*
+ * Before replacing a database servers may have open: takes its write lock
+ * (waiting for a commit in progress), so that no writer can commit
+ * between the swap and its own check that the file at the path is still
+ * the one it has open (db_end checks under this lock).  Best effort:
+ * NULL when the old file cannot be opened or locked, and the swap goes
+ * on without it.
+ */
+static sqlite3 *
+seed_fence(const char *path)
+{
+	sqlite3 *s = NULL;
+
+	if (sqlite3_open_v2(path, &s, SQLITE_OPEN_READWRITE, NULL) !=
+	    SQLITE_OK)
+		goto fail;
+	sqlite3_busy_timeout(s, 5000);
+	if (sqlite3_exec(s, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+		goto fail;
+	return s;
+fail:
+	sqlite3_close_v2(s);
+	return NULL;
+}
+
+/*
+ * Releases the fence once the new file is in place.  Its -wal and -shm
+ * names now belong to the new file: a persistent WAL keeps SQLite from
+ * unlinking them by name when this, maybe the last, connection closes.
+ */
+static void
+seed_fence_release(sqlite3 *s)
+{
+	int persist = 1;
+
+	if (s == NULL)
+		return;
+	sqlite3_file_control(s, "main", SQLITE_FCNTL_PERSIST_WAL, &persist);
+	sqlite3_exec(s, "ROLLBACK", NULL, NULL, NULL);
+	sqlite3_close_v2(s);
+}
+
+/*
  * Puts the finished file tmp at path: renamed over it when replacing,
  * else link()ed, which fails rather than overwrite a file another process
  * put there meanwhile.  Sets *linked when tmp now is path.
@@ -474,6 +516,7 @@ seed_install(struct db *scratch, const char *path, const char *tmp,
 	size_t len = strlen(path) + 8;
 	char *side = hs_xmalloc(len);
 	struct stat sb;
+	sqlite3 *fence = replace ? seed_fence(path) : NULL;
 	int res = DB_OK;
 
 	/*
@@ -505,6 +548,7 @@ seed_install(struct db *scratch, const char *path, const char *tmp,
 	 */
 	if (res == DB_OK)
 		seed_sync_dir(path);
+	seed_fence_release(fence);
 	free(side);
 	return res;
 }

@@ -41,7 +41,8 @@ usage(FILE *f)
 		"  -d, --db PATH    database file to create (required)\n"
 		"  -s, --scale S    data size, 0 < S <= 1000 (default 1.0)\n"
 		"  -S, --seed N     PRNG seed, 0 = the fixed default (default 0)\n"
-		"  -f, --force      replace PATH if it exists (never while servers use it)\n"
+		"  -f, --force      replace PATH if it exists (running servers refuse\n"
+		"                   writes to the old file and reopen PATH)\n"
 		"  -q, --quiet      no progress on stderr\n"
 		"  -h, --help       this text\n");
 }

@@ -38,6 +38,24 @@ class StackError(Exception):
     pass
 
 
+class CliParser(argparse.ArgumentParser):
+    """argparse with the error first: one line naming the command, then a
+    one-line hint, exit status 2 (argparse prints the whole usage first)."""
+
+    def error(self, message):
+        cmd = ("./" + self.prog) if self.prog.startswith("hammerstack") \
+            else self.prog
+        self.exit(2, "%s: %s\nRun %s --help for the options.\n" %
+                  (self.prog, message, cmd))
+
+
+def add_check_args(ap):
+    """--check-args: check the options, then exit 0 without doing
+    anything; ./hammerstack runs it before installing or building."""
+    ap.add_argument("--check-args", action="store_true",
+                    help=argparse.SUPPRESS)
+
+
 def log(msg):
     sys.stderr.write("stack: %s\n" % msg)
     sys.stderr.flush()
@@ -543,9 +561,26 @@ def cmd_status(a):
     return 1 if bad else 0
 
 
+def check_up(up, a):
+    """The checks argparse cannot do alone; errors exit 2."""
+    for name, v, lo, hi in (("--servers", a.servers, 1, 64),
+                            ("--memcached", a.memcached, 1, 16),
+                            ("--port", a.port, 1, 65535),
+                            ("--server-port", a.server_port, 1, 65535),
+                            ("--admin-port", a.admin_port, 1, 65535),
+                            ("--memcached-port", a.memcached_port, 1, 65535),
+                            ("--threads", a.threads, 1, 1024),
+                            ("--db-threads", a.db_threads, 0, 1024)):
+        if v is not None and not lo <= v <= hi:
+            up.error("%s must be in %d..%d" % (name, lo, hi))
+    if not 0.0001 <= a.scale <= 100:
+        up.error("--scale must be in 0.0001..100")
+    if a.server_port + a.servers - 1 > 65535:
+        up.error("--server-port leaves no room for %d servers" % a.servers)
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="hammerstack",
-                                 description="Run the hammerstack stack.")
+    ap = CliParser(prog="hammerstack", description="Run the hammerstack stack.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="start the stack",
                         description="Seed the database if needed, start "
@@ -578,15 +613,21 @@ def main(argv=None):
                     "loops run the queries)")
     up.add_argument("--detach", action="store_true",
                     help="run in the background (stop with down)")
-    sub.add_parser("down", help="stop a detached stack")
-    sub.add_parser("status", help="show the running stack")
-    a = ap.parse_args(argv)
+    cmds = {"up": up,
+            "down": sub.add_parser("down", help="stop a detached stack"),
+            "status": sub.add_parser("status", help="show the running stack")}
+    for p in cmds.values():
+        add_check_args(p)
+    a, rest = ap.parse_known_args(argv)
+    if rest:
+        # Named by the subcommand's parser: "hammerstack up: ...".
+        cmds[a.cmd].error("unknown option or argument '%s'" % rest[0])
+    if a.cmd == "up":
+        check_up(up, a)
+    if a.check_args:
+        return 0
     try:
         if a.cmd == "up":
-            if a.servers < 1 or a.servers > 64:
-                ap.error("--servers must be in 1..64")
-            if a.memcached < 1 or a.memcached > 16:
-                ap.error("--memcached must be in 1..16")
             return cmd_up(a)
         if a.cmd == "down":
             return cmd_down(a)

@@ -14,7 +14,6 @@ The report lands in DIR: results.csv, results.md, report.html (charts as
 inline SVG: it opens with no network), and each step's raw output.
 """
 
-import argparse
 import csv
 import html
 import json
@@ -127,13 +126,35 @@ class Checker(threading.Thread):
                     pass
 
 
-def perf_usable():
+def perf_problem():
+    """Why perf cannot sample here (one line for the output and the
+    report), or None when it can."""
     if not shutil.which("perf"):
-        return False
-    r = subprocess.run(["perf", "record", "-o", "/dev/null", "-q", "--",
-                        "true"], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
-    return r.returncode == 0
+        return ("perf is not installed (Debian: apt-get install linux-perf, "
+                "or ./hammerstack setup --demo)")
+    try:
+        r = subprocess.run(["perf", "record", "-o", "/dev/null", "-q", "--",
+                            "true"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, timeout=60)
+    except (OSError, subprocess.SubprocessError) as e:
+        return "perf does not run: %s" % e
+    if r.returncode == 0:
+        return None
+    said = [x.strip() for x in r.stderr.decode("utf-8", "replace")
+            .splitlines() if x.strip()]
+    said = said[0][:160] if said else "exit status %d" % r.returncode
+    try:
+        with open("/proc/sys/kernel/perf_event_paranoid") as f:
+            paranoid = int(f.read().strip())
+    except (OSError, ValueError):
+        paranoid = None
+    if paranoid is not None and paranoid > 1 and os.geteuid() != 0:
+        why = ("kernel.perf_event_paranoid is %d: run as root, or "
+               "sysctl kernel.perf_event_paranoid=1" % paranoid)
+    else:
+        why = ("the kernel refuses perf events here (a container or a VM "
+               "without them?)")
+    return "perf cannot sample: %s (perf said: %s)" % (why, said)
 
 
 def fold_perf(script_text):
@@ -207,7 +228,10 @@ def profile(stk, a, counts, outdir, duration):
     pids = [str(c.pid) for c in stk.children if c.name.startswith("hs-")]
     perf = None
     perf_data = os.path.join(outdir, "perf.data")
-    if perf_usable() and not a.no_perf:
+    no_graph = "--no-perf was given" if a.no_perf else perf_problem()
+    if no_graph:
+        progress("step 3: no flame graph: %s" % no_graph)
+    else:
         perf = subprocess.Popen(
             ["perf", "record", "-F", "499", "-g", "-o", perf_data, "-p",
              ",".join(pids), "--", "sleep", str(duration)],
@@ -246,7 +270,10 @@ def profile(stk, a, counts, outdir, duration):
                 for k, v in sorted(folded.items(), key=lambda kv: -kv[1]):
                     f.write("%s %d\n" % (k, v))
         os.unlink(perf_data)
-    return w, d, breakdown, svg, bal0
+    if perf and svg is None:
+        no_graph = "perf recorded no samples of hs-server or hs-balancer"
+        progress("step 3: no flame graph: %s" % no_graph)
+    return w, d, breakdown, svg, bal0, no_graph
 
 
 def make_stack(step, a, logdir):
@@ -295,9 +322,9 @@ def run_step(step, a, counts, outdir):
         chk.start()
         extra = None
         if step == "3":
-            w, d, breakdown, svg, _ = profile(stk, a, counts, outdir,
-                                               a.duration)
-            extra = (breakdown, svg)
+            w, d, breakdown, svg, _, no_graph = profile(
+                stk, a, counts, outdir, a.duration)
+            extra = (breakdown, svg, no_graph)
         else:
             before = snapshot(stk)
             w = run_wrk(port, a, counts, a.duration,
@@ -387,6 +414,8 @@ def write_report(outdir, rows, lessons, extra, meta):
         md += ["| stage | ms |", "|---|---:|"]
         for k, v in extra[0].items():
             md.append("| %s | %.3f |" % (k.strip(), v))
+        md += ["", "Flame graph: %s" % ("flamegraph.svg" if extra[1] else
+                                        "none; " + extra[2])]
     with open(os.path.join(outdir, "results.md"), "w") as f:
         f.write("\n".join(md) + "\n")
 
@@ -428,6 +457,9 @@ def write_report(outdir, rows, lessons, extra, meta):
         if extra[1]:
             parts.append("<h2>Flame graph (perf, hs-server + hs-balancer)"
                          "</h2>" + extra[1])
+        else:
+            parts.append("<h2>Flame graph</h2><p>None: %s.</p>" %
+                         html.escape(extra[2]))
     parts.append("</body></html>")
     with open(os.path.join(outdir, "report.html"), "w") as f:
         f.write("\n".join(parts))
@@ -448,8 +480,8 @@ def machine():
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(
-        prog="hammerstack walkthrough",
+    ap = hs.CliParser(
+        prog=os.environ.get("HS_PROG", "hammerstack walkthrough"),
         description="Run each scaling step under the same wrk mix with the "
         "consistency checker beside it; print a row per step and write the "
         "report (results.csv, results.md, report.html).")
@@ -499,6 +531,7 @@ def main(argv=None):
                     help="report folder (default out/walkthrough-DATE)")
     ap.add_argument("--no-perf", action="store_true",
                     help="skip the perf flame graph in step 3")
+    hs.add_check_args(ap)
     a = ap.parse_args(argv)
     steps = [s.strip() for s in a.steps.split(",") if s.strip()]
     bad = [s for s in steps if s not in STEPS]
@@ -520,10 +553,19 @@ def main(argv=None):
                              60000)):
         if not lo <= v <= hi:
             ap.error("%s must be in %d..%d" % (name, lo, hi))
+    for name, v, lo, hi in (("--server-threads", a.server_threads, 1, 1024),
+                            ("--server-db-threads", a.server_db_threads, 0,
+                             1024)):
+        if v is not None and not lo <= v <= hi:
+            ap.error("%s must be in %d..%d" % (name, lo, hi))
+    if not 0.0001 <= a.scale <= 100:
+        ap.error("--scale must be in 0.0001..100")
     if not (0 <= a.put and 0 <= a.review and a.put + a.review <= 1):
         ap.error("--put and --review must be shares with put+review <= 1")
     if a.connections < a.wrk_threads:
         ap.error("--connections must be at least --wrk-threads")
+    if a.check_args:
+        return 0
     a.db = os.path.abspath(a.db)
     outdir = os.path.abspath(a.out or os.path.join(
         ROOT, "out", "walkthrough-" + time.strftime("%Y%m%d-%H%M%S")))
@@ -571,6 +613,9 @@ def main(argv=None):
         print("\nwhere the time goes (step 3, per request):")
         for k, v in extra[0].items():
             print("  %-34s %8.3f ms" % (k, v))
+        print("\nflame graph: %s" % (
+            os.path.join(outdir, "flamegraph.svg") if extra[1] else
+            "none; " + extra[2]))
     print("\nreport: %s/report.html (results.md, results.csv)" % outdir)
     stale = [r for r in rows if r["step"] in ("1", "2", "3") and
              r["stale_reads"] not in (0, "n/a")]

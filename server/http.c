@@ -40,12 +40,18 @@ srv_db_fail_body(struct srv_worker *w, int res, const char *what,
 		return srv_error_body(out, 404, notfound_msg);
 	__atomic_fetch_add(&w->srv->stats.db_errors, 1, __ATOMIC_RELAXED);
 	if (res == DB_BUSY) {
-		log_error("%s: database busy past the timeout: %s", what,
-			  w->db ? db_errmsg(w->db) : "no connection");
+		log_error_rl("%s: database busy past the timeout: %s", what,
+			     w->db ? db_errmsg(w->db) : "no connection");
 		return srv_error_body(out, 503, "database busy");
 	}
-	log_error("%s: database error: %s", what,
-		  w->db ? db_errmsg(w->db) : "cannot open the database");
+	if (res == DB_MOVED) {
+		/* Nothing was written; the next request opens the path again. */
+		log_error_rl("%s: %s: reopening", what, db_errmsg(w->db));
+		srv_worker_db_reset(w);
+		return srv_error_body(out, 503, "database file replaced");
+	}
+	log_error_rl("%s: database error: %s", what,
+		     w->db ? db_errmsg(w->db) : "cannot open the database");
 	/* A broken connection (file replaced, I/O error) is reopened next time. */
 	srv_worker_db_reset(w);
 	return srv_error_body(out, 503, "database unavailable");

@@ -96,6 +96,11 @@ usage(FILE *f)
 		"                      after a response, else it is closed; also the\n"
 		"                      longest silence in a body or an unread\n"
 		"                      response, 1..3600000 (default 30000)\n"
+		"  --durability MODE   full (the default): a write is answered once\n"
+		"                      it is on disk (fsync per commit, survives\n"
+		"                      power loss); normal: once it is in the OS\n"
+		"                      (survives a crash of the server, may lose\n"
+		"                      the last writes with the machine; faster)\n"
 		"  --log-level LEVEL   error, warn, info (default) or debug\n"
 		"  -h, --help          this help\n");
 }
@@ -129,6 +134,7 @@ parse_args(int argc, char **argv, struct opts *o)
 		{ "max-conns-per-ip", required_argument, NULL, O_MAXC_IP },
 		{ "header-timeout-ms", required_argument, NULL, O_HTO },
 		{ "idle-timeout-ms", required_argument, NULL, O_ITO },
+		{ "durability", required_argument, NULL, 'Y' },
 		{ "log-level", required_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -271,6 +277,16 @@ parse_args(int argc, char **argv, struct opts *o)
 			else
 				o->srv.idle_timeout_ms = (unsigned)v32;
 			break;
+		case 'Y':
+			if (strcmp(optarg, "full") == 0) {
+				o->srv.durability_full = 1;
+			} else if (strcmp(optarg, "normal") == 0) {
+				o->srv.durability_full = 0;
+			} else {
+				bad("--durability (want full|normal)", optarg);
+				return ARGS_FAIL;
+			}
+			break;
 		case 'L':
 			if ((o->log_level = hs_log_level_parse(optarg)) < 0) {
 				bad("--log-level (want error|warn|info|debug)",
@@ -376,11 +392,15 @@ raise_nofile(void)
 	}
 }
 
-/* Seeds the database when it is missing, then checks that it opens. */
+/*
+ * Seeds the database when it is missing, then checks that it opens and
+ * counts its rows for /stats.
+ */
 static int
-ensure_db(const struct opts *o)
+ensure_db(struct opts *o)
 {
 	char err[256];
+	struct db_counts n;
 	struct db *db;
 
 	if (access(o->db_path, F_OK) < 0) {
@@ -401,6 +421,10 @@ ensure_db(const struct opts *o)
 	if (db == NULL) {
 		log_error("cannot open %s: %s", o->db_path, err);
 		return -1;
+	}
+	if (db_counts(db, &n) == DB_OK) {
+		o->srv.products = n.products;
+		o->srv.categories = n.categories;
 	}
 	db_close(db);
 	return 0;
@@ -436,7 +460,20 @@ main(int argc, char **argv)
 	sigaddset(&sigs, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
+	/*
+	 * Bind before seeding: on a busy port a new database would take
+	 * seconds to seed only for the server to fail right after.
+	 */
+	o.srv.listen_fd = hs_listen_tcp(o.srv.host, o.srv.port, 1024, 1,
+					&o.srv.port);
+	if (o.srv.listen_fd < 0) {
+		log_error("cannot listen on %s:%d: %s", o.srv.host, o.srv.port,
+			  strerror(errno));
+		cache_shared_free(cache);
+		return 1;
+	}
 	if (ensure_db(&o) < 0) {
+		hs_close(&o.srv.listen_fd);
 		cache_shared_free(cache);
 		return 1;
 	}

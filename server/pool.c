@@ -42,7 +42,7 @@ wake_loop(struct srv_loop *l)
 	uint64_t one = 1;
 
 	if (write(l->resume_fd, &one, sizeof(one)) < 0)
-		log_warn("cannot wake a loop");
+		log_warn_rl("cannot wake a loop");
 }
 
 static void *

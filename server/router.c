@@ -320,7 +320,14 @@ send_resp(struct srv_ctx *c, struct srv_resp *r, uint64_t db_ns)
 	char timing[128], num[16];
 	uint64_t now = hs_now_ns(), total = now - c->rq->t0_ns;
 	size_t len = 0;
-	char *body = hs_buf_steal(&r->body, &len);
+	char *body;
+
+	/* JSON ends with a newline, so that curl's output ends its line. */
+	if (r->body.len > 0 && r->body.data[r->body.len - 1] != '\n' &&
+	    (r->ctype == NULL ||
+	     strncmp(r->ctype, "application/json", 16) == 0))
+		hs_buf_append(&r->body, "\n", 1);
+	body = hs_buf_steal(&r->body, &len);
 
 	if (r->status == 204 || r->status == 304) {
 		free(body);
@@ -568,8 +575,8 @@ srv_on_access(void *cls, struct MHD_Connection *conn, const char *url,
 			 * disconnected.
 			 */
 			if (c.rq->seen > s->cfg.max_body + SRV_DRAIN_MAX) {
-				log_info("upload over %zu bytes: closing the "
-					 "connection", s->cfg.max_body);
+				log_info_rl("upload over %zu bytes: closing "
+					    "the connection", s->cfg.max_body);
 				return MHD_NO;
 			}
 			c.rq->err_status = 413;

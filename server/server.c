@@ -43,6 +43,7 @@ srv_config_defaults(struct srv_config *c)
 	c->db_threads = 0;
 	c->max_body = 65536;
 	c->busy_timeout_ms = 5000;
+	c->durability_full = 1;   /* README, "Durability" */
 	c->conn_limit = 8192;
 	/* Half the table: one address cannot lock the others out, and a
 	   proxy in front (every request from one address) still gets 4096. */
@@ -53,6 +54,7 @@ srv_config_defaults(struct srv_config *c)
 	c->idle_timeout_ms = 30000;
 	c->drain_timeout_ms = 10000;
 	c->cache_batch = 64;
+	c->listen_fd = -1;
 }
 
 /* MHD's own diagnostics, into our log. */
@@ -66,7 +68,7 @@ mhd_log(void *cls, const char *fmt, va_list ap)
 	n = strlen(msg);
 	while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
 		msg[--n] = '\0';
-	log_warnx("libmicrohttpd: %s", msg);
+	log_warnx_rl("libmicrohttpd: %s", msg);
 }
 
 static __thread struct srv_loop *tls_loop;
@@ -274,7 +276,7 @@ srv_new(const struct srv_config *c, char *err, size_t errlen)
 	int bound = 0;
 
 	s->cfg = *c;
-	s->listen_fd = -1;
+	s->listen_fd = c->listen_fd;
 	s->wake_fd = -1;
 	s->started_ns = hs_now_ns();
 	pthread_mutex_init(&s->wlock, NULL);
@@ -294,7 +296,10 @@ srv_new(const struct srv_config *c, char *err, size_t errlen)
 		snprintf(err, errlen, "eventfd: %s", strerror(errno));
 		goto fail;
 	}
-	s->listen_fd = hs_listen_tcp(c->host, c->port, 1024, 1, &bound);
+	if (s->listen_fd >= 0)
+		bound = c->port;
+	else
+		s->listen_fd = hs_listen_tcp(c->host, c->port, 1024, 1, &bound);
 	if (s->listen_fd < 0) {
 		snprintf(err, errlen, "cannot listen on %s:%d: %s", c->host,
 			 c->port, strerror(errno));

@@ -12,6 +12,7 @@
 #define HS_SRV_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct srv;
 struct cache_shared;
@@ -26,6 +27,7 @@ struct srv_config {
 				    "hs-server-PORT" with the bound port */
 	size_t max_body;         /* largest request body accepted */
 	int busy_timeout_ms;     /* SQLite busy timeout per connection */
+	int durability_full;     /* synchronous=FULL (--durability full) */
 	unsigned conn_limit;     /* concurrent connections */
 	unsigned conn_limit_per_ip; /* ... from one client address; 0: no cap */
 	unsigned header_timeout_ms; /* a new connection's first head is due
@@ -39,6 +41,12 @@ struct srv_config {
 	const char *cache_mode;  /* "lease", "naive" or "off" (for /stats) */
 	unsigned cache_batch;    /* largest multi-get of the read batcher;
 				    0 = every read asks memcached alone */
+	int64_t products;        /* rows at start, for /stats "data": the */
+	int64_t categories;      /* id ranges of the load scripts */
+	int listen_fd;           /* -1: srv_new binds host:port; else a
+				    listening socket bound to port, which
+				    srv_new takes over (and closes, even when
+				    it fails) */
 };
 
 /* Fills c with the defaults (everything but db_path and id). */

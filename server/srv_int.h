@@ -48,7 +48,7 @@ const char *srv_route_name(enum srv_route r);
 struct srv_stats {
 	uint64_t by_class[SRV_R_COUNT][6];  /* [route][status / 100] */
 	uint64_t by_status[600];
-	uint64_t db_errors;                  /* DB_BUSY + DB_ERR answered 503 */
+	uint64_t db_errors;                  /* DB_BUSY, DB_MOVED, DB_ERR answered 503 */
 	uint64_t inflight;                   /* requests received, not yet answered */
 	uint64_t cache_ns;                   /* time in memcached calls (reads, deletes) */
 	uint64_t cache_wait_ns;              /* time waiting on another reader's lease */
@@ -257,9 +257,10 @@ void srv_error(struct srv_resp *r, int status, const char *msg);
 /* Appends a JSON error body to out; returns status (for body builders). */
 int srv_error_body(struct hs_buf *out, int status, const char *msg);
 /*
- * Maps a failed db_* result to a response: DB_BUSY / DB_ERR -> 503 with
- * Retry-After (logged, counted), DB_NOTFOUND -> 404 with notfound_msg.
- * Returns the status.
+ * Maps a failed db_* result to a response: DB_BUSY / DB_MOVED / DB_ERR ->
+ * 503 with Retry-After (logged, counted; after DB_MOVED and DB_ERR the
+ * thread's connection is closed and reopened on its next request),
+ * DB_NOTFOUND -> 404 with notfound_msg.  Returns the status.
  */
 int srv_db_fail_body(struct srv_worker *w, int res, const char *what,
 		     const char *notfound_msg, struct hs_buf *out);

@@ -5,7 +5,10 @@
  */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <jansson.h>
 
 #include "hs_util.h"
 #include "srv_int.h"
@@ -55,14 +58,41 @@ ld(const uint64_t *p)
 	return __atomic_load_n(p, __ATOMIC_RELAXED);
 }
 
+/*
+ * PRAGMA synchronous read back from this thread's connection, as the
+ * --durability value that sets it.
+ */
+static const char *
+stats_durability(struct srv_worker *w)
+{
+	struct db *db = srv_worker_db(w);
+
+	switch (db ? db_synchronous(db) : -1) {
+	case 1:
+		return "normal";
+	case 2:
+		return "full";
+	default:
+		return "unknown";
+	}
+}
+
 void
 srv_h_healthz(struct srv_ctx *c, struct srv_resp *r)
 {
 	struct db *db = srv_worker_db(c->w);
 	int32_t n;
-	/* A real (cheap) query: an open handle alone proves little. */
-	int res = db ? db_world_get(db, 1, &n) : DB_ERR;
-	int ok = res == DB_OK || res == DB_NOTFOUND;
+	/*
+	 * The file at the path must still be the one open (else not ready
+	 * and reopened), then a real (cheap) query: an open handle alone
+	 * proves little.
+	 */
+	int res = db ? db_check(db) : DB_ERR;
+	int ok;
+
+	if (res == DB_OK)
+		res = db_world_get(db, 1, &n);
+	ok = res == DB_OK || res == DB_NOTFOUND;
 
 	if (ok) {
 		r->status = 200;
@@ -82,12 +112,33 @@ srv_h_healthz(struct srv_ctx *c, struct srv_resp *r)
 	hs_buf_puts(&r->body, "}");
 }
 
+/*
+ * Re-indents the JSON document in b for a reader (/stats?pretty=1); the
+ * compact form is what tools parse, so only this path pays for jansson.
+ */
+static void
+json_indent(struct hs_buf *b)
+{
+	json_t *j = json_loadb(b->data, b->len, 0, NULL);
+	char *text = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER |
+				       JSON_REAL_PRECISION(15))
+		       : NULL;
+
+	if (text != NULL) {
+		hs_buf_reset(b);
+		hs_buf_puts(b, text);
+	}
+	free(text);
+	json_decref(j);
+}
+
 void
 srv_h_stats(struct srv_ctx *c, struct srv_resp *r)
 {
 	struct srv *s = c->srv;
 	struct srv_stats *st = &s->stats;
 	struct hs_buf *b = &r->body;
+	const char *pretty;
 	uint64_t q, t, total = 0;
 	int nworkers;
 	static const char *const cls[6] = { "", "1xx", "2xx", "3xx", "4xx",
@@ -114,10 +165,15 @@ srv_h_stats(struct srv_ctx *c, struct srv_resp *r)
 	hs_buf_printf(b,
 		      ",\"db\":{\"queries\":%" PRIu64 ",\"time_ms\":%.3f,"
 		      "\"errors\":%" PRIu64 ",\"workers\":%d,\"threads\":%d,"
-		      "\"jobs\":%" PRIu64 ",\"queue_ms\":%.3f}",
+		      "\"jobs\":%" PRIu64 ",\"queue_ms\":%.3f,"
+		      "\"durability\":\"%s\"}",
 		      q, (double)t / 1e6, ld(&st->db_errors), nworkers,
 		      s->cfg.db_threads, ld(&st->db_jobs),
-		      (double)ld(&st->db_queue_ns) / 1e6);
+		      (double)ld(&st->db_queue_ns) / 1e6, stats_durability(c->w));
+	hs_buf_printf(b,
+		      ",\"data\":{\"products\":%" PRId64
+		      ",\"categories\":%" PRId64 "}",
+		      s->cfg.products, s->cfg.categories);
 	hs_buf_puts(b, ",\"status\":{");
 	int first = 1;
 	for (int i = 100; i < 600; i++) {
@@ -157,6 +213,10 @@ srv_h_stats(struct srv_ctx *c, struct srv_resp *r)
 	}
 	hs_buf_puts(b, "}}");
 	r->status = 200;
+	pretty = MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND,
+					     "pretty");
+	if (pretty != NULL && strcmp(pretty, "0") != 0)
+		json_indent(b);
 }
 
 void

@@ -48,11 +48,14 @@ srv_worker_db(struct srv_worker *w)
 
 	if (w->db != NULL)
 		return w->db;
-	w->db = db_open(w->srv->cfg.db_path, 0, w->srv->cfg.busy_timeout_ms,
-			err, sizeof(err));
+	/* Never DB_OPEN_CREATE: a deleted file stays an error until one is
+	   put back, rather than an empty database taking writes. */
+	w->db = db_open(w->srv->cfg.db_path,
+			w->srv->cfg.durability_full ? DB_OPEN_SYNC_FULL : 0,
+			w->srv->cfg.busy_timeout_ms, err, sizeof(err));
 	if (w->db == NULL)
-		log_error("cannot open database %s: %s", w->srv->cfg.db_path,
-			  err);
+		log_error_rl("cannot open database %s: %s", w->srv->cfg.db_path,
+			     err);
 	return w->db;
 }
 

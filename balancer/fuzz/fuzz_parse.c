@@ -1,9 +1,11 @@
 /*
  * libFuzzer target for the strict parsers: request and response heads and
- * chunked framing, fed whole and split at a byte the input chooses.  It
- * checks the invariants the proxy relies on: a complete head never claims
- * more bytes than it was given, every field lies inside the head, and
- * feeding chunked bytes in two pieces gives the same result as in one.
+ * chunked framing, fed whole and split at a byte the input chooses, and
+ * the path normalization behind --deny-path.  It checks the invariants the
+ * proxy relies on: a complete head never claims more bytes than it was
+ * given, every field lies inside the head, feeding chunked bytes in two
+ * pieces gives the same result as in one, and a normalized path stays in
+ * its buffer.
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -I.. -I../../common \
  *         fuzz_parse.c ../parse.c -o fuzz_parse && ./fuzz_parse -max_total_time=60
@@ -45,6 +47,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		for (size_t k = 0; k < (size_t)r; k += 7)
 			if (bal_parse_request(p, k, &lim, &m, NULL) != 0)
 				abort();
+	}
+	if (size < 4096) {
+		/* The deny-path normalization stays in its n + 3 bytes. */
+		char *norm = malloc(size + 3);
+		size_t len = bal_path_normalize(p, size, norm);
+		if (len > size + 1 || norm[0] != '/' || norm[len] != '\0')
+			abort();
+		free(norm);
 	}
 	r = bal_parse_response(p, size, 2048, &m, NULL);
 	if (r > (ssize_t)size)

@@ -40,9 +40,13 @@ function M.options(args, defaults)
 	-- generator, for peaks), and non-2xx falls back to wrk's own count of
 	-- statuses >= 400.
 	if defaults.count == nil then defaults.count = 1 end
+	M.given = {}
 	for k, v in pairs(defaults) do
 		local env = os.getenv("HSWRK_" .. string.upper(k))
-		if env ~= nil and env ~= "" then v = env end
+		if env ~= nil and env ~= "" then
+			v = env
+			M.given[k] = true
+		end
 		o[k] = v
 	end
 	for _, a in pairs(args or {}) do
@@ -53,6 +57,7 @@ function M.options(args, defaults)
 				      M.keys(defaults) .. ")")
 			end
 			o[k] = v
+			M.given[k] = true
 		end
 	end
 	-- Numbers stay numbers when the default is one.
@@ -189,6 +194,67 @@ function M.setup(thread)
 	thread:set("hs_thread_id", nthreads)
 	nthreads = nthreads + 1
 	threads[#threads + 1] = thread
+end
+
+-- The id ranges of the database behind the URL, from hs-server's /stats
+-- ("data": {"products": N, "categories": N}; through hs-balancer, from one
+-- of its servers).  Asked once, in the main state, with curl: wrk's Lua has
+-- no sockets.  false when the server cannot say (not hs-server, no curl).
+local learned = nil
+
+local function learn_counts()
+	if learned ~= nil then return learned end
+	learned = false
+	local host = wrk.host or ""
+	if string.find(host, ":", 1, true) then host = "[" .. host .. "]" end
+	local url = string.format("%s://%s:%s/stats", wrk.scheme or "http",
+				  host, wrk.port or
+				  (wrk.scheme == "https" and "443" or "80"))
+	-- Only a URL made of plain characters goes to the shell.
+	if not string.match(url, "^[%w%.:/%[%]_-]+$") then return learned end
+	local f = io.popen("curl -fsS -m 5 '" .. url .. "' 2>/dev/null")
+	if f == nil then return learned end
+	local body = f:read("*a") or ""
+	f:close()
+	local p, c = string.match(body,
+		'"data"%s*:%s*{%s*"products"%s*:%s*(%d+)%s*,%s*"categories"%s*:%s*(%d+)')
+	p, c = tonumber(p), tonumber(c)
+	if p and c and p > 0 and c > 0 then
+		learned = { products = p, categories = c, url = url }
+	end
+	return learned
+end
+
+-- setup() for the scripts that draw product and category ids: M.setup,
+-- plus the server's id ranges handed to each thread, where init() uses
+-- them unless products= or categories= is given.
+function M.setup_counts(thread)
+	M.setup(thread)
+	local n = learn_counts()
+	if n then
+		thread:set("hs_products", n.products)
+		thread:set("hs_categories", n.categories)
+	end
+end
+
+-- defaults with products and categories from the server when setup_counts
+-- learnt them.  Call after M.options() to warn when they are guessed.
+function M.counts_defaults(defaults)
+	if hs_products then
+		defaults.products = hs_products
+		defaults.categories = hs_categories
+	end
+	return defaults
+end
+
+function M.counts_check(name, o)
+	if hs_products or hs_thread_id ~= 0 then return end
+	if M.given.products and M.given.categories then return end
+	io.stderr:write(string.format(
+		"%s: the server did not say how many products and categories it " ..
+		"has (GET /stats, with curl); assuming products=%d categories=%d " ..
+		"(scale 1).  Pass products=N categories=N after -- if that is " ..
+		"wrong.\n", name, o.products, o.categories))
 end
 
 

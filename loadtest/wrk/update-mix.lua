@@ -10,7 +10,8 @@
 -- `review` (rating 1..5, a short body), else the read mix: GET
 -- /categories/{id}/top with probability `top` among reads, GET
 -- /products/{id} otherwise.  Options (key=value after "--" or HSWRK_KEY in the
--- environment; at scale S pass products=100000*S categories=100*S):
+-- environment; products and categories default to the server's counts, as
+-- in read-mix.lua):
 --   products=100000  categories=100  top=0.1  put=0.05  review=0.05
 --   s=1.0  seed=1  scatter=1  count=1 (see read-mix.lua)
 -- Prints a summary and one "HSJSON {...}" line at the end.
@@ -26,11 +27,12 @@ local get_top = hs.get_memo("/categories/", "/top")
 local json_headers = { ["Content-Type"] = "application/json" }
 local seq = 0
 
-setup = hs.setup
+setup = hs.setup_counts
 response = hs.response
 
 function init(args)
-	o = hs.options(args, defaults)
+	o = hs.options(args, hs.counts_defaults(defaults))
+	hs.counts_check("update-mix", o)
 	if o.put < 0 or o.review < 0 or o.put + o.review > 1 then
 		error("put and review must be shares in 0..1 with put+review <= 1")
 	end

@@ -105,6 +105,50 @@ class ThreeBackends(unittest.TestCase):
         self.assertEqual(h["via"], "1.1 hs-balancer")
         self.assertEqual(recs[0]["path"], "/hdr?x=1")
 
+    def test_forwarded_proto_replaced_via_appended(self):
+        for b in self.bs:
+            b.clear()
+        r = self.bal.get("/hdr", headers={"X-Forwarded-Proto": "https",
+                                          "Via": "1.0 fred, 1.1 p.example"})
+        self.assertEqual(r.status, 200)
+        recs = sum((b.requests() for b in self.bs), [])
+        self.assertEqual(len(recs), 1)
+        hs = [(k.lower(), v) for k, v in recs[0]["headers"]]
+        self.assertEqual([v for k, v in hs if k == "x-forwarded-proto"],
+                         ["http"])
+        self.assertEqual([v for k, v in hs if k == "via"],
+                         ["1.0 fred, 1.1 p.example, 1.1 hs-balancer"])
+
+    def test_server_counters_denied_to_clients(self):
+        for b in self.bs:
+            b.clear()
+        conn = http.client.HTTPConnection("127.0.0.1", self.bal.port,
+                                          timeout=10)
+        self.addCleanup(conn.close)
+        for path in ("/stats", "/metrics", "/stats?x=1", "/stats/x",
+                     "//stats", "/%73tats", "/./metrics", "/a/../stats",
+                     "/%2e%2e/metrics/"):
+            r = hstest.request(self.bal.port, "GET", path, conn=conn)
+            self.assertEqual(r.status, 404, path)
+            self.assertEqual(r.json(), {"error": "not found",
+                                        "status": 404}, path)
+            self.assertEqual(r.header("content-type"), "application/json")
+        # The same keep-alive connection goes on; near misses pass.
+        for path in ("/statsx", "/products/stats", "/metrics2"):
+            r = hstest.request(self.bal.port, "GET", path, conn=conn)
+            self.assertEqual(r.status, 200, path)
+        paths = [r["path"] for b in self.bs for r in b.requests()]
+        self.assertEqual(sorted(paths),
+                         ["/metrics2", "/products/stats", "/statsx"])
+        self.assertGreaterEqual(self.bal.stats()["errors"]["404"], 9)
+        # A denied request with a body is answered and the connection
+        # closed (its body is not read).
+        out, closed = hstest.raw(
+            self.bal.port, b"POST /stats HTTP/1.1\r\nHost: a\r\n"
+            b"Content-Length: 5\r\n\r\nhello")
+        self.assertTrue(out.startswith(b"HTTP/1.1 404 "), out)
+        self.assertTrue(closed)
+
     def test_absolute_form_forwarded_as_origin_form(self):
         for b in self.bs:
             b.clear()
@@ -302,8 +346,26 @@ class Cli(unittest.TestCase):
         self.assertEqual(r.returncode, 0)
         for opt in ("--listen", "--backend", "--backends-file", "--admin",
                     "--algorithm", "--health-path", "--rise", "--fall",
-                    "--max-conns", "--workers", "--backend-timeout-ms"):
+                    "--max-conns", "--workers", "--backend-timeout-ms",
+                    "--deny-path", "--no-deny-path"):
             self.assertIn(opt, r.stdout)
+        h = self.run_bal("-h")
+        self.assertEqual(h.returncode, 0, h.stderr)
+        self.assertEqual(h.stdout, r.stdout)
+
+    def test_port_in_use_is_an_error(self):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            s.listen(1)
+            port = s.getsockname()[1]
+            for opt in ("--listen", "--admin"):
+                r = self.run_bal("--backend", "127.0.0.1:1", opt,
+                                 "127.0.0.1:%d" % port)
+                self.assertNotEqual(r.returncode, 0, r.stderr)
+                self.assertRegex(r.stderr, r" error: cannot listen on "
+                                 r"127\.0\.0\.1:%d.*Address already in use"
+                                 % port)
+                self.assertNotRegex(r.stderr, r" warn: .*listen")
 
     def test_bad_options(self):
         for args in (["--bogus"], ["--backend", "nohost"],
@@ -311,7 +373,9 @@ class Cli(unittest.TestCase):
                      ["--backend", "127.0.0.1:1", "--workers", "0"],
                      ["--backend", "127.0.0.1:1", "--algorithm", "random"],
                      ["--backend", "127.0.0.1:1", "--listen", "nope"],
-                     ["--backends-file", "/nonexistent/list"], []):
+                     ["--backends-file", "/nonexistent/list"],
+                     ["--backend", "127.0.0.1:1", "--deny-path", "stats"],
+                     []):
             r = self.run_bal(*args)
             self.assertEqual(r.returncode, 2, (args, r.stderr))
             self.assertEqual(len(r.stderr.strip().splitlines()), 1,
@@ -602,6 +666,24 @@ class Failures(unittest.TestCase):
         m = hstest.request(bal.admin, "GET", "/metrics").body.decode()
         self.assertIn('hs_balancer_errors_total{status="503"} 1', m)
 
+    def test_deny_path_options(self):
+        s1 = self.backend("s1")
+        bal = self.balancer([s1], ["--deny-path", "/private",
+                                   "--deny-path", "/admin/"])
+        self.assertEqual(bal.get("/private").status, 404)
+        self.assertEqual(bal.get("/private/x").status, 404)
+        self.assertEqual(bal.get("/admin/x").status, 404)
+        self.assertEqual(bal.get("/admin").status, 200)
+        self.assertEqual(bal.get("/stats").status, 200)
+        bal = self.balancer([s1], ["--no-deny-path"])
+        self.assertEqual(bal.get("/stats").status, 200)
+        self.assertEqual(bal.get("/metrics").status, 200)
+        bal = self.balancer([s1], ["--deny-path", ""])
+        self.assertEqual(bal.get("/stats").status, 200)
+        self.assertEqual([r["path"] for r in s1.requests()],
+                         ["/admin", "/stats", "/stats", "/metrics",
+                          "/stats"])
+
     def test_max_conns_503(self):
         s1 = self.backend("s1")
         bal = self.balancer([s1], ["--max-conns", "2"])
@@ -673,7 +755,8 @@ class Failures(unittest.TestCase):
         if want < n + 500:
             self.skipTest("RLIMIT_NOFILE hard limit %d too low" % hard)
         s1 = self.backend("s1")
-        bal = self.balancer([s1])
+        # Connections that have sent nothing get the head deadline.
+        bal = self.balancer([s1], ["--header-timeout-ms", "300000"])
         rss0 = rss_kb(bal.proc.p.pid)
         socks = []
         self.cleanups.append(lambda: [s.close() for s in socks])

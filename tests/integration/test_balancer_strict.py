@@ -191,6 +191,22 @@ class StrictParsing(unittest.TestCase):
             s.close()
         self.assertEqual(self.be.requests(), [])
 
+    def test_silent_connection_closed_at_head_deadline(self):
+        # A connection that sends nothing has --header-timeout-ms (3 s
+        # here), not the keep-alive idle timeout (60 s).
+        s = socket.create_connection(("127.0.0.1", self.bal.port))
+        t0 = time.monotonic()
+        try:
+            s.settimeout(20 * hstest.SLOW)
+            try:
+                out = s.recv(4096)
+            except ConnectionResetError:
+                out = b""
+        finally:
+            s.close()
+        self.assertEqual(out, b"")
+        self.assertLess(time.monotonic() - t0, 10 * hstest.SLOW)
+
     def test_slowloris_trickle_408(self):
         # Bytes trickling in do not reset the header deadline.
         s = socket.create_connection(("127.0.0.1", self.bal.port))

@@ -5,7 +5,9 @@ answers, and afterwards no process and no port is left behind — also when
 the supervisor itself is killed with SIGKILL."""
 
 import csv
+import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -71,11 +73,18 @@ class StackTest(unittest.TestCase):
         for s in socks:
             s.close()
         self.bal, self.admin, self.mc = ports[0], ports[1], ports[2]
-        # Two servers need two consecutive ports: find a free pair.
-        for base in range(ports[3], ports[3] + 200):
-            if ports_free([base, base + 1]) and base + 1 not in ports[:3]:
-                self.srv = base
+        # Two servers need two consecutive ports: find a free pair, also
+        # below the ephemeral range, which busy load tests can fill.
+        self.srv = None
+        for start in (ports[3], random.randrange(20000, 30000)):
+            for base in range(start, min(start + 200, 65535)):
+                if ports_free([base, base + 1]) and \
+                        base + 1 not in ports[:3]:
+                    self.srv = base
+                    break
+            if self.srv:
                 break
+        self.assertIsNotNone(self.srv, "no two consecutive free ports")
         self.ports = [self.bal, self.admin, self.mc, self.srv, self.srv + 1]
         self.args = ["--servers", "2", "--cache", "lease", "--db", self.db,
                      "--port", str(self.bal), "--admin-port", str(self.admin),
@@ -187,6 +196,218 @@ class StackTest(unittest.TestCase):
         self.assertEqual(r.returncode, 2)
 
 
+    def test_printed_wrk_hint_is_right_at_scale_0_01(self):
+        # The database has 1,000 products and 1 category, not the 100,000
+        # and 100 of scale 1: the printed command must still hit only
+        # existing ids.
+        r = self.stack("up", "--detach", *self.args)
+        self.assertEqual(r.returncode, 0, r.stderr.decode())
+        hint = [x for x in r.stdout.decode().splitlines()
+                if x.startswith("load: ")]
+        self.assertEqual(len(hint), 1, r.stdout.decode())
+        argv = hint[0][len("load: "):].split()
+        self.assertEqual(argv[0], "wrk")
+        argv = ["-d2s" if a.startswith("-d") else a for a in argv]
+        w = subprocess.run(argv, cwd=hstest.SRC, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=60 * hstest.SLOW)
+        self.assertEqual(w.returncode, 0, w.stderr.decode())
+        line = [x for x in w.stdout.decode().splitlines()
+                if x.startswith("HSJSON ")]
+        self.assertEqual(len(line), 1, w.stdout.decode())
+        j = json.loads(line[0][len("HSJSON "):])
+        self.assertGreater(j["status_2xx"], 0, j)
+        self.assertEqual(j["non2xx"], 0, j)
+        self.assertEqual((j["options"]["products"],
+                          j["options"]["categories"]), (1000, 1), j)
+
+
+# Fake tools for the front door: each records its name and succeeds;
+# dpkg-query reports every package as missing, so setup would install.
+FAKE_TOOL = """#!/bin/sh
+echo "$(basename "$0") $*" >> "%s"
+exit 0
+"""
+FAKE_DPKG_QUERY = """#!/bin/sh
+echo "dpkg-query $*" >> "%s"
+exit 1
+"""
+
+
+class FrontDoorTest(unittest.TestCase):
+    """./hammerstack checks every option before anything slow (apt-get,
+    cmake) runs, and says what is wrong on the first line."""
+
+    HAMMERSTACK = os.path.join(hstest.SRC, "hammerstack")
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="hs-door-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.fake = os.path.join(self.tmp, "bin")
+        os.mkdir(self.fake)
+        self.calls = os.path.join(self.tmp, "calls")
+        for name in ("apt-get", "cmake", "sudo"):
+            self.tool(name, FAKE_TOOL % self.calls)
+        self.tool("dpkg-query", FAKE_DPKG_QUERY % self.calls)
+
+    def tool(self, name, text, where=None):
+        path = os.path.join(where or self.fake, name)
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, 0o755)
+
+    def run_door(self, *args, path=None):
+        env = dict(os.environ, HS_RUN_DIR=self.tmp,
+                   PATH=path or self.fake + os.pathsep + os.environ["PATH"])
+        return subprocess.run([self.HAMMERSTACK] + list(args), env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              timeout=120 * hstest.SLOW)
+
+    def slow_calls(self):
+        try:
+            with open(self.calls) as f:
+                return [x for x in f.read().splitlines()
+                        if not x.startswith("dpkg-query")]
+        except FileNotFoundError:
+            return []
+
+    def test_bad_options_fail_first_and_fast(self):
+        cases = [
+            (["frob"], "hammerstack: unknown command 'frob'"),
+            (["up", "--servers", "0"], "hammerstack up: --servers"),
+            (["up", "--bogus"], "hammerstack up: "),
+            (["up", "--scale", "x"], "hammerstack up: "),
+            (["down", "extra"], "hammerstack down: "),
+            (["walkthrough", "--bogus"], "hammerstack walkthrough: "),
+            (["walkthrough", "--steps", "9"], "hammerstack walkthrough: "),
+            (["demo", "--duration", "x"], "hammerstack demo: "),
+            (["demo", "--servers", "0"], "hammerstack demo: --servers"),
+            (["bench", "--rounds", "0"], "hammerstack bench: --rounds"),
+            (["bench", "--only", "nope"], "hammerstack bench: --only"),
+            (["seed", "--scale", "abc"], "hammerstack seed: --scale"),
+            (["seed", "--bogus"], "hammerstack seed: "),
+            (["serve", "--bogus"], "hammerstack serve: "),
+            (["test", "--bogus"], "hammerstack test: "),
+            (["build", "--bogus"], "hammerstack build: "),
+            (["setup", "--bogus"], "hammerstack setup: "),
+        ]
+        for args, first in cases:
+            with self.subTest(args=args):
+                r = self.run_door(*args)
+                err = r.stderr.decode().splitlines()
+                self.assertEqual(r.returncode, 2, (args, err))
+                self.assertTrue(err and err[0].startswith(first), err)
+                self.assertLessEqual(len(err), 2, err)
+                self.assertNotIn("usage: hammerstack [-h]",
+                                 r.stderr.decode())
+                self.assertEqual(self.slow_calls(), [], args)
+
+    def test_the_fakes_would_see_an_install(self):
+        # The same harness sees a real setup install and build.
+        r = self.run_door("setup", "--demo")
+        self.assertEqual(r.returncode, 0, r.stderr.decode())
+        calls = self.slow_calls()
+        self.assertTrue(any(c.startswith("apt-get install") and
+                            "linux-perf" in c for c in calls), calls)
+        self.assertFalse(any("nginx-light" in c for c in calls), calls)
+        os.unlink(self.calls)
+        r = self.run_door("setup", "--bench")
+        self.assertEqual(r.returncode, 0, r.stderr.decode())
+        self.assertTrue(any("nginx-light" in c and "haproxy" in c
+                            for c in self.slow_calls()), self.slow_calls())
+
+    def no_apt_path(self, drop=()):
+        """A PATH like this one without apt-get and dpkg-query (and drop)."""
+        d = os.path.join(self.tmp, "noapt")
+        os.mkdir(d)
+        for dirname in os.environ["PATH"].split(os.pathsep):
+            try:
+                names = os.listdir(dirname)
+            except OSError:
+                continue
+            for n in names:
+                if (n.startswith("apt") or n.startswith("dpkg") or
+                        n in drop or os.path.lexists(os.path.join(d, n))):
+                    continue
+                os.symlink(os.path.join(dirname, n), os.path.join(d, n))
+        return d
+
+    def test_without_apt_names_what_is_needed(self):
+        path = self.no_apt_path()
+        r = self.run_door("setup", path=path)
+        err = r.stderr.decode()
+        self.assertEqual(r.returncode, 0, err)
+        self.assertIn("no apt-get here", err)
+        self.assertIn("Debian or Ubuntu", err)
+        shutil.rmtree(path)
+        r = self.run_door("setup", path=self.no_apt_path(drop=("wrk",)))
+        err = r.stderr.decode()
+        self.assertEqual(r.returncode, 1, err)
+        self.assertIn("install these by hand", err)
+        self.assertIn("wrk", err)
+        self.assertNotIn("command not found", err)
+
+
+class FirstStepsTest(unittest.TestCase):
+    """What a first look at hs-server shows."""
+
+    def test_busy_port_fails_before_seeding(self):
+        d = tempfile.mkdtemp(prefix="hs-busy-")
+        self.addCleanup(shutil.rmtree, d, True)
+        db = os.path.join(d, "new.db")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            s.listen(1)
+            port = s.getsockname()[1]
+            r = subprocess.run(
+                [hstest.binpath("hs-server"), "--listen",
+                 "127.0.0.1:%d" % port, "--db", db, "--scale", "0.05"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                timeout=120 * hstest.SLOW)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("cannot listen", r.stderr.decode())
+        self.assertNotIn("seeding", r.stderr.decode())
+        self.assertFalse(os.path.exists(db), "seeded before binding")
+
+    def test_json_ends_with_a_newline_and_stats_pretty(self):
+        db = hstest.seeded_db(0.01)
+        p, port = hstest.start_server(db, "--threads", "1")
+        self.addCleanup(p.stop)
+        for path, status in (("/json", 200), ("/products/1", 200),
+                             ("/categories/1/top", 200), ("/healthz", 200),
+                             ("/products/999999", 404), ("/nope", 404),
+                             ("/stats", 200)):
+            r = hstest.request(port, "GET", path)
+            self.assertEqual(r.status, status, path)
+            self.assertTrue(r.body.endswith(b"}\n") or
+                            r.body.endswith(b"]\n"), (path, r.body[-20:]))
+            self.assertEqual(int(r.header("Content-Length")), len(r.body))
+            json.loads(r.body)
+        self.assertEqual(hstest.request(port, "GET", "/plaintext").body,
+                         b"Hello, World!")
+        compact = hstest.request(port, "GET", "/stats").json()
+        self.assertEqual(compact["data"], {"products": 1000,
+                                           "categories": 1})
+        r = hstest.request(port, "GET", "/stats?pretty=1")
+        self.assertEqual(r.status, 200)
+        self.assertIn(b'\n  "data": {\n', r.body)
+        self.assertTrue(r.body.endswith(b"}\n"))
+        self.assertEqual(set(json.loads(r.body)), set(compact))
+
+    def test_cached_body_ends_with_one_newline(self):
+        mc, mport = hstest.start_memcached()
+        self.addCleanup(mc.stop)
+        db = hstest.seeded_db(0.01)
+        p, port = hstest.start_server(db, "--threads", "1", "--memcached",
+                                      "127.0.0.1:%d" % mport)
+        self.addCleanup(p.stop)
+        first = hstest.request(port, "GET", "/products/3")
+        again = hstest.request(port, "GET", "/products/3")
+        self.assertEqual(again.header("X-Cache"), "HIT")
+        self.assertEqual(again.body, first.body)
+        self.assertTrue(again.body.endswith(b"}\n"), again.body[-10:])
+        self.assertFalse(again.body.endswith(b"\n\n"))
+
+
 class WalkthroughTest(unittest.TestCase):
     def test_tiny_walkthrough_writes_the_report(self):
         db = hstest.seeded_db(0.01)
@@ -225,6 +446,52 @@ class WalkthroughTest(unittest.TestCase):
                 'xmlns="http://www.w3.org/2000/svg"', ""))
         finally:
             shutil.rmtree(out, ignore_errors=True)
+
+
+class FlameGraphMessageTest(unittest.TestCase):
+    """When perf cannot sample, the walkthrough says why, in its output
+    and in the report (it used to leave the flame graph out silently)."""
+
+    def setUp(self):
+        sys.path.insert(0, os.path.join(hstest.SRC, "loadtest"))
+        self.addCleanup(sys.path.remove, os.path.join(hstest.SRC, "loadtest"))
+        import walkthrough
+        self.w = walkthrough
+        self.tmp = tempfile.mkdtemp(prefix="hs-perf-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.path = os.environ["PATH"]
+        self.addCleanup(os.environ.__setitem__, "PATH", self.path)
+
+    def test_no_perf_binary(self):
+        os.environ["PATH"] = self.tmp  # an empty folder: no perf
+        why = self.w.perf_problem()
+        self.assertIn("perf is not installed", why)
+        self.assertIn("linux-perf", why)
+
+    def test_perf_refused(self):
+        with open(os.path.join(self.tmp, "perf"), "w") as f:
+            f.write("#!/bin/sh\necho 'Error: perf_event_open failed' >&2\n"
+                    "exit 1\n")
+        os.chmod(os.path.join(self.tmp, "perf"), 0o755)
+        os.environ["PATH"] = self.tmp + os.pathsep + self.path
+        why = self.w.perf_problem()
+        self.assertIn("perf cannot sample", why)
+        self.assertIn("perf_event_open failed", why)
+
+    def test_report_says_why(self):
+        rows = [{"step": "3", "setup": "profile", "req_s": 1, "p50_ms": 1,
+                 "p99_ms": 1, "errors": 0, "db_queries_s": 1,
+                 "cache_hit_pct": "", "stale_reads": 0, "checker_reads": 1,
+                 "checker_writes": 1}]
+        meta = {"date": "d", "wrk_threads": 1, "connections": 1,
+                "duration": 1, "put": 0, "review": 0, "products": 1,
+                "categories": 1, "machine": "m"}
+        self.w.write_report(self.tmp, rows, {"3": "lesson"},
+                            ({"server total (per request)": 1.0}, None,
+                             "perf is not installed (x)"), meta)
+        for name in ("results.md", "report.html"):
+            with open(os.path.join(self.tmp, name)) as f:
+                self.assertIn("perf is not installed (x)", f.read(), name)
 
 
 if __name__ == "__main__":

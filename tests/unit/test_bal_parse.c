@@ -256,6 +256,60 @@ test_chunks(void **state)
 		}
 }
 
+/* X-Forwarded-Proto is replaced and Via extended, so both are marked. */
+static void
+test_forwarding_fields(void **state)
+{
+	const char *h = "GET / HTTP/1.1\r\nHost: a\r\nVia: 1.0 fred\r\n"
+			"x-forwarded-proto: https\r\nX-Other: 1\r\n\r\n";
+	struct bal_msg m;
+
+	assert_true(bal_parse_request(h, strlen(h), &lim, &m, NULL) > 0);
+	assert_int_equal(m.nhdrs, 4);
+	assert_int_equal(m.hdrs[1].flags, BAL_HF_VIA);
+	assert_int_equal(m.hdrs[2].flags, BAL_HF_XFP);
+	assert_int_equal(m.hdrs[3].flags, 0);
+}
+
+static void
+check_norm(const char *in, const char *want)
+{
+	char out[256];
+	size_t n = bal_path_normalize(in, strlen(in), out);
+
+	assert_string_equal(out, want);
+	assert_int_equal(n, strlen(want));
+}
+
+/* What a backend may route a path as, so that a deny rule sees the same. */
+static void
+test_path_normalize(void **state)
+{
+	check_norm("/", "/");
+	check_norm("", "/");
+	check_norm("/stats", "/stats");
+	check_norm("/stats/", "/stats/");
+	check_norm("//stats", "/stats");
+	check_norm("/./stats", "/stats");
+	check_norm("/x/../stats", "/stats");
+	check_norm("/../../stats", "/stats");
+	check_norm("/%73tats", "/stats");
+	check_norm("/%2e/%2E%2e/stats", "/stats");
+	check_norm("/a/b/..", "/a");
+	check_norm("/a/%2", "/a/%2");
+	check_norm("/a%zz", "/a%zz");
+	check_norm("/stats%2Fx", "/stats/x");
+	check_norm("a/b", "/a/b");
+	assert_true(bal_path_under("/stats", 6, "/stats"));
+	assert_true(bal_path_under("/stats/x", 8, "/stats"));
+	assert_false(bal_path_under("/statsx", 7, "/stats"));
+	assert_false(bal_path_under("/stat", 5, "/stats"));
+	assert_true(bal_path_under("/a/b", 4, "/a/"));
+	assert_false(bal_path_under("/a", 2, "/a/"));
+	assert_false(bal_path_under("/Stats", 6, "/stats"));
+	assert_false(bal_path_under("/x", 2, ""));
+}
+
 int
 main(void)
 {
@@ -263,6 +317,8 @@ main(void)
 		cmocka_unit_test(test_table),   cmocka_unit_test(test_prefixes),
 		cmocka_unit_test(test_limits),  cmocka_unit_test(test_connection),
 		cmocka_unit_test(test_response), cmocka_unit_test(test_chunks),
+		cmocka_unit_test(test_forwarding_fields),
+		cmocka_unit_test(test_path_normalize),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,6 @@
 /*
  * Unit tests for common/: number and address parsing, the buffer, the
- * histogram's bucket arithmetic and quantiles.
+ * histogram's bucket arithmetic and quantiles, the log rate limit.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,6 +13,7 @@
 
 #include "hs_buf.h"
 #include "hs_hist.h"
+#include "hs_log.h"
 #include "hs_util.h"
 
 static void
@@ -131,6 +132,28 @@ test_hist_quantiles(void **state)
 	free(h);
 }
 
+/* At most HS_LOG_RATE lines a second per site, then one count of the rest. */
+static void
+test_log_rate(void **state)
+{
+	struct hs_log_rate rl = { 0 };
+	long sup = -1;
+	int passed = 0;
+
+	for (int i = 0; i < 1000; i++)
+		passed += hs_log_rate_pass(&rl, 100, &sup);
+	assert_int_equal(passed, HS_LOG_RATE);
+	assert_int_equal(sup, 0);
+	/* The next second: the first line carries the count of dropped ones. */
+	assert_true(hs_log_rate_pass(&rl, 101, &sup));
+	assert_int_equal(sup, 1000 - HS_LOG_RATE);
+	assert_true(hs_log_rate_pass(&rl, 101, &sup));
+	assert_int_equal(sup, 0);
+	/* A quiet site is never limited. */
+	assert_true(hs_log_rate_pass(&rl, 200, &sup));
+	assert_int_equal(sup, 0);
+}
+
 int
 main(void)
 {
@@ -141,6 +164,7 @@ main(void)
 		cmocka_unit_test(test_buf),
 		cmocka_unit_test(test_hist_buckets),
 		cmocka_unit_test(test_hist_quantiles),
+		cmocka_unit_test(test_log_rate),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

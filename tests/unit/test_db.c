@@ -2,7 +2,8 @@
  * Unit tests for db/: seeding (counts, determinism), the queries against
  * an independent computation over the same file with plain SQLite, the
  * writes (version bumps, deletes), migrations of old files, concurrent
- * writers in threads and processes, and DB_BUSY past the busy timeout.
+ * writers in threads and processes, DB_BUSY past the busy timeout, and
+ * DB_MOVED when the file is deleted or replaced under open connections.
  * Everything runs on real SQLite files in a temporary directory.
  */
 #include <dirent.h>
@@ -1220,6 +1221,178 @@ test_seed_race(void **state)
 	assert_int_equal(count_leftovers(), 0);
 }
 
+/* ---- the file deleted or replaced under open connections ---- */
+
+static void
+unlink_side_files(const char *path)
+{
+	char side[600];
+
+	snprintf(side, sizeof(side), "%s-wal", path);
+	unlink(side);
+	snprintf(side, sizeof(side), "%s-shm", path);
+	unlink(side);
+}
+
+/* A restore: a complete database renamed over path, as hs-seed does. */
+static void
+replace_by_rename(const char *path, uint64_t seed)
+{
+	char tmp[600];
+
+	snprintf(tmp, sizeof(tmp), "%s.new", path);
+	seed_at(tmp, SMALL, seed);
+	unlink_side_files(path);
+	assert_int_equal(rename(tmp, path), 0);
+}
+
+static int64_t
+stock_at(const char *path, int64_t id)
+{
+	return file_int(path, "SELECT stock FROM products WHERE id = ?1", id);
+}
+
+/*
+ * Two connections (two server threads) on a file that is then replaced:
+ * every write on the old file is refused with DB_MOVED and leaves the new
+ * file alone; reads notice within a second; a reopened connection writes
+ * into the new file; and closing the last connection on the old file does
+ * not unlink the new file's -wal (which would lose the commit made through
+ * the reopened one).
+ * (SQLite skips the checkpoint-and-unlink on close when the database has
+ * moved; this holds it to that.)
+ */
+static void
+test_moved_replaced(void **state)
+{
+	const char *path = tpath("moved.db");
+	struct db_product_change c = { .has_stock = 1, .stock = 111 };
+	struct db_product p;
+	struct db_product_detail d;
+	struct db_review r;
+	struct timespec ts = { 1, 100 * 1000 * 1000 };
+	int32_t ids[1] = { 1 }, nums[1] = { 5 }, n;
+	int64_t cat;
+	struct db *a, *b;
+
+	seed_at(path, SMALL, 0);
+	a = open_ok(path);
+	b = open_ok(path);
+	assert_int_equal(db_check(a), DB_OK);
+	assert_int_equal(db_product_update(a, 1, &c, &p), DB_OK);
+	assert_int_equal(db_product_detail(b, 1, &d), DB_OK);
+	assert_int_equal(d.product.stock, 111);
+
+	replace_by_rename(path, 7);
+	assert_int_equal(db_check(a), DB_MOVED);
+	assert_non_null(strstr(db_errmsg(a), "replaced"));
+	c.stock = 222;
+	assert_int_equal(db_product_update(a, 1, &c, &p), DB_MOVED);
+	assert_int_equal(db_review_add(a, 1, 5, "x", &r, &cat), DB_MOVED);
+	assert_int_equal(db_product_delete(a, 2, &cat), DB_MOVED);
+	assert_int_equal(db_world_update(a, ids, nums, 1), DB_MOVED);
+	assert_int_equal(db_product_update(b, 1, &c, &p), DB_MOVED);
+	/* Reads notice within a second. */
+	nanosleep(&ts, NULL);
+	assert_int_equal(db_product_detail(b, 1, &d), DB_MOVED);
+	assert_int_equal(db_world_get(a, 1, &n), DB_MOVED);
+	/* The new file took none of it. */
+	assert_int_equal(file_int(path, "SELECT max(version) FROM products", 0),
+			 1);
+	assert_int_equal(file_int(path, "SELECT count(*) FROM products", 0),
+			 1000);
+
+	/* One thread reopens and writes while the other still holds the old file. */
+	db_close(a);
+	a = open_ok(path);
+	c.stock = 333;
+	assert_int_equal(db_product_update(a, 1, &c, &p), DB_OK);
+	assert_int_equal(p.version, 2);
+	db_close(b);
+	assert_int_equal(stock_at(path, 1), 333);
+	db_close(a);
+	assert_int_equal(stock_at(path, 1), 333);
+	assert_int_equal(file_int(path, "SELECT version FROM products "
+				  "WHERE id = 1", 0), 2);
+}
+
+/*
+ * The file removed: writes are refused, the path does not open again
+ * (no empty database is created in its place) until a file is put back,
+ * and then writes land in it.
+ */
+static void
+test_moved_unlinked(void **state)
+{
+	const char *path = tpath("unlinked.db");
+	struct db_product_change c = { .has_stock = 1, .stock = 444 };
+	struct db_product p;
+	char err[256] = "";
+	struct db *a;
+
+	seed_at(path, SMALL, 0);
+	a = open_ok(path);
+	assert_int_equal(db_product_update(a, 1, &c, &p), DB_OK);
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(db_check(a), DB_MOVED);
+	assert_int_equal(db_product_update(a, 1, &c, &p), DB_MOVED);
+	db_close(a);
+	assert_null(db_open(path, 0, 0, err, sizeof(err)));
+	assert_int_equal(access(path, F_OK), -1);
+
+	seed_at(path, SMALL, 7);
+	a = open_ok(path);
+	c.stock = 555;
+	assert_int_equal(db_product_update(a, 1, &c, &p), DB_OK);
+	assert_int_equal(stock_at(path, 1), 555);
+	db_close(a);
+	assert_int_equal(stock_at(path, 1), 555);
+}
+
+/* hs-seed --force (db_seed_file_replace) under an open connection. */
+static void
+test_moved_seed_replace(void **state)
+{
+	const char *path = tpath("reseeded.db");
+	struct db_seed_opts o = { .scale = SMALL, .seed = 7 };
+	struct db_product_change c = { .has_stock = 1, .stock = 666 };
+	struct db_product p;
+	char err[256] = "";
+	struct db *a, *b;
+
+	seed_at(path, SMALL, 0);
+	a = open_ok(path);
+	assert_int_equal(db_product_update(a, 1, &c, &p), DB_OK);
+	assert_int_equal(db_seed_file_replace(path, &o, err, sizeof(err)),
+			 DB_OK);
+	c.stock = 777;
+	assert_int_equal(db_product_update(a, 1, &c, &p), DB_MOVED);
+	b = open_ok(path);
+	assert_int_equal(db_product_update(b, 1, &c, &p), DB_OK);
+	db_close(a);
+	assert_int_equal(stock_at(path, 1), 777);
+	db_close(b);
+	assert_int_equal(stock_at(path, 1), 777);
+}
+
+/* synchronous as asked for: NORMAL by default, FULL with DB_OPEN_SYNC_FULL. */
+static void
+test_durability(void **state)
+{
+	const char *path = tpath("sync.db");
+	char err[256] = "";
+	struct db *db;
+
+	seed_at(path, SMALL, 0);
+	db = open_ok(path);
+	assert_int_equal(db_synchronous(db), 1);
+	db_close(db);
+	db = db_open(path, DB_OPEN_SYNC_FULL, 0, err, sizeof(err));
+	assert_non_null(db);
+	assert_int_equal(db_synchronous(db), 2);
+	db_close(db);
+}
+
 int
 main(void)
 {
@@ -1244,6 +1417,10 @@ main(void)
 		cmocka_unit_test(test_concurrent_threads),
 		cmocka_unit_test(test_concurrent_processes),
 		cmocka_unit_test(test_busy),
+		cmocka_unit_test(test_moved_replaced),
+		cmocka_unit_test(test_moved_unlinked),
+		cmocka_unit_test(test_moved_seed_replace),
+		cmocka_unit_test(test_durability),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
