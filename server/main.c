@@ -379,16 +379,35 @@ make_parent(const char *path)
 		log_warn("mkdir %s", dir);
 }
 
-/* Many keep-alive clients need many descriptors: take the hard limit. */
+/*
+ * Many keep-alive clients need many descriptors: take the hard limit, and
+ * keep --max-conns below it with a reserve for the server's own files
+ * (databases, memcached, epoll sets), so that a client over the cap gets
+ * a 503 rather than an accept(2) failing with EMFILE.
+ */
 static void
-raise_nofile(void)
+raise_nofile(struct srv_config *c)
 {
 	struct rlimit rl;
+	rlim_t reserve = 64 + 8 * (rlim_t)(c->threads + c->db_threads);
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
-		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
 			log_warn("setrlimit(RLIMIT_NOFILE)");
+			if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+				return;
+		}
+	}
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur > reserve &&
+	    c->conn_limit > rl.rlim_cur - reserve) {
+		log_warnx("--max-conns %u lowered to %llu: %llu descriptors "
+			  "allowed", c->conn_limit,
+			  (unsigned long long)(rl.rlim_cur - reserve),
+			  (unsigned long long)rl.rlim_cur);
+		c->conn_limit = (unsigned)(rl.rlim_cur - reserve);
 	}
 }
 
@@ -451,7 +470,7 @@ main(int argc, char **argv)
 	hs_log_init("hs-server", o.log_level);
 	if (make_cache(&o, &cache) < 0)
 		return 2;
-	raise_nofile();
+	raise_nofile(&o.srv);
 	/* MHD writes to closed sockets; that must not kill us. */
 	signal(SIGPIPE, SIG_IGN);
 	/* Blocked before any thread starts, so only sigwait() sees them. */

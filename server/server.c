@@ -28,6 +28,10 @@
 #include "hs_util.h"
 #include "srv_int.h"
 
+/* Clients over --max-conns that one loop may hold while it answers them
+   503 (main.c keeps that many descriptors in reserve). */
+#define SRV_REFUSE_ROOM 32
+
 void
 srv_config_defaults(struct srv_config *c)
 {
@@ -179,8 +183,9 @@ start_loop(struct srv *s, int i, char *err, size_t errlen)
 	unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
 			 (s->cfg.db_threads > 0 ? MHD_ALLOW_SUSPEND_RESUME : 0);
 	/* Any loop may hold every connection: the guard (conns.c) counts
-	   them across loops, and answers 503 over the cap. */
-	unsigned limit = s->cfg.conn_limit;
+	   them across loops and answers 503 over the cap, so MHD's own cap
+	   (past which it stops accepting) leaves room for those answers. */
+	unsigned limit = s->cfg.conn_limit + SRV_REFUSE_ROOM;
 	/* MHD's inactivity timer (seconds, reset by every byte): for stalled
 	   bodies and unread responses; the guard times the heads. */
 	unsigned idle_s = (s->cfg.idle_timeout_ms + 999) / 1000;

@@ -261,6 +261,35 @@ class LimitsTest(unittest.TestCase):
         self.assertTrue(closed)
 
 
+class DescriptorLimitTest(unittest.TestCase):
+    def test_max_conns_kept_below_the_descriptor_limit(self):
+        # At 256 descriptors, --max-conns 8192 would run accept(2) into
+        # EMFILE; the server lowers it, so clients past it get a 503.
+        db = hstest.seeded_db()
+        wrap = ["/usr/bin/prlimit", "--nofile=256:256", "--"]
+        p = hstest.Proc(wrap + [hstest.binpath("hs-server"), "--listen",
+                                "127.0.0.1:0", "--db", db, "--threads",
+                                "1", "--max-conns-per-ip", "0"],
+                        name="hs-server")
+        self.addCleanup(p.cleanup)
+        port = p.listen_port()
+        hstest.wait_http(port)
+        self.assertIn("--max-conns 8192 lowered to", p.stderr())
+        socks = []
+        try:
+            for _ in range(260):
+                socks.append(connect(port))
+            got = collect(socks, 1, 3 * hstest.SLOW)
+            refused = [d for d, closed in got if closed]
+            self.assertTrue(refused, "no client refused at the cap")
+            for data in refused:
+                self.assertTrue(data.startswith(b"HTTP/1.1 503 "), data)
+        finally:
+            for s in socks:
+                s.close()
+        self.assertEqual(p.stop(), 0, p.stderr())
+
+
 class OptionsTest(unittest.TestCase):
     def test_bad_values(self):
         import subprocess
