@@ -3,9 +3,10 @@
  * connections open on purpose.  libmicrohttpd has an idle timer (reset by
  * every byte) and a connection cap, nothing more, so this file adds:
  *
- *   - a cap on all connections and one per client address, checked in
- *     MHD's accept policy across every loop (MHD's own per-IP limit counts
- *     per daemon, and each loop is a daemon);
+ *   - a cap on all connections and one per client address, counted
+ *     across every loop when MHD reports a new connection (MHD's own
+ *     per-IP limit counts per daemon, and each loop is a daemon); a
+ *     client over either gets a 503 and is closed;
  *   - an absolute deadline for a request head: a new connection has
  *     --header-timeout-ms to send its first complete head (then 408), a
  *     keep-alive connection --idle-timeout-ms after a response to send the
@@ -18,17 +19,14 @@
  *
  * To close a connection MHD owns, the guard shuts its socket down: MHD's
  * epoll then reports a hang-up and MHD closes and frees it on its next
- * pass.  Everything here runs on the loop's thread, except the accept
- * policy's address table (shared, under a mutex).
+ * pass.  Everything here runs on the loop's thread, except the counts
+ * (atomics) and the address table (shared, under a mutex).
  */
-#include <errno.h>
 #include <netinet/in.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include "hs_log.h"
 #include "hs_util.h"
