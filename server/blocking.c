@@ -192,6 +192,12 @@ blk_start_daemon(struct srv_blocking *p, int i, char *err, size_t errlen)
 	struct blk_worker *w = &p->workers[i];
 	struct epoll_event wake = { .events = EPOLLIN, .data.ptr = NULL };
 	const union MHD_DaemonInfo *info;
+	/*
+	 * A worker is held by its connection until the peer closes or goes
+	 * idle for --idle-timeout-ms: that is the model.  The event loops'
+	 * head deadline and caps (conns.c) are not applied here.
+	 */
+	unsigned idle_s = (s->cfg.idle_timeout_ms + 999) / 1000;
 
 	w->pool = p;
 	w->state = BLK_ACCEPTING;
@@ -200,9 +206,10 @@ blk_start_daemon(struct srv_blocking *p, int i, char *err, size_t errlen)
 		0, NULL, NULL, srv_on_access, s,
 		MHD_OPTION_EXTERNAL_LOGGER, blk_mhd_log, s,
 		MHD_OPTION_CONNECTION_LIMIT, 1u,
-		MHD_OPTION_CONNECTION_TIMEOUT, s->cfg.conn_timeout_s,
+		MHD_OPTION_CONNECTION_TIMEOUT, idle_s > 0 ? idle_s : 1u,
 		MHD_OPTION_NOTIFY_COMPLETED, srv_on_completed, s,
 		MHD_OPTION_NOTIFY_CONNECTION, blk_on_connection, s,
+		MHD_OPTION_UNESCAPE_CALLBACK, srv_unescape, s,
 		MHD_OPTION_END);
 	if (w->mhd == NULL) {
 		snprintf(err, errlen, "cannot start libmicrohttpd for "

@@ -39,7 +39,12 @@ struct srv_config {
 	int busy_timeout_ms;     /* SQLite busy timeout per connection */
 	int durability_full;     /* synchronous=FULL (--durability full) */
 	unsigned conn_limit;     /* concurrent connections */
-	unsigned conn_timeout_s; /* idle keep-alive timeout */
+	unsigned conn_limit_per_ip; /* ... from one client address; 0: no cap */
+	unsigned header_timeout_ms; /* a new connection's first head is due
+				       within this (absolute) */
+	unsigned idle_timeout_ms; /* a keep-alive connection's next head is
+				     due this long after a response; also
+				     MHD's inactivity timer (bodies, writes) */
 	int drain_timeout_ms;    /* how long srv_shutdown waits for in-flight requests */
 	struct cache_shared *cache; /* borrowed; NULL means --cache off.  The
 				       caller frees it after srv_free() */
