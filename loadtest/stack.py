@@ -11,31 +11,24 @@ Used by `./hammerstack up|down|status` and, as a library, by the walkthrough.
 """
 
 import argparse
-import ctypes
 import json
 import os
 import signal
-import socket
-import sqlite3
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hslab import (  # noqa: E402,F401  (one copy of each)
+    LabError, Proc, db_counts, free_port, free_ports, http_get, pid_alive,
+    port_free, server_counters, start_memcached, wait_connect, wait_http)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("HS_BIN_DIR") or os.path.join(ROOT, "build", "bin")
 RUN_DIR = os.environ.get("HS_RUN_DIR") or os.path.join(ROOT, "run")
 DEFAULT_DB = os.path.join(ROOT, "data", "hammerstack.db")
 
-PR_SET_PDEATHSIG = 1
-NOBODY = 65534
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-class StackError(Exception):
-    pass
+StackError = LabError
 
 
 class CliParser(argparse.ArgumentParser):
@@ -59,142 +52,6 @@ def add_check_args(ap):
 def log(msg):
     sys.stderr.write("stack: %s\n" % msg)
     sys.stderr.flush()
-
-
-def port_free(port, host="127.0.0.1"):
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def free_ports(n):
-    """n distinct ports that were free a moment ago."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def http_get(port, path, timeout=2.0):
-    """Returns (status, headers dict, body bytes); raises OSError."""
-    url = "http://127.0.0.1:%d%s" % (port, path)
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
-    except urllib.error.URLError as e:
-        raise OSError(str(e.reason))
-
-
-def db_counts(path):
-    """(products, categories) of a seeded database: the id ranges of the
-    read mix (ids run from 1; deleted ones answer 404).  Raises
-    sqlite3.Error."""
-    con = sqlite3.connect("file:%s?mode=ro" % os.path.abspath(path),
-                          uri=True, timeout=30)
-    try:
-        p = con.execute("SELECT max(id) FROM products").fetchone()[0] or 0
-        c = con.execute("SELECT max(id) FROM categories").fetchone()[0] or 0
-    finally:
-        con.close()
-    return p, c
-
-
-def server_counters(st):
-    """The counters the benchmarks and the walkthrough read from one
-    hs-server /stats document (cache fields 0 without a cache)."""
-    db = st.get("db", {})
-    cache = st.get("cache") if isinstance(st.get("cache"), dict) else {}
-    req_ms = 0.0
-    for r in st.get("routes", {}).values():
-        lat = r.get("latency", {})
-        req_ms += lat.get("count", 0) * lat.get("mean_us", 0) / 1000.0
-    return {
-        "db_queries": db.get("queries", 0),
-        "db_ms": db.get("time_ms", 0.0),
-        "hits": cache.get("hits", 0),
-        "misses": cache.get("misses", 0),
-        "bypasses": cache.get("bypasses", 0),
-        "cache_ms": cache.get("time_ms", 0.0),
-        "batches": cache.get("batches", 0),
-        "batch_keys": cache.get("batch_keys", 0),
-        "bq_ms": cache.get("batch_queue_ms", 0.0),
-        "rw_ms": cache.get("resume_wait_ms", 0.0),
-        "dq_ms": db.get("queue_ms", 0.0),
-        "requests": st.get("requests", 0),
-        "req_ms": req_ms,
-    }
-
-
-def _preexec(parent, drop_privileges):
-    def run():
-        if drop_privileges:
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-        # Set after any credential change: a change of uid clears it.
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:
-            os._exit(1)
-    return run
-
-
-class Child:
-    def __init__(self, name, args, port, logdir, drop_privileges=False):
-        self.name, self.args, self.port = name, args, port
-        self.logpath = os.path.join(logdir, name + ".log")
-        self._log = open(self.logpath, "ab")
-        self.p = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=self._log, start_new_session=True,
-            preexec_fn=_preexec(os.getpid(), drop_privileges))
-        self.pid = self.p.pid
-
-    def alive(self):
-        return self.p.poll() is None
-
-    def tail(self, n=15):
-        try:
-            with open(self.logpath, "rb") as f:
-                lines = f.read().decode("utf-8", "replace").splitlines()
-            return "\n".join(lines[-n:])
-        except OSError:
-            return ""
-
-    def stop(self, timeout=15.0):
-        if self.alive():
-            try:
-                os.kill(self.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log("%s did not stop in %.0fs: killing it" % (self.name, timeout))
-                try:
-                    os.killpg(self.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.p.wait()
-        self._log.close()
-        return self.p.returncode
 
 
 class Stack:
@@ -266,42 +123,17 @@ class Stack:
                         "--scale", str(self.scale)], check=True,
                        stdout=subprocess.DEVNULL)
 
-    def _spawn(self, name, args, port, drop=False):
-        c = Child(name, args, port, self.logdir, drop_privileges=drop)
-        self.children.append(c)
+    def _logpath(self, name):
+        return os.path.join(self.logdir, name + ".log")
+
+    def _spawn(self, name, args, port):
+        c = Proc(args, name=name, logpath=self._logpath(name))
+        self._started(c, port)
         return c
 
-    def _wait_port(self, c, timeout=20.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not c.alive():
-                raise StackError("%s exited (status %s):\n%s" %
-                                 (c.name, c.p.returncode, c.tail()))
-            try:
-                socket.create_connection(("127.0.0.1", c.port), 0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise StackError("%s did not listen on port %d within %.0fs:\n%s" %
-                         (c.name, c.port, timeout, c.tail()))
-
-    def _wait_healthy(self, c, port, path="/healthz", timeout=30.0):
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            if not c.alive():
-                raise StackError("%s exited (status %s):\n%s" %
-                                 (c.name, c.p.returncode, c.tail()))
-            try:
-                status, _, _ = http_get(port, path, 1.0)
-                if status == 200:
-                    return
-                last = status
-            except OSError as e:
-                last = e
-            time.sleep(0.05)
-        raise StackError("%s not healthy within %.0fs (%s):\n%s" %
-                         (c.name, timeout, last, c.tail()))
+    def _started(self, c, port):
+        c.port = port
+        self.children.append(c)
 
     def memcached_list(self):
         return ",".join("127.0.0.1:%d" % p for p in self.memcached_ports)
@@ -311,13 +143,12 @@ class Stack:
         self.check_ports()
         self.seed()
         try:
-            root = os.geteuid() == 0
             for i, port in enumerate(self.memcached_ports):
-                c = self._spawn("memcached-%d" % (i + 1),
-                                ["memcached", "-l", "127.0.0.1", "-p",
-                                 str(port), "-U", "0", "-m", "256", "-t", "2",
-                                 "-c", "4096"], port, drop=root)
-                self._wait_port(c)
+                name = "memcached-%d" % (i + 1)
+                c, _ = start_memcached(
+                    port, mem_mb=256, threads=2, conns=4096, name=name,
+                    retry_s=0, ready_timeout=20, logpath=self._logpath(name))
+                self._started(c, port)
             for i, port in enumerate(self.server_ports):
                 args = [os.path.join(BIN, "hs-server"),
                         "--listen", "127.0.0.1:%d" % port, "--db", self.db,
@@ -330,7 +161,7 @@ class Stack:
                     args += ["--db-threads", str(self.db_threads)]
                 c = self._spawn("hs-server-%d" % (i + 1),
                                 args + self.server_args, port)
-                self._wait_healthy(c, port)
+                wait_http(port, "/healthz", 30, c)
             if self.balancer:
                 args = [os.path.join(BIN, "hs-balancer"),
                         "--listen", "127.0.0.1:%d" % self.balancer_port,
@@ -339,8 +170,8 @@ class Stack:
                     args += ["--backend", "127.0.0.1:%d" % port]
                 c = self._spawn("hs-balancer", args + self.balancer_args,
                                 self.balancer_port)
-                self._wait_port(c)
-                self._wait_healthy(c, self.admin_port, "/stats")
+                wait_connect(c.port, c, 20)
+                wait_http(self.admin_port, "/stats", 30, c)
         except BaseException:
             self.stop()
             raise
@@ -394,16 +225,6 @@ def pid_is_stack(pid):
             return b"stack.py" in f.read()
     except OSError:
         return False
-
-
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
 
 
 def print_urls(stack, out=sys.stdout):

@@ -14,6 +14,7 @@ The report lands in DIR: results.csv, results.md, report.html (charts as
 inline SVG: it opens with no network), and each step's raw output.
 """
 
+import atexit
 import csv
 import html
 import json
@@ -27,6 +28,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hslab  # noqa: E402
+from hslab import delta, get_json  # noqa: E402,F401
 import stack as hs  # noqa: E402
 
 ROOT = hs.ROOT
@@ -51,47 +54,21 @@ def progress(msg):
     sys.stderr.flush()
 
 
-def get_json(port, path):
-    try:
-        status, _, body = hs.http_get(port, path, 5.0)
-        if status == 200:
-            return json.loads(body)
-    except (OSError, ValueError):
-        pass
-    return {}
-
-
 def snapshot(stk):
-    tot = {}
-    for port in stk.server_ports:
-        for k, v in hs.server_counters(get_json(port, "/stats")).items():
-            tot[k] = tot.get(k, 0) + v
-    return tot
-
-
-def delta(a, b):
-    return {k: b.get(k, 0) - a.get(k, 0) for k in b}
+    return hslab.counters_sum(stk.server_ports)
 
 
 def run_wrk(port, a, counts, duration, out_path=None):
-    script = os.path.join(WRK_DIR, "update-mix.lua")
-    cmd = ["wrk", "-t%d" % a.wrk_threads, "-c%d" % a.connections,
-           "-d%ds" % duration, "--latency", "-s", script,
-           "http://127.0.0.1:%d" % port, "--",
-           "products=%d" % counts["products"],
-           "categories=%d" % counts["categories"],
-           "put=%g" % a.put, "review=%g" % a.review]
-    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       timeout=duration + 60)
-    text = r.stdout.decode("utf-8", "replace")
-    if out_path:
-        with open(out_path, "w") as f:
-            f.write("$ %s\n%s" % (" ".join(cmd), text))
-    m = re.search(r"^HSJSON (\{.*\})$", text, re.M)
-    if r.returncode != 0 or not m:
-        raise hs.StackError("wrk failed (exit %d):\n%s" %
-                            (r.returncode, text[-2000:]))
-    return json.loads(m.group(1))
+    cmd = hslab.wrk_args(port, duration, a.connections, a.wrk_threads, "",
+                         "update-mix.lua",
+                         ["products=%d" % counts["products"],
+                          "categories=%d" % counts["categories"],
+                          "put=%g" % a.put, "review=%g" % a.review])
+    text = hslab.run_wrk_cmd(cmd, duration + 60, out_path)
+    j = hslab.hsjson(text)
+    if j is None:
+        raise hs.StackError("wrk printed no HSJSON line:\n%s" % text[-2000:])
+    return j
 
 
 class Checker(threading.Thread):
@@ -112,13 +89,16 @@ class Checker(threading.Thread):
         self.duration = duration
 
     def run(self):
-        r = subprocess.run(self.cmd, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE,
-                           timeout=self.duration + 120)
+        # Started from this thread: no PDEATHSIG (it would fire when the
+        # thread ends); the hard timeout and kill_all() at exit stop it.
+        p = hslab.Proc(self.cmd, name="hs-checker", stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=self.duration + 120)
+        out, err = p.communicate()
+        p.close()
         with open(self.out_path, "w") as f:
             f.write("$ %s\n%s%s" % (" ".join(self.cmd),
-                                    r.stderr.decode(), r.stdout.decode()))
-        for line in r.stdout.decode().splitlines():
+                                    err.decode(), out.decode()))
+        for line in out.decode().splitlines():
             if line.startswith("{"):
                 try:
                     self.result = json.loads(line)
@@ -566,6 +546,7 @@ def main(argv=None):
         ap.error("--connections must be at least --wrk-threads")
     if a.check_args:
         return 0
+    atexit.register(hslab.kill_all)  # e.g. a checker left by an error
     a.db = os.path.abspath(a.db)
     outdir = os.path.abspath(a.out or os.path.join(
         ROOT, "out", "walkthrough-" + time.strftime("%Y%m%d-%H%M%S")))
