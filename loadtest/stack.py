@@ -7,6 +7,11 @@ the supervising process dies (even by SIGKILL) the kernel stops them too: no
 orphan keeps a port.  `up --detach` leaves the supervisor in the background
 and records it in run/stack.json for `down` and `status`.
 
+--server-cpus, --cache-cpus and --balancer-cpus give each such process a
+CPU budget: its own cgroup with that quota (hslab/cgroups.py).  They are
+removed when the stack stops; those of a supervisor killed with SIGKILL
+are swept by the next up, down or status.
+
 Used by `./hammerstack up|down|status` and, as a library, by the walkthrough.
 """
 
@@ -20,8 +25,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hslab import (  # noqa: E402,F401  (one copy of each)
-    LabError, Proc, db_counts, free_port, free_ports, http_get, pid_alive,
-    port_free, server_counters, start_memcached, wait_connect, wait_http)
+    LabError, Proc, cpu_seconds, db_counts, free_port, free_ports, http_get,
+    pid_alive, port_free, server_counters, start_memcached, wait_connect,
+    wait_http)
+from hslab import cgroups  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("HS_BIN_DIR") or os.path.join(ROOT, "build", "bin")
@@ -62,7 +69,8 @@ class Stack:
                  server_port=8081, admin_port=8090, memcached_port=21211,
                  logdir=None, server_args=(), balancer_args=(),
                  threads=None, server_ports=None, memcached_ports=None,
-                 db_threads=None):
+                 db_threads=None, server_cpus=0.0, cache_cpus=0.0,
+                 balancer_cpus=0.0):
         if servers < 1:
             raise StackError("--servers must be at least 1")
         if cache not in ("lease", "naive", "off"):
@@ -86,6 +94,10 @@ class Stack:
         self.balancer_args = list(balancer_args)
         self.threads = threads
         self.db_threads = db_threads
+        # CPU budgets in cores (0: none), one cgroup per process.
+        self.cpus = {"hs-server": server_cpus, "memcached": cache_cpus,
+                     "hs-balancer": balancer_cpus}
+        self.budgets = cgroups.Budgets()
         self.children = []
 
     # The ports this stack will listen on, named for error messages.
@@ -126,14 +138,25 @@ class Stack:
     def _logpath(self, name):
         return os.path.join(self.logdir, name + ".log")
 
+    def _host(self, name):
+        """The cgroup for child name (None: no budget for it)."""
+        return self.budgets.host(name, self.cpus[name.rsplit("-", 1)[0]
+                                                 if name[-1].isdigit()
+                                                 else name])
+
     def _spawn(self, name, args, port):
-        c = Proc(args, name=name, logpath=self._logpath(name))
-        self._started(c, port)
+        host = self._host(name)
+        c = Proc(args, name=name, logpath=self._logpath(name),
+                 cgroup=host.procs_files() if host else None)
+        self._started(c, port, host)
         return c
 
-    def _started(self, c, port):
-        c.port = port
+    def _started(self, c, port, host):
+        c.port, c.host = port, host
         self.children.append(c)
+        if host and c.pid not in host.pids():
+            log("%s could not join its cgroup %s: it runs without its CPU "
+                "budget" % (c.name, host.cpu_dir))
 
     def memcached_list(self):
         return ",".join("127.0.0.1:%d" % p for p in self.memcached_ports)
@@ -145,10 +168,12 @@ class Stack:
         try:
             for i, port in enumerate(self.memcached_ports):
                 name = "memcached-%d" % (i + 1)
+                host = self._host(name)
                 c, _ = start_memcached(
                     port, mem_mb=256, threads=2, conns=4096, name=name,
-                    retry_s=0, ready_timeout=20, logpath=self._logpath(name))
-                self._started(c, port)
+                    retry_s=0, ready_timeout=20, logpath=self._logpath(name),
+                    cgroup=host.procs_files() if host else None)
+                self._started(c, port, host)
             for i, port in enumerate(self.server_ports):
                 args = [os.path.join(BIN, "hs-server"),
                         "--listen", "127.0.0.1:%d" % port, "--db", self.db,
@@ -181,6 +206,22 @@ class Stack:
         for c in reversed(self.children):
             c.stop()
         self.children = []
+        self.budgets.remove()
+
+    def host_usage(self):
+        """{child name: {"cpus": budget (0: none), "cpu_s": CPU seconds
+        used, "throttled_s", "nr_throttled"}}: from its cgroup, or from
+        /proc (never throttled) for a child without a budget."""
+        out = {}
+        for c in self.children:
+            if c.host:
+                u = c.host.usage()
+            else:
+                u = {"cpu_s": cpu_seconds(c.pid), "throttled_s": 0.0,
+                     "nr_throttled": 0}
+            u["cpus"] = c.host.cpus if c.host else 0
+            out[c.name] = u
+        return out
 
     def entry_port(self):
         return self.balancer_port if self.balancer else self.server_ports[0]
@@ -200,7 +241,9 @@ class Stack:
     def state(self):
         return {"pid": os.getpid(), "started": time.time(),
                 "db": self.db, "cache": self.cache, "urls": self.urls(),
-                "children": [{"name": c.name, "pid": c.pid, "port": c.port}
+                "budgets": self.budgets.describe(),
+                "children": [{"name": c.name, "pid": c.pid, "port": c.port,
+                              "cgroup": c.host.state() if c.host else None}
                              for c in self.children]}
 
     def check_children(self):
@@ -234,6 +277,9 @@ def print_urls(stack, out=sys.stdout):
         ", balancer" if stack.balancer else ""))
     for k, v in u.items():
         out.write("  %-11s %s\n" % (k, v))
+    if any(stack.cpus.values()):
+        out.write("  %-11s %s\n" % ("cpu budget", ", ".join(
+            "%s %g" % (k, v) for k, v in stack.cpus.items() if v)))
     port = stack.entry_port()
     out.write("try:  curl -i http://127.0.0.1:%d/products/1\n" % port)
     out.write("load: wrk -t1 -c64 -d10s -s loadtest/wrk/read-mix.lua "
@@ -300,8 +346,15 @@ def cmd_up(a):
                   balancer=not a.no_balancer, db=a.db, scale=a.scale,
                   balancer_port=a.port, server_port=a.server_port,
                   admin_port=a.admin_port, memcached_port=a.memcached_port,
-                  threads=a.threads, db_threads=a.db_threads)
+                  threads=a.threads, db_threads=a.db_threads,
+                  server_cpus=a.server_cpus, cache_cpus=a.cache_cpus,
+                  balancer_cpus=a.balancer_cpus)
     stack.check_ports()
+    if any(stack.cpus.values()):
+        # Said here too, where a detached stack's user sees it.
+        problem = cgroups.find_hierarchy()[3]
+        if problem:
+            cgroups.warn(problem)
     if not a.detach:
         return supervise(stack)
     r, w = os.pipe()
@@ -335,6 +388,7 @@ def cmd_up(a):
 def cmd_down(a):
     st = read_state()
     if not st:
+        cgroups.sweep()
         print("no stack is running")
         return 0
     pid = st["pid"]
@@ -354,16 +408,30 @@ def cmd_down(a):
         os.unlink(STATE)
     except OSError:
         pass
+    cgroups.sweep()  # those of a supervisor killed hard
     print("stopped")
     return 0
 
 
+def budget_text(cg):
+    """A child's CPU budget for status: "cpu 0.15 (used 1.2 s, throttled
+    0.3 s in 12 periods)", or "" without one."""
+    if not cg:
+        return ""
+    h = cgroups.Host(cg["kind"], cg["cpu_dir"], cg["acct_dir"], cg["cpus"])
+    u = h.usage()
+    return "cpu %g (used %.1f s, throttled %.1f s in %d periods)" % (
+        cg["cpus"], u["cpu_s"], u["throttled_s"], u["nr_throttled"])
+
+
 def cmd_status(a):
+    cgroups.sweep()
     st = read_state()
     if not st or not pid_alive(st["pid"]):
         print("no stack is running")
         return 3
     print("stack pid %d, cache %s, db %s" % (st["pid"], st["cache"], st["db"]))
+    print("  %s" % st.get("budgets", "no CPU budgets asked for"))
     bad = 0
     for c in st["children"]:
         alive = pid_alive(c["pid"])
@@ -375,11 +443,32 @@ def cmd_status(a):
             except OSError as e:
                 health = "unreachable (%s)" % e
         bad += not alive
-        print("  %-14s pid %-7d port %-5d %s %s" % (
-            c["name"], c["pid"], c["port"], "up" if alive else "DOWN", health))
+        print("  %-14s pid %-7d port %-5d %s %s %s" % (
+            c["name"], c["pid"], c["port"], "up" if alive else "DOWN", health,
+            budget_text(c.get("cgroup"))))
     for k, v in st["urls"].items():
         print("  %-11s %s" % (k, v))
     return 1 if bad else 0
+
+
+def add_cpu_args(ap, default=0.0):
+    """--server-cpus, --cache-cpus, --balancer-cpus: a CPU budget in cores
+    for each such process, in its own cgroup (0: none)."""
+    for opt, what in (("--server-cpus", "each hs-server"),
+                      ("--cache-cpus", "each memcached"),
+                      ("--balancer-cpus", "hs-balancer")):
+        ap.add_argument(opt, type=float, default=default, metavar="F",
+                        help="CPU budget of %s in cores, a cgroup CPU quota "
+                        "like a VM of that size (default %g: none)" %
+                        (what, default))
+
+
+def check_cpus(ap, a):
+    for name in ("server_cpus", "cache_cpus", "balancer_cpus"):
+        v = getattr(a, name)
+        if not (v == 0 or cgroups.MIN_CPUS <= v <= 1024):
+            ap.error("--%s must be 0 (no budget) or in %g..1024" %
+                     (name.replace("_", "-"), cgroups.MIN_CPUS))
 
 
 def check_up(up, a):
@@ -396,6 +485,7 @@ def check_up(up, a):
             up.error("%s must be in %d..%d" % (name, lo, hi))
     if not 0.0001 <= a.scale <= 100:
         up.error("--scale must be in 0.0001..100")
+    check_cpus(up, a)
     if a.server_port + a.servers - 1 > 65535:
         up.error("--server-port leaves no room for %d servers" % a.servers)
 
@@ -432,6 +522,7 @@ def main(argv=None):
     up.add_argument("--db-threads", type=int, default=None,
                     help="database threads per server (default 0: the "
                     "loops run the queries)")
+    add_cpu_args(up)
     up.add_argument("--detach", action="store_true",
                     help="run in the background (stop with down)")
     cmds = {"up": up,

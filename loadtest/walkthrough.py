@@ -46,7 +46,8 @@ STEPS = {
 
 COLUMNS = ["step", "setup", "req_s", "p50_ms", "p99_ms", "errors",
            "db_queries_s", "cache_hit_pct", "stale_reads", "checker_reads",
-           "checker_writes"]
+           "checker_writes", "server_cpus", "cache_cpus", "balancer_cpus",
+           "host_cpu", "host_throttled_s"]
 
 
 def progress(msg):
@@ -278,7 +279,22 @@ def make_stack(step, a, logdir):
                     balancer_port=ports[servers + 1],
                     admin_port=ports[servers + 2], logdir=logdir,
                     server_args=extra, threads=threads,
-                    db_threads=db_threads)
+                    db_threads=db_threads, server_cpus=a.server_cpus,
+                    cache_cpus=a.cache_cpus, balancer_cpus=a.balancer_cpus)
+
+
+def host_columns(before, after, seconds):
+    """Each host's CPU use (cores, averaged over the step) and time
+    throttled by its budget, as "name=value;..." (the bottleneck is the
+    host at its budget with the most throttled time)."""
+    cpu, thr = [], []
+    for name, u in after.items():
+        b = before.get(name, {})
+        cpu.append("%s=%.3f" % (name, (u["cpu_s"] - b.get("cpu_s", 0)) /
+                                max(seconds, 1e-9)))
+        thr.append("%s=%.2f" % (name, u["throttled_s"] -
+                                b.get("throttled_s", 0)))
+    return ";".join(cpu), ";".join(thr)
 
 
 def run_step(step, a, counts, outdir):
@@ -299,6 +315,9 @@ def run_step(step, a, counts, outdir):
                  "checker beside it" % (step, a.duration, a.connections))
         chk = Checker(port, a, a.duration, stk.db,
                       os.path.join(outdir, "step-%s-checker.txt" % step))
+        if stk.budgets.problem:
+            a.budget_problem = stk.budgets.problem
+        hosts0, t0 = stk.host_usage(), time.monotonic()
         chk.start()
         extra = None
         if step == "3":
@@ -310,6 +329,8 @@ def run_step(step, a, counts, outdir):
             w = run_wrk(port, a, counts, a.duration,
                         os.path.join(outdir, "step-%s-wrk.txt" % step))
             d = delta(before, snapshot(stk))
+        host_cpu, host_thr = host_columns(hosts0, stk.host_usage(),
+                                          time.monotonic() - t0)
         chk.join(a.duration + 150)
     finally:
         stk.stop()
@@ -327,6 +348,9 @@ def run_step(step, a, counts, outdir):
         "stale_reads": c.get("stale_reads", "n/a"),
         "checker_reads": c.get("reads", 0),
         "checker_writes": c.get("writes", 0),
+        "server_cpus": a.server_cpus, "cache_cpus": a.cache_cpus,
+        "balancer_cpus": a.balancer_cpus,
+        "host_cpu": host_cpu, "host_throttled_s": host_thr,
     }
     return row, lesson, extra
 
@@ -377,6 +401,7 @@ def write_report(outdir, rows, lessons, extra, meta):
               meta["duration"], meta["put"], meta["review"],
               meta["products"], meta["categories"]),
           "", "Machine: %s" % meta["machine"], "",
+          "CPU budgets: %s" % meta.get("budgets", "none"), "",
           "| step | setup | req/s | p50 ms | p99 ms | errors | DB queries/s "
           "| cache hit % | stale reads |",
           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -420,7 +445,9 @@ def write_report(outdir, rows, lessons, extra, meta):
              "padding:4px 8px;text-align:right}td:nth-child(2){text-align:left}",
              "</style></head><body><h1>hammerstack walkthrough</h1>",
              "<p>%s</p>" % html.escape(md[2]),
-             "<p>Machine: %s</p>" % html.escape(meta["machine"])]
+             "<p>Machine: %s</p>" % html.escape(meta["machine"]),
+             "<p>CPU budgets: %s</p>" % html.escape(meta.get("budgets",
+                                                             "none"))]
     parts += table
     parts.append("<ul>" + "".join(
         "<li><b>step %s</b>, %s: %s</li>" % (
@@ -511,6 +538,7 @@ def main(argv=None):
                     help="report folder (default out/walkthrough-DATE)")
     ap.add_argument("--no-perf", action="store_true",
                     help="skip the perf flame graph in step 3")
+    hs.add_cpu_args(ap)
     hs.add_check_args(ap)
     a = ap.parse_args(argv)
     steps = [s.strip() for s in a.steps.split(",") if s.strip()]
@@ -540,6 +568,7 @@ def main(argv=None):
             ap.error("%s must be in %d..%d" % (name, lo, hi))
     if not 0.0001 <= a.scale <= 100:
         ap.error("--scale must be in 0.0001..100")
+    hs.check_cpus(ap, a)
     if not (0 <= a.put and 0 <= a.review and a.put + a.review <= 1):
         ap.error("--put and --review must be shares with put+review <= 1")
     if a.connections < a.wrk_threads:
@@ -572,6 +601,10 @@ def main(argv=None):
             "products": counts["products"],
             "categories": counts["categories"],
             "machine": machine()}
+    a.budget_problem = None
+    if a.server_cpus or a.cache_cpus or a.balancer_cpus:
+        meta["budgets"] = "server %g, cache %g, balancer %g cores" % (
+            a.server_cpus, a.cache_cpus, a.balancer_cpus)
     rows, lessons, extra = [], {}, None
     print(HEADER, flush=True)
     try:
@@ -581,6 +614,8 @@ def main(argv=None):
             lessons[step] = lesson
             if ex:
                 extra = ex
+            if a.budget_problem:
+                meta["budgets"] = "NONE APPLIED: " + a.budget_problem
             print(fmt_row(row), flush=True)
             write_report(outdir, rows, lessons, extra, meta)
     except KeyboardInterrupt:

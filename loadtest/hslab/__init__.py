@@ -5,6 +5,8 @@
            "listening on" lines, by connect or by HTTP, memcached
   wrk      wrk runs and their results (wrk's report or the HSJSON line)
   stats    /stats and memcached `stats`, counters, deltas, medians, ratios
+  cgroups  CPU budgets: a process in its own cgroup with a CPU quota
+           (v2 cpu.max or v1 cfs quota), its CPU use and throttled time
 
 Used by loadtest/stack.py (./hammerstack up|down|status), benchlib.py and
 the bench scripts, walkthrough.py and tests/integration/hstest.py.
@@ -22,3 +24,5 @@ from .wrk import (  # noqa: F401
 from .stats import (  # noqa: F401
     counters_sum, db_counts, delta, flatten, get_json, goal_met, median_of,
     memcached_stats, ratio, ratio_text, round_order, server_counters)
+from . import cgroups  # noqa: F401,E402
+from .cgroups import Budgets, Host  # noqa: F401,E402

@@ -7,8 +7,8 @@ thread, with PR_SET_PDEATHSIG: if the process that started it dies, even by
 SIGKILL, the kernel stops it too, so no orphan keeps a port.  (The signal
 follows the *thread* that forked: a child started from a short-lived
 thread would die with that thread, so those children go without it.)
-A child can be put into a cgroup before it execs (see cgroups.py), so
-that every thread it creates is in it from the start.
+A child can be put into a cgroup before it execs (cgroup=, see
+cgroups.py), so that every thread it creates is in it from the start.
 
 Each Proc is recorded until it is stopped; kill_all() / stop_all() (run at
 exit after install_cleanup()) end whatever is left, by recorded PID.

@@ -18,6 +18,7 @@ import time
 import unittest
 
 import hstest
+from hslab import cgroups
 
 STACK = os.path.join(hstest.SRC, "loadtest", "stack.py")
 WALK = os.path.join(hstest.SRC, "loadtest", "walkthrough.py")
@@ -55,7 +56,7 @@ def wait_until(cond, timeout):
     return cond()
 
 
-class StackTest(unittest.TestCase):
+class StackBase(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.db = hstest.seeded_db(0.01)
@@ -135,6 +136,8 @@ class StackTest(unittest.TestCase):
             st = json.load(f)
         return st["pid"], [c["pid"] for c in st["children"]]
 
+
+class StackTest(StackBase):
     def test_detached_up_status_down(self):
         r = self.stack("up", "--detach", *self.args)
         self.assertEqual(r.returncode, 0, r.stderr.decode())
@@ -219,6 +222,137 @@ class StackTest(unittest.TestCase):
         self.assertEqual(j["non2xx"], 0, j)
         self.assertEqual((j["options"]["products"],
                           j["options"]["categories"]), (1000, 1), j)
+
+
+BUDGET_ARGS = ["--server-cpus", "0.15", "--cache-cpus", "0.5"]
+
+
+class BudgetTest(StackBase):
+    """--server-cpus / --cache-cpus: each such process in its own cgroup
+    with that CPU quota while the stack runs; no cgroup left after down,
+    Ctrl-C, or a SIGKILL of up followed by down."""
+
+    def setUp(self):
+        super().setUp()
+        self.env.pop("HS_CGROUP_ROOT", None)
+
+    def need_cgroups(self):
+        kind, _, _, problem = cgroups.find_hierarchy()
+        if not kind:
+            self.skipTest("no writable cgroup with a cpu controller: %s" %
+                          problem)
+        return kind
+
+    def cgroups_of(self):
+        with open(os.path.join(self.run_dir, "stack.json")) as f:
+            st = json.load(f)
+        return {c["name"]: (c["pid"], c["cgroup"]) for c in st["children"]}
+
+    def dirs_of(self, groups):
+        out = set()
+        for _, cg in groups.values():
+            if cg:
+                for d in (cg["cpu_dir"], cg["acct_dir"]):
+                    if d:
+                        out.add(d)
+                        out.add(os.path.dirname(d))
+        return out
+
+    def check_applied(self, groups):
+        self.assertIsNone(groups["hs-balancer"][1])  # no budget asked
+        for name, cpus in (("hs-server-1", 0.15), ("hs-server-2", 0.15),
+                           ("memcached-1", 0.5)):
+            pid, cg = groups[name]
+            self.assertIsNotNone(cg, name)
+            self.assertIn("hammerstack-", cg["cpu_dir"])
+            h = cgroups.Host(cg["kind"], cg["cpu_dir"], cg["acct_dir"],
+                             cg["cpus"])
+            quota, period = h.quota()
+            self.assertEqual(quota, round(cpus * period), name)
+            self.assertIn(pid, h.pids(), name)
+            # Every thread is in it, also those made after exec.
+            threads = {int(t) for t in os.listdir("/proc/%d/task" % pid)}
+            if cg["kind"] == "v1":
+                with open(os.path.join(cg["cpu_dir"], "tasks")) as f:
+                    self.assertEqual(threads, {int(x) for x in f.read()
+                                               .split()}, name)
+            self.assertIn("cpu_s", h.usage())
+
+    def gone(self, dirs):
+        return wait_until(lambda: not any(os.path.exists(d) for d in dirs),
+                          10)
+
+    def test_budgets_applied_and_removed_by_down(self):
+        self.need_cgroups()
+        r = self.stack("up", "--detach", *(self.args + BUDGET_ARGS))
+        self.assertEqual(r.returncode, 0, r.stderr.decode())
+        self.assertNotIn("no CPU budgets", r.stderr.decode())
+        groups = self.cgroups_of()
+        self.check_applied(groups)
+        dirs = self.dirs_of(groups)
+        self.assertTrue(all(os.path.isdir(d) for d in dirs), dirs)
+        r = self.stack("status")
+        self.assertIn("cpu 0.15 (used", r.stdout.decode())
+        self.assertIn("CPU budgets in cgroup", r.stdout.decode())
+        self.assertEqual(hstest.request(self.bal, "GET",
+                                        "/products/3").status, 200)
+        self.assertEqual(self.stack("down").returncode, 0)
+        self.assertTrue(self.gone(dirs), [d for d in dirs
+                                          if os.path.exists(d)])
+
+    def test_budgets_removed_on_ctrl_c(self):
+        self.need_cgroups()
+        self.args += BUDGET_ARGS
+        p = self.up_foreground()
+        groups = self.cgroups_of()
+        self.check_applied(groups)
+        dirs = self.dirs_of(groups)
+        p.send_signal(signal.SIGINT)
+        self.assertEqual(p.wait(60 * hstest.SLOW), 0)
+        self.assertTrue(self.gone(dirs))
+
+    def test_kill_9_of_up_then_down_removes_budgets(self):
+        self.need_cgroups()
+        self.args += BUDGET_ARGS
+        p = self.up_foreground()
+        groups = self.cgroups_of()
+        self.check_applied(groups)
+        dirs = self.dirs_of(groups)
+        p.kill()  # SIGKILL: the supervisor cannot remove them itself
+        p.wait()
+        kids = [pid for pid, _ in groups.values()]
+        self.assertTrue(wait_until(
+            lambda: not any(pid_alive(k) for k in kids), 20))
+        # down (or the next up, or status) sweeps the cgroups of a dead
+        # owner.
+        self.assertEqual(self.stack("down").returncode, 0)
+        self.assertTrue(self.gone(dirs), [d for d in dirs
+                                          if os.path.exists(d)])
+
+    def test_no_writable_cgroup_warns_once_and_runs(self):
+        # A cgroup root that does not exist stands for a host where none
+        # is writable (not root, no cpu controller).
+        self.env["HS_CGROUP_ROOT"] = os.path.join(self.run_dir, "none")
+        r = self.stack("up", "--detach", "--balancer-cpus", "0.5",
+                       *(self.args + BUDGET_ARGS))
+        err = r.stderr.decode()
+        self.assertEqual(r.returncode, 0, err)
+        self.assertEqual(err.count("no CPU budgets"), 1, err)
+        self.assertIn("WARNING", err)
+        self.assertIn("without a CPU limit", err)
+        self.assertTrue(all(cg is None for _, cg in
+                            self.cgroups_of().values()))
+        self.assertEqual(hstest.request(self.bal, "GET",
+                                        "/products/3").status, 200)
+        out = self.stack("status").stdout.decode()
+        self.assertIn("no CPU budgets: %s does not exist" %
+                      self.env["HS_CGROUP_ROOT"], out)
+
+    def test_bad_budgets(self):
+        for v in ("-1", "0.001", "x"):
+            r = self.stack("up", "--server-cpus", v, "--check-args")
+            self.assertEqual(r.returncode, 2, v)
+            self.assertIn("--server-cpus", r.stderr.decode())
 
 
 # Fake tools for the front door: each records its name and succeeds;
