@@ -9,9 +9,12 @@ the consistency checker beside it, one row per step, and a report folder.
   3   profile: where the time goes now (Server-Timing / stats breakdown,
       and a perf flame graph when perf can sample)
 
-Each row: req/s, p50, p99, errors, DB queries/s, cache hit %, stale reads.
-The report lands in DIR: results.csv, results.md, report.html (charts as
-inline SVG: it opens with no network), and each step's raw output.
+Each row: req/s, p50, p99, errors, DB queries/s, cache hit %, stale reads,
+and each host's CPU use and time throttled by its budget (--server-cpus,
+--cache-cpus, --balancer-cpus).  The report lands in DIR: results.csv,
+results.md, report.html (charts as inline SVG: it opens with no network),
+series.csv (every component's counters once a second, by step; see
+hslab/sampler.py) and each step's raw output.
 """
 
 import atexit
@@ -306,6 +309,7 @@ def run_step(step, a, counts, outdir):
         step, title, stk.nservers, ", memcached" if stk.nmemcached else "",
         ", hs-balancer" if stk.balancer else ""))
     stk.start()
+    a.sampler.watch(stk, step)
     try:
         port = stk.entry_port()
         if stk.cache != "off" and a.warmup > 0:
@@ -333,6 +337,7 @@ def run_step(step, a, counts, outdir):
                                           time.monotonic() - t0)
         chk.join(a.duration + 150)
     finally:
+        a.sampler.watch(None)
         stk.stop()
     c = chk.result or {}
     lookups = d.get("hits", 0) + d.get("misses", 0)
@@ -607,6 +612,8 @@ def main(argv=None):
             a.server_cpus, a.cache_cpus, a.balancer_cpus)
     rows, lessons, extra = [], {}, None
     print(HEADER, flush=True)
+    # Every component's counters once a second, labelled by step.
+    a.sampler = hslab.Sampler(os.path.join(outdir, "series.csv")).start()
     try:
         for step in steps:
             row, lesson, ex = run_step(step, a, counts, outdir)
@@ -625,6 +632,8 @@ def main(argv=None):
     except (hs.StackError, subprocess.SubprocessError, OSError) as e:
         sys.stderr.write("walkthrough: %s\n" % e)
         return 1
+    finally:
+        a.sampler.stop()
     if extra:
         print("\nwhere the time goes (step 3, per request):")
         for k, v in extra[0].items():
@@ -632,7 +641,8 @@ def main(argv=None):
         print("\nflame graph: %s" % (
             os.path.join(outdir, "flamegraph.svg") if extra[1] else
             "none; " + extra[2]))
-    print("\nreport: %s/report.html (results.md, results.csv)" % outdir)
+    print("\nreport: %s/report.html (results.md, results.csv, series.csv)" %
+          outdir)
     stale = [r for r in rows if r["step"] in ("1", "2", "3") and
              r["stale_reads"] not in (0, "n/a")]
     if stale:

@@ -5,6 +5,8 @@
            "listening on" lines, by connect or by HTTP, memcached
   wrk      wrk runs and their results (wrk's report or the HSJSON line)
   stats    /stats and memcached `stats`, counters, deltas, medians, ratios
+  sampler  per-second series of every component's counters (CSV and the
+           last 120 s in memory)
   cgroups  CPU budgets: a process in its own cgroup with a CPU quota
            (v2 cpu.max or v1 cfs quota), its CPU use and throttled time
 
@@ -26,3 +28,4 @@ from .stats import (  # noqa: F401
     memcached_stats, ratio, ratio_text, round_order, server_counters)
 from . import cgroups  # noqa: F401,E402
 from .cgroups import Budgets, Host  # noqa: F401,E402
+from .sampler import Sampler  # noqa: F401,E402

@@ -17,7 +17,10 @@ import tempfile
 import time
 import unittest
 
+import threading
+
 import hstest
+import hslab
 from hslab import cgroups
 
 STACK = os.path.join(hstest.SRC, "loadtest", "stack.py")
@@ -355,6 +358,75 @@ class BudgetTest(StackBase):
             self.assertIn("--server-cpus", r.stderr.decode())
 
 
+class SamplerTest(unittest.TestCase):
+    """hslab.Sampler over a small running stack: a CSV row per component
+    and metric each second, counters that grow under load, and the same
+    series in memory."""
+
+    def test_series_of_a_small_stack(self):
+        import stack as hs
+        tmp = tempfile.mkdtemp(prefix="hs-sampler-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        ports = hslab.free_ports(5)
+        budget = 0.5 if cgroups.find_hierarchy()[0] else 0
+        stk = hs.Stack(servers=2, cache="lease", db=hstest.seeded_db(0.01),
+                       server_ports=ports[:2], memcached_ports=[ports[2]],
+                       balancer_port=ports[3], admin_port=ports[4],
+                       logdir=tmp, threads=1, server_cpus=budget)
+        stk.start()
+        self.addCleanup(stk.stop)
+        done = threading.Event()
+
+        def load():
+            i = 0
+            while not done.is_set():
+                hstest.request(ports[3], "GET", "/products/%d" % (i % 50 + 1))
+                i += 1
+                time.sleep(0.005)
+        t = threading.Thread(target=load, daemon=True)
+        path = os.path.join(tmp, "series.csv")
+        smp = hslab.Sampler(path).start()
+        smp.watch(stk, "tiny")
+        t.start()
+        time.sleep(3.5)
+        done.set()
+        t.join(10)
+        smp.stop()
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+        self.assertEqual(list(rows[0]), ["time", "step", "component",
+                                         "metric", "value"])
+        comps = ["hs-server-1", "hs-server-2", "hs-balancer", "memcached-1"]
+        self.assertEqual({r["component"] for r in rows}, set(comps))
+        self.assertEqual({r["step"] for r in rows}, {"tiny"})
+        for comp, counter in (("hs-server-1", "requests"),
+                              ("hs-server-2", "requests"),
+                              ("hs-server-1", "db.queries"),
+                              ("hs-balancer", "requests"),
+                              ("hs-balancer", "backends.1.requests"),
+                              ("memcached-1", "cmd_get"),
+                              ("hs-server-1", "host.cpu_s")):
+            vals = [float(r["value"]) for r in rows
+                    if r["component"] == comp and r["metric"] == counter]
+            self.assertGreaterEqual(len(vals), 3, (comp, counter))
+            self.assertGreater(vals[-1], vals[0], (comp, counter, vals))
+            rates = [float(r["value"]) for r in rows
+                     if r["component"] == comp and
+                     r["metric"] == counter + "/s"]
+            self.assertTrue(rates and max(rates) > 0, (comp, counter))
+        for comp in comps:
+            self.assertTrue(any(r["component"] == comp and
+                                r["metric"] == "host.cpu_s" for r in rows))
+        cpus = {r["value"] for r in rows if r["component"] == "hs-server-1"
+                and r["metric"] == "host.cpus"}
+        self.assertEqual({float(x) for x in cpus}, {budget})
+        mem = smp.series()
+        self.assertEqual(set(mem), set(comps))
+        pts = mem["hs-server-1"]["requests"]
+        self.assertGreaterEqual(len(pts), 3)
+        self.assertTrue(all(a[0] < b[0] for a, b in zip(pts, pts[1:])))
+
+
 # Fake tools for the front door: each records its name and succeeds;
 # dpkg-query reports every package as missing, so setup would install.
 FAKE_TOOL = """#!/bin/sh
@@ -573,6 +645,14 @@ class WalkthroughTest(unittest.TestCase):
             q1 = float(by["1"]["db_queries_s"]) / float(by["1"]["req_s"])
             self.assertLess(q1, q0)
             self.assertGreater(float(by["1"]["cache_hit_pct"]), 0)
+            # Each host's CPU use in the row; the series of every step.
+            self.assertIn("hs-server-1=", by["0"]["host_cpu"])
+            self.assertIn("memcached-1=", by["1"]["host_throttled_s"])
+            with open(os.path.join(out, "series.csv")) as f:
+                series = list(csv.DictReader(f))
+            self.assertEqual({x["step"] for x in series},
+                             {"0", "1", "1b", "2", "3"})
+            self.assertIn("hs-balancer", {x["component"] for x in series})
             with open(os.path.join(out, "report.html")) as f:
                 page = f.read()
             self.assertIn("<svg", page)
