@@ -26,6 +26,8 @@ import re
 import sys
 import time
 
+from .procs import pid_alive
+
 PERIOD_US = 100000
 MIN_CPUS = 0.01          # the kernel's smallest quota is 1 ms a period
 NAME_RX = re.compile(r"^hammerstack-(\d+)\.\d+$")
@@ -144,16 +146,6 @@ def warn(problem, out=None):
     (out or sys.stderr).flush()
 
 
-def _owner_alive(pid):
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
 def _rmtree_cgroup(path, wait=2.0):
     """Removes a cgroup and its children (empty ones: their processes are
     gone or going); retries briefly while the last ones exit."""
@@ -188,7 +180,7 @@ def sweep():
             continue
         for name in names:
             m = NAME_RX.match(name)
-            if m and not _owner_alive(int(m.group(1))):
+            if m and not pid_alive(int(m.group(1))):
                 path = os.path.join(base, name)
                 if _rmtree_cgroup(path):
                     gone.append(path)

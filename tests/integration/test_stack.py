@@ -303,24 +303,24 @@ class BudgetTest(StackBase):
         self.assertTrue(self.gone(dirs), [d for d in dirs
                                           if os.path.exists(d)])
 
-    def test_budgets_removed_on_ctrl_c(self):
+    def up_with_budgets(self):
+        """up in the foreground with budgets, checked; (Popen, groups,
+        the cgroup dirs)."""
         self.need_cgroups()
         self.args += BUDGET_ARGS
         p = self.up_foreground()
         groups = self.cgroups_of()
         self.check_applied(groups)
-        dirs = self.dirs_of(groups)
+        return p, groups, self.dirs_of(groups)
+
+    def test_budgets_removed_on_ctrl_c(self):
+        p, _, dirs = self.up_with_budgets()
         p.send_signal(signal.SIGINT)
         self.assertEqual(p.wait(60 * hstest.SLOW), 0)
         self.assertTrue(self.gone(dirs))
 
     def test_kill_9_of_up_then_down_removes_budgets(self):
-        self.need_cgroups()
-        self.args += BUDGET_ARGS
-        p = self.up_foreground()
-        groups = self.cgroups_of()
-        self.check_applied(groups)
-        dirs = self.dirs_of(groups)
+        p, groups, dirs = self.up_with_budgets()
         p.kill()  # SIGKILL: the supervisor cannot remove them itself
         p.wait()
         kids = [pid for pid, _ in groups.values()]
