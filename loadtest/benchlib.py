@@ -4,7 +4,8 @@ hslab (this folder) runs the processes, finds the ports, runs wrk and
 reads the counters; this module adds what only the benchmarks need:
 memcached, hs-server and hs-seed as the benchmarks start them; nginx (a
 static `return 200` or a proxy) and HAProxy from configs generated in a
-temp dir; the cache sweep; result lines (BENCHJSON), rows and CSV.
+temp dir; the cache sweep; the open-loop points (hs-load at shares of a
+closed-loop peak); result lines (BENCHJSON), rows and CSV.
 install_cleanup() stops every child on exit, SIGINT, SIGTERM and SIGHUP.
 
 Used by loadtest/bench-server, bench-balancer, bench-cache, bench-stack and
@@ -28,7 +29,7 @@ sys.path.insert(0, HERE)
 from hslab import (  # noqa: E402,F401  (one copy of each)
     LabError as BenchError, Proc, cpu_seconds, find_exe, free_port,
     free_ports, goal_met, install_cleanup, median_of, mkdtemp, parse_hsjson,
-    parse_wrk_text, ratio, ratio_text, round_order, run_wrk,
+    parse_wrk_text, ratio, ratio_text, round_order, run_hsload, run_wrk,
     server_counters, start_on_free_port, tail, to_us, wait_connect)
 from hslab import procs as _procs  # noqa: E402
 from hslab import stats as _stats  # noqa: E402
@@ -336,6 +337,97 @@ def sweep(port, products, categories, stat_ports, connections=64, threads=1,
             time.sleep(0.25)
     finally:
         stop(p, sig=signal.SIGINT)
+
+
+# ---------------------------------------------------------------- open loop
+
+# Offered rates of the open-loop points, as shares of the slower peer's
+# closed-loop peak (wrk, same run): below the knee, near it, past it.
+OPEN_LOOP_SHARES = (0.25, 0.5, 0.75, 0.9)
+QUICK_OPEN_LOOP_SHARES = (0.5, 0.9)
+# hs-load is one thread: above this share of a core at the highest rate,
+# its own pace may be what the p99 measures.
+HSLOAD_CPU_WARN = 0.7
+
+
+def parse_shares(text):
+    """"25,50,75,90" (percent of the peak) -> (0.25, 0.5, 0.75, 0.9);
+    ValueError for anything else."""
+    shares = tuple(float(x) / 100.0 for x in text.split(",") if x.strip())
+    if not shares or not all(0 < x <= 2 for x in shares):
+        raise ValueError("shares must be percents in 1..200")
+    return shares
+
+
+def find_hsload(bin_dir=None):
+    """The hs-load binary: in bin_dir, $HS_BIN_DIR or build/bin; None."""
+    for d in (bin_dir, os.environ.get("HS_BIN_DIR"),
+              os.path.join(ROOT, "build", "bin")):
+        if d and os.access(os.path.join(d, "hs-load"), os.X_OK):
+            return os.path.join(d, "hs-load")
+    return None
+
+
+def open_loop(exe, targets, peak, shares, duration, warmup, connections):
+    """hs-load at each share of peak (req/s), the targets alternating per
+    rate (the first one leads at the first rate, the second at the next).
+    targets: [(name, url), ...], ours first.  Logs each run and, per rate,
+    the ratio of the corrected p99s (first / second target); after the
+    highest rate, whether hs-load could have been the bottleneck.
+    Returns (points, summary): points is a list of {"share", "rate",
+    "p99_ratio", name: run_hsload's dict}, summary the BENCHJSON fields."""
+    names = [n for n, _ in targets]
+    urls = dict(targets)
+    log("open loop: hs-load, %d connection(s) at most, %gs per point after "
+        "%gs of warm-up, at %s of %.0f req/s (the slower closed-loop "
+        "median)" % (connections, duration, warmup,
+                     ", ".join("%.0f%%" % (100 * s) for s in shares), peak))
+    points = []
+    for i, share in enumerate(shares):
+        rate = max(1, int(round(peak * share)))
+        pt = {"share": share, "rate": rate}
+        for n in round_order(names, i + 1):
+            j = run_hsload(exe, urls[n], rate, duration, warmup, connections)
+            pt[n] = j
+            log("open loop %3.0f%% %7d req/s  %-11s achieved %5.1f%%  p99 "
+                "%8.2f ms (uncorrected %7.2f)  late %d  errors %d  non-2xx "
+                "%d  hs-load CPU %3.0f%% of a core" % (
+                    100 * share, rate, n, 100 * j["achieved_share"],
+                    j["p99_us"] / 1000.0, j["uncorrected_p99_us"] / 1000.0,
+                    j["late"], j["errors"], j["non2xx"],
+                    100 * j["cpu_share"]))
+        pt["p99_ratio"] = ratio(pt[names[0]]["p99_us"],
+                                pt[names[-1]]["p99_us"])
+        log("open loop %3.0f%% %7d req/s  p99 %s / %s: %.2fx (lower is "
+            "better)" % (100 * share, rate, names[0], names[-1],
+                         pt["p99_ratio"]))
+        points.append(pt)
+    top = points[-1]
+    cpu = max(top[n]["cpu_share"] for n in names)
+    achieved = min(top[n]["achieved_share"] for n in names)
+    bound = cpu > HSLOAD_CPU_WARN
+    log("hs-load at the highest rate (%d req/s): achieved %s; its CPU %s "
+        "of a core%s" % (
+            top["rate"], ", ".join("%.1f%% (%s)" % (
+                100 * top[n]["achieved_share"], n) for n in names),
+            ", ".join("%.0f%% (%s)" % (100 * top[n]["cpu_share"], n)
+                      for n in names),
+            ": ABOVE %.0f%%, hs-load may be the bottleneck there, not the "
+            "target (its p99 and achieved share are partly its own)" %
+            (100 * HSLOAD_CPU_WARN) if bound else
+            ": below %.0f%%, not the bottleneck" % (100 * HSLOAD_CPU_WARN)))
+    keys = ("achieved_rps", "achieved_share", "p50_us", "p99_us",
+            "uncorrected_p99_us", "late", "errors", "non2xx", "cpu_share")
+    summary = {
+        "open_loop": [dict({"share": p["share"], "rate": p["rate"],
+                            "p99_ratio": p["p99_ratio"]},
+                           **{n: {k: p[n][k] for k in keys} for n in names})
+                      for p in points],
+        "open_loop_targets": names,
+        "hsload_top_cpu_share": cpu,
+        "hsload_top_achieved_share": achieved,
+        "hsload_bound": bound}
+    return points, summary
 
 
 # ------------------------------------------------------- rounds and results

@@ -4,6 +4,7 @@
            timeout, killed by recorded PID), free ports, readiness by
            "listening on" lines, by connect or by HTTP, memcached
   wrk      wrk runs and their results (wrk's report or the HSJSON line)
+  hsload   hs-load (open-loop) runs: the HSJSON line and hs-load's own CPU
   stats    /stats and memcached `stats`, counters, deltas, medians, ratios
   sampler  per-second series of every component's counters (CSV and the
            last 120 s in memory)
@@ -23,6 +24,7 @@ from .procs import (  # noqa: F401
 from .wrk import (  # noqa: F401
     WRK_DIR, hsjson, parse_hsjson, parse_wrk_text, run_wrk, run_wrk_cmd,
     to_us, wrk_args)
+from .hsload import run_hsload  # noqa: F401
 from .stats import (  # noqa: F401
     counters_sum, db_counts, delta, flatten, get_json, goal_met, median_of,
     memcached_stats, ratio, ratio_text, round_order, server_counters)

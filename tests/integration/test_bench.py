@@ -1,8 +1,10 @@
 """The peer-comparison benchmarks at smoke size against real processes:
 loadtest/bench --quick runs bench-cache and bench-stack (and, in the normal
 build, bench-server and bench-balancer) over a small seeded database and
-prints one table of ratios with goals; the table files are written, every
-benchmark's summary line is there, nothing it started survives, and bad
+prints one table of ratios with goals; bench-server and bench-balancer add
+their open-loop rows (hs-load at two offered rates, achieved req/s and the
+ratio of the corrected p99s of both sides, hs-load's own CPU at the highest
+rate); the table files are written, every benchmark's summary line is there, nothing it started survives, and bad
 options exit 2.  What needs nginx or HAProxy is skipped (and must show as
 skipped in the table) when they are not installed."""
 
@@ -142,10 +144,43 @@ class BenchTest(unittest.TestCase):
                     self.assertRegex(table, what + ratio)
                     self.assertRegex(table, what + r".*\b(met|NOT met)\b")
 
+        # The open-loop rows (--quick: 50 % and 90 % of the slower peak):
+        # achieved req/s of both, a p99 ratio, both p99s, achieved shares.
+        open_rows = {"server": r"hs-server vs nginx", "balancer":
+                     r"hs-balancer vs HAProxy"}
+        n_open = 0
+        for name in only:
+            if name not in open_rows:
+                continue
+            got = re.findall(
+                r"(?m)^" + open_rows[name] + r", open loop (\d+)% \(\d+ "
+                r"req/s\)\s+\d+\s+\d+\s+[\d.]+x\s+-\s+(?:-|hs-load-bound\?)"
+                r"\s+[\d.]+ / [\d.]+\s+ratio: p99 ours/peer; achieved "
+                r"[\d.]+% / [\d.]+%", table)
+            self.assertEqual(got, ["50", "90"], table)
+            n_open += len(got)
+            # The highest rate says what hs-load itself used.
+            self.assertRegex(table, open_rows[name] + r", open loop 90%.*"
+                             r"hs-load CPU \d+% / \d+% of a core")
+            log, j = bench_log(out_dir, name)
+            self.assertRegex(log, r"hs-load at the highest rate \(\d+ "
+                                  r"req/s\): achieved .*of a core: ")
+            self.assertEqual([p["share"] for p in j["open_loop"]],
+                             [0.5, 0.9])
+            for p in j["open_loop"]:
+                for side in j["open_loop_targets"]:
+                    self.assertGreater(p[side]["achieved_rps"], 0)
+                    self.assertGreater(p[side]["p99_us"], 0)
+                    self.assertEqual(p[side]["errors"] +
+                                     p[side]["non2xx"], 0)
+            self.assertGreater(j["hsload_top_cpu_share"], 0)
+            self.assertGreater(j["hsload_top_achieved_share"], 0)
+
         # The files: bench.csv with one row per table row, bench.md.
         with open(os.path.join(out_dir, "bench.csv")) as f:
             rows = list(csv.DictReader(f))
-        self.assertEqual(len(rows), sum(len(want[n]) for n in only))
+        self.assertEqual(len(rows),
+                         sum(len(want[n]) for n in only) + n_open)
         with open(os.path.join(out_dir, "bench.md")) as f:
             md = f.read()
         self.assertIn("| comparison | ours | peer | ratio |", md)
