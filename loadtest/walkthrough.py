@@ -158,14 +158,16 @@ def perf_problem():
 
 
 # perf's sampling of step 3.  cpu-clock is a software event, so it works
-# where the hardware counters are hidden (most VMs and containers).  The
-# stacks are unwound with frame pointers: hs-server keeps them (see
-# CMakeLists.txt), and a 10 s recording stays a few MB and is read back in
-# seconds, where --call-graph dwarf (8 KB of stack copied per sample) was
-# larger and slower to read for no more named samples here; the libraries
-# built without frame pointers (Debian's SQLite, libmicrohttpd) appear as
-# leaves under our functions.
-PERF_RECORD = ["-e", "cpu-clock", "-F", "499", "--call-graph", "fp"]
+# where the hardware counters are hidden (most VMs and containers; LBR call
+# stacks need them too).  The stacks are unwound from a copy of each
+# sample's user stack (dwarf, 8 KB): Debian builds SQLite, libmicrohttpd and
+# libc without frame pointers, so frame-pointer unwinding stops inside them.
+# Measured on step 3 (10 s, 2 servers + balancer, 2 cores, 8 runs each):
+# with frame pointers 14% of the samples reached one of our functions (3%
+# before hs-server kept them), with dwarf 100%; at the price of 24-52 MB of
+# perf.data instead of 0.4-0.8 MB (removed once read), 0.5 s of perf's own
+# CPU instead of 0.4 s and 0.5-1 s to read back instead of 0.2-0.8 s.
+PERF_RECORD = ["-e", "cpu-clock", "-F", "499", "--call-graph", "dwarf"]
 
 # Module labels for the profile summary, by the file a sample's code is in.
 PERF_MODULES = (("hs-server", "hs-server"), ("hs-balancer", "hs-balancer"),
@@ -256,12 +258,18 @@ def fold_perf(script_text):
     return fold_samples(parse_perf_script(script_text))
 
 
+PERF_MODULE_MEMO = {}
+
+
 def perf_module(dso):
-    base = os.path.basename(dso) if dso.startswith("/") else dso
-    for needle, label in PERF_MODULES:
-        if base.startswith(needle):
-            return label
-    return base or "?"
+    """The module label of a sample's file (memoised: called per frame)."""
+    label = PERF_MODULE_MEMO.get(dso)
+    if label is None:
+        base = os.path.basename(dso) if dso.startswith("/") else dso
+        label = next((lb for needle, lb in PERF_MODULES
+                      if base.startswith(needle)), base or "?")
+        PERF_MODULE_MEMO[dso] = label
+    return label
 
 
 def perf_kernel_kind(frames):
@@ -354,8 +362,9 @@ def perf_next(layer, share, parts, entries, fills):
     elif layer == "hs-server, other":
         todo = "look at our own hot functions in the table above"
     else:
-        todo = ("the stacks stop before reaching our code: record with "
-                "--call-graph dwarf or install the libraries' debug symbols")
+        todo = ("the stacks stop in the kernel or libc before any of our "
+                "functions: perf could not unwind them (does this perf "
+                "support --call-graph dwarf?)")
     return said + ". Next: " + todo
 
 
@@ -429,16 +438,21 @@ def profile_summary(samples, top=10):
     }
 
 
+def profile_headline(summ):
+    return ("%d samples (%s); %.1f%% without a function "
+            "name%s; our code (hs-server, hs-balancer) is the leaf in "
+            "%.1f%% and on the stack in %.1f%%." % (
+                summ["samples"], summ.get("recorded", "perf"),
+                summ["unresolved_pct"],
+                (" (" + ", ".join("%s %.1f%%" % x for x in
+                                  summ["unresolved_by_module"][:3]) + ")")
+                if summ["unresolved_by_module"] else "",
+                summ["ours_self_pct"], summ["ours_on_stack_pct"]))
+
+
 def profile_summary_md(summ):
     """The summary as markdown lines (results.md and the console)."""
-    md = ["%d samples (perf, cpu-clock at 499 Hz); %.1f%% without a "
-          "function name%s; our code (hs-server, hs-balancer) is the leaf "
-          "in %.1f%% and on the stack in %.1f%%." % (
-              summ["samples"], summ["unresolved_pct"],
-              (" (" + ", ".join("%s %.1f%%" % x for x in
-                                summ["unresolved_by_module"][:3]) + ")")
-              if summ["unresolved_by_module"] else "",
-              summ["ours_self_pct"], summ["ours_on_stack_pct"]), "",
+    md = [profile_headline(summ), "",
           "| function (self time) | module | % of samples |",
           "|---|---|---:|"]
     for sym, mod, p in summ["top"]:
@@ -546,7 +560,8 @@ def read_profile(perf_data, outdir):
     flamegraph.svg, perf.folded and profile.json; perf.data is removed."""
     svg, summ = None, None
     try:
-        r = subprocess.run(["perf", "script", "-i", perf_data],
+        r = subprocess.run(["perf", "script", "--no-inline", "-i",
+                            perf_data],
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                            timeout=300)
         samples = parse_perf_script(r.stdout.decode("utf-8", "replace"))
@@ -561,6 +576,7 @@ def read_profile(perf_data, outdir):
             for k, v in sorted(folded.items(), key=lambda kv: -kv[1]):
                 f.write("%s %d\n" % (k, v))
         summ = profile_summary(samples)
+        summ["recorded"] = "perf record " + " ".join(PERF_RECORD)
         with open(os.path.join(outdir, "profile.json"), "w") as f:
             json.dump(summ, f, indent=1)
     return svg, summ
@@ -570,14 +586,7 @@ def profile_summary_html(summ):
     """The summary as an HTML section (report.html)."""
     e = html.escape
     out = ["<h2>Profile (step 3): the top functions by self time</h2>",
-           "<p>%d samples (perf, cpu-clock at 499 Hz). "
-           "Without a function name: <b>%.1f%%</b>%s. Our code (hs-server, "
-           "hs-balancer) is the leaf in %.1f%% and on the stack in %.1f%%."
-           "</p>" % (summ["samples"], summ["unresolved_pct"],
-                     (" (" + e(", ".join("%s %.1f%%" % x for x in
-                                         summ["unresolved_by_module"][:3])) +
-                      ")") if summ["unresolved_by_module"] else "",
-                     summ["ours_self_pct"], summ["ours_on_stack_pct"]),
+           "<p>%s</p>" % e(profile_headline(summ)),
            "<table><tr><th>function</th><th>module</th><th>% of samples</th>"
            "</tr>"]
     for sym, mod, p in summ["top"]:
