@@ -2,11 +2,12 @@
 under the update mix and the summary names our own functions with their
 modules, the share of samples without a function name and what to do next.
 The summary's arithmetic is also checked on a fixed perf script text, so
-that part runs where perf cannot."""
+that part runs where perf cannot; and our functions keep frame pointers."""
 
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import types
@@ -96,6 +97,29 @@ class ProfileSummaryTest(unittest.TestCase):
             self.assertIn("db_product_detail", page, name)
             self.assertIn("sqlite3VdbeExec", page, name)
             self.assertIn("What the profile says", page, name)
+
+
+class FramePointerTest(unittest.TestCase):
+    """Our functions keep frame pointers (CMakeLists.txt), so profilers
+    that walk them see the callers."""
+
+    def test_functions_set_up_a_frame_pointer(self):
+        if os.uname().machine != "x86_64":
+            self.skipTest("the prologue check is for x86-64")
+        if not shutil.which("objdump"):
+            self.skipTest("objdump is not installed (binutils)")
+        for fn in ("srv_on_access", "db_product_detail", "cache_mc_gets"):
+            r = subprocess.run(
+                ["objdump", "-d", "--no-show-raw-insn",
+                 "--disassemble=" + fn, hstest.binpath("hs-server")],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+            text = r.stdout.decode()
+            start = text.find("<%s>:" % fn)
+            self.assertGreaterEqual(start, 0, "%s not found" % fn)
+            prologue = [x.split("\t")[-1].split() for x in
+                        text[start:].splitlines()[1:10]]
+            self.assertIn(["push", "%rbp"], prologue, (fn, prologue))
+            self.assertIn(["mov", "%rsp,%rbp"], prologue, (fn, prologue))
 
 
 class ProfileRunTest(unittest.TestCase):
