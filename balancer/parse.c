@@ -520,7 +520,8 @@ incomplete:
 
 enum {
 	CH_SIZE = 0, CH_EXT, CH_SIZE_LF, CH_DATA, CH_DATA_CR, CH_DATA_LF,
-	CH_TRAILER, CH_TRAILER_LINE, CH_TRAILER_LF, CH_END_LF, CH_DONE
+	CH_TRAILER, CH_TRAILER_NAME, CH_TRAILER_LINE, CH_TRAILER_LF, CH_END_LF,
+	CH_DONE
 };
 
 #define CHUNK_LINE_MAX 4096
@@ -618,7 +619,18 @@ bal_chunk_feed(struct bal_chunk *c, const char *p, size_t n, const char **why)
 			else if (ch == ' ' || ch == '\t' || !tchar[ch])
 				FAIL("bad trailer field");
 			else
+				c->state = CH_TRAILER_NAME;
+			i++;
+			break;
+		case CH_TRAILER_NAME:
+			/* A token, then a colon: a line without one would reach
+			   the backend's own (non-JSON) error page. */
+			if (ch == ':')
 				c->state = CH_TRAILER_LINE;
+			else if (!tchar[ch])
+				FAIL("bad trailer field name");
+			else if (++c->line > CHUNK_LINE_MAX)
+				FAIL("trailer field too long");
 			i++;
 			break;
 		case CH_TRAILER_LINE:

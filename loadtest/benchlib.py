@@ -1,51 +1,40 @@
-"""benchlib: what the peer-comparison benchmarks share.
+"""benchlib: what the peer-comparison benchmarks share, on top of hslab.
 
-Children by PID in their own process group with PR_SET_PDEATHSIG (if the
-benchmark dies, even by SIGKILL, the kernel stops them too), all stopped on
-exit, SIGINT, SIGTERM and SIGHUP; free ports; waiting for HTTP readiness;
-memcached, hs-server and hs-seed; nginx (a static `return 200` or a proxy)
-and HAProxy from configs generated in a temp dir; wrk with or without a Lua
-script and its results (req/s, p50/p99 from --latency or the HSJSON line,
-socket errors, non-2xx); CPU seconds of processes from /proc; alternating
-round order, medians, ratio/goal lines and CSV.
+hslab (this folder) runs the processes, finds the ports, runs wrk and
+reads the counters; this module adds what only the benchmarks need:
+memcached, hs-server and hs-seed as the benchmarks start them; nginx (a
+static `return 200` or a proxy) and HAProxy from configs generated in a
+temp dir; the cache sweep; result lines (BENCHJSON), rows and CSV.
+install_cleanup() stops every child on exit, SIGINT, SIGTERM and SIGHUP.
 
 Used by loadtest/bench-server, bench-balancer, bench-cache, bench-stack and
 bench; each of those keeps only its own contenders, rounds and table.
 """
 
-import atexit
 import csv
 import json
 import os
-import re
-import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 sys.path.insert(0, HERE)
-from stack import (  # noqa: E402  (one copy of each)
-    _preexec, db_counts as _stack_db_counts, free_port, free_ports,
-    http_get as _stack_http_get, server_counters)
+from hslab import (  # noqa: E402,F401  (one copy of each)
+    LabError as BenchError, Proc, cpu_seconds, find_exe, free_port,
+    free_ports, goal_met, install_cleanup, median_of, mkdtemp, parse_hsjson,
+    parse_wrk_text, ratio, ratio_text, round_order, run_wrk,
+    server_counters, start_on_free_port, tail, to_us, wait_connect)
+from hslab import procs as _procs  # noqa: E402
+from hslab import stats as _stats  # noqa: E402
 WRK_DIR = os.path.join(HERE, "wrk")
 DEFAULT_BIN = os.environ.get("HS_BIN_DIR") or os.path.join(ROOT, "build",
                                                            "bin")
-
-_children = []      # Popen objects started here, killed on exit by PID
-_tmpdirs = []
-
-
-class BenchError(Exception):
-    pass
 
 
 def log(msg):
@@ -55,114 +44,23 @@ def log(msg):
 # ---------------------------------------------------------------- processes
 
 def spawn(args, **kw):
-    """Starts a child in its own process group (so that its own children,
-    e.g. nginx workers, are signalled with it), tied to this process by
-    PR_SET_PDEATHSIG, and records it for cleanup()."""
-    p = subprocess.Popen(args, start_new_session=True,
-                         stdin=subprocess.DEVNULL,
-                         preexec_fn=_preexec(os.getpid(), False), **kw)
-    _children.append(p)
-    return p
+    """hslab.Proc(args, **kw): a child in its own process group, tied to
+    this process by PR_SET_PDEATHSIG, recorded for cleanup()."""
+    return Proc(args, **kw)
 
 
 def forget(p):
-    if p in _children:
-        _children.remove(p)
+    p.close()
 
 
 def stop(p, timeout=10, sig=signal.SIGTERM):
     """sig to the child's process group (its pgid is its own PID), then
     SIGKILL to the group if anything lingers."""
-    if p.poll() is None:
-        try:
-            os.killpg(p.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(p.pid, signal.SIGKILL)  # stragglers in the group
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        p.wait(5)
-    except subprocess.TimeoutExpired:
-        pass
-    forget(p)
+    p.stop(timeout, sig, group=True)
 
 
 def cleanup():
-    for p in list(reversed(_children)):
-        stop(p, timeout=5)
-    for d in _tmpdirs:
-        shutil.rmtree(d, ignore_errors=True)
-    _tmpdirs.clear()
-
-
-def _on_signal(signum, frame):
-    raise SystemExit(128 + signum)
-
-
-def install_cleanup():
-    """SIGINT/SIGTERM/SIGHUP end the benchmark through SystemExit, so that
-    finally blocks and cleanup() run; cleanup() also runs at exit."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _on_signal)
-    atexit.register(cleanup)
-
-
-def mkdtemp(prefix):
-    d = tempfile.mkdtemp(prefix=prefix)
-    _tmpdirs.append(d)
-    return d
-
-
-def tail(path, n=2000):
-    try:
-        with open(path, "rb") as f:
-            return f.read()[-n:].decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
-def _drain(f):
-    for _ in f:
-        pass
-
-
-def find_exe(name):
-    """The path of a system tool (also in /usr/sbin, often not in PATH)."""
-    exe = shutil.which(name)
-    if exe:
-        return exe
-    for d in ("/usr/sbin", "/usr/bin", "/sbin"):
-        if os.access(os.path.join(d, name), os.X_OK):
-            return os.path.join(d, name)
-    return None
-
-
-def cpu_seconds(*pids):
-    """CPU time (user + system) of the processes pids and their direct
-    children (nginx workers, HAProxy's master/worker), summed, from one
-    pass over /proc.  A process counts once per pid it is or is a child
-    of, as when each pid is measured on its own and the results added."""
-    tck = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % d) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        me, parent = int(d), int(fields[1])
-        for pid in pids:
-            if me == pid or parent == pid:
-                total += (int(fields[11]) + int(fields[12])) / tck
-    return total
+    _procs.stop_all(5)
 
 
 def machine_line():
@@ -179,26 +77,13 @@ def machine_line():
 
 def http_get(port, path, timeout=5):
     """(status, body); raises OSError when nothing answers."""
-    status, _, body = _stack_http_get(port, path, timeout)
+    status, _, body = _procs.http_get(port, path, timeout)
     return status, body
 
 
 def wait_http(port, path="/", deadline_s=30, proc=None):
     """Waits for a 200 from 127.0.0.1:port/path; returns the body."""
-    deadline = time.monotonic() + deadline_s
-    last = None
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise BenchError("process exited with status %s" % proc.poll())
-        try:
-            status, body = http_get(port, path, 2)
-            if status == 200:
-                return body
-            last = status
-        except OSError as e:
-            last = e
-        time.sleep(0.05)
-    raise BenchError("127.0.0.1:%d%s not ready: %s" % (port, path, last))
+    return _procs.wait_http(port, path, deadline_s, proc)[2]
 
 
 def product_body_size(port, products):
@@ -226,80 +111,21 @@ def stats(port):
 
 # ------------------------------------------------------ our own processes
 
-def start_on_free_port(name, launch, ready, log=None):
-    """Starts a process told which port to listen on: launch(port) returns
-    its Popen, ready(port, p) raises BenchError until it answers.  Tries 5
-    free ports, since another process may take one between our pick and the
-    bind.  Returns (Popen, port); the error quotes the end of log."""
-    last = None
-    for _ in range(5):
-        port = free_port()
-        p = launch(port)
-        try:
-            ready(port, p)
-            return p, port
-        except BenchError as e:
-            stop(p)
-            last = e
-    raise BenchError("could not start %s: %s%s" % (
-        name, last, "\n" + tail(log) if log else ""))
-
-
-def _wait_connect(port, p, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and p.poll() is None:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise BenchError("nothing listens on port %d" % port)
-
-
 def start_memcached(mem_mb, threads):
-    exe = find_exe("memcached")
-    if not exe:
-        raise BenchError("memcached is not installed")
-    def launch(port):
-        args = [exe, "-l", "127.0.0.1", "-p", str(port), "-U", "0",
-                "-m", str(mem_mb), "-t", str(threads), "-c", "4096"]
-        if os.geteuid() == 0:
-            args += ["-u", "nobody"]
-        return spawn(args, stdout=subprocess.DEVNULL,
-                     stderr=subprocess.DEVNULL)
-
-    return start_on_free_port("memcached", launch, _wait_connect)
+    """memcached on a free port; (Proc, port)."""
+    return _procs.start_memcached(mem_mb=mem_mb, threads=threads,
+                                  conns=4096)
 
 
 def start_server(binary, db, threads, name, extra=()):
     """hs-server on a free port (it reports "listening on HOST:PORT");
-    returns (Popen, port) once /healthz answers."""
+    returns (Proc, port) once /healthz answers."""
     logdir = mkdtemp("hs-bench-server-")
-    errpath = os.path.join(logdir, "stderr.log")
-    err = open(errpath, "wb")
-    p = spawn([binary, "--listen", "127.0.0.1:0", "--db", db,
-               "--threads", str(threads), "--id", name,
-               "--log-level", "warn"] + list(extra),
-              stdout=subprocess.PIPE, stderr=err)
-    err.close()
-    port = None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = p.stdout.readline().decode("utf-8", "replace")
-        if not line:
-            break
-        m = re.search(r"listening on \[?[0-9a-fA-F.:]+?\]?:(\d+)", line)
-        if m:
-            port = int(m.group(1))
-            break
-    if port is None:
-        stop(p)
-        raise BenchError("hs-server did not report its port:\n" + tail(errpath))
-    # Nobody reads stdout from here on; a server that logs there must not
-    # block on a full pipe.
-    threading.Thread(target=_drain, args=(p.stdout,), daemon=True).start()
-    wait_http(port, "/healthz", 60, p)
-    return p, port
+    return _procs.start_listening(
+        [binary, "--listen", "127.0.0.1:0", "--db", db, "--threads",
+         str(threads), "--id", name, "--log-level", "warn"] + list(extra),
+        name="hs-server", ready_timeout=60,
+        logpath=os.path.join(logdir, "stderr.log"))
 
 
 def seed(hs_seed, path, scale):
@@ -322,10 +148,10 @@ def seed_counts(scale):
 
 
 def db_counts(db):
-    """stack.db_counts, with a BenchError for a database that is missing,
+    """hslab.db_counts, with a BenchError for a database that is missing,
     unreadable or empty."""
     try:
-        p, k = _stack_db_counts(db)
+        p, k = _stats.db_counts(db)
     except sqlite3.Error as e:
         raise BenchError("cannot read %s: %s" % (db, e))
     if p < 1 or k < 1:
@@ -437,79 +263,6 @@ def start_haproxy(backend_ports, workers=1):
                               errpath)
 
 
-# ---------------------------------------------------------------------- wrk
-
-_UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
-
-
-def to_us(text):
-    m = re.match(r"([\d.]+)(us|ms|s|m|h)$", text)
-    if not m:
-        raise BenchError("cannot parse wrk latency %r" % text)
-    return float(m.group(1)) * _UNITS[m.group(2)]
-
-
-def parse_wrk_text(out):
-    """Requests/sec, p50/p99 (--latency) and errors from wrk's own report
-    (used without a Lua script, where no response() hook slows wrk)."""
-    r = {}
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if not m:
-        raise BenchError("no Requests/sec in wrk output:\n" + out)
-    r["rps"] = float(m.group(1))
-    m = re.search(r"(\d+) requests in", out)
-    r["requests"] = int(m.group(1)) if m else 0
-    for q, key in (("50", "p50_us"), ("99", "p99_us")):
-        m = re.search(r"^\s+%s(?:\.0+)?%%\s+(\S+)" % q, out, re.M)
-        r[key] = to_us(m.group(1)) if m else float("nan")
-    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    r["non2xx"] = int(m.group(1)) if m else 0
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), "
-                  r"timeout (\d+)", out)
-    r["errors"] = sum(int(x) for x in m.groups()) if m else 0
-    return r
-
-
-def parse_hsjson(out):
-    """The "HSJSON {...}" line of loadtest/wrk/hslib.lua."""
-    for line in out.splitlines():
-        if line.startswith("HSJSON "):
-            j = json.loads(line[7:])
-            return {"rps": j["rps"], "requests": j["requests"],
-                    "p50_us": j["p50_us"], "p99_us": j["p99_us"],
-                    "non2xx": j["non2xx"], "errors": j["errors"]}
-    raise BenchError("no HSJSON line in wrk output:\n" + out)
-
-
-def run_wrk(port, duration, connections=64, threads=1, path="/",
-            script=None, script_args=(), latency=True):
-    """One wrk run against 127.0.0.1:port; returns a dict with rps,
-    requests, p50_us, p99_us, errors (socket errors) and non2xx.  With a
-    script (a name in loadtest/wrk/ or a path) the HSJSON line is used."""
-    args = ["wrk", "-t%d" % threads, "-c%d" % connections,
-            "-d%gs" % duration]
-    if latency:
-        args.append("--latency")
-    if script:
-        if not os.path.isabs(script):
-            script = os.path.join(WRK_DIR, script)
-        args += ["-s", script]
-    args.append("http://127.0.0.1:%d%s" % (port, path))
-    if script_args:
-        args += ["--"] + list(script_args)
-    p = spawn(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        out, _ = p.communicate(timeout=duration * 3 + 60)
-    except subprocess.TimeoutExpired:
-        stop(p)
-        raise BenchError("wrk did not finish: %s" % " ".join(args))
-    forget(p)
-    out = out.decode("utf-8", "replace")
-    if p.returncode != 0:
-        raise BenchError("wrk failed (%d):\n%s" % (p.returncode, out))
-    return parse_hsjson(out) if script else parse_wrk_text(out)
-
-
 # One pass over every key, categories first; each wrk thread takes every
 # nth key from its own start.  Passed "products categories threads".
 SWEEP_LUA = """\
@@ -587,54 +340,12 @@ def sweep(port, products, categories, stat_ports, connections=64, threads=1,
 
 # ------------------------------------------------------- rounds and results
 
-def round_order(names, rnd):
-    """The order of the targets in round rnd (1-based): rotated every round
-    so that drift on a busy machine hits all of them alike (for two
-    targets: flipped every round)."""
-    names = list(names)
-    k = (rnd - 1) % len(names)
-    return names[k:] + names[:k]
-
-
-def median_of(rows, keys=("rps", "p50_us", "p99_us")):
-    """Medians of keys over rows (NaN values left out); errors, non2xx and
-    requests summed."""
-    m = {}
-    for k in keys:
-        vals = [r[k] for r in rows if r.get(k) == r.get(k)
-                and r.get(k) is not None]
-        m[k] = statistics.median(vals) if vals else float("nan")
-    for k in ("errors", "non2xx", "requests"):
-        m[k] = sum(r.get(k, 0) for r in rows)
-    return m
-
-
 def fmt_row(r):
     s = "%9.0f req/s  p50 %7.0f us  p99 %7.0f us" % (
         r["rps"], r["p50_us"], r["p99_us"])
     if r.get("errors") or r.get("non2xx"):
         s += "  ERRORS %d non-2xx %d" % (r["errors"], r["non2xx"])
     return s
-
-
-def ratio(a, b):
-    """a / b; inf when b is 0 and a is not, NaN when both are 0."""
-    if b:
-        return a / b
-    return float("inf") if a else float("nan")
-
-
-def goal_met(x, goal):
-    return x == x and x >= goal
-
-
-def ratio_text(x, goal, digits=2):
-    """"1.23x  (goal >= 1.0x: met)"."""
-    if x == float("inf"):
-        return "inf  (goal >= %gx: met)" % goal
-    return "%.*fx  (goal >= %gx: %s)" % (digits, x, goal,
-                                        "met" if goal_met(x, goal)
-                                        else "NOT met")
 
 
 def result_line(name, **fields):

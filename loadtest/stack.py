@@ -7,35 +7,35 @@ the supervising process dies (even by SIGKILL) the kernel stops them too: no
 orphan keeps a port.  `up --detach` leaves the supervisor in the background
 and records it in run/stack.json for `down` and `status`.
 
+--server-cpus, --cache-cpus and --balancer-cpus give each such process a
+CPU budget: its own cgroup with that quota (hslab/cgroups.py).  They are
+removed when the stack stops; those of a supervisor killed with SIGKILL
+are swept by the next up, down or status.
+
 Used by `./hammerstack up|down|status` and, as a library, by the walkthrough.
 """
 
 import argparse
-import ctypes
 import json
 import os
 import signal
-import socket
-import sqlite3
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hslab import (  # noqa: E402,F401  (one copy of each)
+    LabError, Proc, cpu_seconds, db_counts, free_port, free_ports, http_get,
+    pid_alive, port_free, server_counters, start_memcached, wait_connect,
+    wait_http)
+from hslab import cgroups  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("HS_BIN_DIR") or os.path.join(ROOT, "build", "bin")
 RUN_DIR = os.environ.get("HS_RUN_DIR") or os.path.join(ROOT, "run")
 DEFAULT_DB = os.path.join(ROOT, "data", "hammerstack.db")
 
-PR_SET_PDEATHSIG = 1
-NOBODY = 65534
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-class StackError(Exception):
-    pass
+StackError = LabError
 
 
 class CliParser(argparse.ArgumentParser):
@@ -61,142 +61,6 @@ def log(msg):
     sys.stderr.flush()
 
 
-def port_free(port, host="127.0.0.1"):
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def free_ports(n):
-    """n distinct ports that were free a moment ago."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def http_get(port, path, timeout=2.0):
-    """Returns (status, headers dict, body bytes); raises OSError."""
-    url = "http://127.0.0.1:%d%s" % (port, path)
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
-    except urllib.error.URLError as e:
-        raise OSError(str(e.reason))
-
-
-def db_counts(path):
-    """(products, categories) of a seeded database: the id ranges of the
-    read mix (ids run from 1; deleted ones answer 404).  Raises
-    sqlite3.Error."""
-    con = sqlite3.connect("file:%s?mode=ro" % os.path.abspath(path),
-                          uri=True, timeout=30)
-    try:
-        p = con.execute("SELECT max(id) FROM products").fetchone()[0] or 0
-        c = con.execute("SELECT max(id) FROM categories").fetchone()[0] or 0
-    finally:
-        con.close()
-    return p, c
-
-
-def server_counters(st):
-    """The counters the benchmarks and the walkthrough read from one
-    hs-server /stats document (cache fields 0 without a cache)."""
-    db = st.get("db", {})
-    cache = st.get("cache") if isinstance(st.get("cache"), dict) else {}
-    req_ms = 0.0
-    for r in st.get("routes", {}).values():
-        lat = r.get("latency", {})
-        req_ms += lat.get("count", 0) * lat.get("mean_us", 0) / 1000.0
-    return {
-        "db_queries": db.get("queries", 0),
-        "db_ms": db.get("time_ms", 0.0),
-        "hits": cache.get("hits", 0),
-        "misses": cache.get("misses", 0),
-        "bypasses": cache.get("bypasses", 0),
-        "cache_ms": cache.get("time_ms", 0.0),
-        "batches": cache.get("batches", 0),
-        "batch_keys": cache.get("batch_keys", 0),
-        "bq_ms": cache.get("batch_queue_ms", 0.0),
-        "rw_ms": cache.get("resume_wait_ms", 0.0),
-        "dq_ms": db.get("queue_ms", 0.0),
-        "requests": st.get("requests", 0),
-        "req_ms": req_ms,
-    }
-
-
-def _preexec(parent, drop_privileges):
-    def run():
-        if drop_privileges:
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-        # Set after any credential change: a change of uid clears it.
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:
-            os._exit(1)
-    return run
-
-
-class Child:
-    def __init__(self, name, args, port, logdir, drop_privileges=False):
-        self.name, self.args, self.port = name, args, port
-        self.logpath = os.path.join(logdir, name + ".log")
-        self._log = open(self.logpath, "ab")
-        self.p = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=self._log, start_new_session=True,
-            preexec_fn=_preexec(os.getpid(), drop_privileges))
-        self.pid = self.p.pid
-
-    def alive(self):
-        return self.p.poll() is None
-
-    def tail(self, n=15):
-        try:
-            with open(self.logpath, "rb") as f:
-                lines = f.read().decode("utf-8", "replace").splitlines()
-            return "\n".join(lines[-n:])
-        except OSError:
-            return ""
-
-    def stop(self, timeout=15.0):
-        if self.alive():
-            try:
-                os.kill(self.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log("%s did not stop in %.0fs: killing it" % (self.name, timeout))
-                try:
-                    os.killpg(self.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.p.wait()
-        self._log.close()
-        return self.p.returncode
-
-
 class Stack:
     """memcached x M, hs-server x N, hs-balancer; ports given or defaults."""
 
@@ -205,7 +69,8 @@ class Stack:
                  server_port=8081, admin_port=8090, memcached_port=21211,
                  logdir=None, server_args=(), balancer_args=(),
                  threads=None, server_ports=None, memcached_ports=None,
-                 db_threads=None):
+                 db_threads=None, server_cpus=0.0, cache_cpus=0.0,
+                 balancer_cpus=0.0):
         if servers < 1:
             raise StackError("--servers must be at least 1")
         if cache not in ("lease", "naive", "off"):
@@ -229,6 +94,10 @@ class Stack:
         self.balancer_args = list(balancer_args)
         self.threads = threads
         self.db_threads = db_threads
+        # CPU budgets in cores (0: none), one cgroup per process.
+        self.cpus = {"hs-server": server_cpus, "memcached": cache_cpus,
+                     "hs-balancer": balancer_cpus}
+        self.budgets = cgroups.Budgets()
         self.children = []
 
     # The ports this stack will listen on, named for error messages.
@@ -266,42 +135,28 @@ class Stack:
                         "--scale", str(self.scale)], check=True,
                        stdout=subprocess.DEVNULL)
 
-    def _spawn(self, name, args, port, drop=False):
-        c = Child(name, args, port, self.logdir, drop_privileges=drop)
-        self.children.append(c)
+    def _logpath(self, name):
+        return os.path.join(self.logdir, name + ".log")
+
+    def _host(self, name):
+        """The cgroup for child name (None: no budget for it)."""
+        return self.budgets.host(name, self.cpus[name.rsplit("-", 1)[0]
+                                                 if name[-1].isdigit()
+                                                 else name])
+
+    def _spawn(self, name, args, port):
+        host = self._host(name)
+        c = Proc(args, name=name, logpath=self._logpath(name),
+                 cgroup=host.procs_files() if host else None)
+        self._started(c, port, host)
         return c
 
-    def _wait_port(self, c, timeout=20.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not c.alive():
-                raise StackError("%s exited (status %s):\n%s" %
-                                 (c.name, c.p.returncode, c.tail()))
-            try:
-                socket.create_connection(("127.0.0.1", c.port), 0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise StackError("%s did not listen on port %d within %.0fs:\n%s" %
-                         (c.name, c.port, timeout, c.tail()))
-
-    def _wait_healthy(self, c, port, path="/healthz", timeout=30.0):
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            if not c.alive():
-                raise StackError("%s exited (status %s):\n%s" %
-                                 (c.name, c.p.returncode, c.tail()))
-            try:
-                status, _, _ = http_get(port, path, 1.0)
-                if status == 200:
-                    return
-                last = status
-            except OSError as e:
-                last = e
-            time.sleep(0.05)
-        raise StackError("%s not healthy within %.0fs (%s):\n%s" %
-                         (c.name, timeout, last, c.tail()))
+    def _started(self, c, port, host):
+        c.port, c.host = port, host
+        self.children.append(c)
+        if host and c.pid not in host.pids():
+            log("%s could not join its cgroup %s: it runs without its CPU "
+                "budget" % (c.name, host.cpu_dir))
 
     def memcached_list(self):
         return ",".join("127.0.0.1:%d" % p for p in self.memcached_ports)
@@ -311,13 +166,14 @@ class Stack:
         self.check_ports()
         self.seed()
         try:
-            root = os.geteuid() == 0
             for i, port in enumerate(self.memcached_ports):
-                c = self._spawn("memcached-%d" % (i + 1),
-                                ["memcached", "-l", "127.0.0.1", "-p",
-                                 str(port), "-U", "0", "-m", "256", "-t", "2",
-                                 "-c", "4096"], port, drop=root)
-                self._wait_port(c)
+                name = "memcached-%d" % (i + 1)
+                host = self._host(name)
+                c, _ = start_memcached(
+                    port, mem_mb=256, threads=2, conns=4096, name=name,
+                    retry_s=0, ready_timeout=20, logpath=self._logpath(name),
+                    cgroup=host.procs_files() if host else None)
+                self._started(c, port, host)
             for i, port in enumerate(self.server_ports):
                 args = [os.path.join(BIN, "hs-server"),
                         "--listen", "127.0.0.1:%d" % port, "--db", self.db,
@@ -330,7 +186,7 @@ class Stack:
                     args += ["--db-threads", str(self.db_threads)]
                 c = self._spawn("hs-server-%d" % (i + 1),
                                 args + self.server_args, port)
-                self._wait_healthy(c, port)
+                wait_http(port, "/healthz", 30, c)
             if self.balancer:
                 args = [os.path.join(BIN, "hs-balancer"),
                         "--listen", "127.0.0.1:%d" % self.balancer_port,
@@ -339,8 +195,8 @@ class Stack:
                     args += ["--backend", "127.0.0.1:%d" % port]
                 c = self._spawn("hs-balancer", args + self.balancer_args,
                                 self.balancer_port)
-                self._wait_port(c)
-                self._wait_healthy(c, self.admin_port, "/stats")
+                wait_connect(c.port, c, 20)
+                wait_http(self.admin_port, "/stats", 30, c)
         except BaseException:
             self.stop()
             raise
@@ -350,6 +206,22 @@ class Stack:
         for c in reversed(self.children):
             c.stop()
         self.children = []
+        self.budgets.remove()
+
+    def host_usage(self):
+        """{child name: {"cpus": budget (0: none), "cpu_s": CPU seconds
+        used, "throttled_s", "nr_throttled"}}: from its cgroup, or from
+        /proc (never throttled) for a child without a budget."""
+        out = {}
+        for c in self.children:
+            if c.host:
+                u = c.host.usage()
+            else:
+                u = {"cpu_s": cpu_seconds(c.pid), "throttled_s": 0.0,
+                     "nr_throttled": 0}
+            u["cpus"] = c.host.cpus if c.host else 0
+            out[c.name] = u
+        return out
 
     def entry_port(self):
         return self.balancer_port if self.balancer else self.server_ports[0]
@@ -369,7 +241,9 @@ class Stack:
     def state(self):
         return {"pid": os.getpid(), "started": time.time(),
                 "db": self.db, "cache": self.cache, "urls": self.urls(),
-                "children": [{"name": c.name, "pid": c.pid, "port": c.port}
+                "budgets": self.budgets.describe(),
+                "children": [{"name": c.name, "pid": c.pid, "port": c.port,
+                              "cgroup": c.host.state() if c.host else None}
                              for c in self.children]}
 
     def check_children(self):
@@ -396,16 +270,6 @@ def pid_is_stack(pid):
         return False
 
 
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
 def print_urls(stack, out=sys.stdout):
     u = stack.urls()
     out.write("hammerstack is up (cache: %s, %d server%s%s)\n" % (
@@ -413,6 +277,9 @@ def print_urls(stack, out=sys.stdout):
         ", balancer" if stack.balancer else ""))
     for k, v in u.items():
         out.write("  %-11s %s\n" % (k, v))
+    if any(stack.cpus.values()):
+        out.write("  %-11s %s\n" % ("cpu budget", ", ".join(
+            "%s %g" % (k, v) for k, v in stack.cpus.items() if v)))
     port = stack.entry_port()
     out.write("try:  curl -i http://127.0.0.1:%d/products/1\n" % port)
     out.write("load: wrk -t1 -c64 -d10s -s loadtest/wrk/read-mix.lua "
@@ -479,8 +346,15 @@ def cmd_up(a):
                   balancer=not a.no_balancer, db=a.db, scale=a.scale,
                   balancer_port=a.port, server_port=a.server_port,
                   admin_port=a.admin_port, memcached_port=a.memcached_port,
-                  threads=a.threads, db_threads=a.db_threads)
+                  threads=a.threads, db_threads=a.db_threads,
+                  server_cpus=a.server_cpus, cache_cpus=a.cache_cpus,
+                  balancer_cpus=a.balancer_cpus)
     stack.check_ports()
+    if any(stack.cpus.values()):
+        # Said here too, where a detached stack's user sees it.
+        problem = cgroups.find_hierarchy()[3]
+        if problem:
+            cgroups.warn(problem)
     if not a.detach:
         return supervise(stack)
     r, w = os.pipe()
@@ -514,6 +388,7 @@ def cmd_up(a):
 def cmd_down(a):
     st = read_state()
     if not st:
+        cgroups.sweep()
         print("no stack is running")
         return 0
     pid = st["pid"]
@@ -533,16 +408,30 @@ def cmd_down(a):
         os.unlink(STATE)
     except OSError:
         pass
+    cgroups.sweep()  # those of a supervisor killed hard
     print("stopped")
     return 0
 
 
+def budget_text(cg):
+    """A child's CPU budget for status: "cpu 0.15 (used 1.2 s, throttled
+    0.3 s in 12 periods)", or "" without one."""
+    if not cg:
+        return ""
+    h = cgroups.Host(cg["kind"], cg["cpu_dir"], cg["acct_dir"], cg["cpus"])
+    u = h.usage()
+    return "cpu %g (used %.1f s, throttled %.1f s in %d periods)" % (
+        cg["cpus"], u["cpu_s"], u["throttled_s"], u["nr_throttled"])
+
+
 def cmd_status(a):
+    cgroups.sweep()
     st = read_state()
     if not st or not pid_alive(st["pid"]):
         print("no stack is running")
         return 3
     print("stack pid %d, cache %s, db %s" % (st["pid"], st["cache"], st["db"]))
+    print("  %s" % st.get("budgets", "no CPU budgets asked for"))
     bad = 0
     for c in st["children"]:
         alive = pid_alive(c["pid"])
@@ -554,11 +443,32 @@ def cmd_status(a):
             except OSError as e:
                 health = "unreachable (%s)" % e
         bad += not alive
-        print("  %-14s pid %-7d port %-5d %s %s" % (
-            c["name"], c["pid"], c["port"], "up" if alive else "DOWN", health))
+        print("  %-14s pid %-7d port %-5d %s %s %s" % (
+            c["name"], c["pid"], c["port"], "up" if alive else "DOWN", health,
+            budget_text(c.get("cgroup"))))
     for k, v in st["urls"].items():
         print("  %-11s %s" % (k, v))
     return 1 if bad else 0
+
+
+def add_cpu_args(ap, default=0.0):
+    """--server-cpus, --cache-cpus, --balancer-cpus: a CPU budget in cores
+    for each such process, in its own cgroup (0: none)."""
+    for opt, what in (("--server-cpus", "each hs-server"),
+                      ("--cache-cpus", "each memcached"),
+                      ("--balancer-cpus", "hs-balancer")):
+        ap.add_argument(opt, type=float, default=default, metavar="F",
+                        help="CPU budget of %s in cores, a cgroup CPU quota "
+                        "like a VM of that size (default %g: none)" %
+                        (what, default))
+
+
+def check_cpus(ap, a):
+    for name in ("server_cpus", "cache_cpus", "balancer_cpus"):
+        v = getattr(a, name)
+        if not (v == 0 or cgroups.MIN_CPUS <= v <= 1024):
+            ap.error("--%s must be 0 (no budget) or in %g..1024" %
+                     (name.replace("_", "-"), cgroups.MIN_CPUS))
 
 
 def check_up(up, a):
@@ -575,6 +485,7 @@ def check_up(up, a):
             up.error("%s must be in %d..%d" % (name, lo, hi))
     if not 0.0001 <= a.scale <= 100:
         up.error("--scale must be in 0.0001..100")
+    check_cpus(up, a)
     if a.server_port + a.servers - 1 > 65535:
         up.error("--server-port leaves no room for %d servers" % a.servers)
 
@@ -611,6 +522,7 @@ def main(argv=None):
     up.add_argument("--db-threads", type=int, default=None,
                     help="database threads per server (default 0: the "
                     "loops run the queries)")
+    add_cpu_args(up)
     up.add_argument("--detach", action="store_true",
                     help="run in the background (stop with down)")
     cmds = {"up": up,

@@ -9,11 +9,15 @@ the consistency checker beside it, one row per step, and a report folder.
   3   profile: where the time goes now (Server-Timing / stats breakdown,
       and a perf flame graph when perf can sample)
 
-Each row: req/s, p50, p99, errors, DB queries/s, cache hit %, stale reads.
-The report lands in DIR: results.csv, results.md, report.html (charts as
-inline SVG: it opens with no network), and each step's raw output.
+Each row: req/s, p50, p99, errors, DB queries/s, cache hit %, stale reads,
+and each host's CPU use and time throttled by its budget (--server-cpus,
+--cache-cpus, --balancer-cpus).  The report lands in DIR: results.csv,
+results.md, report.html (charts as inline SVG: it opens with no network),
+series.csv (every component's counters once a second, by step; see
+hslab/sampler.py) and each step's raw output.
 """
 
+import atexit
 import csv
 import html
 import json
@@ -27,6 +31,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hslab  # noqa: E402
+from hslab import delta, get_json  # noqa: E402,F401
 import stack as hs  # noqa: E402
 
 ROOT = hs.ROOT
@@ -43,7 +49,8 @@ STEPS = {
 
 COLUMNS = ["step", "setup", "req_s", "p50_ms", "p99_ms", "errors",
            "db_queries_s", "cache_hit_pct", "stale_reads", "checker_reads",
-           "checker_writes"]
+           "checker_writes", "server_cpus", "cache_cpus", "balancer_cpus",
+           "host_cpu", "host_throttled_s"]
 
 
 def progress(msg):
@@ -51,47 +58,21 @@ def progress(msg):
     sys.stderr.flush()
 
 
-def get_json(port, path):
-    try:
-        status, _, body = hs.http_get(port, path, 5.0)
-        if status == 200:
-            return json.loads(body)
-    except (OSError, ValueError):
-        pass
-    return {}
-
-
 def snapshot(stk):
-    tot = {}
-    for port in stk.server_ports:
-        for k, v in hs.server_counters(get_json(port, "/stats")).items():
-            tot[k] = tot.get(k, 0) + v
-    return tot
-
-
-def delta(a, b):
-    return {k: b.get(k, 0) - a.get(k, 0) for k in b}
+    return hslab.counters_sum(stk.server_ports)
 
 
 def run_wrk(port, a, counts, duration, out_path=None):
-    script = os.path.join(WRK_DIR, "update-mix.lua")
-    cmd = ["wrk", "-t%d" % a.wrk_threads, "-c%d" % a.connections,
-           "-d%ds" % duration, "--latency", "-s", script,
-           "http://127.0.0.1:%d" % port, "--",
-           "products=%d" % counts["products"],
-           "categories=%d" % counts["categories"],
-           "put=%g" % a.put, "review=%g" % a.review]
-    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       timeout=duration + 60)
-    text = r.stdout.decode("utf-8", "replace")
-    if out_path:
-        with open(out_path, "w") as f:
-            f.write("$ %s\n%s" % (" ".join(cmd), text))
-    m = re.search(r"^HSJSON (\{.*\})$", text, re.M)
-    if r.returncode != 0 or not m:
-        raise hs.StackError("wrk failed (exit %d):\n%s" %
-                            (r.returncode, text[-2000:]))
-    return json.loads(m.group(1))
+    cmd = hslab.wrk_args(port, duration, a.connections, a.wrk_threads, "",
+                         "update-mix.lua",
+                         ["products=%d" % counts["products"],
+                          "categories=%d" % counts["categories"],
+                          "put=%g" % a.put, "review=%g" % a.review])
+    text = hslab.run_wrk_cmd(cmd, duration + 60, out_path)
+    j = hslab.hsjson(text)
+    if j is None:
+        raise hs.StackError("wrk printed no HSJSON line:\n%s" % text[-2000:])
+    return j
 
 
 class Checker(threading.Thread):
@@ -112,13 +93,16 @@ class Checker(threading.Thread):
         self.duration = duration
 
     def run(self):
-        r = subprocess.run(self.cmd, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE,
-                           timeout=self.duration + 120)
+        # Started from this thread: no PDEATHSIG (it would fire when the
+        # thread ends); the hard timeout and kill_all() at exit stop it.
+        p = hslab.Proc(self.cmd, name="hs-checker", stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=self.duration + 120)
+        out, err = p.communicate()
+        p.close()
         with open(self.out_path, "w") as f:
             f.write("$ %s\n%s%s" % (" ".join(self.cmd),
-                                    r.stderr.decode(), r.stdout.decode()))
-        for line in r.stdout.decode().splitlines():
+                                    err.decode(), out.decode()))
+        for line in out.decode().splitlines():
             if line.startswith("{"):
                 try:
                     self.result = json.loads(line)
@@ -635,7 +619,22 @@ def make_stack(step, a, logdir):
                     balancer_port=ports[servers + 1],
                     admin_port=ports[servers + 2], logdir=logdir,
                     server_args=extra, threads=threads,
-                    db_threads=db_threads)
+                    db_threads=db_threads, server_cpus=a.server_cpus,
+                    cache_cpus=a.cache_cpus, balancer_cpus=a.balancer_cpus)
+
+
+def host_columns(before, after, seconds):
+    """Each host's CPU use (cores, averaged over the step) and time
+    throttled by its budget, as "name=value;..." (the bottleneck is the
+    host at its budget with the most throttled time)."""
+    cpu, thr = [], []
+    for name, u in after.items():
+        b = before.get(name, {})
+        cpu.append("%s=%.3f" % (name, (u["cpu_s"] - b.get("cpu_s", 0)) /
+                                max(seconds, 1e-9)))
+        thr.append("%s=%.2f" % (name, u["throttled_s"] -
+                                b.get("throttled_s", 0)))
+    return ";".join(cpu), ";".join(thr)
 
 
 def run_step(step, a, counts, outdir):
@@ -647,6 +646,7 @@ def run_step(step, a, counts, outdir):
         step, title, stk.nservers, ", memcached" if stk.nmemcached else "",
         ", hs-balancer" if stk.balancer else ""))
     stk.start()
+    a.sampler.watch(stk, step)
     try:
         port = stk.entry_port()
         if stk.cache != "off" and a.warmup > 0:
@@ -656,6 +656,9 @@ def run_step(step, a, counts, outdir):
                  "checker beside it" % (step, a.duration, a.connections))
         chk = Checker(port, a, a.duration, stk.db,
                       os.path.join(outdir, "step-%s-checker.txt" % step))
+        if stk.budgets.problem:
+            a.budget_problem = stk.budgets.problem
+        hosts0, t0 = stk.host_usage(), time.monotonic()
         chk.start()
         extra = None
         if step == "3":
@@ -667,8 +670,11 @@ def run_step(step, a, counts, outdir):
             w = run_wrk(port, a, counts, a.duration,
                         os.path.join(outdir, "step-%s-wrk.txt" % step))
             d = delta(before, snapshot(stk))
+        host_cpu, host_thr = host_columns(hosts0, stk.host_usage(),
+                                          time.monotonic() - t0)
         chk.join(a.duration + 150)
     finally:
+        a.sampler.watch(None)
         stk.stop()
     c = chk.result or {}
     lookups = d.get("hits", 0) + d.get("misses", 0)
@@ -684,6 +690,9 @@ def run_step(step, a, counts, outdir):
         "stale_reads": c.get("stale_reads", "n/a"),
         "checker_reads": c.get("reads", 0),
         "checker_writes": c.get("writes", 0),
+        "server_cpus": a.server_cpus, "cache_cpus": a.cache_cpus,
+        "balancer_cpus": a.balancer_cpus,
+        "host_cpu": host_cpu, "host_throttled_s": host_thr,
     }
     return row, lesson, extra
 
@@ -734,6 +743,7 @@ def write_report(outdir, rows, lessons, extra, meta):
               meta["duration"], meta["put"], meta["review"],
               meta["products"], meta["categories"]),
           "", "Machine: %s" % meta["machine"], "",
+          "CPU budgets: %s" % meta.get("budgets", "none"), "",
           "| step | setup | req/s | p50 ms | p99 ms | errors | DB queries/s "
           "| cache hit % | stale reads |",
           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -781,7 +791,9 @@ def write_report(outdir, rows, lessons, extra, meta):
              "padding:4px 8px;text-align:right}td:nth-child(2){text-align:left}",
              "</style></head><body><h1>hammerstack walkthrough</h1>",
              "<p>%s</p>" % html.escape(md[2]),
-             "<p>Machine: %s</p>" % html.escape(meta["machine"])]
+             "<p>Machine: %s</p>" % html.escape(meta["machine"]),
+             "<p>CPU budgets: %s</p>" % html.escape(meta.get("budgets",
+                                                             "none"))]
     parts += table
     parts.append("<ul>" + "".join(
         "<li><b>step %s</b>, %s: %s</li>" % (
@@ -875,6 +887,7 @@ def main(argv=None):
                     help="report folder (default out/walkthrough-DATE)")
     ap.add_argument("--no-perf", action="store_true",
                     help="skip the perf flame graph in step 3")
+    hs.add_cpu_args(ap)
     hs.add_check_args(ap)
     a = ap.parse_args(argv)
     steps = [s.strip() for s in a.steps.split(",") if s.strip()]
@@ -904,12 +917,14 @@ def main(argv=None):
             ap.error("%s must be in %d..%d" % (name, lo, hi))
     if not 0.0001 <= a.scale <= 100:
         ap.error("--scale must be in 0.0001..100")
+    hs.check_cpus(ap, a)
     if not (0 <= a.put and 0 <= a.review and a.put + a.review <= 1):
         ap.error("--put and --review must be shares with put+review <= 1")
     if a.connections < a.wrk_threads:
         ap.error("--connections must be at least --wrk-threads")
     if a.check_args:
         return 0
+    atexit.register(hslab.kill_all)  # e.g. a checker left by an error
     a.db = os.path.abspath(a.db)
     outdir = os.path.abspath(a.out or os.path.join(
         ROOT, "out", "walkthrough-" + time.strftime("%Y%m%d-%H%M%S")))
@@ -935,8 +950,14 @@ def main(argv=None):
             "products": counts["products"],
             "categories": counts["categories"],
             "machine": machine()}
+    a.budget_problem = None
+    if a.server_cpus or a.cache_cpus or a.balancer_cpus:
+        meta["budgets"] = "server %g, cache %g, balancer %g cores" % (
+            a.server_cpus, a.cache_cpus, a.balancer_cpus)
     rows, lessons, extra = [], {}, None
     print(HEADER, flush=True)
+    # Every component's counters once a second, labelled by step.
+    a.sampler = hslab.Sampler(os.path.join(outdir, "series.csv")).start()
     try:
         for step in steps:
             row, lesson, ex = run_step(step, a, counts, outdir)
@@ -944,6 +965,8 @@ def main(argv=None):
             lessons[step] = lesson
             if ex:
                 extra = ex
+            if a.budget_problem:
+                meta["budgets"] = "NONE APPLIED: " + a.budget_problem
             print(fmt_row(row), flush=True)
             write_report(outdir, rows, lessons, extra, meta)
     except KeyboardInterrupt:
@@ -953,6 +976,8 @@ def main(argv=None):
     except (hs.StackError, subprocess.SubprocessError, OSError) as e:
         sys.stderr.write("walkthrough: %s\n" % e)
         return 1
+    finally:
+        a.sampler.stop()
     if extra:
         print("\nwhere the time goes (step 3, per request):")
         for k, v in extra[0].items():
@@ -964,7 +989,8 @@ def main(argv=None):
             print("\nprofile (step 3):")
             for line in profile_summary_md(extra[3]):
                 print(("  " + line) if line else "")
-    print("\nreport: %s/report.html (results.md, results.csv)" % outdir)
+    print("\nreport: %s/report.html (results.md, results.csv, series.csv)" %
+          outdir)
     stale = [r for r in rows if r["step"] in ("1", "2", "3") and
              r["stale_reads"] not in (0, "n/a")]
     if stale:

@@ -34,6 +34,8 @@ struct opts {
 };
 
 enum { ARGS_RUN, ARGS_EXIT, ARGS_FAIL };
+/* Long options without a short letter. */
+enum { O_MAXC = 256, O_MAXC_IP, O_HTO, O_ITO };
 
 static void
 usage(FILE *f)
@@ -49,7 +51,14 @@ usage(FILE *f)
 		"  --scale S           seed scale when the database is created\n"
 		"                      (default 1.0: 100 categories, 100000 products,\n"
 		"                      1000000 reviews)\n"
-		"  --threads N         event loop threads, 1..1024 (default: CPUs)\n"
+		"  --threads N         event loop threads, or with --io blocking the\n"
+		"                      workers, 1..1024 (default: CPUs)\n"
+		"  --io MODE           event (the default): each event loop serves\n"
+		"                      any number of connections; blocking: a pool\n"
+		"                      of --threads workers, each serving one\n"
+		"                      connection until it closes while the other\n"
+		"                      clients wait in the listen backlog (the model\n"
+		"                      of pre-fork sync workers; no --db-threads)\n"
 		"  --db-threads N      database threads, 0..1024 (default 0: the\n"
 		"                      event loops run the queries).  With N > 0,\n"
 		"                      queries, cache misses and writes run on N\n"
@@ -80,6 +89,21 @@ usage(FILE *f)
 		"  --busy-timeout MS   how long a query waits for a lock held by another\n"
 		"                      connection before the request fails with 503\n"
 		"                      (default 5000)\n"
+		"  --max-conns N       client connections, 1..1000000 (default 8192,\n"
+		"                      lowered to fit the descriptor limit); a\n"
+		"                      client past it is answered 503 and closed\n"
+		"  --max-conns-per-ip N\n"
+		"                      connections from one client address,\n"
+		"                      0..1000000 (default 4096; 0: no cap)\n"
+		"  --header-timeout-ms MS\n"
+		"                      a new connection's first request head must be\n"
+		"                      complete within MS, 1..3600000 (default 10000;\n"
+		"                      trickling does not extend it), else 408\n"
+		"  --idle-timeout-ms MS\n"
+		"                      a keep-alive connection's next head is due MS\n"
+		"                      after a response, else it is closed; also the\n"
+		"                      longest silence in a body or an unread\n"
+		"                      response, 1..3600000 (default 30000)\n"
 		"  --durability MODE   full (the default): a write is answered once\n"
 		"                      it is on disk (fsync per commit, survives\n"
 		"                      power loss); normal: once it is in the OS\n"
@@ -105,6 +129,7 @@ parse_args(int argc, char **argv, struct opts *o)
 		{ "scale", required_argument, NULL, 's' },
 		{ "threads", required_argument, NULL, 't' },
 		{ "db-threads", required_argument, NULL, 'D' },
+		{ "io", required_argument, NULL, 'I' },
 		{ "id", required_argument, NULL, 'i' },
 		{ "cache", required_argument, NULL, 'c' },
 		{ "memcached", required_argument, NULL, 'M' },
@@ -114,6 +139,10 @@ parse_args(int argc, char **argv, struct opts *o)
 		{ "debug-fill-delay-ms", required_argument, NULL, 'F' },
 		{ "max-body", required_argument, NULL, 'm' },
 		{ "busy-timeout", required_argument, NULL, 'b' },
+		{ "max-conns", required_argument, NULL, O_MAXC },
+		{ "max-conns-per-ip", required_argument, NULL, O_MAXC_IP },
+		{ "header-timeout-ms", required_argument, NULL, O_HTO },
+		{ "idle-timeout-ms", required_argument, NULL, O_ITO },
 		{ "durability", required_argument, NULL, 'Y' },
 		{ "log-level", required_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
@@ -157,6 +186,16 @@ parse_args(int argc, char **argv, struct opts *o)
 			if (hs_parse_int(optarg, 0, 1024, &o->srv.db_threads) <
 			    0) {
 				bad("--db-threads (want 0..1024)", optarg);
+				return ARGS_FAIL;
+			}
+			break;
+		case 'I':
+			if (strcmp(optarg, "event") == 0) {
+				o->srv.io = SRV_IO_EVENT;
+			} else if (strcmp(optarg, "blocking") == 0) {
+				o->srv.io = SRV_IO_BLOCKING;
+			} else {
+				bad("--io (want event|blocking)", optarg);
 				return ARGS_FAIL;
 			}
 			break;
@@ -227,6 +266,36 @@ parse_args(int argc, char **argv, struct opts *o)
 				return ARGS_FAIL;
 			}
 			break;
+		case O_MAXC:
+			if (hs_parse_int(optarg, 1, 1000000, &v32) < 0) {
+				bad("--max-conns (want 1..1000000)", optarg);
+				return ARGS_FAIL;
+			}
+			o->srv.conn_limit = (unsigned)v32;
+			break;
+		case O_MAXC_IP:
+			if (hs_parse_int(optarg, 0, 1000000, &v32) < 0) {
+				bad("--max-conns-per-ip (want 0..1000000)",
+				    optarg);
+				return ARGS_FAIL;
+			}
+			o->srv.conn_limit_per_ip = (unsigned)v32;
+			break;
+		case O_HTO:
+		case O_ITO:
+			if (hs_parse_int(optarg, 1, 3600000, &v32) < 0) {
+				bad(ch == O_HTO ? "--header-timeout-ms (want "
+						  "1..3600000 ms)"
+						: "--idle-timeout-ms (want "
+						  "1..3600000 ms)",
+				    optarg);
+				return ARGS_FAIL;
+			}
+			if (ch == O_HTO)
+				o->srv.header_timeout_ms = (unsigned)v32;
+			else
+				o->srv.idle_timeout_ms = (unsigned)v32;
+			break;
 		case 'Y':
 			if (strcmp(optarg, "full") == 0) {
 				o->srv.durability_full = 1;
@@ -260,6 +329,12 @@ parse_args(int argc, char **argv, struct opts *o)
 	if (optind < argc) {
 		fprintf(stderr, "hs-server: unexpected argument '%s' (see --help)\n",
 			argv[optind]);
+		return ARGS_FAIL;
+	}
+	if (o->srv.io == SRV_IO_BLOCKING && o->srv.db_threads > 0) {
+		fprintf(stderr, "hs-server: --db-threads needs --io event (a "
+				"blocking worker runs its own queries; see "
+				"--help)\n");
 		return ARGS_FAIL;
 	}
 	if (o->cache == NULL)
@@ -329,16 +404,35 @@ make_parent(const char *path)
 		log_warn("mkdir %s", dir);
 }
 
-/* Many keep-alive clients need many descriptors: take the hard limit. */
+/*
+ * Many keep-alive clients need many descriptors: take the hard limit, and
+ * keep --max-conns below it with a reserve for the server's own files
+ * (databases, memcached, epoll sets), so that a client over the cap gets
+ * a 503 rather than an accept(2) failing with EMFILE.
+ */
 static void
-raise_nofile(void)
+raise_nofile(struct srv_config *c)
 {
 	struct rlimit rl;
+	rlim_t reserve = 64 + 8 * (rlim_t)(c->threads + c->db_threads);
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
-		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
 			log_warn("setrlimit(RLIMIT_NOFILE)");
+			if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+				return;
+		}
+	}
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur > reserve &&
+	    c->conn_limit > rl.rlim_cur - reserve) {
+		log_warnx("--max-conns %u lowered to %llu: %llu descriptors "
+			  "allowed", c->conn_limit,
+			  (unsigned long long)(rl.rlim_cur - reserve),
+			  (unsigned long long)rl.rlim_cur);
+		c->conn_limit = (unsigned)(rl.rlim_cur - reserve);
 	}
 }
 
@@ -401,7 +495,7 @@ main(int argc, char **argv)
 	hs_log_init("hs-server", o.log_level);
 	if (make_cache(&o, &cache) < 0)
 		return 2;
-	raise_nofile();
+	raise_nofile(&o.srv);
 	/* MHD writes to closed sockets; that must not kill us. */
 	signal(SIGPIPE, SIG_IGN);
 	/* Blocked before any thread starts, so only sigwait() sees them. */
@@ -442,8 +536,10 @@ main(int argc, char **argv)
 	else
 		printf("listening on %s:%d\n", o.srv.host, srv_port(s));
 	fflush(stdout);
-	log_info("serving %s with %d loop and %d database threads as %s, "
-		 "cache %s%s%s", o.db_path, o.srv.threads, o.srv.db_threads,
+	log_info("serving %s with %d %s and %d database threads as %s, "
+		 "cache %s%s%s", o.db_path, o.srv.threads,
+		 o.srv.io == SRV_IO_BLOCKING ? "blocking workers" : "loop",
+		 o.srv.db_threads,
 		 srv_id(s), o.cache, cache ? " on " : "",
 		 cache ? o.memcached : "");
 	while (sigwait(&sigs, &sig) != 0)

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "hs_log.h"
 #include "hs_util.h"
@@ -42,6 +43,7 @@ static const srv_handler handlers[SRV_R_COUNT] = {
 	[SRV_R_UPDATES] = srv_h_updates,
 	[SRV_R_HEALTHZ] = srv_h_healthz,
 	[SRV_R_STATS] = srv_h_stats,
+	[SRV_R_CATALOG] = srv_h_catalog,
 	[SRV_R_METRICS] = srv_h_metrics,
 	[SRV_R_PRODUCT_GET] = srv_h_product_get,
 	[SRV_R_PRODUCT_PUT] = srv_h_product_put,
@@ -60,6 +62,7 @@ static const struct {
 	{ "/updates", SRV_R_UPDATES },	   { "/healthz", SRV_R_HEALTHZ },
 	{ "/stats", SRV_R_STATS },	   { "/metrics", SRV_R_METRICS },
 	{ "/cached-queries", SRV_R_CACHED_QUERIES },
+	{ "/catalog", SRV_R_CATALOG },
 };
 
 /*
@@ -180,6 +183,128 @@ srv_route_resolve(const char *method, const char *url, struct srv_req *rq)
 			  rq->route == SRV_R_REVIEW_POST);
 }
 
+static int
+hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+size_t
+srv_unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+	char *w = s;
+
+	(void)cls;
+	(void)conn;
+	for (const char *r = s; *r != '\0'; r++) {
+		int hi, lo;
+
+		if (*r == '%' && (hi = hexval(r[1])) >= 0 &&
+		    (lo = hexval(r[2])) >= 0 && (hi | lo) != 0) {
+			*w++ = (char)(hi << 4 | lo);
+			r += 2;
+		} else {
+			*w++ = *r;
+		}
+	}
+	*w = '\0';
+	return (size_t)(w - s);
+}
+
+/* RFC 9110 tchar. */
+static int
+is_tchar(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	       (c >= '0' && c <= '9') ||
+	       (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+void
+srv_head_field(struct srv_head *h, const char *name, size_t nlen,
+	       const char *value, size_t vlen)
+{
+	if (h->err_status != 0)
+		return;
+	if (nlen == 0) {
+		h->err_status = 400;
+		h->err_msg = "empty header name";
+		return;
+	}
+	for (size_t i = 0; i < nlen; i++)
+		if (!is_tchar((unsigned char)name[i])) {
+			h->err_status = 400;
+			h->err_msg = "invalid header name";
+			return;
+		}
+	for (size_t i = 0; i < vlen; i++) {
+		unsigned char c = (unsigned char)value[i];
+
+		if ((c < 0x20 && c != '\t') || c == 0x7f) {
+			h->err_status = 400;
+			h->err_msg = "control character in a header value";
+			return;
+		}
+	}
+	if (nlen == 14 && strncasecmp(name, "Content-Length", 14) == 0)
+		h->content_length++;
+	else if (nlen == 17 &&
+		 strncasecmp(name, "Transfer-Encoding", 17) == 0) {
+		h->transfer_encoding++;
+		if (vlen != 7 || strncasecmp(value, "chunked", 7) != 0)
+			h->te_other = 1;
+	} else if (nlen == 4 && strncasecmp(name, "Host", 4) == 0)
+		h->host++;
+}
+
+void
+srv_head_verdict(struct srv_head *h, const char *version)
+{
+	int v11 = strcmp(version, MHD_HTTP_VERSION_1_1) == 0;
+
+	if (h->err_status != 0)
+		return;
+	if (!v11 && strcmp(version, MHD_HTTP_VERSION_1_0) != 0) {
+		h->err_status = 505;
+		h->err_msg = "HTTP version not supported";
+	} else if (h->content_length > 1) {
+		h->err_status = 400;
+		h->err_msg = "more than one Content-Length";
+	} else if (h->transfer_encoding > 0 && h->content_length > 0) {
+		h->err_status = 400;
+		h->err_msg = "both Transfer-Encoding and Content-Length";
+	} else if (h->transfer_encoding > 0 && !v11) {
+		h->err_status = 400;
+		h->err_msg = "Transfer-Encoding in an HTTP/1.0 request";
+	} else if (h->transfer_encoding > 1 || h->te_other) {
+		h->err_status = 501;
+		h->err_msg = "only Transfer-Encoding: chunked is supported";
+	} else if (h->host > 1) {
+		h->err_status = 400;
+		h->err_msg = "more than one Host header";
+	} else if (v11 && h->host == 0) {
+		/* RFC 9112, section 3.2; libmicrohttpd lets it through. */
+		h->err_status = 400;
+		h->err_msg = "missing Host header";
+	}
+}
+
+static enum MHD_Result
+head_field_cb(void *cls, enum MHD_ValueKind kind, const char *key,
+	      size_t key_size, const char *value, size_t value_size)
+{
+	(void)kind;
+	srv_head_field(cls, key, key_size, value != NULL ? value : "",
+		       value != NULL ? value_size : 0);
+	return MHD_YES;
+}
+
 static void
 add_header(struct MHD_Response *resp, const char *name, const char *value)
 {
@@ -277,6 +402,7 @@ starts_on_loop(struct srv *s, enum srv_route route)
 	case SRV_R_PLAINTEXT:
 	case SRV_R_JSON:
 	case SRV_R_STATS:
+	case SRV_R_CATALOG:
 	case SRV_R_METRICS:
 	case SRV_R_OTHER:
 		return 1;
@@ -375,26 +501,36 @@ dispatch(struct srv_ctx *c)
 }
 
 /*
- * On the first call: route, check the declared body size, and refuse an
- * HTTP/1.1 request without Host (RFC 9112, section 3.2: 400), which
- * libmicrohttpd lets through.
+ * On the first call: route, check the head where libmicrohttpd is lenient
+ * (srv_head_verdict: the version, duplicate or conflicting framing
+ * fields, Host, bytes a field may not hold), and check the declared body
+ * size.  A bad head is answered at once: its body, if any, is never read
+ * and the connection closes.
  */
 static struct srv_req *
 req_begin(struct srv *s, struct MHD_Connection *conn, const char *url,
-	  const char *method, const char *version, int *too_large)
+	  const char *method, const char *version, int *too_large,
+	  int *bad_head)
 {
 	struct srv_req *rq = hs_xcalloc(1, sizeof(*rq));
+	struct srv_head head = { 0 };
 	const char *cl;
 	int64_t n;
 
 	rq->t0_ns = hs_now_ns();
+	rq->sconn = srv_conn_of(conn);
+	srv_conn_head_done(rq->sconn);
 	__atomic_fetch_add(&s->stats.inflight, 1, __ATOMIC_RELAXED);
 	srv_route_resolve(method, url, rq);
-	if (strcmp(version, MHD_HTTP_VERSION_1_1) == 0 &&
-	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-					MHD_HTTP_HEADER_HOST) == NULL)
-		set_err(rq, 400, "missing Host header", NULL);
+	MHD_get_connection_values_n(conn, MHD_HEADER_KIND, head_field_cb,
+				    &head);
+	srv_head_verdict(&head, version);
 	*too_large = 0;
+	if (head.err_status != 0) {
+		set_err(rq, head.err_status, head.err_msg, NULL);
+		*bad_head = 1;
+		return rq;
+	}
 	cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 					 MHD_HTTP_HEADER_CONTENT_LENGTH);
 	if (cl != NULL && hs_parse_i64(cl, 0, INT64_MAX, &n) == 0 &&
@@ -410,13 +546,18 @@ srv_on_access(void *cls, struct MHD_Connection *conn, const char *url,
 {
 	struct srv *s = cls;
 	struct srv_ctx c = { s, NULL, *con_cls, conn };
-	int too_large;
+	int too_large, bad_head = 0;
 
 	if (c.rq == NULL) {
-		c.rq = req_begin(s, conn, url, method, version, &too_large);
+		c.rq = req_begin(s, conn, url, method, version, &too_large,
+				 &bad_head);
 		*con_cls = c.rq;
-		if (!too_large)
+		if (!too_large && !bad_head)
 			return MHD_YES;
+		srv_conn_answering(c.rq->sconn);
+		if (bad_head)
+			return answer_error(&c, c.rq->err_status,
+					    c.rq->err_msg, NULL);
 		return answer_error(&c, 413, "request body too large", NULL);
 	}
 	if (c.rq->answered) {
@@ -452,6 +593,7 @@ srv_on_access(void *cls, struct MHD_Connection *conn, const char *url,
 			hs_buf_append(&c.rq->body, upload_data, n);
 		return MHD_YES;
 	}
+	srv_conn_answering(c.rq->sconn);
 	return dispatch(&c);
 }
 
@@ -467,6 +609,7 @@ srv_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
 		log_debug("%s: request ended early (%d)",
 			  srv_route_name(rq->route), (int)toe);
+	srv_conn_request_done(rq->sconn);
 	hs_buf_free(&rq->body);
 	/* A database thread's response that was never sent. */
 	pool_resp_free(rq);

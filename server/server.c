@@ -10,7 +10,8 @@
  * pass parked share one memcached multi-get, asked for and answered on the
  * same thread, with no thread hand-off.  With --db-threads, whatever
  * needs the database goes to a database thread (pool.c) with its
- * connection suspended; without, the loop runs it.
+ * connection suspended; without, the loop runs it.  With --io blocking,
+ * blocking.c's workers serve instead of the loops.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -27,6 +28,10 @@
 #include "hs_log.h"
 #include "hs_util.h"
 #include "srv_int.h"
+
+/* Clients over --max-conns that one loop may hold while it answers them
+   503 (main.c keeps that many descriptors in reserve). */
+#define SRV_REFUSE_ROOM 32
 
 void
 srv_config_defaults(struct srv_config *c)
@@ -45,7 +50,13 @@ srv_config_defaults(struct srv_config *c)
 	c->busy_timeout_ms = 5000;
 	c->durability_full = 1;   /* README, "Durability" */
 	c->conn_limit = 8192;
-	c->conn_timeout_s = 60;
+	/* Half the table: one address cannot lock the others out, and a
+	   proxy in front (every request from one address) still gets 4096. */
+	c->conn_limit_per_ip = 4096;
+	c->header_timeout_ms = 10000;
+	/* Twice the balancer's 15 s pool expiry, so a pooled connection is
+	   always retired by the balancer, never closed under it by us. */
+	c->idle_timeout_ms = 30000;
 	c->drain_timeout_ms = 10000;
 	c->cache_batch = 64;
 	c->listen_fd = -1;
@@ -63,21 +74,6 @@ mhd_log(void *cls, const char *fmt, va_list ap)
 	while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
 		msg[--n] = '\0';
 	log_warnx_rl("libmicrohttpd: %s", msg);
-}
-
-/* Open connections, for /stats. */
-static void
-on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
-	      enum MHD_ConnectionNotificationCode code)
-{
-	struct srv *s = cls;
-
-	(void)conn;
-	(void)socket_context;
-	if (code == MHD_CONNECTION_NOTIFY_STARTED)
-		__atomic_fetch_add(&s->open_conns, 1, __ATOMIC_RELAXED);
-	else if (code == MHD_CONNECTION_NOTIFY_CLOSED)
-		__atomic_fetch_sub(&s->open_conns, 1, __ATOMIC_RELAXED);
 }
 
 static __thread struct srv_loop *tls_loop;
@@ -99,7 +95,9 @@ srv_loop_batcher(void)
  * there is work), then one multi-get for the cacheable reads that pass
  * parked.  A parked read stays on MHD's ready list without a response, so
  * the next pass does not block, and calls the handler again, which serves
- * the answer.
+ * the answer.  Last, the connection guard closes the connections whose
+ * head is overdue or whose client has gone (conns.c); the wait ends at
+ * the earliest head deadline.
  */
 static void *
 loop_main(void *arg)
@@ -109,9 +107,12 @@ loop_main(void *arg)
 
 	tls_loop = l;
 	while (!__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE)) {
-		MHD_run_wait(l->mhd, -1);
+		int64_t ms = srv_conns_wait_ms(l);
+
+		MHD_run_wait(l->mhd, ms > INT32_MAX ? INT32_MAX : (int32_t)ms);
 		if (l->batcher != NULL)
 			cache_batcher_run(l->batcher);
+		srv_conns_sweep(l);
 	}
 	return NULL;
 }
@@ -149,6 +150,8 @@ stop_loops(struct srv *s)
 	__atomic_store_n(&s->stopping, 1, __ATOMIC_RELEASE);
 	if (s->wake_fd >= 0 && write(s->wake_fd, &one, sizeof(one)) < 0)
 		fatal("cannot wake the worker threads");
+	srv_blocking_free(s->blocking);
+	s->blocking = NULL;
 	for (int i = 0; i < s->cfg.threads; i++)
 		if (s->loops[i].started) {
 			pthread_join(s->loops[i].thread, NULL);
@@ -168,6 +171,7 @@ stop_loops(struct srv *s)
 		l->mhd = NULL;
 		hs_close(&l->quiesced_fd);
 		hs_close(&l->resume_fd);
+		hs_close(&l->watch_fd);
 	}
 	hs_close(&s->wake_fd);
 	hs_close(&s->listen_fd);
@@ -181,17 +185,28 @@ start_loop(struct srv *s, int i, char *err, size_t errlen)
 	/* Database threads suspend and resume connections. */
 	unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
 			 (s->cfg.db_threads > 0 ? MHD_ALLOW_SUSPEND_RESUME : 0);
-	unsigned n = (unsigned)s->cfg.threads;
-	/* The connection limit shared out as MHD's pool does. */
-	unsigned limit = s->cfg.conn_limit / n +
-			 ((unsigned)i < s->cfg.conn_limit % n);
+	/* Any loop may hold every connection: the guard (conns.c) counts
+	   them across loops and answers 503 over the cap, so MHD's own cap
+	   (past which it stops accepting) leaves room for those answers. */
+	unsigned limit = s->cfg.conn_limit + SRV_REFUSE_ROOM;
+	/* MHD's inactivity timer (seconds, reset by every byte): for stalled
+	   bodies and unread responses; the guard times the heads. */
+	unsigned idle_s = (s->cfg.idle_timeout_ms + 999) / 1000;
 	struct epoll_event wake = { .events = EPOLLIN, .data.ptr = NULL };
 	struct epoll_event resume = { .events = EPOLLIN | EPOLLET,
 				      .data.ptr = NULL };
+	struct epoll_event watch = { .events = EPOLLIN, .data.ptr = NULL };
 	const union MHD_DaemonInfo *info;
 	int fd;
 
 	l->srv = s;
+	TAILQ_INIT(&l->head_first);
+	TAILQ_INIT(&l->head_next);
+	l->watch_fd = epoll_create1(EPOLL_CLOEXEC);
+	if (l->watch_fd < 0) {
+		snprintf(err, errlen, "epoll_create1: %s", strerror(errno));
+		return -1;
+	}
 	if (s->cfg.cache != NULL && s->cfg.cache_batch > 0) {
 		l->batcher = cache_batcher_new(s->cfg.cache,
 					       s->cfg.cache_batch, err, errlen);
@@ -204,14 +219,22 @@ start_loop(struct srv *s, int i, char *err, size_t errlen)
 			 strerror(errno));
 		return -1;
 	}
+	/*
+	 * MHD_OPTION_STRICT_FOR_CLIENT stays at its default: in 0.9.75 level 1
+	 * only turns a missing Host and a space in the URL into MHD's HTML
+	 * 400 (hs-server answers the first in JSON, router.c), and the check
+	 * for whitespace before a colon sits at level -1.  router.c checks
+	 * the head instead, where MHD hands it over.
+	 */
 	l->mhd = MHD_start_daemon(
 		flags, 0, NULL, NULL, srv_on_access, s,
 		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
 		MHD_OPTION_LISTEN_SOCKET, fd,
 		MHD_OPTION_CONNECTION_LIMIT, limit > 0 ? limit : 1u,
-		MHD_OPTION_CONNECTION_TIMEOUT, s->cfg.conn_timeout_s,
+		MHD_OPTION_CONNECTION_TIMEOUT, idle_s > 0 ? idle_s : 1u,
 		MHD_OPTION_NOTIFY_COMPLETED, srv_on_completed, s,
-		MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
+		MHD_OPTION_NOTIFY_CONNECTION, srv_on_connection, s,
+		MHD_OPTION_UNESCAPE_CALLBACK, srv_unescape, s,
 		MHD_OPTION_END);
 	if (l->mhd == NULL) {
 		close(fd);
@@ -223,11 +246,14 @@ start_loop(struct srv *s, int i, char *err, size_t errlen)
 	 * The stop signal goes into MHD's own epoll set, so that the loop
 	 * waits in MHD alone: one epoll_wait per pass.  MHD skips an event
 	 * whose data pointer is NULL (its own shutdown signal); it only wakes
-	 * MHD_run_wait, after which the loop sees s->stopping.
+	 * MHD_run_wait, after which the loop sees s->stopping.  The guard's
+	 * watch set goes in the same way (level triggered: it stays ready
+	 * until the sweep after the pass has read it).
 	 */
 	info = MHD_get_daemon_info(l->mhd, MHD_DAEMON_INFO_EPOLL_FD);
 	if (info == NULL ||
-	    epoll_ctl(info->epoll_fd, EPOLL_CTL_ADD, s->wake_fd, &wake) < 0) {
+	    epoll_ctl(info->epoll_fd, EPOLL_CTL_ADD, s->wake_fd, &wake) < 0 ||
+	    epoll_ctl(info->epoll_fd, EPOLL_CTL_ADD, l->watch_fd, &watch) < 0) {
 		snprintf(err, errlen, "cannot watch the stop signal: %s",
 			 strerror(errno));
 		return -1;
@@ -268,7 +294,9 @@ srv_new(const struct srv_config *c, char *err, size_t errlen)
 	for (int i = 0; i < s->cfg.threads; i++) {
 		s->loops[i].quiesced_fd = -1;
 		s->loops[i].resume_fd = -1;
+		s->loops[i].watch_fd = -1;
 	}
+	s->ips = srv_ip_table_new();
 	if (s->cfg.db_threads < 0)
 		s->cfg.db_threads = 0;
 	s->wake_fd = eventfd(0, EFD_CLOEXEC);
@@ -289,6 +317,17 @@ srv_new(const struct srv_config *c, char *err, size_t errlen)
 	if (s->cfg.id == NULL) {
 		snprintf(s->idbuf, sizeof(s->idbuf), "hs-server-%d", bound);
 		s->cfg.id = s->idbuf;
+	}
+	if (s->cfg.io == SRV_IO_BLOCKING) {
+		/* Workers that wait on SQLite themselves: no database threads. */
+		if (s->cfg.db_threads > 0) {
+			snprintf(err, errlen, "blocking workers take no "
+				 "database threads");
+			goto fail;
+		}
+		if (srv_blocking_start(s, err, errlen) < 0)
+			goto fail;
+		return s;
 	}
 	for (int i = 0; i < s->cfg.threads; i++)
 		if (start_loop(s, i, err, errlen) < 0)
@@ -312,6 +351,7 @@ srv_new(const struct srv_config *c, char *err, size_t errlen)
 	return s;
 fail:
 	stop_loops(s);
+	srv_ip_table_free(s->ips);
 	pthread_mutex_destroy(&s->wlock);
 	free(s->loops);
 	free(s);
@@ -363,6 +403,7 @@ srv_free(struct srv *s)
 		return;
 	srv_shutdown(s);
 	srv_workers_free(s);
+	srv_ip_table_free(s->ips);
 	free(s->loops);
 	pthread_mutex_destroy(&s->wlock);
 	free(s);

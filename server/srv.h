@@ -17,11 +17,21 @@
 struct srv;
 struct cache_shared;
 
+/* How connections are served (--io). */
+enum srv_io {
+	SRV_IO_EVENT,            /* event loops: any number of connections
+				    per thread (the default) */
+	SRV_IO_BLOCKING          /* a pool of cfg.threads workers, each
+				    serving one connection until it closes */
+};
+
 struct srv_config {
 	char host[256];          /* listen address, default 127.0.0.1 */
 	int port;                /* 0 picks a free port */
 	const char *db_path;     /* borrowed; must exist (main seeds it) */
-	int threads;             /* event loop threads, >= 1 */
+	int threads;             /* event loop threads (or blocking
+				    workers), >= 1 */
+	enum srv_io io;          /* SRV_IO_BLOCKING refuses db_threads > 0 */
 	int db_threads;          /* database threads; 0: the loops query */
 	const char *id;          /* X-Served-By value; borrowed; NULL means
 				    "hs-server-PORT" with the bound port */
@@ -29,7 +39,12 @@ struct srv_config {
 	int busy_timeout_ms;     /* SQLite busy timeout per connection */
 	int durability_full;     /* synchronous=FULL (--durability full) */
 	unsigned conn_limit;     /* concurrent connections */
-	unsigned conn_timeout_s; /* idle keep-alive timeout */
+	unsigned conn_limit_per_ip; /* ... from one client address; 0: no cap */
+	unsigned header_timeout_ms; /* a new connection's first head is due
+				       within this (absolute) */
+	unsigned idle_timeout_ms; /* a keep-alive connection's next head is
+				     due this long after a response; also
+				     MHD's inactivity timer (bodies, writes) */
 	int drain_timeout_ms;    /* how long srv_shutdown waits for in-flight requests */
 	struct cache_shared *cache; /* borrowed; NULL means --cache off.  The
 				       caller frees it after srv_free() */

@@ -12,6 +12,7 @@
 
 #include <pthread.h>
 #include <stdint.h>
+#include <sys/queue.h>
 
 #include <microhttpd.h>
 
@@ -30,6 +31,7 @@ enum srv_route {
 	SRV_R_UPDATES,
 	SRV_R_HEALTHZ,
 	SRV_R_STATS,
+	SRV_R_CATALOG,
 	SRV_R_METRICS,
 	SRV_R_PRODUCT_GET,
 	SRV_R_PRODUCT_PUT,
@@ -74,6 +76,29 @@ struct srv_worker {
 	struct srv_worker *next;     /* srv->workers list, guarded by srv->wlock */
 };
 
+/* Where a client connection is, for the connection guard (conns.c). */
+enum srv_conn_state {
+	SRV_CONN_HEAD_FIRST,         /**< new: its first head is due */
+	SRV_CONN_HEAD_NEXT,          /**< keep-alive: the next head is due */
+	SRV_CONN_BODY,               /**< head received, body arriving */
+	SRV_CONN_ANSWER,             /**< request complete, being answered */
+	SRV_CONN_CLOSING,            /**< shut down; MHD closes it next pass */
+};
+
+/* One per client connection (MHD's socket context), owned by its loop. */
+struct srv_conn {
+	enum srv_conn_state state;
+	uint64_t deadline_ns;        /* the head's deadline (HEAD_* states) */
+	struct srv_loop *loop;       /* NULL: not guarded */
+	int fd;                      /* MHD's socket (borrowed) */
+	int counted;                 /* holds a slot (srv->admitted, per IP) */
+	int peer_closed;             /* the client shut its side */
+	int rearmed;                 /* ... and its bytes were not all read */
+	unsigned char addr[16];      /* client address, v4-mapped */
+	TAILQ_ENTRY(srv_conn) link;  /* its loop's list for the HEAD_* wait */
+};
+TAILQ_HEAD(srv_conn_list, srv_conn);
+
 /* One event loop per worker thread: its own MHD daemon and read batcher. */
 struct srv_loop {
 	struct srv *srv;
@@ -85,6 +110,10 @@ struct srv_loop {
 					resuming a connection; else -1 */
 	int quiesced_fd;             /* MHD's listening descriptor, handed back
 					by MHD_quiesce_daemon (-1: not yet) */
+	int watch_fd;                /* epoll set: its connections' EPOLLRDHUP,
+					nested in MHD's */
+	struct srv_conn_list head_first; /* HEAD_FIRST, in deadline order */
+	struct srv_conn_list head_next;  /* HEAD_NEXT, likewise */
 	pthread_t thread;
 	int started;                 /* the thread runs (join it) */
 };
@@ -101,8 +130,15 @@ struct srv {
 	pthread_mutex_t wlock;       /* guards workers (taken once per thread) */
 	struct srv_worker *workers;
 	struct srv_pool *pool;       /* the database threads */
+	struct srv_blocking *blocking; /* --io blocking's workers, else NULL */
 	struct srv_stats stats;
 	unsigned open_conns;         /* client connections open now (atomic) */
+	unsigned admitted;           /* ... of which hold a slot (atomic) */
+	struct srv_ip_table *ips;    /* slots per client address */
+	uint64_t refused;            /* clients refused at a cap (atomic) */
+	uint64_t head_timeouts;      /* connections closed with a 408 (atomic) */
+	uint64_t refused_log_ns;     /* rate limits of their log lines */
+	uint64_t head_timeout_log_ns;
 	char idbuf[64];              /* the default id */
 };
 
@@ -129,6 +165,7 @@ struct srv_req {
 	struct srv_req *pool_next;   /* the pool's queue */
 	uint64_t pool_t0_ns;         /* when it was queued */
 	uint64_t pool_db_ns;         /* database time of the pool's run */
+	struct srv_conn *sconn;      /* its connection's guard state, or NULL */
 	struct srv_resp *pool_resp;  /* the response it builds; MHD calls the
 					handler again only once it is done */
 };
@@ -163,6 +200,26 @@ struct srv_loop *srv_current_loop(void);
    --cache-batch 0. */
 struct cache_batcher *srv_loop_batcher(void);
 
+/* --- conns.c: the connection guard --- */
+struct srv_ip_table *srv_ip_table_new(void);
+void srv_ip_table_free(struct srv_ip_table *t);
+/* MHD_OPTION_NOTIFY_CONNECTION: slots, deadlines, the watch set. */
+void srv_on_connection(void *cls, struct MHD_Connection *conn,
+		       void **socket_context,
+		       enum MHD_ConnectionNotificationCode code);
+/* A request's connection state; NULL when the connection is not guarded. */
+struct srv_conn *srv_conn_of(struct MHD_Connection *conn);
+/* The request's head is in (the access handler's first call). */
+void srv_conn_head_done(struct srv_conn *sc);
+/* The request is complete and is being answered. */
+void srv_conn_answering(struct srv_conn *sc);
+/* Its response is sent (MHD's completion callback). */
+void srv_conn_request_done(struct srv_conn *sc);
+/* After each MHD pass: closes expired heads and peers that left. */
+void srv_conns_sweep(struct srv_loop *l);
+/* How long the loop may wait for events, in ms; -1: no deadline. */
+int64_t srv_conns_wait_ms(struct srv_loop *l);
+
 /* --- pool.c: the database threads --- */
 /* Starts n threads; returns NULL with a message in err on failure. */
 struct srv_pool *srv_pool_new(struct srv *s, int n, char *err, size_t errlen);
@@ -173,6 +230,22 @@ void srv_pool_submit(struct srv_pool *p, struct srv_req *rq);
  * requests are dropped (their connections go with MHD_stop_daemon).
  */
 void srv_pool_free(struct srv_pool *p);
+
+/* --- blocking.c: --io blocking --- */
+/*
+ * Starts cfg.threads blocking workers on s->listen_fd (made blocking) and
+ * sets s->blocking.  On failure returns -1 with a message in err; the
+ * caller's stop then frees what was started.
+ */
+int srv_blocking_start(struct srv *s, char *err, size_t errlen);
+/* Workers serving a connection now (0 for NULL). */
+unsigned srv_blocking_busy(const struct srv_blocking *p);
+/*
+ * Joins the workers (after s->stopping, the wake-up and the listener's
+ * shutdown) and stops their daemons, closing the connections they held.
+ * NULL is a no-op.
+ */
+void srv_blocking_free(struct srv_blocking *p);
 
 /* --- worker.c --- */
 /* The calling thread's worker (created on first use). */
@@ -285,9 +358,31 @@ void srv_stats_record(struct srv *s, enum srv_route route, int status,
 		      uint64_t us);
 void srv_h_healthz(struct srv_ctx *c, struct srv_resp *r);
 void srv_h_stats(struct srv_ctx *c, struct srv_resp *r);
+void srv_h_catalog(struct srv_ctx *c, struct srv_resp *r);
 void srv_h_metrics(struct srv_ctx *c, struct srv_resp *r);
 
 /* --- router.c --- */
+/* What the head checks saw (srv_head_field), then their verdict. */
+struct srv_head {
+	int content_length;          /* Content-Length fields */
+	int transfer_encoding;       /* Transfer-Encoding fields */
+	int te_other;                /* one that is not exactly "chunked" */
+	int host;                    /* Host fields */
+	int err_status;              /* 0, or the status to answer */
+	const char *err_msg;
+};
+/* Checks one header field (name a token, no control bytes in the value)
+   and counts the framing fields. */
+void srv_head_field(struct srv_head *h, const char *name, size_t nlen,
+		    const char *value, size_t vlen);
+/* After every field: sets h->err_status (400, 501, 505) or leaves 0. */
+void srv_head_verdict(struct srv_head *h, const char *version);
+/*
+ * MHD_OPTION_UNESCAPE_CALLBACK: decodes %HH in place, except %00, which
+ * stays as it is: a decoded NUL would end the path early
+ * (/products/1%00abc served as product 1).  Returns the new length.
+ */
+size_t srv_unescape(void *cls, struct MHD_Connection *conn, char *s);
 /*
  * Resolves method + path to a route.  Fills rq->route and rq->id, or
  * rq->err_status (404 unknown path, 405 + rq->allow, 400 bad id).

@@ -21,6 +21,7 @@ static const char *const route_names[SRV_R_COUNT] = {
 	[SRV_R_UPDATES] = "GET /updates",
 	[SRV_R_HEALTHZ] = "GET /healthz",
 	[SRV_R_STATS] = "GET /stats",
+	[SRV_R_CATALOG] = "GET /catalog",
 	[SRV_R_METRICS] = "GET /metrics",
 	[SRV_R_PRODUCT_GET] = "GET /products/{id}",
 	[SRV_R_PRODUCT_PUT] = "PUT /products/{id}",
@@ -113,6 +114,20 @@ srv_h_healthz(struct srv_ctx *c, struct srv_resp *r)
 }
 
 /*
+ * The id ranges of the seeded catalog (products 1..N, categories 1..N,
+ * counted at start), so that a load generator in front of any stack, even
+ * through hs-balancer, draws ids that exist.
+ */
+void
+srv_h_catalog(struct srv_ctx *c, struct srv_resp *r)
+{
+	r->status = 200;
+	hs_buf_printf(&r->body, "{\"products\":%" PRId64
+		      ",\"categories\":%" PRId64 "}",
+		      c->srv->cfg.products, c->srv->cfg.categories);
+}
+
+/*
  * Re-indents the JSON document in b for a reader (/stats?pretty=1); the
  * compact form is what tools parse, so only this path pays for jansson.
  */
@@ -152,11 +167,21 @@ srv_h_stats(struct srv_ctx *c, struct srv_resp *r)
 	hs_buf_printf(b,
 		      ",\"uptime_s\":%.3f,\"threads\":%d,\"cache_mode\":\"%s\","
 		      "\"requests\":%" PRIu64 ",\"inflight\":%" PRIu64
-		      ",\"connections\":%u",
+		      ",\"connections\":%u,\"connections_refused\":%" PRIu64
+		      ",\"head_timeouts\":%" PRIu64,
 		      (double)(hs_now_ns() - s->started_ns) / 1e9,
 		      s->cfg.threads, srv_cache_mode(s), total,
 		      ld(&st->inflight),
-		      __atomic_load_n(&s->open_conns, __ATOMIC_RELAXED));
+		      __atomic_load_n(&s->open_conns, __ATOMIC_RELAXED),
+		      ld(&s->refused), ld(&s->head_timeouts));
+	/* How connections are served; "busy": blocking workers holding a
+	   connection (the rest of the clients wait in the listen backlog). */
+	if (s->cfg.io == SRV_IO_BLOCKING)
+		hs_buf_printf(b, ",\"io\":{\"model\":\"blocking\","
+			      "\"workers\":%d,\"busy\":%u}", s->cfg.threads,
+			      srv_blocking_busy(s->blocking));
+	else
+		hs_buf_puts(b, ",\"io\":{\"model\":\"event\"}");
 	/* An object in every mode; its "mode" says lease, naive or off. */
 	hs_buf_puts(b, ",\"cache\":");
 	srv_cache_stats_json(s, b);
@@ -243,9 +268,18 @@ srv_h_metrics(struct srv_ctx *c, struct srv_resp *r)
 		      "hs_inflight_requests %" PRIu64 "\n"
 		      "# HELP hs_open_connections Client connections open.\n"
 		      "# TYPE hs_open_connections gauge\n"
-		      "hs_open_connections %u\n",
+		      "hs_open_connections %u\n"
+		      "# HELP hs_connections_refused_total Clients answered "
+		      "503 at --max-conns or --max-conns-per-ip.\n"
+		      "# TYPE hs_connections_refused_total counter\n"
+		      "hs_connections_refused_total %" PRIu64 "\n"
+		      "# HELP hs_head_timeouts_total Connections closed with "
+		      "408: no request head within --header-timeout-ms.\n"
+		      "# TYPE hs_head_timeouts_total counter\n"
+		      "hs_head_timeouts_total %" PRIu64 "\n",
 		      ld(&st->inflight),
-		      __atomic_load_n(&s->open_conns, __ATOMIC_RELAXED));
+		      __atomic_load_n(&s->open_conns, __ATOMIC_RELAXED),
+		      ld(&s->refused), ld(&s->head_timeouts));
 	hs_buf_printf(b,
 		      "# HELP hs_db_queries_total SQL statements run.\n"
 		      "# TYPE hs_db_queries_total counter\n"

@@ -7,6 +7,7 @@
  * pieces gives the same result as in one, and a normalized path stays in
  * its buffer.
  *
+ * Built and run by ./hammerstack test (build-fuzz/, -DHS_FUZZ=ON); by hand:
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -I.. -I../../common \
  *         fuzz_parse.c ../parse.c -o fuzz_parse && ./fuzz_parse -max_total_time=60
  */

@@ -196,9 +196,9 @@ function M.setup(thread)
 	threads[#threads + 1] = thread
 end
 
--- The id ranges of the database behind the URL, from hs-server's /stats
--- ("data": {"products": N, "categories": N}; through hs-balancer, from one
--- of its servers).  Asked once, in the main state, with curl: wrk's Lua has
+-- The id ranges of the database behind the URL, from hs-server's /catalog
+-- ({"products": N, "categories": N}; through hs-balancer, from one of its
+-- servers).  Asked once, in the main state, with curl: wrk's Lua has
 -- no sockets.  false when the server cannot say (not hs-server, no curl).
 local learned = nil
 
@@ -207,7 +207,7 @@ local function learn_counts()
 	learned = false
 	local host = wrk.host or ""
 	if string.find(host, ":", 1, true) then host = "[" .. host .. "]" end
-	local url = string.format("%s://%s:%s/stats", wrk.scheme or "http",
+	local url = string.format("%s://%s:%s/catalog", wrk.scheme or "http",
 				  host, wrk.port or
 				  (wrk.scheme == "https" and "443" or "80"))
 	-- Only a URL made of plain characters goes to the shell.
@@ -217,7 +217,7 @@ local function learn_counts()
 	local body = f:read("*a") or ""
 	f:close()
 	local p, c = string.match(body,
-		'"data"%s*:%s*{%s*"products"%s*:%s*(%d+)%s*,%s*"categories"%s*:%s*(%d+)')
+		'"products"%s*:%s*(%d+)%s*,%s*"categories"%s*:%s*(%d+)')
 	p, c = tonumber(p), tonumber(c)
 	if p and c and p > 0 and c > 0 then
 		learned = { products = p, categories = c, url = url }
@@ -252,7 +252,7 @@ function M.counts_check(name, o)
 	if M.given.products and M.given.categories then return end
 	io.stderr:write(string.format(
 		"%s: the server did not say how many products and categories it " ..
-		"has (GET /stats, with curl); assuming products=%d categories=%d " ..
+		"has (GET /catalog, with curl); assuming products=%d categories=%d " ..
 		"(scale 1).  Pass products=N categories=N after -- if that is " ..
 		"wrong.\n", name, o.products, o.categories))
 end

@@ -9,7 +9,7 @@
 -- 1..categories (rank 1 the hottest; scatter=1 spreads the hot ids over the
 -- id range).  Options, as key=value after "--" or as HSWRK_KEY in the
 -- environment.  products and categories default to the server's own
--- counts, read once from its /stats with curl before the load starts; a
+-- counts, read once from its /catalog with curl before the load starts; a
 -- server that cannot say (not hs-server) gets the scale-1.0 counts below,
 -- with a warning:
 --   products=100000  categories=100  top=0.1  s=1.0  seed=1  scatter=1

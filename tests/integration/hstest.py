@@ -12,11 +12,10 @@ import atexit
 import http.client
 import json
 import os
-import re
 import shutil
-import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -29,112 +28,47 @@ SANITIZE = os.environ.get("HS_SANITIZE", "0") in ("1", "ON", "TRUE", "true")
 # Sanitizer builds are several times slower: scale waits, not assertions.
 SLOW = 4.0 if SANITIZE else 1.0
 
-_procs = []
+# Processes, ports and readiness: one copy, in loadtest/hslab.
+sys.path.insert(0, os.path.join(SRC, "loadtest"))
+import hslab  # noqa: E402
+from hslab import free_port  # noqa: E402,F401
 
 
 def binpath(name):
     return os.path.join(BIN, name)
 
 
-def free_port():
-    """A port that was free a moment ago (for servers that cannot bind 0)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Proc:
+class Proc(hslab.Proc):
     """A child process whose stdout is scanned for "listening on" lines and
-    whose stderr goes to a log file kept for failure reports."""
+    whose stderr goes to a log file kept for failure reports; killed after
+    timeout seconds (scaled by SLOW) at the latest."""
 
-    def __init__(self, args, name=None, timeout=300, env=None, cwd=None):
-        self.name = name or os.path.basename(args[0])
-        self.args = args
-        self.logdir = tempfile.mkdtemp(prefix="hs-%s-" % self.name)
+    def __init__(self, args, name=None, timeout=300, env=None, cwd=None,
+                 **kw):
+        name = name or os.path.basename(args[0])
+        self.logdir = tempfile.mkdtemp(prefix="hs-%s-" % name)
         self.errpath = os.path.join(self.logdir, "stderr.log")
-        self._err = open(self.errpath, "wb")
-        self.lines = []
-        self._cond = threading.Condition()
-        e = dict(os.environ)
-        if env:
-            e.update(env)
-        self.p = subprocess.Popen(args, stdout=subprocess.PIPE,
-                                  stderr=self._err, stdin=subprocess.DEVNULL,
-                                  env=e, cwd=cwd, start_new_session=True)
-        _procs.append(self)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        # A hard limit on the life of every child.
-        self._killer = threading.Timer(timeout * SLOW, self.kill)
-        self._killer.daemon = True
-        self._killer.start()
-
-    def _read(self):
-        for raw in self.p.stdout:
-            with self._cond:
-                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
-                self._cond.notify_all()
-        with self._cond:
-            self._cond.notify_all()
+        super().__init__(args, name=name, logpath=self.errpath,
+                         stdout="lines", timeout=timeout * SLOW, env=env,
+                         cwd=cwd, **kw)
+        self._err = self._log
 
     def wait_line(self, pattern, timeout=30):
         """Waits for a stdout line matching the regex; returns the match."""
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout * SLOW
-        with self._cond:
-            i = 0
-            while True:
-                while i < len(self.lines):
-                    m = rx.search(self.lines[i])
-                    if m:
-                        return m
-                    i += 1
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.p.poll() is not None and
-                                 not self._reader.is_alive()):
-                    raise AssertionError(
-                        "%s: no line matching %r (exit %s)\nstderr:\n%s" %
-                        (self.name, pattern, self.p.poll(), self.stderr()))
-                self._cond.wait(min(left, 0.2))
+        try:
+            return super().wait_line(pattern, timeout * SLOW)
+        except hslab.LabError as e:
+            raise AssertionError(str(e))
 
     def listen_port(self, what="listening on"):
-        m = self.wait_line(what + r" \[?([0-9a-fA-F.:]+?)\]?:(\d+)")
-        return int(m.group(2))
+        return int(self.wait_line(what + hslab.procs.LISTEN_RX).group(2))
 
     def stderr(self):
-        if not self._err.closed:
-            self._err.flush()
-        try:
-            with open(self.errpath, "rb") as f:
-                return f.read().decode("utf-8", "replace")[-8000:]
-        except OSError:
-            return ""
+        return self.log_text()
 
-    def alive(self):
-        return self.p.poll() is None
-
-    def signal(self, sig):
-        if self.alive():
-            self.p.send_signal(sig)
-
-    def stop(self, timeout=15):
+    def stop(self, timeout=15, **kw):
         """SIGTERM, wait; SIGKILL if it does not exit. Returns exit status."""
-        if self.alive():
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(timeout * SLOW)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._killer.cancel()
-        rc = self.p.wait()
-        self._err.close()
-        return rc
-
-    def kill(self):
-        try:
-            os.killpg(self.p.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        return super().stop(timeout * SLOW, **kw)
 
     def cleanup(self):
         self.kill()
@@ -142,45 +76,22 @@ class Proc:
             self.p.wait(5)
         except subprocess.TimeoutExpired:
             pass
-        self._killer.cancel()
+        self.close()
         shutil.rmtree(self.logdir, ignore_errors=True)
 
 
-@atexit.register
-def _cleanup_all():
-    for p in _procs:
-        if p.alive():
-            p.kill()
+atexit.register(hslab.kill_all)
 
 
 def start_memcached(extra=(), port=None):
     """A real memcached on loopback: on a free port, or on port (to restart
     one where it was; retried while the old one's port is still taken).
     Returns (Proc, port)."""
-    exe = shutil.which("memcached") or "/usr/bin/memcached"
-    fixed = port
-    give_up = time.monotonic() + 10 * SLOW
-    for _ in range(20):
-        port = fixed or free_port()
-        args = [exe, "-l", "127.0.0.1", "-p", str(port), "-U", "0",
-                "-m", "64", "-t", "2"]
-        if os.geteuid() == 0:
-            args += ["-u", "nobody"]
-        p = Proc(args + list(extra), name="memcached")
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and p.alive():
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                return p, port
-            except OSError:
-                time.sleep(0.05)
-        p.cleanup()
-        if fixed:
-            if time.monotonic() > give_up:
-                break
-            time.sleep(0.2)
-    raise AssertionError("could not start memcached%s" %
-                         (" on port %d" % fixed if fixed else ""))
+    try:
+        return hslab.start_memcached(port, mem_mb=64, threads=2, extra=extra,
+                                     retry_s=10 * SLOW, make=Proc)
+    except hslab.LabError as e:
+        raise AssertionError(str(e))
 
 
 class Response:
@@ -250,18 +161,12 @@ def raw(port, data, timeout=5, host="127.0.0.1", shutdown_write=False):
 
 
 def wait_http(port, path="/healthz", timeout=30, want=200):
-    deadline = time.monotonic() + timeout * SLOW
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            r = request(port, "GET", path, timeout=2)
-            if r.status == want:
-                return r
-            last = r.status
-        except OSError as e:
-            last = e
-        time.sleep(0.05)
-    raise AssertionError("port %d%s not ready: %s" % (port, path, last))
+    try:
+        return hslab.wait_http(port, path, timeout * SLOW, want=want,
+                               get=lambda port, path: request(
+                                   port, "GET", path, timeout=2))
+    except hslab.LabError as e:
+        raise AssertionError(str(e))
 
 
 _seeded = {}

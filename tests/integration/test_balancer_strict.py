@@ -38,6 +38,9 @@ CASES = [
      b"Transfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n", 400, True),
     ("chunk data too long", b"POST / HTTP/1.1\r\n" + H +
      b"Transfer-Encoding: chunked\r\n\r\n2\r\nhello\r\n0\r\n\r\n", 400, True),
+    ("trailer without colon", b"POST / HTTP/1.1\r\n" + H +
+     b"Transfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\nnocolon\r\n\r\n",
+     400, True),
     ("bare lf request line", b"GET / HTTP/1.1\n" + H + b"\r\n", 400, True),
     ("bare lf headers", b"GET / HTTP/1.1\r\nHost: a\nX: y\n\n", 400, True),
     ("bare cr", b"GET / HTTP/1.1\r\nHost: a\rX: y\r\n\r\n", 400, True),

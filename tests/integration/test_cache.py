@@ -87,7 +87,7 @@ def db_queries(port):
 def start_cached(testcase, db, memcached_ports, *extra):
     mc = ",".join("127.0.0.1:%d" % p for p in memcached_ports)
     p, port = hstest.start_server(db, "--memcached", mc, "--threads", "4",
-                                  *extra)
+                                  *getattr(testcase, "IO", ()), *extra)
     testcase.addCleanup(p.cleanup)
     return p, port
 
@@ -397,6 +397,13 @@ class FaultTest(CacheTestBase):
         self.assertEqual(get(port, "/healthz").json()["cache"], "ok")
         c = stats(port)["cache"]
         self.assertEqual(c["batch_keys"] > 0, batched, c["batch_keys"])
+
+
+class BlockingFaultTest(FaultTest):
+    """The same fault through blocking workers (--io blocking)."""
+    IO = ("--io", "blocking")
+    # No read batcher with blocking workers (test_server_io.py checks it).
+    test_memcached_killed_and_restarted_batched = None
 
 
 class OptionsTest(unittest.TestCase):

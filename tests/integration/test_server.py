@@ -28,11 +28,14 @@ def world_row(db, wid):
 
 
 class ServerTest(unittest.TestCase):
+    # How the server serves connections (BlockingServerTest overrides it).
+    IO = ("--threads", "2")
+
     @classmethod
     def setUpClass(cls):
         cls.db = hstest.seeded_db(0.01)
         cls.proc, cls.port = hstest.start_server(
-            cls.db, "--threads", "2", server_id=SERVER_ID)
+            cls.db, *cls.IO, server_id=SERVER_ID)
 
     @classmethod
     def tearDownClass(cls):
@@ -153,6 +156,8 @@ class ServerTest(unittest.TestCase):
         self.assertGreaterEqual(pr["status"]["4xx"], 1)
         self.assertGreaterEqual(pr["latency"]["count"], 2)
         self.assertGreaterEqual(s["status"]["400"], 1)
+        self.assertEqual(s["io"]["model"],
+                         "blocking" if "blocking" in self.IO else "event")
         before = s["routes"]["GET /json"]["requests"]
         self.get("/json")
         s2 = self.get("/stats").json()
@@ -487,3 +492,18 @@ class ServerTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class BlockingServerTest(ServerTest):
+    """The same API served by a pool of blocking workers, each holding one
+    connection at a time (test_server_io.py covers what differs)."""
+    IO = ("--io", "blocking", "--threads", "4")
+
+    def test_stats_says_blocking(self):
+        io = self.get("/stats").json()["io"]
+        self.assertEqual(io["model"], "blocking")
+        self.assertEqual(io["workers"], 4)
+        # The /stats request's own connection holds a worker.
+        self.assertGreaterEqual(io["busy"], 1)
+        self.assertLessEqual(io["busy"], 4)
+

@@ -17,7 +17,11 @@ import tempfile
 import time
 import unittest
 
+import threading
+
 import hstest
+import hslab
+from hslab import cgroups
 
 STACK = os.path.join(hstest.SRC, "loadtest", "stack.py")
 WALK = os.path.join(hstest.SRC, "loadtest", "walkthrough.py")
@@ -55,7 +59,7 @@ def wait_until(cond, timeout):
     return cond()
 
 
-class StackTest(unittest.TestCase):
+class StackBase(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.db = hstest.seeded_db(0.01)
@@ -135,6 +139,8 @@ class StackTest(unittest.TestCase):
             st = json.load(f)
         return st["pid"], [c["pid"] for c in st["children"]]
 
+
+class StackTest(StackBase):
     def test_detached_up_status_down(self):
         r = self.stack("up", "--detach", *self.args)
         self.assertEqual(r.returncode, 0, r.stderr.decode())
@@ -219,6 +225,206 @@ class StackTest(unittest.TestCase):
         self.assertEqual(j["non2xx"], 0, j)
         self.assertEqual((j["options"]["products"],
                           j["options"]["categories"]), (1000, 1), j)
+
+
+BUDGET_ARGS = ["--server-cpus", "0.15", "--cache-cpus", "0.5"]
+
+
+class BudgetTest(StackBase):
+    """--server-cpus / --cache-cpus: each such process in its own cgroup
+    with that CPU quota while the stack runs; no cgroup left after down,
+    Ctrl-C, or a SIGKILL of up followed by down."""
+
+    def setUp(self):
+        super().setUp()
+        self.env.pop("HS_CGROUP_ROOT", None)
+
+    def need_cgroups(self):
+        kind, _, _, problem = cgroups.find_hierarchy()
+        if not kind:
+            self.skipTest("no writable cgroup with a cpu controller: %s" %
+                          problem)
+        return kind
+
+    def cgroups_of(self):
+        with open(os.path.join(self.run_dir, "stack.json")) as f:
+            st = json.load(f)
+        return {c["name"]: (c["pid"], c["cgroup"]) for c in st["children"]}
+
+    def dirs_of(self, groups):
+        out = set()
+        for _, cg in groups.values():
+            if cg:
+                for d in (cg["cpu_dir"], cg["acct_dir"]):
+                    if d:
+                        out.add(d)
+                        out.add(os.path.dirname(d))
+        return out
+
+    def check_applied(self, groups):
+        self.assertIsNone(groups["hs-balancer"][1])  # no budget asked
+        for name, cpus in (("hs-server-1", 0.15), ("hs-server-2", 0.15),
+                           ("memcached-1", 0.5)):
+            pid, cg = groups[name]
+            self.assertIsNotNone(cg, name)
+            self.assertIn("hammerstack-", cg["cpu_dir"])
+            h = cgroups.Host(cg["kind"], cg["cpu_dir"], cg["acct_dir"],
+                             cg["cpus"])
+            quota, period = h.quota()
+            self.assertEqual(quota, round(cpus * period), name)
+            self.assertIn(pid, h.pids(), name)
+            # Every thread is in it, also those made after exec.
+            threads = {int(t) for t in os.listdir("/proc/%d/task" % pid)}
+            if cg["kind"] == "v1":
+                with open(os.path.join(cg["cpu_dir"], "tasks")) as f:
+                    self.assertEqual(threads, {int(x) for x in f.read()
+                                               .split()}, name)
+            self.assertIn("cpu_s", h.usage())
+
+    def gone(self, dirs):
+        return wait_until(lambda: not any(os.path.exists(d) for d in dirs),
+                          10)
+
+    def test_budgets_applied_and_removed_by_down(self):
+        self.need_cgroups()
+        r = self.stack("up", "--detach", *(self.args + BUDGET_ARGS))
+        self.assertEqual(r.returncode, 0, r.stderr.decode())
+        self.assertNotIn("no CPU budgets", r.stderr.decode())
+        groups = self.cgroups_of()
+        self.check_applied(groups)
+        dirs = self.dirs_of(groups)
+        self.assertTrue(all(os.path.isdir(d) for d in dirs), dirs)
+        r = self.stack("status")
+        self.assertIn("cpu 0.15 (used", r.stdout.decode())
+        self.assertIn("CPU budgets in cgroup", r.stdout.decode())
+        self.assertEqual(hstest.request(self.bal, "GET",
+                                        "/products/3").status, 200)
+        self.assertEqual(self.stack("down").returncode, 0)
+        self.assertTrue(self.gone(dirs), [d for d in dirs
+                                          if os.path.exists(d)])
+
+    def up_with_budgets(self):
+        """up in the foreground with budgets, checked; (Popen, groups,
+        the cgroup dirs)."""
+        self.need_cgroups()
+        self.args += BUDGET_ARGS
+        p = self.up_foreground()
+        groups = self.cgroups_of()
+        self.check_applied(groups)
+        return p, groups, self.dirs_of(groups)
+
+    def test_budgets_removed_on_ctrl_c(self):
+        p, _, dirs = self.up_with_budgets()
+        p.send_signal(signal.SIGINT)
+        self.assertEqual(p.wait(60 * hstest.SLOW), 0)
+        self.assertTrue(self.gone(dirs))
+
+    def test_kill_9_of_up_then_down_removes_budgets(self):
+        p, groups, dirs = self.up_with_budgets()
+        p.kill()  # SIGKILL: the supervisor cannot remove them itself
+        p.wait()
+        kids = [pid for pid, _ in groups.values()]
+        self.assertTrue(wait_until(
+            lambda: not any(pid_alive(k) for k in kids), 20))
+        # down (or the next up, or status) sweeps the cgroups of a dead
+        # owner.
+        self.assertEqual(self.stack("down").returncode, 0)
+        self.assertTrue(self.gone(dirs), [d for d in dirs
+                                          if os.path.exists(d)])
+
+    def test_no_writable_cgroup_warns_once_and_runs(self):
+        # A cgroup root that does not exist stands for a host where none
+        # is writable (not root, no cpu controller).
+        self.env["HS_CGROUP_ROOT"] = os.path.join(self.run_dir, "none")
+        r = self.stack("up", "--detach", "--balancer-cpus", "0.5",
+                       *(self.args + BUDGET_ARGS))
+        err = r.stderr.decode()
+        self.assertEqual(r.returncode, 0, err)
+        self.assertEqual(err.count("no CPU budgets"), 1, err)
+        self.assertIn("WARNING", err)
+        self.assertIn("without a CPU limit", err)
+        self.assertTrue(all(cg is None for _, cg in
+                            self.cgroups_of().values()))
+        self.assertEqual(hstest.request(self.bal, "GET",
+                                        "/products/3").status, 200)
+        out = self.stack("status").stdout.decode()
+        self.assertIn("no CPU budgets: %s does not exist" %
+                      self.env["HS_CGROUP_ROOT"], out)
+
+    def test_bad_budgets(self):
+        for v in ("-1", "0.001", "x"):
+            r = self.stack("up", "--server-cpus", v, "--check-args")
+            self.assertEqual(r.returncode, 2, v)
+            self.assertIn("--server-cpus", r.stderr.decode())
+
+
+class SamplerTest(unittest.TestCase):
+    """hslab.Sampler over a small running stack: a CSV row per component
+    and metric each second, counters that grow under load, and the same
+    series in memory."""
+
+    def test_series_of_a_small_stack(self):
+        import stack as hs
+        tmp = tempfile.mkdtemp(prefix="hs-sampler-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        ports = hslab.free_ports(5)
+        budget = 0.5 if cgroups.find_hierarchy()[0] else 0
+        stk = hs.Stack(servers=2, cache="lease", db=hstest.seeded_db(0.01),
+                       server_ports=ports[:2], memcached_ports=[ports[2]],
+                       balancer_port=ports[3], admin_port=ports[4],
+                       logdir=tmp, threads=1, server_cpus=budget)
+        stk.start()
+        self.addCleanup(stk.stop)
+        done = threading.Event()
+
+        def load():
+            i = 0
+            while not done.is_set():
+                hstest.request(ports[3], "GET", "/products/%d" % (i % 50 + 1))
+                i += 1
+                time.sleep(0.005)
+        t = threading.Thread(target=load, daemon=True)
+        path = os.path.join(tmp, "series.csv")
+        smp = hslab.Sampler(path).start()
+        smp.watch(stk, "tiny")
+        t.start()
+        time.sleep(3.5)
+        done.set()
+        t.join(10)
+        smp.stop()
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+        self.assertEqual(list(rows[0]), ["time", "step", "component",
+                                         "metric", "value"])
+        comps = ["hs-server-1", "hs-server-2", "hs-balancer", "memcached-1"]
+        self.assertEqual({r["component"] for r in rows}, set(comps))
+        self.assertEqual({r["step"] for r in rows}, {"tiny"})
+        for comp, counter in (("hs-server-1", "requests"),
+                              ("hs-server-2", "requests"),
+                              ("hs-server-1", "db.queries"),
+                              ("hs-balancer", "requests"),
+                              ("hs-balancer", "backends.1.requests"),
+                              ("memcached-1", "cmd_get"),
+                              ("hs-server-1", "host.cpu_s")):
+            vals = [float(r["value"]) for r in rows
+                    if r["component"] == comp and r["metric"] == counter]
+            self.assertGreaterEqual(len(vals), 3, (comp, counter))
+            self.assertGreater(vals[-1], vals[0], (comp, counter, vals))
+            rates = [float(r["value"]) for r in rows
+                     if r["component"] == comp and
+                     r["metric"] == counter + "/s"]
+            self.assertTrue(rates and max(rates) > 0, (comp, counter))
+        for comp in comps:
+            self.assertTrue(any(r["component"] == comp and
+                                r["metric"] == "host.cpu_s" for r in rows))
+        cpus = {r["value"] for r in rows if r["component"] == "hs-server-1"
+                and r["metric"] == "host.cpus"}
+        self.assertEqual({float(x) for x in cpus}, {budget})
+        mem = smp.series()
+        self.assertEqual(set(mem), set(comps))
+        pts = mem["hs-server-1"]["requests"]
+        self.assertGreaterEqual(len(pts), 3)
+        self.assertTrue(all(a[0] < b[0] for a, b in zip(pts, pts[1:])))
 
 
 # Fake tools for the front door: each records its name and succeeds;
@@ -387,6 +593,10 @@ class FirstStepsTest(unittest.TestCase):
         compact = hstest.request(port, "GET", "/stats").json()
         self.assertEqual(compact["data"], {"products": 1000,
                                            "categories": 1})
+        self.assertEqual(hstest.request(port, "GET", "/catalog").json(),
+                         {"products": 1000, "categories": 1})
+        self.assertEqual(hstest.request(port, "POST", "/catalog").status,
+                         405)
         r = hstest.request(port, "GET", "/stats?pretty=1")
         self.assertEqual(r.status, 200)
         self.assertIn(b'\n  "data": {\n', r.body)
@@ -439,6 +649,14 @@ class WalkthroughTest(unittest.TestCase):
             q1 = float(by["1"]["db_queries_s"]) / float(by["1"]["req_s"])
             self.assertLess(q1, q0)
             self.assertGreater(float(by["1"]["cache_hit_pct"]), 0)
+            # Each host's CPU use in the row; the series of every step.
+            self.assertIn("hs-server-1=", by["0"]["host_cpu"])
+            self.assertIn("memcached-1=", by["1"]["host_throttled_s"])
+            with open(os.path.join(out, "series.csv")) as f:
+                series = list(csv.DictReader(f))
+            self.assertEqual({x["step"] for x in series},
+                             {"0", "1", "1b", "2", "3"})
+            self.assertIn("hs-balancer", {x["component"] for x in series})
             with open(os.path.join(out, "report.html")) as f:
                 page = f.read()
             self.assertIn("<svg", page)

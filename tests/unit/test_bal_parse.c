@@ -228,7 +228,7 @@ test_chunks(void **state)
 {
 	struct bal_chunk c;
 	const char *good = "5\r\nhello\r\nA;ext=1\r\n0123456789\r\n0\r\n"
-			   "Trailer: x\r\n\r\nNEXT";
+			   "Trailer: x y\r\nT2:\r\n\r\nNEXT";
 	size_t n = strlen(good);
 
 	for (int bw = 0; bw < 2; bw++) {
@@ -246,6 +246,10 @@ test_chunks(void **state)
 		"1000000000000000\r\n",  /* 16 hex digits */
 		"0\r\n\n",               /* bare LF at end */
 		"0\r\n x\r\n\r\n",       /* folded trailer */
+		"0\r\nnocolon\r\n\r\n",  /* trailer line without a colon */
+		"0\r\nX y: 1\r\n\r\n",   /* space in a trailer name */
+		"0\r\nX :1\r\n\r\n",     /* space before the colon */
+		"0\r\n:1\r\n\r\n",       /* empty trailer name */
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		for (int bw = 0; bw < 2; bw++) {

@@ -115,6 +115,70 @@ test_tfb_count(void **state)
 	assert_int_equal(srv_tfb_count("99999999999999999999999"), 500);
 }
 
+static void
+test_unescape(void **state)
+{
+	char a[] = "/products/1%00abc", b[] = "/a%2Fb%41%zz%4", c[] = "%00%41";
+
+	assert_int_equal(srv_unescape(NULL, NULL, a), strlen("/products/1%00abc"));
+	assert_string_equal(a, "/products/1%00abc");
+	expect_err("GET", a, 400, NULL);
+	srv_unescape(NULL, NULL, b);
+	assert_string_equal(b, "/a/bA%zz%4");
+	assert_int_equal(srv_unescape(NULL, NULL, c), 4);
+	assert_string_equal(c, "%00A");
+}
+
+/* Feeds "name: value" pairs (NULL-terminated), returns the verdict. */
+static int
+head_status(const char *version, const char *const *f)
+{
+	struct srv_head h;
+
+	memset(&h, 0, sizeof(h));
+	for (; *f != NULL; f += 2)
+		srv_head_field(&h, f[0], strlen(f[0]), f[1], strlen(f[1]));
+	srv_head_verdict(&h, version);
+	return h.err_status;
+}
+
+static void
+test_head_checks(void **state)
+{
+	static const char *const ok[] = { "Host", "x", "Content-Length",
+					  "2", NULL };
+	static const char *const two_cl[] = { "Host", "x", "Content-Length",
+					      "2", "content-length", "2",
+					      NULL };
+	static const char *const cl_te[] = { "Host", "x", "Content-Length",
+					     "2", "Transfer-Encoding",
+					     "chunked", NULL };
+	static const char *const te_gzip[] = { "Host", "x",
+					       "Transfer-Encoding", "gzip",
+					       NULL };
+	static const char *const sp_name[] = { "Host", "x", "X-A ", "b",
+					       NULL };
+	static const char *const ctl[] = { "Host", "x", "X-A", "a\x01b",
+					   NULL };
+	static const char *const tab[] = { "Host", "x", "X-A", "a\tb",
+					   NULL };
+	static const char *const two_host[] = { "Host", "x", "host", "y",
+						NULL };
+	static const char *const none[] = { NULL };
+
+	assert_int_equal(head_status("HTTP/1.1", ok), 0);
+	assert_int_equal(head_status("HTTP/1.0", none), 0);
+	assert_int_equal(head_status("HTTP/1.1", none), 400);
+	assert_int_equal(head_status("HTTP/1.9", ok), 505);
+	assert_int_equal(head_status("HTTP/1.1", two_cl), 400);
+	assert_int_equal(head_status("HTTP/1.1", cl_te), 400);
+	assert_int_equal(head_status("HTTP/1.1", te_gzip), 501);
+	assert_int_equal(head_status("HTTP/1.1", sp_name), 400);
+	assert_int_equal(head_status("HTTP/1.1", ctl), 400);
+	assert_int_equal(head_status("HTTP/1.1", tab), 0);
+	assert_int_equal(head_status("HTTP/1.1", two_host), 400);
+}
+
 int
 main(void)
 {
@@ -122,6 +186,8 @@ main(void)
 		cmocka_unit_test(test_routes),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_tfb_count),
+		cmocka_unit_test(test_unescape),
+		cmocka_unit_test(test_head_checks),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,659 @@
+/*
+ * One open-loop run on a libevent loop.  A timer walks the schedule
+ * (uniform or Poisson gaps) and hands each planned request to an idle
+ * keep-alive connection, whatever the answers are doing; with none idle the
+ * request waits in a FIFO for the first connection that frees up, and the
+ * pool grows (up to --connections) while requests wait.  Latency is taken
+ * from the planned time (corrected: a request delayed by a slow server, by
+ * the wait for a connection or by our own lateness pays for it) and from
+ * the actual send (uncorrected, what closed-loop tools report).
+ *
+ * Raw non-blocking sockets with two events each, not bufferevents: a
+ * request is one send(2), an answer one or two read(2)s into a fixed
+ * buffer, framed by resp.c.  The timer uses EVENT_BASE_FLAG_PRECISE_TIMER
+ * (timerfd), so requests are not batched to epoll's millisecond.
+ */
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "hs_log.h"
+#include "hs_util.h"
+#include "hsload.h"
+
+#define HSL_RBUF 16384
+#define HSL_PUMP_MAX 4096    /* planned requests handled per timer call */
+#define HSL_SWEEP_MS 50      /* timeouts and the end of the drain */
+
+enum hsl_conn_state {
+	HSL_CONN_CONNECTING, /**< non-blocking connect() in progress */
+	HSL_CONN_IDLE,       /**< connected, on the idle stack */
+	HSL_CONN_BUSY,       /**< a request sent (or being sent), no answer yet */
+};
+
+struct hsl_engine;
+
+struct hsl_conn {
+	TAILQ_ENTRY(hsl_conn) link;
+	struct hsl_engine *e;
+	enum hsl_conn_state state;
+	int fd;
+	int wev_on;
+	int connect_err;     /* connect(2) failed at once: reported later */
+	struct event rev, wev;
+	uint64_t since_ns;   /* connect start, or the request's send */
+	uint64_t planned_ns; /* the request's planned send */
+	int measured;        /* planned inside the measured window */
+	struct hsl_resp resp;
+	size_t wlen, woff;
+	char wbuf[HSL_REQ_MAX];
+	size_t rlen;
+	char rbuf[HSL_RBUF];
+};
+
+TAILQ_HEAD(hsl_conn_list, hsl_conn);
+
+enum hsl_phase {
+	HSL_PHASE_CONNECT,  /**< the first connection is being made */
+	HSL_PHASE_SCHEDULE, /**< the timer walks the schedule */
+	HSL_PHASE_DRAIN,    /**< the schedule is over; answers still due */
+	HSL_PHASE_OVER,     /**< the loop is breaking */
+};
+
+struct hsl_engine {
+	const struct hsl_run_opts *o;
+	struct hsl_mix *mix;
+	struct hsl_stats *st;
+	struct hsl_result *res;
+	struct event_base *base;
+	struct event *tick, *sweep, *sigint, *sigterm;
+	enum hsl_phase phase;
+	struct hsl_conn_list conns;
+	int nconns, nconnecting, nbusy;
+	struct hsl_conn **idle;
+	int nidle;
+	uint64_t *queue; /* ring of planned times */
+	size_t qhead, qlen, qcap;
+	uint64_t start_ns, measure_ns, end_ns, drain_ns;
+	uint64_t next_ns, seq;
+	double gap_ns;
+	struct hsl_rng arrivals;
+	int ever_connected;
+	int socket_warned;
+	uint64_t last_done_ns; /* the last answer to a measured request */
+};
+
+void
+hsl_stats_record(struct hsl_stats *st, uint64_t planned_ns, uint64_t sent_ns,
+		 uint64_t done_ns, int status)
+{
+	hs_hist_record(&st->corrected,
+		       done_ns > planned_ns ? (done_ns - planned_ns) / 1000 : 0);
+	hs_hist_record(&st->uncorrected,
+		       done_ns > sent_ns ? (done_ns - sent_ns) / 1000 : 0);
+	st->requests++;
+	switch (status / 100) {
+	case 2: st->s2xx++; break;
+	case 3: st->s3xx++; break;
+	case 4: st->s4xx++; break;
+	case 5: st->s5xx++; break;
+	default: st->sother++; break;
+	}
+}
+
+/* ------------------------------------------------------------ queue */
+
+static void
+hsl_queue_push(struct hsl_engine *e, uint64_t planned)
+{
+	if (e->qlen == e->qcap) {
+		size_t ncap = e->qcap ? e->qcap * 2 : 1024;
+		uint64_t *q = hs_xmalloc(ncap * sizeof(*q));
+
+		for (size_t i = 0; i < e->qlen; i++)
+			q[i] = e->queue[(e->qhead + i) % e->qcap];
+		free(e->queue);
+		e->queue = q;
+		e->qcap = ncap;
+		e->qhead = 0;
+	}
+	e->queue[(e->qhead + e->qlen) % e->qcap] = planned;
+	e->qlen++;
+}
+
+static uint64_t
+hsl_queue_pop(struct hsl_engine *e)
+{
+	uint64_t v = e->queue[e->qhead];
+
+	e->qhead = (e->qhead + 1) % e->qcap;
+	e->qlen--;
+	return v;
+}
+
+/* ------------------------------------------------------------ connections */
+
+static void hsl_conn_read(evutil_socket_t fd, short what, void *arg);
+static void hsl_conn_write(evutil_socket_t fd, short what, void *arg);
+static void hsl_conn_ready(struct hsl_conn *c);
+static void hsl_check_end(struct hsl_engine *e);
+
+static void
+hsl_end(struct hsl_engine *e)
+{
+	e->phase = HSL_PHASE_OVER;
+	event_base_loopbreak(e->base);
+}
+
+/* Counts a lost request (the one c carried, if measured) as an error. */
+static void
+hsl_lost(struct hsl_engine *e, int measured, uint64_t *counter)
+{
+	if (!measured)
+		return;
+	(*counter)++;
+	e->st->errors++;
+}
+
+/* Closes and frees c; the caller must not touch c afterwards. */
+static void
+hsl_conn_close(struct hsl_conn *c)
+{
+	struct hsl_engine *e = c->e;
+
+	switch (c->state) {
+	case HSL_CONN_CONNECTING:
+		e->nconnecting--;
+		break;
+	case HSL_CONN_IDLE:
+		for (int i = 0; i < e->nidle; i++) {
+			if (e->idle[i] == c) {
+				e->idle[i] = e->idle[--e->nidle];
+				break;
+			}
+		}
+		break;
+	case HSL_CONN_BUSY:
+		e->nbusy--;
+		break;
+	}
+	event_del(&c->rev);
+	if (c->wev_on)
+		event_del(&c->wev);
+	hs_close(&c->fd);
+	TAILQ_REMOVE(&e->conns, c, link);
+	e->nconns--;
+	free(c);
+}
+
+/* Starts a connection; -1 (errno set) if no socket could be had. */
+static int
+hsl_conn_open(struct hsl_engine *e)
+{
+	struct hsl_conn *c;
+	int fd;
+
+	fd = socket(e->o->addr->sa_family,
+		    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		/* Out of descriptors: retried from the sweep, logged once. */
+		if (!e->socket_warned)
+			log_warn("socket");
+		e->socket_warned = 1;
+		return -1;
+	}
+	c = hs_xcalloc(1, sizeof(*c));
+	c->e = e;
+	c->fd = fd;
+	c->state = HSL_CONN_CONNECTING;
+	c->since_ns = hs_now_ns();
+	event_assign(&c->rev, e->base, fd, EV_READ | EV_PERSIST, hsl_conn_read,
+		     c);
+	event_assign(&c->wev, e->base, fd, EV_WRITE | EV_PERSIST,
+		     hsl_conn_write, c);
+	TAILQ_INSERT_TAIL(&e->conns, c, link);
+	e->nconns++;
+	e->nconnecting++;
+	if (connect(fd, e->o->addr, e->o->addrlen) != 0 &&
+	    errno != EINPROGRESS)
+		c->connect_err = errno;
+	event_add(&c->rev, NULL);
+	event_add(&c->wev, NULL);
+	c->wev_on = 1;
+	/* A failure at once (loopback refuses synchronously) is reported
+	 * from the write event, not from here: the caller may be iterating. */
+	if (c->connect_err)
+		event_active(&c->wev, EV_WRITE, 1);
+	return 0;
+}
+
+/* Grows the pool while requests wait for more connections than are coming. */
+static void
+hsl_grow(struct hsl_engine *e)
+{
+	while (e->qlen > (size_t)e->nconnecting &&
+	       e->nconns < e->o->connections && e->ever_connected)
+		if (hsl_conn_open(e) != 0)
+			break;
+}
+
+static void
+hsl_connect_failed(struct hsl_conn *c, int err)
+{
+	struct hsl_engine *e = c->e;
+
+	hsl_conn_close(c);
+	if (!e->ever_connected) {
+		snprintf(e->res->error, sizeof(e->res->error),
+			 "cannot connect to %s: %s", e->o->target,
+			 strerror(err));
+		e->res->end = HSL_RUN_NO_CONNECT;
+		hsl_end(e);
+		return;
+	}
+	/* Each failed attempt costs one waiting request, so that a dead
+	 * server makes errors, not a reconnect loop. */
+	if (e->qlen > 0) {
+		uint64_t planned = hsl_queue_pop(e);
+
+		hsl_lost(e, planned >= e->measure_ns, &e->st->err_connect);
+	}
+	hsl_grow(e);
+	hsl_check_end(e);
+}
+
+static void
+hsl_conn_send(struct hsl_conn *c, uint64_t planned)
+{
+	struct hsl_engine *e = c->e;
+	enum hsl_kind kind;
+	ssize_t n;
+
+	c->wlen = hsl_mix_next(e->mix, c->wbuf, sizeof(c->wbuf), &kind);
+	c->woff = 0;
+	c->planned_ns = planned;
+	c->measured = planned >= e->measure_ns;
+	c->since_ns = hs_now_ns();
+	c->state = HSL_CONN_BUSY;
+	e->nbusy++;
+	hsl_resp_init(&c->resp);
+	if (c->measured) {
+		e->st->kinds[kind]++;
+		if (c->since_ns > planned + HSL_LATE_NS)
+			e->st->late++;
+	}
+	n = send(c->fd, c->wbuf, c->wlen, MSG_NOSIGNAL);
+	if (n == (ssize_t)c->wlen)
+		return;
+	if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+		hsl_lost(e, c->measured, &e->st->err_io);
+		hsl_conn_close(c);
+		hsl_grow(e);
+		return;
+	}
+	c->woff = n > 0 ? (size_t)n : 0;
+	event_add(&c->wev, NULL);
+	c->wev_on = 1;
+}
+
+/* c is free for a request: the oldest waiting one, or the idle stack. */
+static void
+hsl_conn_ready(struct hsl_conn *c)
+{
+	struct hsl_engine *e = c->e;
+
+	if (e->qlen > 0) {
+		hsl_conn_send(c, hsl_queue_pop(e));
+		return;
+	}
+	c->state = HSL_CONN_IDLE;
+	e->idle[e->nidle++] = c;
+}
+
+static void hsl_schedule_start(struct hsl_engine *e);
+
+static void
+hsl_conn_write(evutil_socket_t fd, short what, void *arg)
+{
+	struct hsl_conn *c = arg;
+	struct hsl_engine *e = c->e;
+	ssize_t n;
+
+	if (c->state == HSL_CONN_CONNECTING) {
+		int err = 0, one = 1;
+		socklen_t len = sizeof(err);
+
+		if (c->connect_err)
+			err = c->connect_err;
+		else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+			err = errno;
+		if (err != 0) {
+			hsl_connect_failed(c, err);
+			return;
+		}
+		event_del(&c->wev);
+		c->wev_on = 0;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		e->nconnecting--;
+		e->st->connections++;
+		if (!e->ever_connected) {
+			e->ever_connected = 1;
+			hsl_schedule_start(e);
+		}
+		hsl_conn_ready(c);
+		return;
+	}
+	if (c->state != HSL_CONN_BUSY || c->woff >= c->wlen) {
+		event_del(&c->wev);
+		c->wev_on = 0;
+		return;
+	}
+	n = send(fd, c->wbuf + c->woff, c->wlen - c->woff, MSG_NOSIGNAL);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return;
+	if (n <= 0) {
+		hsl_lost(e, c->measured, &e->st->err_io);
+		hsl_conn_close(c);
+		hsl_grow(e);
+		hsl_check_end(e);
+		return;
+	}
+	c->woff += (size_t)n;
+	if (c->woff == c->wlen) {
+		event_del(&c->wev);
+		c->wev_on = 0;
+	}
+}
+
+static void hsl_pump(struct hsl_engine *e, uint64_t now);
+
+/* A whole answer arrived on c.  Returns 1 if c was closed. */
+static int
+hsl_conn_done(struct hsl_conn *c)
+{
+	struct hsl_engine *e = c->e;
+	uint64_t now = hs_now_ns();
+
+	if (c->measured) {
+		hsl_stats_record(e->st, c->planned_ns, c->since_ns, now,
+				 c->resp.status);
+		e->last_done_ns = now;
+	}
+	if (c->resp.close || c->rlen > 0) {
+		/* Closed by the server, or bytes nobody asked for. */
+		hsl_conn_close(c);
+		hsl_grow(e);
+		hsl_check_end(e);
+		return 1;
+	}
+	e->nbusy--;
+	hsl_conn_ready(c);
+	/* Requests fallen due while we read go out now, not at the timer. */
+	if (e->phase == HSL_PHASE_SCHEDULE && e->next_ns <= now)
+		hsl_pump(e, now);
+	hsl_check_end(e);
+	return 0;
+}
+
+static void
+hsl_conn_read(evutil_socket_t fd, short what, void *arg)
+{
+	struct hsl_conn *c = arg;
+	struct hsl_engine *e = c->e;
+	ssize_t n;
+	size_t used;
+
+	n = read(fd, c->rbuf + c->rlen, sizeof(c->rbuf) - c->rlen);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return;
+	if (c->state == HSL_CONN_CONNECTING) {
+		if (n < 0) {
+			hsl_connect_failed(c, c->connect_err ? c->connect_err
+							     : errno);
+			return;
+		}
+		/* Readable before writable: let the write event see it. */
+		return;
+	}
+	if (c->state != HSL_CONN_BUSY) {
+		/* The server closed an idle connection (or spoke unasked). */
+		hsl_conn_close(c);
+		return;
+	}
+	if (n <= 0) {
+		if (n == 0 && hsl_resp_eof(&c->resp)) {
+			c->resp.close = 1;
+			hsl_conn_done(c);
+			return;
+		}
+		hsl_lost(e, c->measured, &e->st->err_io);
+		hsl_conn_close(c);
+		hsl_grow(e);
+		hsl_check_end(e);
+		return;
+	}
+	c->rlen += (size_t)n;
+	used = hsl_resp_parse(&c->resp, c->rbuf, c->rlen);
+	if (used > 0 && used < c->rlen)
+		memmove(c->rbuf, c->rbuf + used, c->rlen - used);
+	c->rlen -= used;
+	if (c->resp.state == HSL_RESP_DONE) {
+		hsl_conn_done(c);
+	} else if (c->resp.state == HSL_RESP_ERROR) {
+		hsl_lost(e, c->measured, &e->st->err_parse);
+		hsl_conn_close(c);
+		hsl_grow(e);
+		hsl_check_end(e);
+	}
+}
+
+/* ------------------------------------------------------------ schedule */
+
+static void
+hsl_advance(struct hsl_engine *e)
+{
+	e->seq++;
+	if (e->o->arrival == HSL_ARRIVAL_POISSON)
+		e->next_ns += (uint64_t)(-log(1.0 - hsl_rng_unit(&e->arrivals)) *
+					 e->gap_ns);
+	else /* from the start, so that rounding does not drift */
+		e->next_ns = e->start_ns + (uint64_t)((double)e->seq * e->gap_ns);
+}
+
+static void
+hsl_dispatch(struct hsl_engine *e, uint64_t planned)
+{
+	if (e->nidle > 0) {
+		hsl_conn_send(e->idle[--e->nidle], planned);
+		return;
+	}
+	hsl_queue_push(e, planned);
+	hsl_grow(e);
+}
+
+static void
+hsl_arm(struct hsl_engine *e, uint64_t now)
+{
+	uint64_t d = e->next_ns > now ? e->next_ns - now : 0;
+	struct timeval tv = { (time_t)(d / 1000000000ULL),
+			      (suseconds_t)(d % 1000000000ULL / 1000) };
+
+	evtimer_add(e->tick, &tv);
+}
+
+static void
+hsl_pump(struct hsl_engine *e, uint64_t now)
+{
+	int n = 0;
+
+	while (e->phase == HSL_PHASE_SCHEDULE && e->next_ns <= now &&
+	       n++ < HSL_PUMP_MAX) {
+		if (e->next_ns >= e->end_ns) {
+			e->phase = HSL_PHASE_DRAIN;
+			e->drain_ns = now + (uint64_t)(e->o->timeout_s * 1e9);
+			hsl_check_end(e);
+			return;
+		}
+		hsl_dispatch(e, e->next_ns);
+		hsl_advance(e);
+	}
+	if (e->phase == HSL_PHASE_SCHEDULE)
+		hsl_arm(e, now);
+}
+
+static void
+hsl_on_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct hsl_engine *e = arg;
+
+	hsl_pump(e, hs_now_ns());
+}
+
+static void
+hsl_schedule_start(struct hsl_engine *e)
+{
+	e->phase = HSL_PHASE_SCHEDULE;
+	e->start_ns = hs_now_ns();
+	e->measure_ns = e->start_ns + (uint64_t)(e->o->warmup_s * 1e9);
+	e->end_ns = e->measure_ns + (uint64_t)(e->o->duration_s * 1e9);
+	e->next_ns = e->start_ns;
+	hsl_arm(e, e->start_ns);
+}
+
+static void
+hsl_check_end(struct hsl_engine *e)
+{
+	if (e->phase == HSL_PHASE_DRAIN && e->qlen == 0 && e->nbusy == 0)
+		hsl_end(e);
+}
+
+/* Every HSL_SWEEP_MS: requests and connects past --timeout, the drain. */
+static void
+hsl_on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+	struct hsl_engine *e = arg;
+	uint64_t now = hs_now_ns(), limit = (uint64_t)(e->o->timeout_s * 1e9);
+	struct hsl_conn *c, *next;
+
+	for (c = TAILQ_FIRST(&e->conns); c != NULL; c = next) {
+		next = TAILQ_NEXT(c, link);
+		if (c->state == HSL_CONN_IDLE || now - c->since_ns < limit)
+			continue;
+		if (c->state == HSL_CONN_CONNECTING) {
+			hsl_connect_failed(c, ETIMEDOUT);
+			if (e->phase == HSL_PHASE_OVER)
+				return;
+			continue;
+		}
+		hsl_lost(e, c->measured, &e->st->err_timeout);
+		hsl_conn_close(c);
+	}
+	hsl_grow(e);
+	if (e->phase == HSL_PHASE_DRAIN && now >= e->drain_ns)
+		hsl_end(e);
+	else
+		hsl_check_end(e);
+}
+
+static void
+hsl_on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct hsl_engine *e = arg;
+
+	e->res->end = HSL_RUN_INTERRUPTED;
+	hsl_end(e);
+}
+
+int
+hsl_run(const struct hsl_run_opts *o, struct hsl_mix *mix,
+	struct hsl_stats *st, struct hsl_result *res)
+{
+	struct hsl_engine e;
+	struct event_config *cfg = NULL;
+	struct timeval sweep = { 0, HSL_SWEEP_MS * 1000 };
+	struct hsl_conn *c;
+	uint64_t now;
+	int rc = -1;
+
+	memset(&e, 0, sizeof(e));
+	memset(st, 0, sizeof(*st));
+	memset(res, 0, sizeof(*res));
+	e.o = o;
+	e.mix = mix;
+	e.st = st;
+	e.res = res;
+	e.phase = HSL_PHASE_CONNECT;
+	e.gap_ns = 1e9 / o->rate;
+	hsl_rng_seed(&e.arrivals, o->seed ^ 0x5bd1e995ULL);
+	TAILQ_INIT(&e.conns);
+	e.idle = hs_xcalloc((size_t)o->connections, sizeof(*e.idle));
+	if ((cfg = event_config_new()) == NULL)
+		goto out;
+	event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER);
+	event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
+	if ((e.base = event_base_new_with_config(cfg)) == NULL)
+		goto out;
+	e.tick = evtimer_new(e.base, hsl_on_tick, &e);
+	e.sweep = event_new(e.base, -1, EV_PERSIST, hsl_on_sweep, &e);
+	e.sigint = evsignal_new(e.base, SIGINT, hsl_on_signal, &e);
+	e.sigterm = evsignal_new(e.base, SIGTERM, hsl_on_signal, &e);
+	if (!e.tick || !e.sweep || !e.sigint || !e.sigterm)
+		goto out;
+	event_add(e.sweep, &sweep);
+	event_add(e.sigint, NULL);
+	event_add(e.sigterm, NULL);
+
+	res->end = HSL_RUN_DONE;
+	if (hsl_conn_open(&e) != 0) {
+		snprintf(res->error, sizeof(res->error), "cannot open a "
+			 "socket: %s", strerror(errno));
+		res->end = HSL_RUN_NO_CONNECT;
+	} else {
+		event_base_dispatch(e.base);
+	}
+
+	now = hs_now_ns();
+	if (e.start_ns != 0 && now > e.measure_ns) {
+		uint64_t end = now < e.end_ns ? now : e.end_ns;
+
+		res->elapsed_s = (double)(end - e.measure_ns) / 1e9;
+		if (e.last_done_ns > end)
+			end = e.last_done_ns;
+		res->span_s = (double)(end - e.measure_ns) / 1e9;
+	}
+	for (size_t i = 0; i < e.qlen; i++)
+		if (e.queue[(e.qhead + i) % e.qcap] >= e.measure_ns)
+			st->unfinished++;
+	while ((c = TAILQ_FIRST(&e.conns)) != NULL) {
+		if (c->state == HSL_CONN_BUSY && c->measured)
+			st->unfinished++;
+		hsl_conn_close(c);
+	}
+	rc = 0;
+out:
+	if (e.tick)
+		event_free(e.tick);
+	if (e.sweep)
+		event_free(e.sweep);
+	if (e.sigint)
+		event_free(e.sigint);
+	if (e.sigterm)
+		event_free(e.sigterm);
+	if (e.base)
+		event_base_free(e.base);
+	if (cfg)
+		event_config_free(cfg);
+	free(e.queue);
+	free(e.idle);
+	return rc;
+}
