@@ -141,29 +141,319 @@ def perf_problem():
     return "perf cannot sample: %s (perf said: %s)" % (why, said)
 
 
-def fold_perf(script_text):
-    """perf script output -> {"a;b;c": samples} (root first)."""
-    folded = {}
-    stack = []
-    comm = None
+# perf's sampling of step 3.  cpu-clock is a software event, so it works
+# where the hardware counters are hidden (most VMs and containers; LBR call
+# stacks need them too).  The stacks are unwound from a copy of each
+# sample's user stack (dwarf, 8 KB): Debian builds SQLite, libmicrohttpd and
+# libc without frame pointers, so frame-pointer unwinding stops inside them.
+# Measured on step 3 (10 s, 2 servers + balancer, 2 cores, 8 runs each):
+# with frame pointers 14% of the samples reached one of our functions (3%
+# before hs-server kept them), with dwarf 100%; at the price of 24-52 MB of
+# perf.data instead of 0.4-0.8 MB (removed once read), 0.5 s of perf's own
+# CPU instead of 0.4 s and 0.5-1 s to read back instead of 0.2-0.8 s.
+PERF_RECORD = ["-e", "cpu-clock", "-F", "499", "--call-graph", "dwarf"]
+
+# Module labels for the profile summary, by the file a sample's code is in.
+PERF_MODULES = (("hs-server", "hs-server"), ("hs-balancer", "hs-balancer"),
+                ("libsqlite3", "SQLite"), ("libmicrohttpd", "libmicrohttpd"),
+                ("libmemcached", "libmemcached"),
+                ("libhashkit", "libmemcached"), ("libevent", "libevent"),
+                ("libjansson", "jansson"), ("libc.so", "libc"),
+                ("libc-", "libc"), ("ld-linux", "libc"), ("libm.so", "libc"),
+                ("libpthread", "libc"), ("[kernel", "kernel"),
+                ("[vdso]", "kernel"))
+OUR_MODULES = ("hs-server", "hs-balancer")
+OUR_PREFIX = re.compile(r"^(srv|cache|db|bal|hs)_")
+# A kernel sample's system call, named by the kernel's entry function or by
+# the C library's wrapper just below the kernel frames.
+SYSCALL_KINDS = (("database file I/O", r"^p(read|write)|fsync|fdatasync|"
+                                       r"openat|lseek|fcntl"),
+                 ("socket send", r"send|write"),
+                 ("socket receive", r"recv|read"),
+                 ("polling", r"poll|select"),
+                 ("locks and wake-ups", r"futex"))
+
+
+def perf_syscall(frames):
+    """The system call a kernel sample is in ("" for interrupts,
+    scheduling and the rest of the kernel's own work)."""
+    for i, (sym, dso) in enumerate(frames):
+        if perf_module(dso) != "kernel":
+            if i and frames[i - 1][0].startswith("entry_SYSCALL"):
+                return re.sub(r"^(__GI_|__libc_|_+)+|@.*$", "", sym)
+            break
+        m = re.match(r"^(?:__x64_sys_|__ia32_sys_|__do_sys_|__sys_|ksys_|"
+                     r"do_sys_|do_)(\w+)$", sym)
+        if m and i + 1 < len(frames) and frames[i + 1][0] == "do_syscall_64":
+            return m.group(1)
+    return ""
+
+
+def parse_perf_script(script_text):
+    """perf script output -> [(comm, [(symbol, dso), ...] leaf first)].
+    An unnamed frame's symbol is "?"; its dso is still known most of the
+    time (code in a library without symbols)."""
+    samples = []
+    frames, comm = [], None
     for line in script_text.splitlines():
         if not line.strip():
-            if stack and comm:
-                key = ";".join([comm] + list(reversed(stack)))
-                folded[key] = folded.get(key, 0) + 1
-            stack, comm = [], None
+            if frames and comm:
+                samples.append((comm, inline_dsos(frames)))
+            frames, comm = [], None
             continue
         if not line.startswith((" ", "\t")):
             comm = line.split()[0]
             continue
         parts = line.strip().split(None, 1)
-        if len(parts) == 2:
-            sym = re.sub(r"\+0x[0-9a-f]+$", "", parts[1].split(" (")[0])
-            stack.append(sym if sym != "[unknown]" else "?")
-    if stack and comm:
-        key = ";".join([comm] + list(reversed(stack)))
+        if len(parts) != 2:
+            continue
+        rest = parts[1]
+        dso = ""
+        m = re.search(r" \(([^()]*)\)$", rest)
+        if m:
+            dso, rest = m.group(1), rest[:m.start()]
+        sym = re.sub(r"\+0x[0-9a-f]+$", "", rest.strip())
+        frames.append((sym if sym and sym != "[unknown]" else "?", dso))
+    if frames and comm:
+        samples.append((comm, inline_dsos(frames)))
+    return samples
+
+
+def inline_dsos(frames):
+    """perf names an inlined frame's file "inlined": use its caller's."""
+    out = list(frames)
+    for i in range(len(out) - 2, -1, -1):
+        if out[i][1] == "inlined":
+            out[i] = (out[i][0], out[i + 1][1])
+    return out
+
+
+def fold_samples(samples):
+    """[(comm, frames)] -> {"comm;root;...;leaf": samples}."""
+    folded = {}
+    for comm, frames in samples:
+        key = ";".join([comm] + [f[0] for f in reversed(frames)])
         folded[key] = folded.get(key, 0) + 1
     return folded
+
+
+def fold_perf(script_text):
+    """perf script output -> {"a;b;c": samples} (root first)."""
+    return fold_samples(parse_perf_script(script_text))
+
+
+PERF_MODULE_MEMO = {}
+
+
+def perf_module(dso):
+    """The module label of a sample's file (memoised: called per frame)."""
+    label = PERF_MODULE_MEMO.get(dso)
+    if label is None:
+        base = os.path.basename(dso) if dso.startswith("/") else dso
+        label = next((lb for needle, lb in PERF_MODULES
+                      if base.startswith(needle)), base or "?")
+        PERF_MODULE_MEMO[dso] = label
+    return label
+
+
+def perf_kernel_kind(frames):
+    """A kernel sample by what it is doing: a kind of system call, or the
+    kernel's own work (interrupts, scheduling)."""
+    call = perf_syscall(frames)
+    if not call:
+        return "interrupts and scheduling"
+    for kind, pattern in SYSCALL_KINDS:
+        if re.search(pattern, call):
+            return kind
+    return "other system calls"
+
+
+def perf_layer(frames):
+    """The part of the stack a sample works for: its innermost frame that
+    belongs to one.  Kernel and C library frames work for their caller, so
+    SQLite's page reads count for the database and memcached's sends for
+    the cache client.  Needs the callers, so it is only as good as the
+    stacks.  Our static helpers have no module prefix: the walk goes on
+    to the caller that has one."""
+    ours = False
+    for sym, dso in frames:
+        mod = perf_module(dso)
+        if mod == "SQLite" or sym.startswith("db_"):
+            return "database"
+        if mod == "libmemcached" or sym.startswith("cache_"):
+            return "cache client"
+        if mod == "jansson" or "json" in sym.lower():
+            return "JSON"
+        if mod in ("hs-balancer", "libevent") or sym.startswith("bal_"):
+            return "balancer"
+        if mod == "libmicrohttpd" or sym.startswith("srv_"):
+            return "HTTP server"
+        ours = ours or (mod == "hs-server" and sym != "?")
+    return "hs-server, other" if ours else "stack ends in the kernel or libc"
+
+
+def perf_next(layer, share, parts, entries, fills):
+    """What the biggest layer says to do next.  parts: {module or
+    "kernel: kind": % of all samples} inside that layer; entries: our
+    functions that call into it most, [(name, %)]; fills: % of all
+    samples in the database on behalf of a cache miss."""
+    def part(key):
+        return parts.get(key, 0.0)
+    kernel = sum(v for k, v in parts.items() if k.startswith("kernel"))
+    io = part("kernel: database file I/O")
+    send = part("kernel: socket send")
+    recv = part("kernel: socket receive")
+    said = "%s holds %.0f%% of the samples" % (layer, share)
+    if entries:
+        said += ", %s" % " and ".join("%.0f%% under %s" % (p, f)
+                                      for f, p in entries)
+    if kernel:
+        top = max((kv for kv in parts.items() if kv[0].startswith("kernel")),
+                  key=lambda kv: kv[1])
+        said += " (%.0f%% in the kernel, mostly %s %.0f%%)" % (
+            kernel, top[0][len("kernel: "):], top[1])
+    if layer == "database":
+        if fills >= share / 2:
+            said += "; %.0f%% fill cache misses" % fills
+            todo = ("raise the hit ratio: most of the database's work "
+                    "refills entries that expired or a write invalidated")
+        else:
+            todo = "fewer queries per request: cache more of what is read"
+        if io >= share / 4:
+            todo += ("; SQLite reads its pages with a system call each: "
+                     "memory-map the file (PRAGMA mmap_size) or a bigger "
+                     "page cache (cache_size)")
+        elif fills < share / 2:
+            todo += ", or batch a request's queries into one"
+    elif layer == "cache client":
+        if send + recv >= share / 2:
+            todo = ("fewer round trips to memcached: bigger multi-gets "
+                    "(--cache-batch), fewer keys per request")
+        else:
+            todo = "cheaper cache handling in our client"
+    elif layer == "HTTP server":
+        if send + recv >= share / 2:
+            todo = ("fewer system calls per response: keep-alive, "
+                    "pipelining, one write per response")
+        else:
+            todo = "cheaper request handling (routing, headers, buffers)"
+    elif layer == "JSON":
+        todo = ("encode less: serve cached bodies as they are, encode once "
+                "per change rather than per request")
+    elif layer == "balancer":
+        todo = ("the proxy hop costs CPU of its own: give hs-balancer its "
+                "own core, or keep its backend connections alive")
+    elif layer == "hs-server, other":
+        todo = "look at our own hot functions in the table above"
+    else:
+        todo = ("the stacks stop in the kernel or libc before any of our "
+                "functions: perf could not unwind them (does this perf "
+                "support --call-graph dwarf?)")
+    return said + ". Next: " + todo
+
+
+def profile_summary(samples, top=10):
+    """Self time by function and by module, the unnamed share, how often
+    our own code is on the stack, time by layer and the kernel's time by
+    system call, and what the biggest layer says to do next.  Shares are %
+    of all samples."""
+    n = len(samples)
+    if not n:
+        return None
+
+    def pct(k):
+        return round(100.0 * k / n, 1)
+
+    def ranked(d):
+        return [(k, pct(v)) for k, v in sorted(
+            d.items(), key=lambda kv: (-kv[1], str(kv[0])))]
+    funcs, mods, unnamed, layers, kinds, parts = {}, {}, {}, {}, {}, {}
+    total = {}  # our functions: samples with them anywhere on the stack
+    entries = {}  # per layer: our innermost function on the stack
+    fills = 0  # database samples under the cache: filling a miss
+    ours_self = ours_stack = 0
+    for comm, frames in samples:
+        sym, dso = frames[0]
+        mod = perf_module(dso)
+        funcs[(sym, mod)] = funcs.get((sym, mod), 0) + 1
+        mods[mod] = mods.get(mod, 0) + 1
+        if sym == "?":
+            unnamed[mod] = unnamed.get(mod, 0) + 1
+        if mod in OUR_MODULES and sym != "?":
+            ours_self += 1
+        on_stack = set((s, perf_module(d)) for s, d in frames
+                       if perf_module(d) in OUR_MODULES and s != "?")
+        ours_stack += bool(on_stack)
+        for f in on_stack:
+            total[f] = total.get(f, 0) + 1
+        part = mod
+        if mod == "kernel":
+            part = "kernel: " + perf_kernel_kind(frames)
+            kinds[part] = kinds.get(part, 0) + 1
+        layer = perf_layer(frames)
+        layers[layer] = layers.get(layer, 0) + 1
+        entry = next((s for s, d in frames if perf_module(d) in OUR_MODULES
+                      and OUR_PREFIX.match(s)), None)
+        if entry:
+            le = entries.setdefault(layer, {})
+            le[entry] = le.get(entry, 0) + 1
+        if layer == "database" and any(s.startswith("cache_")
+                                       for s, d in frames):
+            fills += 1
+        lp = parts.setdefault(layer, {})
+        lp[part] = lp.get(part, 0) + 1
+    by_layer = ranked(layers)
+    first, share = by_layer[0]
+    return {
+        "samples": n,
+        "unresolved_pct": pct(sum(unnamed.values())),
+        "unresolved_by_module": ranked(unnamed),
+        "ours_self_pct": pct(ours_self),
+        "ours_on_stack_pct": pct(ours_stack),
+        "top": [(s, m, p) for (s, m), p in ranked(funcs)[:top]],
+        "ours_top": [(s, m, p, pct(funcs.get((s, m), 0)))
+                     for (s, m), p in ranked(total)
+                     if s not in ("main", "loop_main")][:top],
+        "modules": ranked(mods),
+        "layers": by_layer,
+        "kernel": [(k[len("kernel: "):], p) for k, p in ranked(kinds)],
+        "next": perf_next(first, share, dict(ranked(parts[first])),
+                          ranked(entries.get(first, {}))[:2], pct(fills)),
+    }
+
+
+def profile_headline(summ):
+    return ("%d samples (%s); %.1f%% without a function "
+            "name%s; our code (hs-server, hs-balancer) is the leaf in "
+            "%.1f%% and on the stack in %.1f%%." % (
+                summ["samples"], summ.get("recorded", "perf"),
+                summ["unresolved_pct"],
+                (" (" + ", ".join("%s %.1f%%" % x for x in
+                                  summ["unresolved_by_module"][:3]) + ")")
+                if summ["unresolved_by_module"] else "",
+                summ["ours_self_pct"], summ["ours_on_stack_pct"]))
+
+
+def profile_summary_md(summ):
+    """The summary as markdown lines (results.md and the console)."""
+    md = [profile_headline(summ), "",
+          "| function (self time) | module | % of samples |",
+          "|---|---|---:|"]
+    for sym, mod, p in summ["top"]:
+        md.append("| %s | %s | %.1f |" % (sym, mod, p))
+    if summ["ours_top"]:
+        md += ["", "| our function | module | % total (on the stack) "
+               "| % self |", "|---|---|---:|---:|"]
+        for sym, mod, p, own in summ["ours_top"]:
+            md.append("| %s | %s | %.1f | %.1f |" % (sym, mod, p, own))
+    md += ["", "By module (self): " + ", ".join(
+        "%s %.1f%%" % x for x in summ["modules"][:8]),
+        "", "By layer (with the kernel and libc work it asks for): " +
+        ", ".join("%s %.1f%%" % x for x in summ["layers"]),
+        "", "The kernel, by system call: " + (", ".join(
+            "%s %.1f%%" % x for x in summ["kernel"]) or "no samples"),
+        "", "What the profile says: " + summ["next"] + "."]
+    return md
 
 
 def flamegraph_svg(folded, title, width=1200):
@@ -217,7 +507,7 @@ def profile(stk, a, counts, outdir, duration):
         progress("step 3: no flame graph: %s" % no_graph)
     else:
         perf = subprocess.Popen(
-            ["perf", "record", "-F", "499", "-g", "-o", perf_data, "-p",
+            ["perf", "record"] + PERF_RECORD + ["-o", perf_data, "-p",
              ",".join(pids), "--", "sleep", str(duration)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     before = snapshot(stk)
@@ -240,24 +530,71 @@ def profile(stk, a, counts, outdir, duration):
     breakdown["client-seen p50"] = w["p50_us"] / 1000.0
     if perf:
         perf.wait(duration + 30)
-    svg = None
+    svg, summ = None, None
     if perf and os.path.exists(perf_data):
-        r = subprocess.run(["perf", "script", "-i", perf_data],
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                           timeout=300)
-        folded = fold_perf(r.stdout.decode("utf-8", "replace"))
-        if folded:
-            svg = flamegraph_svg(folded, "hs-server + hs-balancer, step 3")
-            with open(os.path.join(outdir, "flamegraph.svg"), "w") as f:
-                f.write(svg)
-            with open(os.path.join(outdir, "perf.folded"), "w") as f:
-                for k, v in sorted(folded.items(), key=lambda kv: -kv[1]):
-                    f.write("%s %d\n" % (k, v))
-        os.unlink(perf_data)
+        svg, summ = read_profile(perf_data, outdir)
     if perf and svg is None:
         no_graph = "perf recorded no samples of hs-server or hs-balancer"
         progress("step 3: no flame graph: %s" % no_graph)
-    return w, d, breakdown, svg, bal0, no_graph
+    return w, d, breakdown, svg, bal0, no_graph, summ
+
+
+def read_profile(perf_data, outdir):
+    """perf.data -> (flame graph SVG, summary), also written to outdir as
+    flamegraph.svg, perf.folded and profile.json; perf.data is removed."""
+    svg, summ = None, None
+    try:
+        r = subprocess.run(["perf", "script", "--no-inline", "-i",
+                            perf_data],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                           timeout=300)
+        samples = parse_perf_script(r.stdout.decode("utf-8", "replace"))
+    finally:
+        os.unlink(perf_data)
+    folded = fold_samples(samples)
+    if folded:
+        svg = flamegraph_svg(folded, "hs-server + hs-balancer, step 3")
+        with open(os.path.join(outdir, "flamegraph.svg"), "w") as f:
+            f.write(svg)
+        with open(os.path.join(outdir, "perf.folded"), "w") as f:
+            for k, v in sorted(folded.items(), key=lambda kv: -kv[1]):
+                f.write("%s %d\n" % (k, v))
+        summ = profile_summary(samples)
+        summ["recorded"] = "perf record " + " ".join(PERF_RECORD)
+        with open(os.path.join(outdir, "profile.json"), "w") as f:
+            json.dump(summ, f, indent=1)
+    return svg, summ
+
+
+def profile_summary_html(summ):
+    """The summary as an HTML section (report.html)."""
+    e = html.escape
+    out = ["<h2>Profile (step 3): the top functions by self time</h2>",
+           "<p>%s</p>" % e(profile_headline(summ)),
+           "<table><tr><th>function</th><th>module</th><th>% of samples</th>"
+           "</tr>"]
+    for sym, mod, p in summ["top"]:
+        out.append("<tr><td style='text-align:left'>%s</td>"
+                   "<td style='text-align:left'>%s</td><td>%.1f</td></tr>" %
+                   (e(sym), e(mod), p))
+    out.append("</table>")
+    if summ["ours_top"]:
+        out.append("<table><tr><th>our function</th><th>module</th>"
+                   "<th>% total (on the stack)</th><th>% self</th></tr>")
+        for sym, mod, p, own in summ["ours_top"]:
+            out.append("<tr><td style='text-align:left'>%s</td>"
+                       "<td style='text-align:left'>%s</td><td>%.1f</td>"
+                       "<td>%.1f</td></tr>" % (e(sym), e(mod), p, own))
+        out.append("</table>")
+    out.append("<p>By module (self): %s</p>" % e(", ".join(
+        "%s %.1f%%" % x for x in summ["modules"][:8])))
+    out.append("<p>By layer (with the kernel and libc work it asks for): "
+               "%s</p>" % e(", ".join("%s %.1f%%" % x
+                                      for x in summ["layers"])))
+    out.append("<p>The kernel, by system call: %s</p>" % e(", ".join(
+        "%s %.1f%%" % x for x in summ["kernel"]) or "no samples"))
+    out.append("<p><b>What the profile says:</b> %s.</p>" % e(summ["next"]))
+    return "\n".join(out)
 
 
 def make_stack(step, a, logdir):
@@ -325,9 +662,9 @@ def run_step(step, a, counts, outdir):
         chk.start()
         extra = None
         if step == "3":
-            w, d, breakdown, svg, _, no_graph = profile(
+            w, d, breakdown, svg, _, no_graph, summ = profile(
                 stk, a, counts, outdir, a.duration)
-            extra = (breakdown, svg, no_graph)
+            extra = (breakdown, svg, no_graph, summ)
         else:
             before = snapshot(stk)
             w = run_wrk(port, a, counts, a.duration,
@@ -426,6 +763,10 @@ def write_report(outdir, rows, lessons, extra, meta):
             md.append("| %s | %.3f |" % (k.strip(), v))
         md += ["", "Flame graph: %s" % ("flamegraph.svg" if extra[1] else
                                         "none; " + extra[2])]
+        summ = extra[3] if len(extra) > 3 else None
+        if summ:
+            md += ["", "## Profile (step 3): the top functions by self time",
+                   ""] + profile_summary_md(summ)
     with open(os.path.join(outdir, "results.md"), "w") as f:
         f.write("\n".join(md) + "\n")
 
@@ -466,6 +807,9 @@ def write_report(outdir, rows, lessons, extra, meta):
             parts.append("<tr><td style='text-align:left'>%s</td>"
                          "<td>%.3f ms</td></tr>" % (html.escape(k), v))
         parts.append("</table>")
+        summ = extra[3] if len(extra) > 3 else None
+        if summ:
+            parts.append(profile_summary_html(summ))
         if extra[1]:
             parts.append("<h2>Flame graph (perf, hs-server + hs-balancer)"
                          "</h2>" + extra[1])
@@ -641,6 +985,10 @@ def main(argv=None):
         print("\nflame graph: %s" % (
             os.path.join(outdir, "flamegraph.svg") if extra[1] else
             "none; " + extra[2]))
+        if len(extra) > 3 and extra[3]:
+            print("\nprofile (step 3):")
+            for line in profile_summary_md(extra[3]):
+                print(("  " + line) if line else "")
     print("\nreport: %s/report.html (results.md, results.csv, series.csv)" %
           outdir)
     stale = [r for r in rows if r["step"] in ("1", "2", "3") and
