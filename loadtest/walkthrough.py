@@ -47,7 +47,7 @@ STEPS = {
     "2": ("balancer + %d servers",
           "scale out: round robin over servers of the same budget sharing "
           "the cache and the database"),
-    "2b": ("%s I/O, 1 server",
+    "2b": ("%s, 1 server",
            "async vs blocking: many keep-alive clients on one server"),
     "3": ("profile", "where the time goes now"),
     "4": ("lose the cache (%s)",
@@ -346,27 +346,31 @@ def name_limit(before, after, seconds, m0, m1):
         return ((u["cpu_s"] - b.get("cpu_s", 0)) / max(seconds, 1e-9),
                 (u["throttled_s"] - b.get("throttled_s", 0)) /
                 max(seconds, 1e-9), u.get("cpus", 0))
+    srv = [use(n) for n in after if n.startswith("hs-server")]
+    note = ""
+    if srv and srv[0][2]:
+        note = " (servers throttled %.2f s per second)" % (
+            sum(x[1] for x in srv) / len(srv))
     if m0 and m1 and m1[1] > m0[1]:
         busy = (m1[0] - m0[0]) / float(m1[1] - m0[1])
         if busy >= 0.9:
-            return ("the machine: %.0f%% of its %d cores busy" %
-                    (100 * busy, os.cpu_count() or 0))
+            return ("the machine: %.0f%% of its %d cores busy%s" %
+                    (100 * busy, os.cpu_count() or 0, note))
     for name in ("hs-balancer", "memcached-1"):
         if name not in after:
             continue
         cpu, thr, cpus = use(name)
         if cpus and thr >= 0.2:
-            return "%s: at its %g-core budget (throttled %.0f%% of the time)" \
-                % (name, cpus, 100 * thr)
+            return "%s: at its %g-core budget (throttled %.2f s per " \
+                "second)%s" % (name, cpus, thr, note)
         if cpu >= 0.9:
-            return "%s: %.2f cores busy" % (name, cpu)
-    srv = [use(n) for n in after if n.startswith("hs-server")]
+            return "%s: %.2f cores busy%s" % (name, cpu, note)
     if srv:
         thr = sum(x[1] for x in srv) / len(srv)
         cpu = sum(x[0] for x in srv) / len(srv)
         if srv[0][2] and thr >= 0.2:
-            return ("the servers' budgets (each throttled %.0f%% of the "
-                    "time): more servers help" % (100 * thr))
+            return ("the servers' budgets (each throttled %.2f s per "
+                    "second): more servers help" % thr)
         if not srv[0][2] and cpu >= 0.9:
             return "the servers: %.2f cores each" % cpu
     return ("no host at its CPU limit: the database (its writes and locks) "
@@ -488,8 +492,8 @@ def run_step(step, a, counts, outdir, servers=1, io=None):
     if base == "2":
         title = title % servers
     elif base == "2b":
-        title = title % ("blocking %d workers," % a.blocking_threads
-                         if io == "blocking" else "event loop")
+        title = title % ("blocking, %d workers" % a.blocking_threads
+                         if io == "blocking" else "event loops")
     elif base == "3":
         servers = a.servers
         title = "profile, %d servers" % servers
@@ -604,7 +608,7 @@ def cache_loss_series(a, t0, t1, step):
     s = a.sampler.series().get("hs-server-1", {})
 
     def pts(k):
-        return [(t, v) for t, v in s.get(k, []) if t0 - 1 <= t <= t1 + 1]
+        return [(t, v) for t, v in s.get(k, []) if t0 - 1 <= t <= t1 + 0.5]
     cols = {k: dict(pts(k)) for k in ("requests", "db.queries", "cache.hits",
                                       "cache.misses", "cache.bypasses")}
     lat = {}
@@ -670,7 +674,7 @@ def run_cache_loss(a, counts, outdir, rate):
                        timeout=dur + 120)
         before, hosts0 = snapshot(stk), stk.host_usage()
         t0 = time.time()
-        event(a, step, "start")
+        event(a, step, "load start")
         time.sleep(dur / 3)
         mc = [x for x in stk.children if x.name.startswith("memcached")][0]
         progress("step 4: killing memcached")
@@ -683,7 +687,7 @@ def run_cache_loss(a, counts, outdir, rate):
         event(a, step, "memcached restarted")
         p.wait(dur + 60)
         t1 = time.time()
-        event(a, step, "end")
+        event(a, step, "load end")
         d = delta(before, snapshot(stk))
         host_cpu, host_thr = host_columns(hosts0, stk.host_usage(), t1 - t0)
         time.sleep(1.2)  # the sampler's last tick of the step
