@@ -483,7 +483,7 @@ def base_row(step, title, a, stk, w, d, c, host_cpu, host_thr):
     }
 
 
-def warm_cache(stk, a, counts, step):
+def warm_cache(stk, a, counts, step, mix="update"):
     """Fills the step's memcached before the measurement, as minutes of
     traffic would: wrk through an extra hs-server without a CPU budget on
     the same memcached and database (a budgeted server would take minutes
@@ -498,7 +498,10 @@ def warm_cache(stk, a, counts, step):
                    timeout=a.warmup + 120)
     try:
         hslab.wait_http(port, "/healthz", 30, w)
-        run_wrk(port, a, counts, a.warmup)
+        if mix == "update":
+            run_wrk(port, a, counts, a.warmup)
+        else:
+            run_wrk_mix(port, a, counts, a.warmup, a.connections, mix, None)
     finally:
         w.stop()
 
@@ -531,7 +534,7 @@ def run_step(step, a, counts, outdir, servers=1, io=None):
     try:
         port = stk.entry_port()
         if stk.cache != "off" and a.warmup > 0:
-            warm_cache(stk, a, counts, step)
+            warm_cache(stk, a, counts, step, mix)
         progress("step %s: %ds of load (wrk -c%d, %s mix)%s" % (
             step, a.duration, conns, mix, "" if io else
             " with the consistency checker beside it"))
