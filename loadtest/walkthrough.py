@@ -706,6 +706,8 @@ def run_cache_loss(a, counts, outdir, rate):
         time.sleep(dur / 3)
         progress("step 4: an empty memcached comes back on port %d" % mc.port)
         restart_memcached(stk, mc)
+        if not mc.host:  # CPU from /proc: the new process starts at 0
+            hosts0[mc.name] = dict(hosts0[mc.name], cpu_s=0.0)
         event(a, step, "memcached restarted")
         p.wait(dur + 60)
         t1 = time.time()
@@ -767,9 +769,6 @@ def write_summary(outdir, rows, meta, a):
     by = {r["step"]: r for r in rows}
     head = []
 
-    def cap(r):
-        c = fnum(r.get("capacity_rps"))
-        return c if c else fnum(r["req_s"])
 
     def add(label, value, detail):
         head.append({"label": label, "value": value, "detail": detail})
@@ -788,12 +787,12 @@ def write_summary(outdir, rows, meta, a):
     if len(so) >= 2:
         lo, hi = so[0], so[-1]
         x = fnum(hi["req_s"]) / max(fnum(lo["req_s"]) or 1e-9, 1e-9)
-        cx = (cap(hi) or 0) / max(cap(lo) or 1e-9, 1e-9)
         add("scale-out", "x%.1f with %d servers" % (x, hi["servers"]),
             "%s -> %s req/s (wrk) for %d -> %d servers, capacity at the "
-            "SLO x%.1f; limit at %d: %s" % (
-                lo["req_s"], hi["req_s"], lo["servers"], hi["servers"], cx,
-                hi["servers"], hi["limit"]))
+            "SLO %s -> %s req/s; limit at %d: %s" % (
+                lo["req_s"], hi["req_s"], lo["servers"], hi["servers"],
+                lo["capacity_rps"], hi["capacity_rps"], hi["servers"],
+                hi["limit"]))
     if "2b/blocking" in by and "2b/event" in by:
         b, e = by["2b/blocking"], by["2b/event"]
         add("event loop vs blocking pool", "x%.1f" % (
