@@ -1,20 +1,30 @@
 #!/usr/bin/env python3
 """The scaling walkthrough: the same wrk mix at each step of the talk, with
-the consistency checker beside it, one row per step, and a report folder.
+the consistency checker beside it, an open-loop sweep after it, one row per
+step, and a report folder.
 
   0   one server, no cache: the database is hammered
   1   + memcached, cache-aside with leases
   1b  naive cache-aside with a widened fill window: the stale-set race
-  2   hs-balancer in front of N servers sharing memcached and the database
+      (a correctness demonstration: correctness_only=1)
+  2   scale out: hs-balancer in front of 1, 2, 4 servers (--scale-out), the
+      same CPU budget each; rows 2/1, 2/2, 2/4 with each server's share and
+      the part that stops growth
+  2b  async vs blocking: one server, --io blocking --threads 8 against
+      --io event, 256 keep-alive clients, the clients left waiting
   3   profile: where the time goes now (Server-Timing / stats breakdown,
       and a perf flame graph when perf can sample)
+  4   lose the cache: memcached killed under open-loop load, then an empty
+      one back on the same port
 
-Each row: req/s, p50, p99, errors, DB queries/s, cache hit %, stale reads,
-and each host's CPU use and time throttled by its budget (--server-cpus,
---cache-cpus, --balancer-cpus).  The report lands in DIR: results.csv,
-results.md, report.html (charts as inline SVG: it opens with no network),
-series.csv (every component's counters once a second, by step; see
-hslab/sampler.py) and each step's raw output.
+Each row: req/s, capacity at the SLO (hs-load sweep), p50, p99, errors, DB
+queries per request and DB time share, cache hit %, stale reads, and each
+host's CPU use and time throttled by its budget (--server-cpus, default
+0.15 core; --cache-cpus, --balancer-cpus).  DIR gets results.csv,
+results.md, report.html, sweeps.csv, summary.json (the headline numbers),
+series.csv (every component's counters once a second; hslab/sampler.py),
+events.csv, cacheloss.csv and each step's raw output (loadtest/README.md,
+"The walkthrough's data").
 """
 
 import atexit
@@ -967,7 +977,8 @@ def main(argv=None):
     ap.add_argument("--wrk-threads", type=int, default=1, metavar="T",
                     help="wrk threads (default 1)")
     ap.add_argument("--servers", type=int, default=2, metavar="N",
-                    help="servers behind the balancer in steps 2-3 (default 2)")
+                    help="servers behind the balancer in step 3 (default 2; "
+                    "step 2 runs --scale-out)")
     ap.add_argument("--server-threads", type=int, default=None, metavar="N",
                     help="event loop threads per server (default: CPUs)")
     ap.add_argument("--server-db-threads", type=int, default=None,
