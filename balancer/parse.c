@@ -60,12 +60,6 @@ eq_ci(const char *p, size_t n, const char *lit)
 	return strlen(lit) == n && strncasecmp(p, lit, n) == 0;
 }
 
-int
-bal_hdr_is(const char *buf, const struct bal_hdr *h, const char *name)
-{
-	return eq_ci(buf + h->name_off, h->name_len, name);
-}
-
 #define FAIL(st, msg)                                                          \
 	do {                                                                   \
 		if (why)                                                       \
