@@ -49,6 +49,12 @@ void hs_http_date(char buf[30]);
  */
 int hs_listen_tcp(const char *host, int port, int backlog, int nonblock,
 		  int *bound);
+/*
+ * The same, non-blocking and with SO_REUSEPORT too, so that several
+ * listeners (one per worker thread) can share host:port and the kernel
+ * spreads connections among them.
+ */
+int hs_listen_reuseport(const char *host, int port, int backlog, int *bound);
 
 /* Closes *fd unless it is -1 already, and sets it to -1. */
 void hs_close(int *fd);
