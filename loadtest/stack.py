@@ -483,6 +483,16 @@ def cmd_status(a):
     return 1 if bad else 0
 
 
+def add_dashboard_args(ap):
+    """--dashboard HOST:PORT and --no-dashboard (up and the walkthrough)."""
+    ap.add_argument("--dashboard", default="127.0.0.1:8099",
+                    metavar="HOST:PORT",
+                    help="serve the live dashboard there (default "
+                    "127.0.0.1:8099)")
+    ap.add_argument("--no-dashboard", action="store_true",
+                    help="no live dashboard")
+
+
 def add_cpu_args(ap, default=0.0):
     """--server-cpus, --cache-cpus, --balancer-cpus: a CPU budget in cores
     for each such process, in its own cgroup (0: none)."""
@@ -561,12 +571,7 @@ def main(argv=None):
                     help="database threads per server (default 0: the "
                     "loops run the queries)")
     add_cpu_args(up)
-    up.add_argument("--dashboard", default="127.0.0.1:8099",
-                    metavar="HOST:PORT",
-                    help="serve the live dashboard there (default "
-                    "127.0.0.1:8099)")
-    up.add_argument("--no-dashboard", action="store_true",
-                    help="no live dashboard")
+    add_dashboard_args(up)
     up.add_argument("--detach", action="store_true",
                     help="run in the background (stop with down)")
     cmds = {"up": up,

@@ -34,6 +34,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hslab  # noqa: E402
 from hslab import delta, get_json  # noqa: E402,F401
 import stack as hs  # noqa: E402
+from hslab.dashboard import serve as serve_dashboard  # noqa: E402
+from hslab import report  # noqa: E402
 
 ROOT = hs.ROOT
 WRK_DIR = os.path.join(ROOT, "loadtest", "wrk")
@@ -394,87 +396,8 @@ def svg_bars(title, rows, key, unit, width=560):
 
 
 def write_report(outdir, rows, lessons, extra, meta):
-    with open(os.path.join(outdir, "results.csv"), "w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=COLUMNS)
-        wr.writeheader()
-        for r in rows:
-            wr.writerow(r)
-    md = ["# hammerstack walkthrough", "",
-          "%s — wrk -t%d -c%d, %ds per step, update mix (put %g, review %g), "
-          "database of %d products in %d categories" % (
-              meta["date"], meta["wrk_threads"], meta["connections"],
-              meta["duration"], meta["put"], meta["review"],
-              meta["products"], meta["categories"]),
-          "", "Machine: %s" % meta["machine"], "",
-          "CPU budgets: %s" % meta.get("budgets", "none"), "",
-          "| step | setup | req/s | p50 ms | p99 ms | errors | DB queries/s "
-          "| cache hit % | stale reads |",
-          "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        md.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % tuple(
-            r[k] for k in ("step", "setup", "req_s", "p50_ms", "p99_ms",
-                           "errors", "db_queries_s", "cache_hit_pct",
-                           "stale_reads")))
-    md.append("")
-    for r in rows:
-        md.append("- step %s, %s: %s" % (r["step"], r["setup"],
-                                         lessons[r["step"]]))
-    if extra:
-        md += ["", "## Where the time goes (step 3, per request, ms)", ""]
-        md += ["| stage | ms |", "|---|---:|"]
-        for k, v in extra[0].items():
-            md.append("| %s | %.3f |" % (k.strip(), v))
-        md += ["", "Flame graph: %s" % ("flamegraph.svg" if extra[1] else
-                                        "none; " + extra[2])]
-    with open(os.path.join(outdir, "results.md"), "w") as f:
-        f.write("\n".join(md) + "\n")
-
-    charts = [svg_bars("Throughput (req/s)", rows, "req_s", "req/s"),
-              svg_bars("p99 latency (ms)", rows, "p99_ms", "ms"),
-              svg_bars("Database queries per second", rows, "db_queries_s",
-                       "q/s")]
-    table = ["<table><tr>" + "".join(
-        "<th>%s</th>" % h for h in ("step", "setup", "req/s", "p50 ms",
-                                     "p99 ms", "errors", "DB queries/s",
-                                     "cache hit %", "stale reads")) + "</tr>"]
-    for r in rows:
-        table.append("<tr>" + "".join(
-            "<td>%s</td>" % html.escape(str(r[k])) for k in (
-                "step", "setup", "req_s", "p50_ms", "p99_ms", "errors",
-                "db_queries_s", "cache_hit_pct", "stale_reads")) + "</tr>")
-    table.append("</table>")
-    parts = ["<!doctype html><html><head><meta charset='utf-8'>",
-             "<title>hammerstack walkthrough</title><style>",
-             "body{font-family:sans-serif;max-width:1250px;margin:2em auto}",
-             "table{border-collapse:collapse}td,th{border:1px solid #ccc;"
-             "padding:4px 8px;text-align:right}td:nth-child(2){text-align:left}",
-             "</style></head><body><h1>hammerstack walkthrough</h1>",
-             "<p>%s</p>" % html.escape(md[2]),
-             "<p>Machine: %s</p>" % html.escape(meta["machine"]),
-             "<p>CPU budgets: %s</p>" % html.escape(meta.get("budgets",
-                                                             "none"))]
-    parts += table
-    parts.append("<ul>" + "".join(
-        "<li><b>step %s</b>, %s: %s</li>" % (
-            html.escape(r["step"]), html.escape(r["setup"]),
-            html.escape(lessons[r["step"]])) for r in rows) + "</ul>")
-    parts += ["<div>%s</div>" % c for c in charts]
-    if extra:
-        parts.append("<h2>Where the time goes (step 3, per request)</h2>"
-                     "<table>")
-        for k, v in extra[0].items():
-            parts.append("<tr><td style='text-align:left'>%s</td>"
-                         "<td>%.3f ms</td></tr>" % (html.escape(k), v))
-        parts.append("</table>")
-        if extra[1]:
-            parts.append("<h2>Flame graph (perf, hs-server + hs-balancer)"
-                         "</h2>" + extra[1])
-        else:
-            parts.append("<h2>Flame graph</h2><p>None: %s.</p>" %
-                         html.escape(extra[2]))
-    parts.append("</body></html>")
-    with open(os.path.join(outdir, "report.html"), "w") as f:
-        f.write("\n".join(parts))
+    # results.csv, results.md and the slides (hslab/report.py).
+    report.write_report(outdir, rows, lessons, extra, meta, COLUMNS)
 
 
 def machine():
@@ -544,6 +467,7 @@ def main(argv=None):
     ap.add_argument("--no-perf", action="store_true",
                     help="skip the perf flame graph in step 3")
     hs.add_cpu_args(ap)
+    hs.add_dashboard_args(ap)
     hs.add_check_args(ap)
     a = ap.parse_args(argv)
     steps = [s.strip() for s in a.steps.split(",") if s.strip()]
@@ -614,6 +538,8 @@ def main(argv=None):
     print(HEADER, flush=True)
     # Every component's counters once a second, labelled by step.
     a.sampler = hslab.Sampler(os.path.join(outdir, "series.csv")).start()
+    dash = None if a.no_dashboard else serve_dashboard(
+        a.sampler, a.dashboard, say=True)
     try:
         for step in steps:
             row, lesson, ex = run_step(step, a, counts, outdir)
@@ -634,6 +560,8 @@ def main(argv=None):
         return 1
     finally:
         a.sampler.stop()
+        if dash:
+            dash.stop()
     if extra:
         print("\nwhere the time goes (step 3, per request):")
         for k, v in extra[0].items():

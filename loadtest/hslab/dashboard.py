@@ -204,9 +204,10 @@ def _handler(dash):
     return Handler
 
 
-def serve(sampler, spec, out=sys.stderr):
+def serve(sampler, spec, out=sys.stderr, say=False):
     """Starts a Dashboard on spec ("HOST:PORT"); None (said once on out)
-    when it cannot listen: the stack runs on without it."""
+    when it cannot listen: the stack runs on without it.  say: print its
+    URL on out."""
     try:
         host, port = parse_hostport(spec)
         d = Dashboard(sampler, host, port).start()
@@ -217,4 +218,6 @@ def serve(sampler, spec, out=sys.stderr):
         out.write("dashboard: Chart.js is not installed (./hammerstack "
                   "setup installs libjs-chart.js); the page shows numbers "
                   "only\n")
+    if say:
+        out.write("dashboard: %s\n" % d.url)
     return d
