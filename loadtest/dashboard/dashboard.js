@@ -184,7 +184,7 @@ function short(v) {
   const a = Math.abs(v);
   if (a >= 1e6) return +(v / 1e6).toFixed(1) + "M";
   if (a >= 1e3) return +(v / 1e3).toFixed(1) + "k";
-  return +v.toFixed(2);
+  return a > 0 && a < 1 ? +v.toPrecision(2) : +v.toFixed(2);
 }
 
 function makeChart(id, title, yTitle, y2Title) {

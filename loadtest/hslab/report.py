@@ -421,9 +421,8 @@ def svg(chart, width=1280, height=720):
         col = d.get("color") or PALETTE[j % len(PALETTE)]
         o.append('<rect x="%d" y="56" width="18" height="18" fill="%s"/>'
                  % (x, col))
-        o.append('<text x="%d" y="73" font-size="22">%s</text>' % (
-            x + 24, e(d["label"])))
-        x += 40 + 12 * len(d["label"])
+        o.append('<text x="%d" y="73">%s</text>' % (x + 24, e(d["label"])))
+        x += 44 + 14 * len(d["label"])
     o.append("</svg>")
     return "\n".join(o)
 
