@@ -99,9 +99,8 @@ if (only) {
   if (s) s.classList.add("shown");
 }
 if (params.get("theme")) document.documentElement.dataset.theme = params.get("theme");
-if (typeof Chart === "undefined") {
-  document.body.classList.add("nochart");
-} else {
+if (typeof Chart !== "undefined") {
+  document.body.classList.add("charted");
   draw();
 }
 

@@ -293,10 +293,10 @@ def _ticks(lo, hi, n=5):
     step = min((m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw),
                default=10 * mag)
     t = math.floor(lo / step) * step
-    out = []
-    while t <= hi + step * 1e-9:
-        out.append(round(t, 10))
+    out = [round(t, 10)]
+    while out[-1] < hi - step * 1e-9:     # the last tick covers hi
         t += step
+        out.append(round(t, 10))
     return out
 
 
@@ -510,12 +510,12 @@ def render_html(outdir, title, heads, charts, rows, info, chartjs):
         slides.append(
             "<section class='slide chart' id='s-%s' data-chart='%s'>"
             "<div class='holder'><canvas id='c-%s'></canvas>"
-            "<img class='fallback' src='charts/%s.svg' alt='%s'></div>"
+            "<div class='fallback'>%s</div></div>"
             "<div class='foot'><span class='note'>%s</span>"
             "<span class='exp'>export: <a href='charts/%s.png' download>"
             "PNG</a> · <a href='charts/%s.svg' download>SVG</a> · "
             "<button data-png='%s'>save as shown</button></span></div>"
-            "</section>" % (cid, cid, cid, cid, e(c["title"]),
+            "</section>" % (cid, cid, cid, svg(c),
                             e(c.get("note", "")), cid, cid, cid))
     bd = info.get("breakdown")
     if bd:
