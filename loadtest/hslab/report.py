@@ -309,7 +309,7 @@ def svg(chart, width=1280, height=720):
     """The chart as a standalone SVG: title, axes with their titles and
     units, ticks, bars or lines, a legend."""
     e = html.escape
-    L, R, T, B = 150, 150 if chart.get("y2") else 50, 80, 120
+    L, R, T, B = 150, 150 if chart.get("y2") else 50, 100, 120
     pw, ph = width - L - R, height - T - B
     ds = chart["datasets"]
     cat = "labels" in chart["x"]
@@ -341,7 +341,9 @@ def svg(chart, width=1280, height=720):
                 hi = lo + 1
             return ticks, (lambda y: T + ph - ph * (
                 math.log10(max(y, 1e-12)) - lo) / (hi - lo))
-        ticks = _ticks(min([0] + v), max(v + [1]))
+        # Bars get headroom for the value written above them.
+        top = max(v + [1]) * (1.12 if chart["kind"] == "bar" else 1)
+        ticks = _ticks(min([0] + v), top)
         lo, hi = ticks[0], ticks[-1]
         return ticks, (lambda y: T + ph - ph * (y - lo) / (hi - lo))
 
@@ -419,9 +421,9 @@ def svg(chart, width=1280, height=720):
     x = L
     for j, d in enumerate(ds):
         col = d.get("color") or PALETTE[j % len(PALETTE)]
-        o.append('<rect x="%d" y="56" width="18" height="18" fill="%s"/>'
+        o.append('<rect x="%d" y="58" width="18" height="18" fill="%s"/>'
                  % (x, col))
-        o.append('<text x="%d" y="73">%s</text>' % (x + 24, e(d["label"])))
+        o.append('<text x="%d" y="76">%s</text>' % (x + 24, e(d["label"])))
         x += 44 + 14 * len(d["label"])
     o.append("</svg>")
     return "\n".join(o)
