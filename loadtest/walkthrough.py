@@ -44,6 +44,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hslab  # noqa: E402
 from hslab import delta, get_json  # noqa: E402,F401
 import stack as hs  # noqa: E402
+from hslab.dashboard import serve as serve_dashboard  # noqa: E402
+from hslab import report  # noqa: E402
 
 ROOT = hs.ROOT
 WRK_DIR = os.path.join(ROOT, "loadtest", "wrk")
@@ -448,40 +450,6 @@ def profile_summary(samples, top=10):
     }
 
 
-def profile_headline(summ):
-    return ("%d samples (%s); %.1f%% without a function "
-            "name%s; our code (hs-server, hs-balancer) is the leaf in "
-            "%.1f%% and on the stack in %.1f%%." % (
-                summ["samples"], summ.get("recorded", "perf"),
-                summ["unresolved_pct"],
-                (" (" + ", ".join("%s %.1f%%" % x for x in
-                                  summ["unresolved_by_module"][:3]) + ")")
-                if summ["unresolved_by_module"] else "",
-                summ["ours_self_pct"], summ["ours_on_stack_pct"]))
-
-
-def profile_summary_md(summ):
-    """The summary as markdown lines (results.md and the console)."""
-    md = [profile_headline(summ), "",
-          "| function (self time) | module | % of samples |",
-          "|---|---|---:|"]
-    for sym, mod, p in summ["top"]:
-        md.append("| %s | %s | %.1f |" % (sym, mod, p))
-    if summ["ours_top"]:
-        md += ["", "| our function | module | % total (on the stack) "
-               "| % self |", "|---|---|---:|---:|"]
-        for sym, mod, p, own in summ["ours_top"]:
-            md.append("| %s | %s | %.1f | %.1f |" % (sym, mod, p, own))
-    md += ["", "By module (self): " + ", ".join(
-        "%s %.1f%%" % x for x in summ["modules"][:8]),
-        "", "By layer (with the kernel and libc work it asks for): " +
-        ", ".join("%s %.1f%%" % x for x in summ["layers"]),
-        "", "The kernel, by system call: " + (", ".join(
-            "%s %.1f%%" % x for x in summ["kernel"]) or "no samples"),
-        "", "What the profile says: " + summ["next"] + "."]
-    return md
-
-
 def flamegraph_svg(folded, title, width=1200):
     """A small flame graph (root at the bottom) as standalone SVG."""
     tree = {"n": 0, "c": {}}
@@ -590,37 +558,6 @@ def read_profile(perf_data, outdir):
         with open(os.path.join(outdir, "profile.json"), "w") as f:
             json.dump(summ, f, indent=1)
     return svg, summ
-
-
-def profile_summary_html(summ):
-    """The summary as an HTML section (report.html)."""
-    e = html.escape
-    out = ["<h2>Profile (step 3): the top functions by self time</h2>",
-           "<p>%s</p>" % e(profile_headline(summ)),
-           "<table><tr><th>function</th><th>module</th><th>% of samples</th>"
-           "</tr>"]
-    for sym, mod, p in summ["top"]:
-        out.append("<tr><td style='text-align:left'>%s</td>"
-                   "<td style='text-align:left'>%s</td><td>%.1f</td></tr>" %
-                   (e(sym), e(mod), p))
-    out.append("</table>")
-    if summ["ours_top"]:
-        out.append("<table><tr><th>our function</th><th>module</th>"
-                   "<th>% total (on the stack)</th><th>% self</th></tr>")
-        for sym, mod, p, own in summ["ours_top"]:
-            out.append("<tr><td style='text-align:left'>%s</td>"
-                       "<td style='text-align:left'>%s</td><td>%.1f</td>"
-                       "<td>%.1f</td></tr>" % (e(sym), e(mod), p, own))
-        out.append("</table>")
-    out.append("<p>By module (self): %s</p>" % e(", ".join(
-        "%s %.1f%%" % x for x in summ["modules"][:8])))
-    out.append("<p>By layer (with the kernel and libc work it asks for): "
-               "%s</p>" % e(", ".join("%s %.1f%%" % x
-                                      for x in summ["layers"])))
-    out.append("<p>The kernel, by system call: %s</p>" % e(", ".join(
-        "%s %.1f%%" % x for x in summ["kernel"]) or "no samples"))
-    out.append("<p><b>What the profile says:</b> %s.</p>" % e(summ["next"]))
-    return "\n".join(out)
 
 
 def make_stack(step, a, logdir, servers=1, io=None, cache=None):
@@ -1200,94 +1137,8 @@ def svg_bars(title, rows, key, unit, width=560):
 
 
 def write_report(outdir, rows, lessons, extra, meta):
-    with open(os.path.join(outdir, "results.csv"), "w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=COLUMNS)
-        wr.writeheader()
-        for r in rows:
-            wr.writerow(r)
-    md = ["# hammerstack walkthrough", "",
-          "%s — wrk -t%d -c%d, %ds per step, update mix (put %g, review %g), "
-          "database of %d products in %d categories" % (
-              meta["date"], meta["wrk_threads"], meta["connections"],
-              meta["duration"], meta["put"], meta["review"],
-              meta["products"], meta["categories"]),
-          "", "Machine: %s" % meta["machine"], "",
-          "CPU budgets: %s" % meta.get("budgets", "none"), "",
-          "| step | setup | req/s | p50 ms | p99 ms | errors | DB queries/s "
-          "| cache hit % | stale reads |",
-          "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        md.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % tuple(
-            r[k] for k in ("step", "setup", "req_s", "p50_ms", "p99_ms",
-                           "errors", "db_queries_s", "cache_hit_pct",
-                           "stale_reads")))
-    md.append("")
-    for r in rows:
-        md.append("- step %s, %s: %s" % (r["step"], r["setup"],
-                                         lessons[r["step"]]))
-    if extra:
-        md += ["", "## Where the time goes (step 3, per request, ms)", ""]
-        md += ["| stage | ms |", "|---|---:|"]
-        for k, v in extra[0].items():
-            md.append("| %s | %.3f |" % (k.strip(), v))
-        md += ["", "Flame graph: %s" % ("flamegraph.svg" if extra[1] else
-                                        "none; " + extra[2])]
-        summ = extra[3] if len(extra) > 3 else None
-        if summ:
-            md += ["", "## Profile (step 3): the top functions by self time",
-                   ""] + profile_summary_md(summ)
-    with open(os.path.join(outdir, "results.md"), "w") as f:
-        f.write("\n".join(md) + "\n")
-
-    charts = [svg_bars("Throughput (req/s)", rows, "req_s", "req/s"),
-              svg_bars("p99 latency (ms)", rows, "p99_ms", "ms"),
-              svg_bars("Database queries per second", rows, "db_queries_s",
-                       "q/s")]
-    table = ["<table><tr>" + "".join(
-        "<th>%s</th>" % h for h in ("step", "setup", "req/s", "p50 ms",
-                                     "p99 ms", "errors", "DB queries/s",
-                                     "cache hit %", "stale reads")) + "</tr>"]
-    for r in rows:
-        table.append("<tr>" + "".join(
-            "<td>%s</td>" % html.escape(str(r[k])) for k in (
-                "step", "setup", "req_s", "p50_ms", "p99_ms", "errors",
-                "db_queries_s", "cache_hit_pct", "stale_reads")) + "</tr>")
-    table.append("</table>")
-    parts = ["<!doctype html><html><head><meta charset='utf-8'>",
-             "<title>hammerstack walkthrough</title><style>",
-             "body{font-family:sans-serif;max-width:1250px;margin:2em auto}",
-             "table{border-collapse:collapse}td,th{border:1px solid #ccc;"
-             "padding:4px 8px;text-align:right}td:nth-child(2){text-align:left}",
-             "</style></head><body><h1>hammerstack walkthrough</h1>",
-             "<p>%s</p>" % html.escape(md[2]),
-             "<p>Machine: %s</p>" % html.escape(meta["machine"]),
-             "<p>CPU budgets: %s</p>" % html.escape(meta.get("budgets",
-                                                             "none"))]
-    parts += table
-    parts.append("<ul>" + "".join(
-        "<li><b>step %s</b>, %s: %s</li>" % (
-            html.escape(r["step"]), html.escape(r["setup"]),
-            html.escape(lessons[r["step"]])) for r in rows) + "</ul>")
-    parts += ["<div>%s</div>" % c for c in charts]
-    if extra:
-        parts.append("<h2>Where the time goes (step 3, per request)</h2>"
-                     "<table>")
-        for k, v in extra[0].items():
-            parts.append("<tr><td style='text-align:left'>%s</td>"
-                         "<td>%.3f ms</td></tr>" % (html.escape(k), v))
-        parts.append("</table>")
-        summ = extra[3] if len(extra) > 3 else None
-        if summ:
-            parts.append(profile_summary_html(summ))
-        if extra[1]:
-            parts.append("<h2>Flame graph (perf, hs-server + hs-balancer)"
-                         "</h2>" + extra[1])
-        else:
-            parts.append("<h2>Flame graph</h2><p>None: %s.</p>" %
-                         html.escape(extra[2]))
-    parts.append("</body></html>")
-    with open(os.path.join(outdir, "report.html"), "w") as f:
-        f.write("\n".join(parts))
+    # results.csv, results.md and the slides (hslab/report.py).
+    report.write_report(outdir, rows, lessons, extra, meta, COLUMNS)
 
 
 def machine():
@@ -1402,6 +1253,7 @@ def main(argv=None):
             act.help = ("CPU budget of each hs-server in cores, a cgroup "
                         "CPU quota like a small VM (default %g; 0: none)" %
                         DEFAULT_SERVER_CPUS)
+    hs.add_dashboard_args(ap)
     hs.add_check_args(ap)
     a = ap.parse_args(argv)
     steps = [s.strip() for s in a.steps.split(",") if s.strip()]
@@ -1504,6 +1356,8 @@ def main(argv=None):
     print(HEADER, flush=True)
     # Every component's counters once a second, labelled by step.
     a.sampler = hslab.Sampler(os.path.join(outdir, "series.csv")).start()
+    dash = None if a.no_dashboard else serve_dashboard(
+        a.sampler, a.dashboard, say=True)
     try:
         for step in steps:
             runs = [(step, {})]
@@ -1554,6 +1408,8 @@ def main(argv=None):
         return 1
     finally:
         a.sampler.stop()
+        if dash:
+            dash.stop()
     if extra:
         print("\nwhere the time goes (step 3, per request):")
         for k, v in extra[0].items():
@@ -1563,7 +1419,7 @@ def main(argv=None):
             "none; " + extra[2]))
         if len(extra) > 3 and extra[3]:
             print("\nprofile (step 3):")
-            for line in profile_summary_md(extra[3]):
+            for line in report.profile_summary_md(extra[3]):
                 print(("  " + line) if line else "")
     print("\nreport: %s/report.html (results.md, results.csv, series.csv)" %
           outdir)
