@@ -1,11 +1,8 @@
 /*
  * The backend list: parsing "HOST:PORT[,weight=N]" specs, loading the list
- * from the command line and the backends file, publishing it as an
- * immutable set (reloads never disturb requests in flight), and the two
- * balancing policies: smooth weighted round robin (nginx's algorithm: every
- * pick adds each weight to a running score and takes the highest, so
- * weights 5,1,1 give a,a,b,a,c,a,a rather than a burst of five a's) and
- * least connections.
+ * from the command line and the backends file, and publishing it as an
+ * immutable set (reloads never disturb requests in flight).  The balancing
+ * policies that pick from a set are in policy_*.c, behind policy.h.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -216,85 +213,3 @@ bal_backend_set_up(struct bal_backend *b, int up, const char *why)
 		log_warnx_rl("backend %s is %s (%s)", b->name,
 			     up ? "up" : "down", why);
 }
-
-static int
-usable(const struct bal_backend *b, const unsigned char *tried)
-{
-	return BAL_GET(&b->up) && !BAL_GET(&b->removed) &&
-	       (tried == NULL || !tried[b->id]);
-}
-
-/* Smooth weighted round robin; state: one running score per backend id. */
-static void *
-rr_new(void)
-{
-	return hs_xcalloc(BAL_MAX_BACKENDS, sizeof(int64_t));
-}
-
-static void
-rr_free(void *st)
-{
-	free(st);
-}
-
-static struct bal_backend *
-rr_pick(void *st, const struct bal_set *set, const unsigned char *tried)
-{
-	int64_t *cw = st, total = 0;
-	struct bal_backend *best = NULL;
-
-	for (int i = 0; i < set->n; i++) {
-		struct bal_backend *b = set->b[i];
-		if (!usable(b, tried))
-			continue;
-		cw[b->id] += b->weight;
-		total += b->weight;
-		if (best == NULL || cw[b->id] > cw[best->id])
-			best = b;
-	}
-	if (best != NULL)
-		cw[best->id] -= total;
-	return best;
-}
-
-const struct bal_policy_ops bal_policy_rr = {
-	"roundrobin", rr_new, rr_free, rr_pick,
-};
-
-/*
- * Least connections, weighted (active/weight compared by cross
- * multiplication); ties go round robin from a rotating start so equal
- * loads still spread.
- */
-static void *
-lc_new(void)
-{
-	return hs_xcalloc(1, sizeof(unsigned));
-}
-
-static struct bal_backend *
-lc_pick(void *st, const struct bal_set *set, const unsigned char *tried)
-{
-	unsigned *start = st;
-	struct bal_backend *best = NULL;
-	int64_t best_act = 0;
-
-	for (int k = 0; k < set->n; k++) {
-		struct bal_backend *b = set->b[(*start + (unsigned)k) %
-						(unsigned)set->n];
-		int64_t act;
-		if (!usable(b, tried))
-			continue;
-		act = BAL_GET(&b->active);
-		if (best == NULL || act * best->weight < best_act * b->weight) {
-			best = b;
-			best_act = act;
-		}
-	}
-	(*start)++;
-	return best;
-}
-
-const struct bal_policy_ops bal_policy_leastconn = {
-	"leastconn", lc_new, rr_free, lc_pick,
-};

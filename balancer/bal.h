@@ -1,12 +1,14 @@
 /*
  * hs-balancer's internal interface: configuration, backends and the backend
- * set, the balancing policy vtable, workers (one event loop per thread) and
- * the entry points of the proxy, health-check and admin modules.
+ * set, workers (one event loop per thread) and the entry points of the
+ * proxy, health-check and admin modules.  The balancing policies' table is
+ * in policy.h.
  *
  * Ownership: struct bal_app owns everything.  Backends are created by
- * bal_set_load() and live until bal_app_free(); a reload publishes a new
- * immutable struct bal_set (atomically) and keeps the old ones until exit,
- * so a worker may use the set it loaded for as long as it likes.
+ * bal_set_load() and live until bal_backends_free() at exit; a reload
+ * publishes a new immutable struct bal_set (atomically) and keeps the old
+ * ones until exit, so a worker may use the set it loaded for as long as it
+ * likes.
  */
 #ifndef BAL_H
 #define BAL_H
@@ -19,6 +21,7 @@
 
 #include "hs_hist.h"
 #include "parse.h"
+#include "policy.h"
 
 struct event_base;
 struct event;
@@ -134,19 +137,6 @@ struct bal_set {
 	struct bal_set *older; /* kept until exit */
 };
 
-/* A balancing policy; state is per worker (no locks). */
-struct bal_policy_ops {
-	const char *name;
-	void *(*state_new)(void);
-	void (*state_free)(void *st);
-	/* Picks an up backend of set not marked in tried[id]; NULL if none. */
-	struct bal_backend *(*pick)(void *st, const struct bal_set *set,
-				    const unsigned char *tried);
-};
-
-extern const struct bal_policy_ops bal_policy_rr;
-extern const struct bal_policy_ops bal_policy_leastconn;
-
 struct bal_worker;
 struct bal_admin;
 
@@ -185,6 +175,14 @@ void bal_backends_free(struct bal_app *app);
 #define BAL_INC(p, n) __atomic_fetch_add((p), (n), __ATOMIC_RELAXED)
 #define BAL_GET(p) __atomic_load_n((p), __ATOMIC_RELAXED)
 
+/* May a policy pick b: up, still in the set, and not already tried? */
+static inline int
+bal_backend_usable(const struct bal_backend *b, const unsigned char *tried)
+{
+	return BAL_GET(&b->up) && !BAL_GET(&b->removed) &&
+	       (tried == NULL || !tried[b->id]);
+}
+
 /* A failure of ours (descriptors, memory), not of the peer we talked to. */
 static inline int
 bal_err_local(int e)
@@ -201,7 +199,6 @@ struct bal_worker *bal_worker_new(struct bal_app *app, int idx,
 void bal_worker_free(struct bal_worker *w);
 /* Starts draining: stop accepting, finish in-flight requests (thread-safe). */
 void bal_worker_drain(struct bal_worker *w);
-int bal_worker_clients(const struct bal_worker *w);
 
 /* Health checks on app->base (health.c). */
 void bal_health_sync(struct bal_app *app);

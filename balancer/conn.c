@@ -412,12 +412,6 @@ bal_worker_drain(struct bal_worker *w)
 	event_active(w->ev_drain, EV_READ, 0);
 }
 
-int
-bal_worker_clients(const struct bal_worker *w)
-{
-	return w->nclients;
-}
-
 struct bal_worker *
 bal_worker_new(struct bal_app *app, int idx, struct event_base *base,
 	       int listen_fd)

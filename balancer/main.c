@@ -243,50 +243,6 @@ parse_args(int argc, char **argv, struct bal_config *cfg, int *log_level)
 	return 0;
 }
 
-/* A non-blocking listener with SO_REUSEPORT (one per worker). */
-static int
-listen_reuseport(const char *host, int port, int *bound)
-{
-	struct addrinfo hints, *res = NULL;
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	char ps[8];
-	int fd = -1, one = 1;
-
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-	snprintf(ps, sizeof(ps), "%d", port);
-	if (getaddrinfo(host, ps, &hints, &res) != 0 || res == NULL) {
-		errno = EINVAL;
-		return -1;
-	}
-	fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-		    0);
-	if (fd < 0)
-		goto fail;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-	if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 ||
-	    listen(fd, 4096) < 0 ||
-	    getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
-		goto fail;
-	*bound = ntohs(ss.ss_family == AF_INET6
-			       ? ((struct sockaddr_in6 *)&ss)->sin6_port
-			       : ((struct sockaddr_in *)&ss)->sin_port);
-	freeaddrinfo(res);
-	return fd;
-fail:
-	if (fd >= 0) {
-		int e = errno;
-		close(fd);
-		errno = e;
-	}
-	freeaddrinfo(res);
-	return -1;
-}
-
 /*
  * Takes the hard descriptor limit, then lowers --max-conns to fit in it:
  * past the limit, accept fails, and health checks and backend connections
@@ -414,8 +370,8 @@ main(int argc, char **argv)
 	app.bound_port = app.cfg.listen_port;
 	for (int i = 0; i < app.nworkers; i++) {
 		int port = app.bound_port;
-		int fd = listen_reuseport(app.cfg.listen_host, port,
-					  &app.bound_port);
+		int fd = hs_listen_reuseport(app.cfg.listen_host, port, 4096,
+					     &app.bound_port);
 		if (fd < 0) {
 			log_error("cannot listen on %s:%d: %s",
 				  app.cfg.listen_host, port, strerror(errno));

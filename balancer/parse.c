@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "hs_util.h"
 #include "parse.h"
 
 /* RFC 9110 tchar. */
@@ -58,12 +59,6 @@ static int
 eq_ci(const char *p, size_t n, const char *lit)
 {
 	return strlen(lit) == n && strncasecmp(p, lit, n) == 0;
-}
-
-int
-bal_hdr_is(const char *buf, const struct bal_hdr *h, const char *name)
-{
-	return eq_ci(buf + h->name_off, h->name_len, name);
 }
 
 #define FAIL(st, msg)                                                          \
@@ -526,18 +521,6 @@ enum {
 
 #define CHUNK_LINE_MAX 4096
 
-static int
-hexval(unsigned char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 #undef FAIL
 #define FAIL(msg)                                                              \
 	do {                                                                   \
@@ -558,7 +541,7 @@ bal_chunk_feed(struct bal_chunk *c, const char *p, size_t n, const char **why)
 
 		switch (c->state) {
 		case CH_SIZE:
-			if ((hv = hexval(ch)) >= 0) {
+			if ((hv = hs_hexval(ch)) >= 0) {
 				if (++c->digits > 15)
 					FAIL("chunk size too large");
 				c->left = c->left * 16 + (uint64_t)hv;
@@ -684,8 +667,8 @@ bal_path_normalize(const char *p, size_t n, char *out)
 		while (i < n && p[i] != '/') {
 			int hi, lo;
 			if (p[i] == '%' && i + 2 < n &&
-			    (hi = hexval((unsigned char)p[i + 1])) >= 0 &&
-			    (lo = hexval((unsigned char)p[i + 2])) >= 0) {
+			    (hi = hs_hexval((unsigned char)p[i + 1])) >= 0 &&
+			    (lo = hs_hexval((unsigned char)p[i + 2])) >= 0) {
 				out[o++] = (char)(hi << 4 | lo);
 				i += 3;
 			} else {

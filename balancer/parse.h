@@ -114,7 +114,4 @@ size_t bal_path_normalize(const char *p, size_t n, char *out);
  */
 int bal_path_under(const char *path, size_t len, const char *prefix);
 
-/* Case-insensitive compare of a header name at buf+off with a literal. */
-int bal_hdr_is(const char *buf, const struct bal_hdr *h, const char *name);
-
 #endif

@@ -12,6 +12,7 @@
 
 #include "cache_int.h"
 #include "hs_log.h"
+#include "hs_rng.h"
 #include "hs_util.h"
 
 /* memcached treats an exptime above 30 days as an absolute Unix time. */
@@ -64,12 +65,6 @@ cache_res_name(enum cache_res r)
 	}
 }
 
-const char *
-cache_strerror(const struct cache *c)
-{
-	return c->err;
-}
-
 void
 cache_value_release(struct cache_value *v)
 {
@@ -79,17 +74,6 @@ cache_value_release(struct cache_value *v)
 	v->body = NULL;
 	v->len = 0;
 	v->status = 0;
-}
-
-uint64_t
-cache_rng_next(uint64_t *s)
-{
-	/* splitmix64: tiny, good enough for jitter and lease tokens. */
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
 }
 
 unsigned
@@ -105,7 +89,7 @@ cache_ttl_jitter(unsigned ttl, double frac, uint64_t *rng)
 		frac = 1;
 	/* Only downwards: the configured TTL stays the bound on staleness. */
 	span = (unsigned)((double)ttl * frac);
-	ttl -= (unsigned)(cache_rng_next(rng) % ((uint64_t)span + 1));
+	ttl -= (unsigned)(hs_rng_next(rng) % ((uint64_t)span + 1));
 	return ttl ? ttl : 1;
 }
 

@@ -190,8 +190,6 @@ size_t cache_invalidate(struct cache *c, const char *const *keys, size_t n);
 
 /* X-Cache value of a result: "HIT", "MISS", "BYPASS". */
 const char *cache_res_name(enum cache_res r);
-/* The last memcached error seen on this handle ("" if none). */
-const char *cache_strerror(const struct cache *c);
 
 /* Keys: a format version prefix so that a body format change starts cold. */
 #define CACHE_KEY_PREFIX "hs1:"

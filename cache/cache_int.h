@@ -58,14 +58,11 @@ struct cache {
 	struct cache_shared *sh;
 	memcached_st *mc;        /* key distribution only; I/O is mc.c's */
 	struct mc_conn *conns;   /* one per server, in brk order */
-	uint64_t rng;
+	uint64_t rng;            /* hs_rng.h state: jitter, lease tokens */
 	bool is_thread;
 	LIST_ENTRY(cache) link;
 	char err[160];
 };
-
-/* cache.c */
-uint64_t cache_rng_next(uint64_t *s);
 
 /*
  * mc.c: the memcached text protocol, strict (see there why not
@@ -143,7 +140,7 @@ size_t cache_mget_timed(struct cache *c, const char *const *keys, size_t n,
 			struct cache_value *out, enum cache_res *res,
 			struct cache_fetch_info *info);
 
-/* stats.c: the breaker */
+/* breaker.c: the circuit breaker */
 bool cache_brk_allow(struct cache_shared *s, struct cache_breaker *b);
 void cache_brk_ok(struct cache_breaker *b);
 void cache_brk_fail(struct cache_shared *s, struct cache_breaker *b);

@@ -13,6 +13,7 @@
 
 #include "cache_int.h"
 #include "hs_log.h"
+#include "hs_rng.h"
 #include "hs_util.h"
 
 #define LEASE_PREFIX "hs-lease:"
@@ -213,7 +214,7 @@ cache_lease_try(struct cache *c, struct cache_breaker *b, const char *key, size_
 	bool have_cas = false;
 
 	tlen = (size_t)snprintf(token, sizeof(token), LEASE_PREFIX "%016" PRIx64,
-				cache_rng_next(&c->rng));
+				hs_rng_next(&c->rng));
 	TIMED(info, rc = cache_mc_store(c, CACHE_MC_ADD, key, klen, token, tlen,
 					CACHE_FLAG_LEASE, s->o.lease_ttl_s, 0));
 	if (!note_rc(c, b, rc)) {

@@ -16,10 +16,15 @@ void hs_log_init(const char *component, int level);
 /* Parses "error", "warn", "info", "debug"; returns -1 on anything else. */
 int hs_log_level_parse(const char *name);
 
+/*
+ * The emitters are cold (as lwan's lwan-log.h marks its own): a log line is
+ * the rare path, so the compiler moves the calls and their argument set-up
+ * out of the hot code and treats the branches that reach them as unlikely.
+ */
 void hs_log_emit(int level, int with_errno, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+	__attribute__((format(printf, 3, 4), cold));
 void hs_fatal(int with_errno, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3), noreturn));
+	__attribute__((format(printf, 2, 3), noreturn, cold));
 
 #define HS_LOG_(lvl, e, ...)                                                   \
 	do {                                                                   \
@@ -60,7 +65,8 @@ int hs_log_rate_pass(struct hs_log_rate *rl, long now_sec, long *suppressed);
 /* hs_log_rate_pass() at the current monotonic second. */
 int hs_log_rate_now(struct hs_log_rate *rl, long *suppressed);
 void hs_log_emit_rl(int level, int with_errno, long suppressed,
-		    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+		    const char *fmt, ...)
+	__attribute__((format(printf, 4, 5), cold));
 
 #define HS_LOG_RL_(lvl, e, ...)                                                \
 	do {                                                                   \

@@ -19,6 +19,19 @@ char *hs_xstrdup(const char *s);
 uint64_t hs_now_ns(void);
 static inline uint64_t hs_now_us(void) { return hs_now_ns() / 1000; }
 
+/* The value of one hex digit, or -1 (also for a negative char). */
+static inline int
+hs_hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
 /*
  * Parses a whole decimal integer in [min, max].  Leading/trailing junk,
  * overflow and out-of-range values fail.  Returns 0 or -1.
@@ -49,6 +62,12 @@ void hs_http_date(char buf[30]);
  */
 int hs_listen_tcp(const char *host, int port, int backlog, int nonblock,
 		  int *bound);
+/*
+ * The same, non-blocking and with SO_REUSEPORT too, so that several
+ * listeners (one per worker thread) can share host:port and the kernel
+ * spreads connections among them.
+ */
+int hs_listen_reuseport(const char *host, int port, int backlog, int *bound);
 
 /* Closes *fd unless it is -1 already, and sets it to -1. */
 void hs_close(int *fd);

@@ -160,8 +160,9 @@ hs_http_date(char buf[30])
 	memcpy(buf, cached, 30);
 }
 
-int
-hs_listen_tcp(const char *host, int port, int backlog, int nonblock, int *bound)
+static int
+listen_tcp(const char *host, int port, int backlog, int nonblock,
+	   int reuseport, int *bound)
 {
 	struct addrinfo hints, *res = NULL, *ai;
 	struct sockaddr_storage ss;
@@ -186,6 +187,9 @@ hs_listen_tcp(const char *host, int port, int backlog, int nonblock, int *bound)
 		if (fd < 0)
 			continue;
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (reuseport)
+			setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one,
+				   sizeof(one));
 		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
 		    listen(fd, backlog) == 0)
 			break;
@@ -209,6 +213,18 @@ hs_listen_tcp(const char *host, int port, int backlog, int nonblock, int *bound)
 				 : ntohs(((struct sockaddr_in *)&ss)->sin_port);
 	}
 	return fd;
+}
+
+int
+hs_listen_tcp(const char *host, int port, int backlog, int nonblock, int *bound)
+{
+	return listen_tcp(host, port, backlog, nonblock, 0, bound);
+}
+
+int
+hs_listen_reuseport(const char *host, int port, int backlog, int *bound)
+{
+	return listen_tcp(host, port, backlog, 1, 1, bound);
 }
 
 void

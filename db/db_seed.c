@@ -1,5 +1,5 @@
 /*
- * Deterministic seeding.  One PRNG (splitmix64) drives every value, so the
+ * Deterministic seeding.  One PRNG (hs_rng.h) drives every value, so the
  * same scale and seed give the same rows byte for byte.  The file is built
  * beside its final path with journaling and syncing off, in one
  * transaction, secondary indexes created after the bulk load; then it is
@@ -21,32 +21,12 @@
 #include <unistd.h>
 
 #include "db_internal.h"
+#include "hs_rng.h"
 #include "hs_util.h"
 
 #define SEED_DEFAULT 0x68616d6d65727374ull   /* "hammerst" */
 #define SEED_BASE_MS 1672531200000ll          /* 2023-01-01T00:00:00Z */
 #define SEED_SPAN_MS (730ll * 86400 * 1000)   /* two years of history */
-
-struct seed_rng {
-	uint64_t s;
-};
-
-static uint64_t
-rng_next(struct seed_rng *r)
-{
-	uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-/* Uniform in [0, n), n < 2^32 (multiply-shift; the bias is negligible). */
-static uint32_t
-rng_below(struct seed_rng *r, uint32_t n)
-{
-	return (uint32_t)(((rng_next(r) >> 32) * (uint64_t)n) >> 32);
-}
 
 struct seed_word {
 	const char *s;
@@ -139,10 +119,10 @@ text_add(struct seed_text *t, const char *s, size_t len)
 }
 
 static void
-text_word(struct seed_text *t, struct seed_rng *r,
+text_word(struct seed_text *t, uint64_t *r,
 	  const struct seed_word *list, size_t n)
 {
-	const struct seed_word *w = &list[rng_below(r, (uint32_t)n)];
+	const struct seed_word *w = &list[hs_rng_below(r, (uint32_t)n)];
 
 	if (t->len)
 		text_add(t, " ", 1);
@@ -151,7 +131,7 @@ text_word(struct seed_text *t, struct seed_rng *r,
 
 /* nwords lowercase words ending with a full stop. */
 static void
-text_sentence(struct seed_text *t, struct seed_rng *r, int nwords)
+text_sentence(struct seed_text *t, uint64_t *r, int nwords)
 {
 	int i;
 
@@ -162,7 +142,7 @@ text_sentence(struct seed_text *t, struct seed_rng *r, int nwords)
 
 struct seed_ctx {
 	struct db *db;            /* the temp file's connection */
-	struct seed_rng rng;
+	uint64_t rng;
 	const struct db_seed_opts *o;
 	int64_t ncat, nprod, nrev;
 };
@@ -243,10 +223,10 @@ seed_review_counts(struct seed_ctx *c)
 	int64_t i;
 
 	for (i = 0; i < c->nprod; i++) {
-		if (rng_below(&c->rng, 100) < 5)
+		if (hs_rng_below(&c->rng, 100) < 5)
 			w[i] = 0;
 		else
-			w[i] = 8 + 1000 / (1 + rng_below(&c->rng, 1000));
+			w[i] = 8 + 1000 / (1 + hs_rng_below(&c->rng, 1000));
 		total += w[i];
 	}
 	if (total == 0) {
@@ -271,24 +251,24 @@ seed_product(struct seed_ctx *c, sqlite3_stmt *sp, int64_t id)
 	t.len = 0;
 	t.buf[0] = '\0';
 	sqlite3_bind_int64(sp, 1, id);
-	sqlite3_bind_int64(sp, 2, 1 + rng_below(&c->rng, (uint32_t)c->ncat));
+	sqlite3_bind_int64(sp, 2, 1 + hs_rng_below(&c->rng, (uint32_t)c->ncat));
 	text_word(&t, &c->rng, seed_adjectives, NELEM(seed_adjectives));
 	text_word(&t, &c->rng, seed_materials, NELEM(seed_materials));
 	text_word(&t, &c->rng, seed_nouns, NELEM(seed_nouns));
 	sqlite3_bind_text(sp, 3, t.buf, (int)t.len, SQLITE_TRANSIENT);
 	t.len = 0;
 	t.buf[0] = '\0';
-	text_sentence(&t, &c->rng, 8 + (int)rng_below(&c->rng, 12));
-	text_sentence(&t, &c->rng, 6 + (int)rng_below(&c->rng, 10));
+	text_sentence(&t, &c->rng, 8 + (int)hs_rng_below(&c->rng, 12));
+	text_sentence(&t, &c->rng, 6 + (int)hs_rng_below(&c->rng, 10));
 	t.buf[0] = (char)(t.buf[0] - 'a' + 'A');
 	sqlite3_bind_text(sp, 4, t.buf, (int)t.len, SQLITE_STATIC);
 	/* $0.99 .. $999.99, most of them cheap. */
-	sqlite3_bind_int64(sp, 5, 100ll * (1 + rng_below(&c->rng,
-			   1 + rng_below(&c->rng, 1000))) - 1);
-	sqlite3_bind_int64(sp, 6, rng_below(&c->rng, 20) == 0 ? 0 :
-			   rng_below(&c->rng, 500));
+	sqlite3_bind_int64(sp, 5, 100ll * (1 + hs_rng_below(&c->rng,
+			   1 + hs_rng_below(&c->rng, 1000))) - 1);
+	sqlite3_bind_int64(sp, 6, hs_rng_below(&c->rng, 20) == 0 ? 0 :
+			   hs_rng_below(&c->rng, 500));
 	sqlite3_bind_int64(sp, 7, SEED_BASE_MS +
-			   (int64_t)(rng_next(&c->rng) % SEED_SPAN_MS));
+			   (int64_t)(hs_rng_next(&c->rng) % SEED_SPAN_MS));
 	return seed_step(c, sp, "insert product");
 }
 
@@ -307,22 +287,22 @@ seed_reviews(struct seed_ctx *c, sqlite3_stmt *sr, int64_t id, uint32_t n,
 	 * rating is 1 + 4 * quality.  (The product of two draws does not
 	 * depend on which the compiler evaluates first.)
 	 */
-	quality = 900 - rng_below(&c->rng, 1000) *
-			rng_below(&c->rng, 1000) / 1200;
+	quality = 900 - hs_rng_below(&c->rng, 1000) *
+			hs_rng_below(&c->rng, 1000) / 1200;
 	for (k = 0; k < n && res == DB_OK; k++) {
 		rating = 1;
 		for (j = 0; j < 4; j++)
-			rating += rng_below(&c->rng, 1000) < quality;
+			rating += hs_rng_below(&c->rng, 1000) < quality;
 		t.len = 0;
 		t.buf[0] = '\0';
 		text_word(&t, &c->rng, seed_openers[rating - 1], 3);
-		text_sentence(&t, &c->rng, 3 + (int)rng_below(&c->rng, 10));
+		text_sentence(&t, &c->rng, 3 + (int)hs_rng_below(&c->rng, 10));
 		sqlite3_bind_int64(sr, 1, ++*rid);
 		sqlite3_bind_int64(sr, 2, id);
 		sqlite3_bind_int(sr, 3, rating);
 		sqlite3_bind_text(sr, 4, t.buf, (int)t.len, SQLITE_STATIC);
 		sqlite3_bind_int64(sr, 5, SEED_BASE_MS +
-				   (int64_t)(rng_next(&c->rng) % SEED_SPAN_MS));
+				   (int64_t)(hs_rng_next(&c->rng) % SEED_SPAN_MS));
 		res = seed_step(c, sr, "insert review");
 	}
 	return res;
@@ -379,7 +359,7 @@ seed_world(struct seed_ctx *c)
 		return DB_ERR;
 	for (i = 1; i <= DB_WORLD_ROWS && res == DB_OK; i++) {
 		sqlite3_bind_int(st, 1, i);
-		sqlite3_bind_int(st, 2, 1 + (int)rng_below(&c->rng, 10000));
+		sqlite3_bind_int(st, 2, 1 + (int)hs_rng_below(&c->rng, 10000));
 		res = seed_step(c, st, "insert world");
 	}
 	sqlite3_finalize(st);
@@ -579,7 +559,7 @@ seed_file(const char *path, const struct db_seed_opts *o, int replace,
 		db_failf(&scratch, "%s already exists", path);
 		goto out;
 	}
-	c.rng.s = o && o->seed ? o->seed : SEED_DEFAULT;
+	c.rng = o && o->seed ? o->seed : SEED_DEFAULT;
 	c.ncat = seed_count(100, scale);
 	c.nprod = seed_count(100000, scale);
 	c.nrev = seed_count(1000000, scale);

@@ -29,6 +29,7 @@ from hslab import (  # noqa: E402,F401  (one copy of each)
     pid_alive, port_free, server_counters, start_memcached, wait_connect,
     wait_http)
 from hslab import cgroups  # noqa: E402
+from hslab.sampler import Sampler  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("HS_BIN_DIR") or os.path.join(ROOT, "build", "bin")
@@ -287,8 +288,32 @@ def print_urls(stack, out=sys.stdout):
     out.flush()
 
 
-def supervise(stack, ready_fd=None):
-    """Runs until SIGINT/SIGTERM; then stops every child."""
+def start_dashboard(stack, spec):
+    """A Sampler over the running stack and the live dashboard on spec
+    (HOST:PORT); (sampler, dashboard), (None, None) when spec is None.
+    A dashboard that cannot listen is said once; the stack runs on."""
+    if not spec:
+        return None, None
+    from hslab.dashboard import serve
+    sampler = Sampler(None).start()
+    sampler.watch(stack, "up")
+    dash = serve(sampler, spec)
+    if dash is None:
+        sampler.stop()
+        return None, None
+    return sampler, dash
+
+
+def stop_dashboard(sampler, dash):
+    if dash:
+        dash.stop()
+    if sampler:
+        sampler.stop()
+
+
+def supervise(stack, ready_fd=None, dashboard=None):
+    """Runs until SIGINT/SIGTERM; then stops every child.  dashboard:
+    HOST:PORT of the live dashboard, or None."""
     stopping = []
 
     def on_signal(signum, frame):
@@ -311,11 +336,14 @@ def supervise(stack, ready_fd=None):
     with open(tmp, "w") as f:
         json.dump(stack.state(), f, indent=1)
     os.rename(tmp, STATE)
+    sampler, dash = start_dashboard(stack, dashboard)
     if ready_fd is not None:
         os.write(ready_fd, b"ok\n")
         os.close(ready_fd)
     else:
         print_urls(stack)
+        if dash:
+            sys.stdout.write("dashboard: %s\n" % dash.url)
         sys.stdout.write("Ctrl-C stops everything.\n")
         sys.stdout.flush()
     reported = set()
@@ -327,6 +355,7 @@ def supervise(stack, ready_fd=None):
                     (name, os.path.join(stack.logdir, name + ".log")))
                 reported.add(name)
     log("stopping")
+    stop_dashboard(sampler, dash)
     stack.stop()
     try:
         if read_state() and read_state().get("pid") == os.getpid():
@@ -355,8 +384,9 @@ def cmd_up(a):
         problem = cgroups.find_hierarchy()[3]
         if problem:
             cgroups.warn(problem)
+    dashboard = None if a.no_dashboard else a.dashboard
     if not a.detach:
-        return supervise(stack)
+        return supervise(stack, dashboard=dashboard)
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -369,7 +399,7 @@ def cmd_up(a):
         os.dup2(devnull, 0)
         os.dup2(logfd, 1)
         os.dup2(logfd, 2)
-        os._exit(supervise(stack, ready_fd=w))
+        os._exit(supervise(stack, ready_fd=w, dashboard=dashboard))
     os.close(w)
     msg = b""
     while True:
@@ -381,6 +411,8 @@ def cmd_up(a):
     if not msg.startswith(b"ok"):
         raise StackError(msg.decode().strip() or "the stack did not start")
     print_urls(stack)
+    if dashboard:
+        sys.stdout.write("dashboard: http://%s/\n" % dashboard)
     sys.stdout.write("running in the background; ./hammerstack down stops it\n")
     return 0
 
@@ -451,6 +483,16 @@ def cmd_status(a):
     return 1 if bad else 0
 
 
+def add_dashboard_args(ap):
+    """--dashboard HOST:PORT and --no-dashboard (up and the walkthrough)."""
+    ap.add_argument("--dashboard", default="127.0.0.1:8099",
+                    metavar="HOST:PORT",
+                    help="serve the live dashboard there (default "
+                    "127.0.0.1:8099)")
+    ap.add_argument("--no-dashboard", action="store_true",
+                    help="no live dashboard")
+
+
 def add_cpu_args(ap, default=0.0):
     """--server-cpus, --cache-cpus, --balancer-cpus: a CPU budget in cores
     for each such process, in its own cgroup (0: none)."""
@@ -488,6 +530,12 @@ def check_up(up, a):
     check_cpus(up, a)
     if a.server_port + a.servers - 1 > 65535:
         up.error("--server-port leaves no room for %d servers" % a.servers)
+    if not a.no_dashboard:
+        from hslab.dashboard import parse_hostport
+        try:
+            parse_hostport(a.dashboard)
+        except ValueError:
+            up.error("--dashboard must be HOST:PORT, not '%s'" % a.dashboard)
 
 
 def main(argv=None):
@@ -523,6 +571,7 @@ def main(argv=None):
                     help="database threads per server (default 0: the "
                     "loops run the queries)")
     add_cpu_args(up)
+    add_dashboard_args(up)
     up.add_argument("--detach", action="store_true",
                     help="run in the background (stop with down)")
     cmds = {"up": up,

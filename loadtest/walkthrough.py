@@ -1,20 +1,30 @@
 #!/usr/bin/env python3
 """The scaling walkthrough: the same wrk mix at each step of the talk, with
-the consistency checker beside it, one row per step, and a report folder.
+the consistency checker beside it, an open-loop sweep after it, one row per
+step, and a report folder.
 
   0   one server, no cache: the database is hammered
   1   + memcached, cache-aside with leases
   1b  naive cache-aside with a widened fill window: the stale-set race
-  2   hs-balancer in front of N servers sharing memcached and the database
+      (a correctness demonstration: correctness_only=1)
+  2   scale out: hs-balancer in front of 1, 2, 4 servers (--scale-out), the
+      same CPU budget each; rows 2/1, 2/2, 2/4 with each server's share and
+      the part that stops growth
+  2b  async vs blocking: one server, --io blocking --threads 8 against
+      --io event, 256 keep-alive clients, the clients left waiting
   3   profile: where the time goes now (Server-Timing / stats breakdown,
       and a perf flame graph when perf can sample)
+  4   lose the cache: memcached killed under open-loop load, then an empty
+      one back on the same port
 
-Each row: req/s, p50, p99, errors, DB queries/s, cache hit %, stale reads,
-and each host's CPU use and time throttled by its budget (--server-cpus,
---cache-cpus, --balancer-cpus).  The report lands in DIR: results.csv,
-results.md, report.html (charts as inline SVG: it opens with no network),
-series.csv (every component's counters once a second, by step; see
-hslab/sampler.py) and each step's raw output.
+Each row: req/s, capacity at the SLO (hs-load sweep), p50, p99, errors, DB
+queries per request and DB time share, cache hit %, stale reads, and each
+host's CPU use and time throttled by its budget (--server-cpus, default
+0.15 core; --cache-cpus, --balancer-cpus).  DIR gets results.csv,
+results.md, report.html, sweeps.csv, summary.json (the headline numbers),
+series.csv (every component's counters once a second; hslab/sampler.py),
+events.csv, cacheloss.csv and each step's raw output (loadtest/README.md,
+"The walkthrough's data").
 """
 
 import atexit
@@ -34,6 +44,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hslab  # noqa: E402
 from hslab import delta, get_json  # noqa: E402,F401
 import stack as hs  # noqa: E402
+from hslab.dashboard import serve as serve_dashboard  # noqa: E402
+from hslab import report  # noqa: E402
 
 ROOT = hs.ROOT
 WRK_DIR = os.path.join(ROOT, "loadtest", "wrk")
@@ -42,15 +54,31 @@ STEPS = {
     "0": ("one server, no cache", "the database is hammered"),
     "1": ("+ memcached (lease)", "cache-aside: repeated reads cost no DB work"),
     "1b": ("naive cache, fill delay",
-           "get/miss/query/set: an update's delete can be undone by a slow fill"),
-    "2": ("balancer + %d servers", "round robin over servers sharing cache and DB"),
+           "get/miss/query/set: an update's delete can be undone by a slow "
+           "fill (a correctness demonstration, not a throughput step)"),
+    "2": ("balancer + %d servers",
+          "scale out: round robin over servers of the same budget sharing "
+          "the cache and the database"),
+    "2b": ("%s, 1 server",
+           "async vs blocking: many keep-alive clients on one server"),
     "3": ("profile", "where the time goes now"),
+    "4": ("lose the cache (%s)",
+          "memcached dies under load: the database takes it all, then an "
+          "empty cache refills"),
 }
+DEFAULT_STEPS = "0,1,1b,2,2b,3,4"
+DEFAULT_SERVER_CPUS = 0.15
 
 COLUMNS = ["step", "setup", "req_s", "p50_ms", "p99_ms", "errors",
            "db_queries_s", "cache_hit_pct", "stale_reads", "checker_reads",
            "checker_writes", "server_cpus", "cache_cpus", "balancer_cpus",
-           "host_cpu", "host_throttled_s"]
+           "host_cpu", "host_throttled_s", "servers", "io",
+           "connections", "capacity_rps", "slo_ms", "db_queries_per_req",
+           "db_time_pct", "server_share", "limit", "waiting_clients",
+           "timeouts", "correctness_only"]
+
+SWEEP_COLUMNS = ["step", "offered_rps", "achieved_rps", "p50_us", "p90_us",
+                 "p99_us", "p999_us", "max_us", "errors", "non2xx", "late"]
 
 
 def progress(msg):
@@ -422,40 +450,6 @@ def profile_summary(samples, top=10):
     }
 
 
-def profile_headline(summ):
-    return ("%d samples (%s); %.1f%% without a function "
-            "name%s; our code (hs-server, hs-balancer) is the leaf in "
-            "%.1f%% and on the stack in %.1f%%." % (
-                summ["samples"], summ.get("recorded", "perf"),
-                summ["unresolved_pct"],
-                (" (" + ", ".join("%s %.1f%%" % x for x in
-                                  summ["unresolved_by_module"][:3]) + ")")
-                if summ["unresolved_by_module"] else "",
-                summ["ours_self_pct"], summ["ours_on_stack_pct"]))
-
-
-def profile_summary_md(summ):
-    """The summary as markdown lines (results.md and the console)."""
-    md = [profile_headline(summ), "",
-          "| function (self time) | module | % of samples |",
-          "|---|---|---:|"]
-    for sym, mod, p in summ["top"]:
-        md.append("| %s | %s | %.1f |" % (sym, mod, p))
-    if summ["ours_top"]:
-        md += ["", "| our function | module | % total (on the stack) "
-               "| % self |", "|---|---|---:|---:|"]
-        for sym, mod, p, own in summ["ours_top"]:
-            md.append("| %s | %s | %.1f | %.1f |" % (sym, mod, p, own))
-    md += ["", "By module (self): " + ", ".join(
-        "%s %.1f%%" % x for x in summ["modules"][:8]),
-        "", "By layer (with the kernel and libc work it asks for): " +
-        ", ".join("%s %.1f%%" % x for x in summ["layers"]),
-        "", "The kernel, by system call: " + (", ".join(
-            "%s %.1f%%" % x for x in summ["kernel"]) or "no samples"),
-        "", "What the profile says: " + summ["next"] + "."]
-    return md
-
-
 def flamegraph_svg(folded, title, width=1200):
     """A small flame graph (root at the bottom) as standalone SVG."""
     tree = {"n": 0, "c": {}}
@@ -566,41 +560,13 @@ def read_profile(perf_data, outdir):
     return svg, summ
 
 
-def profile_summary_html(summ):
-    """The summary as an HTML section (report.html)."""
-    e = html.escape
-    out = ["<h2>Profile (step 3): the top functions by self time</h2>",
-           "<p>%s</p>" % e(profile_headline(summ)),
-           "<table><tr><th>function</th><th>module</th><th>% of samples</th>"
-           "</tr>"]
-    for sym, mod, p in summ["top"]:
-        out.append("<tr><td style='text-align:left'>%s</td>"
-                   "<td style='text-align:left'>%s</td><td>%.1f</td></tr>" %
-                   (e(sym), e(mod), p))
-    out.append("</table>")
-    if summ["ours_top"]:
-        out.append("<table><tr><th>our function</th><th>module</th>"
-                   "<th>% total (on the stack)</th><th>% self</th></tr>")
-        for sym, mod, p, own in summ["ours_top"]:
-            out.append("<tr><td style='text-align:left'>%s</td>"
-                       "<td style='text-align:left'>%s</td><td>%.1f</td>"
-                       "<td>%.1f</td></tr>" % (e(sym), e(mod), p, own))
-        out.append("</table>")
-    out.append("<p>By module (self): %s</p>" % e(", ".join(
-        "%s %.1f%%" % x for x in summ["modules"][:8])))
-    out.append("<p>By layer (with the kernel and libc work it asks for): "
-               "%s</p>" % e(", ".join("%s %.1f%%" % x
-                                      for x in summ["layers"])))
-    out.append("<p>The kernel, by system call: %s</p>" % e(", ".join(
-        "%s %.1f%%" % x for x in summ["kernel"]) or "no samples"))
-    out.append("<p><b>What the profile says:</b> %s.</p>" % e(summ["next"]))
-    return "\n".join(out)
-
-
-def make_stack(step, a, logdir):
-    servers = a.servers if step in ("2", "3") else 1
-    balancer = step in ("2", "3")
-    cache = {"0": "off", "1b": "naive"}.get(step, "lease")
+def make_stack(step, a, logdir, servers=1, io=None, cache=None):
+    """The stack of a step: servers behind hs-balancer when there is more
+    than one (and in steps 2 and 3 always), the cache of the step, and
+    io ("event" or "blocking") for step 2b."""
+    balancer = step.split("/")[0] in ("2", "3")
+    if cache is None:
+        cache = {"0": "off", "1b": "naive"}.get(step, "lease")
     ports = hs.free_ports(servers + 3)
     extra = []
     threads = a.server_threads
@@ -612,6 +578,12 @@ def make_stack(step, a, logdir):
         threads = max(16, threads or 0)
         if db_threads:
             db_threads = max(16, db_threads)  # the fills sleep there
+    if io == "blocking":
+        # One connection per worker until it closes: no database threads.
+        extra = ["--io", "blocking"]
+        threads, db_threads = a.blocking_threads, None
+    elif io == "event":
+        extra = ["--io", "event"]
     return hs.Stack(servers=servers, cache=cache, memcached=1,
                     balancer=balancer, db=a.db, scale=a.scale,
                     server_ports=ports[:servers],
@@ -637,48 +609,138 @@ def host_columns(before, after, seconds):
     return ";".join(cpu), ";".join(thr)
 
 
-def run_step(step, a, counts, outdir):
-    title, lesson = STEPS[step]
-    if "%d" in title:
-        title = title % a.servers
-    stk = make_stack(step, a, os.path.join(outdir, "logs", "step-" + step))
-    progress("step %s: %s — starting %d server(s)%s%s" % (
-        step, title, stk.nservers, ", memcached" if stk.nmemcached else "",
-        ", hs-balancer" if stk.balancer else ""))
-    stk.start()
-    a.sampler.watch(stk, step)
+def machine_ticks():
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
     try:
-        port = stk.entry_port()
-        if stk.cache != "off" and a.warmup > 0:
-            progress("step %s: warming the cache for %ds" % (step, a.warmup))
-            run_wrk(port, a, counts, a.warmup)
-        progress("step %s: %ds of load (wrk -c%d) with the consistency "
-                 "checker beside it" % (step, a.duration, a.connections))
-        chk = Checker(port, a, a.duration, stk.db,
-                      os.path.join(outdir, "step-%s-checker.txt" % step))
-        if stk.budgets.problem:
-            a.budget_problem = stk.budgets.problem
-        hosts0, t0 = stk.host_usage(), time.monotonic()
-        chk.start()
-        extra = None
-        if step == "3":
-            w, d, breakdown, svg, _, no_graph, summ = profile(
-                stk, a, counts, outdir, a.duration)
-            extra = (breakdown, svg, no_graph, summ)
-        else:
-            before = snapshot(stk)
-            w = run_wrk(port, a, counts, a.duration,
-                        os.path.join(outdir, "step-%s-wrk.txt" % step))
-            d = delta(before, snapshot(stk))
-        host_cpu, host_thr = host_columns(hosts0, stk.host_usage(),
-                                          time.monotonic() - t0)
-        chk.join(a.duration + 150)
-    finally:
-        a.sampler.watch(None)
-        stk.stop()
-    c = chk.result or {}
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return sum(v) - idle, sum(v)
+
+
+def name_limit(before, after, seconds, m0, m1):
+    """The part that stops growth, named from the measurements: a host at
+    its budget (throttled a fifth of the time or more), a host without a
+    budget near a whole core, or the machine with every core busy.
+    Servers at their budget means more servers help."""
+    def use(name):
+        b, u = before.get(name, {}), after[name]
+        return ((u["cpu_s"] - b.get("cpu_s", 0)) / max(seconds, 1e-9),
+                (u["throttled_s"] - b.get("throttled_s", 0)) /
+                max(seconds, 1e-9), u.get("cpus", 0))
+    srv = [use(n) for n in after if n.startswith("hs-server")]
+    note = ""
+    if srv and srv[0][2]:
+        note = " (servers throttled %.2f s per second)" % (
+            sum(x[1] for x in srv) / len(srv))
+    if m0 and m1 and m1[1] > m0[1]:
+        busy = (m1[0] - m0[0]) / float(m1[1] - m0[1])
+        if busy >= 0.9:
+            return ("the machine: %.0f%% of its %d cores busy%s" %
+                    (100 * busy, os.cpu_count() or 0, note))
+    for name in ("hs-balancer", "memcached-1"):
+        if name not in after:
+            continue
+        cpu, thr, cpus = use(name)
+        if cpus and thr >= 0.2:
+            return "%s: at its %g-core budget (throttled %.2f s per " \
+                "second)%s" % (name, cpus, thr, note)
+        if cpu >= 0.9:
+            return "%s: %.2f cores busy%s" % (name, cpu, note)
+    if srv:
+        thr = sum(x[1] for x in srv) / len(srv)
+        cpu = sum(x[0] for x in srv) / len(srv)
+        if srv[0][2] and thr >= 0.2:
+            return ("the servers' budgets (each throttled %.2f s per "
+                    "second): more servers help" % thr)
+        if not srv[0][2] and cpu >= 0.9:
+            return "the servers: %.2f cores each" % cpu
+    return ("no host at its CPU limit: the database (its writes and locks) "
+            "or the clients")
+
+
+class QueueWatch(threading.Thread):
+    """The clients left waiting: the listen socket's accept queue (ss's
+    Recv-Q of a LISTEN socket), sampled every 0.5 s while it runs."""
+
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        self.port, self.samples = port, []
+        self.stop_ev = threading.Event()
+
+    def run(self):
+        while not self.stop_ev.wait(0.5):
+            try:
+                r = subprocess.run(["ss", "-ltnH", "sport = :%d" % self.port],
+                                   stdout=subprocess.PIPE,
+                                   stderr=subprocess.DEVNULL, timeout=5)
+            except (OSError, subprocess.SubprocessError):
+                return
+            for line in r.stdout.decode().splitlines():
+                f = line.split()
+                if len(f) >= 2 and f[0] == "LISTEN":
+                    self.samples.append(int(f[1]))
+
+    def finish(self):
+        self.stop_ev.set()
+        self.join(10)
+        s = sorted(self.samples)
+        return s[len(s) // 2] if s else ""
+
+
+def hsload_args(port, a, counts, mix, connections):
+    args = [os.path.join(hs.BIN, "hs-load"), "http://127.0.0.1:%d/" % port,
+            "--mix", mix, "--connections", str(connections),
+            "--products", str(counts["products"]),
+            "--categories", str(counts["categories"])]
+    if mix == "update":
+        args += ["--put", "%g" % a.put, "--review", "%g" % a.review]
+    return args
+
+
+def run_sweep(step, port, a, counts, peak, outdir, mix, connections):
+    """A short latency-vs-offered-load curve around the step's wrk peak:
+    (points, capacity at the SLO: the highest offered rate with p99 <=
+    --slo-ms, every answer 2xx and >= 90% of the rate achieved)."""
+    if a.no_sweep or peak <= 0:
+        return [], ""
+    rates = sorted({max(1, int(round(f * peak))) for f in a.sweep_points})
+    cmd = hsload_args(port, a, counts, mix, connections) + [
+        "--sweep", ",".join(str(r) for r in rates),
+        "--duration", "%g" % a.sweep_seconds,
+        "--warmup", "%g" % a.sweep_warmup,
+        "--timeout", "%g" % max(1.0, a.slo_ms * 20 / 1000.0)]
+    progress("step %s: open-loop sweep at %s req/s (%gs each)" % (
+        step, ",".join(str(r) for r in rates), a.sweep_seconds))
+    limit = len(rates) * (a.sweep_seconds + a.sweep_warmup + 10) + 60
+    text = hslab.run_wrk_cmd(cmd, limit, os.path.join(
+        outdir, "step-%s-sweep.txt" % step.replace("/", "-")))
+    j = hslab.hsjson(text) or {}
+    points = j.get("points") or ([j] if "offered_rps" in j else [])
+    cap = 0
+    for p in points:
+        ok = (p.get("p99_us", 1e18) <= a.slo_ms * 1000 and
+              not p.get("errors") and not p.get("non2xx") and
+              p.get("achieved_rps", 0) >= 0.9 * p.get("offered_rps", 0))
+        if ok:
+            cap = max(cap, int(round(p["offered_rps"])))
+    with open(os.path.join(outdir, "sweeps.csv"), "a", newline="") as f:
+        wr = csv.writer(f)
+        for p in points:
+            wr.writerow([step] + [p.get(k, "") for k in SWEEP_COLUMNS[1:]])
+    return points, cap
+
+
+def server_requests(stk):
+    return [get_json(p, "/stats").get("requests", 0) for p in stk.server_ports]
+
+
+def base_row(step, title, a, stk, w, d, c, host_cpu, host_thr):
     lookups = d.get("hits", 0) + d.get("misses", 0)
-    row = {
+    n = d.get("requests", 0)
+    return {
         "step": step, "setup": title,
         "req_s": round(w["rps"], 1),
         "p50_ms": round(w["p50_us"] / 1000.0, 3),
@@ -693,19 +755,363 @@ def run_step(step, a, counts, outdir):
         "server_cpus": a.server_cpus, "cache_cpus": a.cache_cpus,
         "balancer_cpus": a.balancer_cpus,
         "host_cpu": host_cpu, "host_throttled_s": host_thr,
+        "servers": stk.nservers, "io": "event", "connections": a.connections,
+        "capacity_rps": "", "slo_ms": a.slo_ms,
+        "db_queries_per_req": (round(d.get("db_queries", 0) / n, 3)
+                               if n else ""),
+        "db_time_pct": (round(100.0 * d.get("db_ms", 0) / d["req_ms"], 1)
+                        if d.get("req_ms") else ""),
+        "server_share": "", "limit": "", "waiting_clients": "",
+        "timeouts": w.get("err_timeout", ""),
+        "correctness_only": 1 if step == "1b" else 0,
     }
+
+
+def warm_cache(stk, a, counts, step, mix="update"):
+    """Fills the step's memcached before the measurement, as minutes of
+    traffic would: wrk through an extra hs-server without a CPU budget on
+    the same memcached and database (a budgeted server would take minutes
+    to warm 100,000 products), then that server goes."""
+    progress("step %s: warming the cache for %ds" % (step, a.warmup))
+    port = hs.free_ports(1)[0]
+    args = [os.path.join(hs.BIN, "hs-server"), "--listen",
+            "127.0.0.1:%d" % port, "--db", stk.db, "--id", "warmer",
+            "--cache", stk.cache, "--memcached", stk.memcached_list()]
+    w = hslab.Proc(args, name="hs-server-warmer",
+                   logpath=stk._logpath("hs-server-warmer"),
+                   timeout=a.warmup + 120)
+    try:
+        hslab.wait_http(port, "/healthz", 30, w)
+        if mix == "update":
+            run_wrk(port, a, counts, a.warmup)
+        else:
+            run_wrk_mix(port, a, counts, a.warmup, a.connections, mix, None)
+    finally:
+        w.stop()
+
+
+def run_step(step, a, counts, outdir, servers=1, io=None):
+    """One measured step: wrk (with the checker beside it unless io is
+    given), then its open-loop sweep.  step is the row's name ("0",
+    "2/4", "2b/blocking", ...)."""
+    base = step.split("/")[0]
+    title, lesson = STEPS[base]
+    if base == "2":
+        title = title % servers
+    elif base == "2b":
+        title = title % ("blocking, %d workers" % a.blocking_threads
+                         if io == "blocking" else "event loops")
+    elif base == "3":
+        servers = a.servers
+        title = "profile, %d servers" % servers
+    stk = make_stack(step, a, os.path.join(
+        outdir, "logs", "step-" + step.replace("/", "-")), servers, io)
+    progress("step %s: %s — starting %d server(s)%s%s" % (
+        step, title, stk.nservers, ", memcached" if stk.nmemcached else "",
+        ", hs-balancer" if stk.balancer else ""))
+    stk.start()
+    a.sampler.watch(stk, step)
+    conns = a.io_connections if io else a.connections
+    mix = "read" if io else "update"
+    fname = step.replace("/", "-")
+    points, cap, qw = [], "", None
+    try:
+        port = stk.entry_port()
+        if stk.cache != "off" and a.warmup > 0:
+            warm_cache(stk, a, counts, step, mix)
+        progress("step %s: %ds of load (wrk -c%d, %s mix)%s" % (
+            step, a.duration, conns, mix, "" if io else
+            " with the consistency checker beside it"))
+        chk = None
+        if not io:
+            chk = Checker(port, a, a.duration, stk.db,
+                          os.path.join(outdir, "step-%s-checker.txt" % fname))
+        if stk.budgets.problem:
+            a.budget_problem = stk.budgets.problem
+        hosts0, t0, m0 = stk.host_usage(), time.monotonic(), machine_ticks()
+        if chk:
+            chk.start()
+        extra = None
+        share0 = server_requests(stk)
+        if base == "3":
+            w, d, breakdown, svg, _, no_graph, summ = profile(
+                stk, a, counts, outdir, a.duration)
+            extra = (breakdown, svg, no_graph, summ)
+        else:
+            before = snapshot(stk)
+            if io:
+                qw = QueueWatch(stk.server_ports[0])
+                qw.start()
+                w = run_wrk_mix(port, a, counts, a.duration, conns, "read",
+                                os.path.join(outdir, "step-%s-wrk.txt" %
+                                             fname))
+            else:
+                w = run_wrk(port, a, counts, a.duration,
+                            os.path.join(outdir, "step-%s-wrk.txt" % fname))
+            d = delta(before, snapshot(stk))
+        secs = time.monotonic() - t0
+        hosts1, m1 = stk.host_usage(), machine_ticks()
+        waiting = qw.finish() if qw else ""
+        share1 = server_requests(stk)
+        host_cpu, host_thr = host_columns(hosts0, hosts1, secs)
+        limit = name_limit(hosts0, hosts1, secs, m0, m1)
+        if chk:
+            chk.join(a.duration + 150)
+        if base != "1b":
+            points, cap = run_sweep(step, port, a, counts, w["rps"], outdir,
+                                    mix, conns)
+    finally:
+        a.sampler.watch(None)
+        stk.stop()
+    c = (chk.result if chk else None) or {}
+    row = base_row(step, title, a, stk, w, d, c, host_cpu, host_thr)
+    got = [y - x for x, y in zip(share0, share1)]
+    tot = float(sum(got)) or 1.0
+    row.update({
+        "io": io or "event", "connections": conns, "capacity_rps": cap,
+        "server_share": ";".join("s%d=%.1f%%" % (i + 1, 100.0 * g / tot)
+                                 for i, g in enumerate(got)),
+        "limit": limit, "waiting_clients": waiting,
+    })
     return row, lesson, extra
 
 
+def run_wrk_mix(port, a, counts, duration, connections, mix, out_path):
+    """wrk with connections and the read mix (step 2b)."""
+    cmd = hslab.wrk_args(port, duration, connections,
+                         max(a.wrk_threads, 2), "", mix + "-mix.lua",
+                         ["products=%d" % counts["products"],
+                          "categories=%d" % counts["categories"]])
+    text = hslab.run_wrk_cmd(cmd, duration + 60, out_path)
+    j = hslab.hsjson(text)
+    if j is None:
+        raise hs.StackError("wrk printed no HSJSON line:\n%s" % text[-2000:])
+    return j
+
+
+def event(a, step, what):
+    """A moment of a step, into DIR/events.csv (time, step, event), so the
+    report can mark it on the series."""
+    with open(a.events_path, "a", newline="") as f:
+        csv.writer(f).writerow(["%.3f" % time.time(), step, what])
+
+
+def restart_memcached(stk, old):
+    """An empty memcached on old's port, in old's cgroup."""
+    c, _ = hslab.start_memcached(
+        old.port, mem_mb=256, threads=2, conns=4096, name=old.name,
+        retry_s=5, ready_timeout=20, logpath=stk._logpath(old.name + "-2"),
+        cgroup=old.host.procs_files() if old.host else None)
+    c.port, c.host = old.port, old.host
+    stk.children[stk.children.index(old)] = c
+    return c
+
+
+def cache_loss_series(a, t0, t1, step):
+    """Per-second req/s, DB queries/s, cache hit % and bypasses/s and the
+    mean server latency of step 4, from the sampler's memory, into
+    DIR/cacheloss.csv; returns the rows."""
+    s = a.sampler.series().get("hs-server-1", {})
+
+    def pts(k):
+        return [(t, v) for t, v in s.get(k, []) if t0 - 1 <= t <= t1 + 0.5]
+    cols = {k: dict(pts(k)) for k in ("requests", "db.queries", "cache.hits",
+                                      "cache.misses", "cache.bypasses")}
+    lat = {}
+    for name, ms in s.items():
+        if name.startswith("routes.") and name.endswith(".latency.count"):
+            pre = name[:-len("count")]
+            for t, cnt in pts(name):
+                mean = dict(pts(pre + "mean_us")).get(t)
+                if mean is not None:
+                    x = lat.setdefault(t, [0, 0.0])
+                    x[0] += cnt
+                    x[1] += cnt * mean
+    times = sorted(cols["requests"])
+    out = []
+    for t_prev, t in zip(times, times[1:]):
+        dt = t - t_prev
+
+        def rate(k):
+            c = cols[k]
+            return ((c.get(t, 0) - c.get(t_prev, 0)) / dt) if dt > 0 else 0
+        hits, misses = rate("cache.hits"), rate("cache.misses")
+        mean = ""
+        if t in lat and t_prev in lat and lat[t][0] > lat[t_prev][0]:
+            mean = round((lat[t][1] - lat[t_prev][1]) /
+                         (lat[t][0] - lat[t_prev][0]) / 1000.0, 3)
+        out.append({"time": "%.3f" % t, "t_s": round(t - t0, 1),
+                    "step": step, "req_s": round(rate("requests"), 1),
+                    "db_queries_s": round(rate("db.queries"), 1),
+                    "hit_pct": (round(100 * hits / (hits + misses), 1)
+                                if hits + misses else ""),
+                    "bypasses_s": round(rate("cache.bypasses"), 1),
+                    "mean_ms": mean})
+    with open(os.path.join(a.outdir, "cacheloss.csv"), "a", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=list(out[0]) if out else ["time"])
+        if f.tell() == 0:
+            wr.writeheader()
+        wr.writerows(out)
+    return out
+
+
+def run_cache_loss(a, counts, outdir, rate):
+    """Step 4: open-loop load at rate on one server with the cache; a
+    third of the way in memcached is killed, two thirds in an empty one
+    comes back on the same port."""
+    step = "4"
+    title = STEPS["4"][0] % a.cache
+    stk = make_stack(step, a, os.path.join(outdir, "logs", "step-4"), 1,
+                     cache=a.cache)
+    progress("step 4: %s — 1 server, memcached, open-loop load at %d req/s"
+             % (title, rate))
+    stk.start()
+    a.sampler.watch(stk, step)
+    dur = float(a.cache_loss_seconds)
+    try:
+        port = stk.entry_port()
+        if a.warmup > 0:
+            warm_cache(stk, a, counts, step)
+        cmd = hsload_args(port, a, counts, "update", a.connections) + [
+            "--rate", str(rate), "--duration", "%g" % dur, "--warmup", "0",
+            "--timeout", "%g" % max(1.0, a.slo_ms * 20 / 1000.0)]
+        out_path = os.path.join(outdir, "step-4-load.txt")
+        p = hslab.Proc(cmd, name="hs-load", logpath=out_path,
+                       timeout=dur + 120)
+        before, hosts0 = snapshot(stk), stk.host_usage()
+        t0 = time.time()
+        event(a, step, "load start")
+        time.sleep(dur / 3)
+        mc = [x for x in stk.children if x.name.startswith("memcached")][0]
+        progress("step 4: killing memcached")
+        mc.kill()
+        mc.wait(10)
+        event(a, step, "memcached killed")
+        time.sleep(dur / 3)
+        progress("step 4: an empty memcached comes back on port %d" % mc.port)
+        restart_memcached(stk, mc)
+        if not mc.host:  # CPU from /proc: the new process starts at 0
+            hosts0[mc.name] = dict(hosts0[mc.name], cpu_s=0.0)
+        event(a, step, "memcached restarted")
+        p.wait(dur + 60)
+        t1 = time.time()
+        event(a, step, "load end")
+        d = delta(before, snapshot(stk))
+        host_cpu, host_thr = host_columns(hosts0, stk.host_usage(), t1 - t0)
+        time.sleep(1.2)  # the sampler's last tick of the step
+    finally:
+        a.sampler.watch(None)
+        stk.stop()
+    p.close()
+    j = hslab.hsjson(hslab.tail(out_path, 1 << 20)) or {}
+    series = cache_loss_series(a, t0, t1, step)
+    w = {"rps": j.get("achieved_rps", 0), "p50_us": j.get("p50_us", 0),
+         "p99_us": j.get("p99_us", 0), "errors": j.get("errors", 0),
+         "non2xx": j.get("non2xx", 0), "duration_s": max(t1 - t0, 1e-9)}
+    row = base_row(step, title, a, stk, w, d, {}, host_cpu, host_thr)
+    row["connections"] = a.connections
+    row["limit"] = "offered %d req/s open loop; peak DB %s q/s, min hit %s%%" \
+        % (rate, max([x["db_queries_s"] for x in series] or [""]),
+           min([x["hit_pct"] for x in series if x["hit_pct"] != ""] or [""]))
+    return row, STEPS["4"][1], series
+
+
 def fmt_row(r):
-    return ("%-3s %-28s %9s %8s %8s %7s %10s %6s %6s" % (
-        r["step"], r["setup"], r["req_s"], r["p50_ms"], r["p99_ms"],
-        r["errors"], r["db_queries_s"], r["cache_hit_pct"], r["stale_reads"]))
+    return ("%-11s %-28s %9s %9s %8s %8s %7s %8s %6s %6s" % (
+        r["step"], r["setup"][:28], r["req_s"], r["capacity_rps"],
+        r["p50_ms"], r["p99_ms"], r["errors"], r["db_queries_per_req"],
+        r["cache_hit_pct"], r["stale_reads"]))
 
 
-HEADER = ("%-3s %-28s %9s %8s %8s %7s %10s %6s %6s" % (
-    "", "step", "req/s", "p50 ms", "p99 ms", "errors", "DB q/s", "hit %",
-    "stale"))
+HEADER = ("%-11s %-28s %9s %9s %8s %8s %7s %8s %6s %6s" % (
+    "", "step", "req/s", "cap@SLO", "p50 ms", "p99 ms", "errors",
+    "DB q/req", "hit %", "stale"))
+
+
+def measure_peak(a, counts, outdir):
+    """wrk's peak of step 1's setup, for step 4's offered rate when step 1
+    did not run."""
+    stk = make_stack("1", a, os.path.join(outdir, "logs", "step-4-peak"))
+    stk.start()
+    try:
+        warm_cache(stk, a, counts, "4")
+        return run_wrk(stk.entry_port(), a, counts, 3)["rps"]
+    finally:
+        stk.stop()
+
+
+def fnum(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def write_summary(outdir, rows, meta, a):
+    """DIR/summary.json: the numbers a speaker says out loud, as
+    {"label", "value", "detail"}, and the run's meta."""
+    by = {r["step"]: r for r in rows}
+    head = []
+
+
+    def add(label, value, detail):
+        head.append({"label": label, "value": value, "detail": detail})
+    if "0" in by and "1" in by:
+        add("capacity with the cache",
+            "%s -> %s req/s" % (by["0"]["capacity_rps"] or by["0"]["req_s"],
+                                by["1"]["capacity_rps"] or by["1"]["req_s"]),
+            "step 0 -> step 1, open-loop capacity at p99 <= %g ms "
+            "(wrk peak %s -> %s req/s)" % (a.slo_ms, by["0"]["req_s"],
+                                           by["1"]["req_s"]))
+        add("DB queries per request", "%s -> %s" % (
+            by["0"]["db_queries_per_req"], by["1"]["db_queries_per_req"]),
+            "step 0 -> step 1; DB time share %s%% -> %s%%" % (
+                by["0"]["db_time_pct"], by["1"]["db_time_pct"]))
+    so = [r for r in rows if r["step"].startswith("2/")]
+    if len(so) >= 2:
+        lo, hi = so[0], so[-1]
+        x = fnum(hi["req_s"]) / max(fnum(lo["req_s"]) or 1e-9, 1e-9)
+        add("scale-out", "x%.1f with %d servers" % (x, hi["servers"]),
+            "%s -> %s req/s (wrk) for %d -> %d servers, capacity at the "
+            "SLO %s -> %s req/s; limit at %d: %s" % (
+                lo["req_s"], hi["req_s"], lo["servers"], hi["servers"],
+                lo["capacity_rps"], hi["capacity_rps"], hi["servers"],
+                hi["limit"]))
+    if "2b/blocking" in by and "2b/event" in by:
+        b, e = by["2b/blocking"], by["2b/event"]
+        add("event loop vs blocking pool", "x%.1f" % (
+            fnum(e["req_s"]) / max(fnum(b["req_s"]) or 1e-9, 1e-9)),
+            "%s vs %s req/s at %s clients; clients waiting in the accept "
+            "queue %s vs %s; p99 %s vs %s ms" % (
+                e["req_s"], b["req_s"], e["connections"],
+                e["waiting_clients"], b["waiting_clients"], e["p99_ms"],
+                b["p99_ms"]))
+    lease = [r for r in rows if r["step"].split("/")[0] in ("1", "2", "3")]
+    if lease:
+        add("stale reads at the lease steps",
+            sum(int(r["stale_reads"]) for r in lease
+                if str(r["stale_reads"]).isdigit()),
+            "steps %s" % ", ".join(r["step"] for r in lease))
+    if "1b" in by:
+        add("stale reads with the naive cache", by["1b"]["stale_reads"],
+            "step 1b, a correctness demonstration")
+    if "4" in by:
+        add("losing the cache", by["4"]["limit"], by["4"]["setup"])
+    caps = [{"step": r["step"], "capacity_rps": r["capacity_rps"],
+             "req_s": r["req_s"]} for r in rows
+            if not r["correctness_only"]]
+    doc = {"headline": head, "capacity": caps, "slo_ms": a.slo_ms,
+           "meta": dict(meta, budget_problem=a.budget_problem,
+                        server_cpus=a.server_cpus, cache_cpus=a.cache_cpus,
+                        balancer_cpus=a.balancer_cpus,
+                        duration=a.duration,
+                        sweep_seconds=(0 if a.no_sweep else
+                                       a.sweep_seconds),
+                        sweep_points=a.sweep_points,
+                        cache_loss_seconds=a.cache_loss_seconds)}
+    with open(os.path.join(outdir, "summary.json"), "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
 
 
 def svg_bars(title, rows, key, unit, width=560):
@@ -731,94 +1137,8 @@ def svg_bars(title, rows, key, unit, width=560):
 
 
 def write_report(outdir, rows, lessons, extra, meta):
-    with open(os.path.join(outdir, "results.csv"), "w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=COLUMNS)
-        wr.writeheader()
-        for r in rows:
-            wr.writerow(r)
-    md = ["# hammerstack walkthrough", "",
-          "%s — wrk -t%d -c%d, %ds per step, update mix (put %g, review %g), "
-          "database of %d products in %d categories" % (
-              meta["date"], meta["wrk_threads"], meta["connections"],
-              meta["duration"], meta["put"], meta["review"],
-              meta["products"], meta["categories"]),
-          "", "Machine: %s" % meta["machine"], "",
-          "CPU budgets: %s" % meta.get("budgets", "none"), "",
-          "| step | setup | req/s | p50 ms | p99 ms | errors | DB queries/s "
-          "| cache hit % | stale reads |",
-          "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        md.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % tuple(
-            r[k] for k in ("step", "setup", "req_s", "p50_ms", "p99_ms",
-                           "errors", "db_queries_s", "cache_hit_pct",
-                           "stale_reads")))
-    md.append("")
-    for r in rows:
-        md.append("- step %s, %s: %s" % (r["step"], r["setup"],
-                                         lessons[r["step"]]))
-    if extra:
-        md += ["", "## Where the time goes (step 3, per request, ms)", ""]
-        md += ["| stage | ms |", "|---|---:|"]
-        for k, v in extra[0].items():
-            md.append("| %s | %.3f |" % (k.strip(), v))
-        md += ["", "Flame graph: %s" % ("flamegraph.svg" if extra[1] else
-                                        "none; " + extra[2])]
-        summ = extra[3] if len(extra) > 3 else None
-        if summ:
-            md += ["", "## Profile (step 3): the top functions by self time",
-                   ""] + profile_summary_md(summ)
-    with open(os.path.join(outdir, "results.md"), "w") as f:
-        f.write("\n".join(md) + "\n")
-
-    charts = [svg_bars("Throughput (req/s)", rows, "req_s", "req/s"),
-              svg_bars("p99 latency (ms)", rows, "p99_ms", "ms"),
-              svg_bars("Database queries per second", rows, "db_queries_s",
-                       "q/s")]
-    table = ["<table><tr>" + "".join(
-        "<th>%s</th>" % h for h in ("step", "setup", "req/s", "p50 ms",
-                                     "p99 ms", "errors", "DB queries/s",
-                                     "cache hit %", "stale reads")) + "</tr>"]
-    for r in rows:
-        table.append("<tr>" + "".join(
-            "<td>%s</td>" % html.escape(str(r[k])) for k in (
-                "step", "setup", "req_s", "p50_ms", "p99_ms", "errors",
-                "db_queries_s", "cache_hit_pct", "stale_reads")) + "</tr>")
-    table.append("</table>")
-    parts = ["<!doctype html><html><head><meta charset='utf-8'>",
-             "<title>hammerstack walkthrough</title><style>",
-             "body{font-family:sans-serif;max-width:1250px;margin:2em auto}",
-             "table{border-collapse:collapse}td,th{border:1px solid #ccc;"
-             "padding:4px 8px;text-align:right}td:nth-child(2){text-align:left}",
-             "</style></head><body><h1>hammerstack walkthrough</h1>",
-             "<p>%s</p>" % html.escape(md[2]),
-             "<p>Machine: %s</p>" % html.escape(meta["machine"]),
-             "<p>CPU budgets: %s</p>" % html.escape(meta.get("budgets",
-                                                             "none"))]
-    parts += table
-    parts.append("<ul>" + "".join(
-        "<li><b>step %s</b>, %s: %s</li>" % (
-            html.escape(r["step"]), html.escape(r["setup"]),
-            html.escape(lessons[r["step"]])) for r in rows) + "</ul>")
-    parts += ["<div>%s</div>" % c for c in charts]
-    if extra:
-        parts.append("<h2>Where the time goes (step 3, per request)</h2>"
-                     "<table>")
-        for k, v in extra[0].items():
-            parts.append("<tr><td style='text-align:left'>%s</td>"
-                         "<td>%.3f ms</td></tr>" % (html.escape(k), v))
-        parts.append("</table>")
-        summ = extra[3] if len(extra) > 3 else None
-        if summ:
-            parts.append(profile_summary_html(summ))
-        if extra[1]:
-            parts.append("<h2>Flame graph (perf, hs-server + hs-balancer)"
-                         "</h2>" + extra[1])
-        else:
-            parts.append("<h2>Flame graph</h2><p>None: %s.</p>" %
-                         html.escape(extra[2]))
-    parts.append("</body></html>")
-    with open(os.path.join(outdir, "report.html"), "w") as f:
-        f.write("\n".join(parts))
+    # results.csv, results.md and the slides (hslab/report.py).
+    report.write_report(outdir, rows, lessons, extra, meta, COLUMNS)
 
 
 def machine():
@@ -844,14 +1164,16 @@ def main(argv=None):
     ap.add_argument("--duration", type=int, default=10, metavar="S",
                     help="seconds of measured load per step (default 10)")
     ap.add_argument("--warmup", type=int, default=3, metavar="S",
-                    help="seconds of unmeasured load before a cached step "
-                    "(default 3)")
+                    help="seconds of unmeasured load before a cached step, "
+                    "through an extra server without a budget on the same "
+                    "memcached (default 3)")
     ap.add_argument("--connections", type=int, default=64, metavar="C",
                     help="wrk connections (default 64)")
     ap.add_argument("--wrk-threads", type=int, default=1, metavar="T",
                     help="wrk threads (default 1)")
     ap.add_argument("--servers", type=int, default=2, metavar="N",
-                    help="servers behind the balancer in steps 2-3 (default 2)")
+                    help="servers behind the balancer in step 3 (default 2; "
+                    "step 2 runs --scale-out)")
     ap.add_argument("--server-threads", type=int, default=None, metavar="N",
                     help="event loop threads per server (default: CPUs)")
     ap.add_argument("--server-db-threads", type=int, default=None,
@@ -859,8 +1181,42 @@ def main(argv=None):
                     help="database threads per server (default 0: the loops "
                     "run the queries; try --server-threads 1 "
                     "--server-db-threads 8)")
-    ap.add_argument("--steps", default="0,1,1b,2,3",
-                    help="steps to run (default 0,1,1b,2,3)")
+    ap.add_argument("--steps", default=DEFAULT_STEPS,
+                    help="steps to run, of 0,1,1b,2,2b,3,4 (default %s)" %
+                    DEFAULT_STEPS)
+    ap.add_argument("--scale-out", default="1,2,4", metavar="LIST",
+                    help="step 2: the server counts behind hs-balancer, one "
+                    "row each (default 1,2,4)")
+    ap.add_argument("--blocking-threads", type=int, default=8, metavar="N",
+                    help="step 2b: workers of the blocking server (8)")
+    ap.add_argument("--io-connections", type=int, default=256, metavar="C",
+                    help="step 2b: keep-alive clients (256)")
+    ap.add_argument("--slo-ms", type=float, default=50.0, metavar="MS",
+                    help="the latency objective: a step's capacity is the "
+                    "highest offered rate of its sweep with p99 <= MS, no "
+                    "errors and >= 90%% of the rate achieved (default 50)")
+    ap.add_argument("--sweep-points", default="0.25,0.5,0.75,0.9,1.0,1.1",
+                    metavar="F,F,..",
+                    help="the open-loop sweep's offered rates as fractions "
+                    "of the step's wrk peak (default 0.25,0.5,0.75,0.9,1.0,"
+                    "1.1)")
+    ap.add_argument("--sweep-seconds", type=float, default=3.0, metavar="S",
+                    help="measured seconds per sweep point (default 3)")
+    ap.add_argument("--sweep-warmup", type=float, default=0.5, metavar="S",
+                    help="unmeasured seconds before each sweep point (0.5)")
+    ap.add_argument("--no-sweep", action="store_true",
+                    help="no open-loop sweeps (no capacity at the SLO)")
+    ap.add_argument("--cache-loss-seconds", type=float, default=15.0,
+                    metavar="S",
+                    help="step 4: seconds of load; memcached dies at a third "
+                    "and an empty one is back at two thirds (default 15)")
+    ap.add_argument("--cache-loss-load", type=float, default=0.5,
+                    metavar="F",
+                    help="step 4: offered rate as a fraction of step 1's wrk "
+                    "peak (default 0.5)")
+    ap.add_argument("--cache", choices=("lease", "naive"), default="lease",
+                    help="step 4's cache: lease (each cold key costs one "
+                    "query) or naive (the refill herd)")
     ap.add_argument("--put", type=float, default=0.02,
                     help="share of PUT /products/{id} in the mix (0.02)")
     ap.add_argument("--review", type=float, default=0.01,
@@ -888,6 +1244,16 @@ def main(argv=None):
     ap.add_argument("--no-perf", action="store_true",
                     help="skip the perf flame graph in step 3")
     hs.add_cpu_args(ap)
+    # Small hosts: 0.15 core per server, so that on a 2-core machine four
+    # of them, memcached, hs-balancer and the clients still fit, and
+    # every server is CPU bound at its own budget (README, "The talk").
+    ap.set_defaults(server_cpus=DEFAULT_SERVER_CPUS)
+    for act in ap._actions:
+        if act.dest == "server_cpus":
+            act.help = ("CPU budget of each hs-server in cores, a cgroup "
+                        "CPU quota like a small VM (default %g; 0: none)" %
+                        DEFAULT_SERVER_CPUS)
+    hs.add_dashboard_args(ap)
     hs.add_check_args(ap)
     a = ap.parse_args(argv)
     steps = [s.strip() for s in a.steps.split(",") if s.strip()]
@@ -915,6 +1281,31 @@ def main(argv=None):
                              1024)):
         if v is not None and not lo <= v <= hi:
             ap.error("%s must be in %d..%d" % (name, lo, hi))
+    for name, v, lo, hi in (("--blocking-threads", a.blocking_threads, 1,
+                             1024),
+                            ("--io-connections", a.io_connections, 1, 20000)):
+        if not lo <= v <= hi:
+            ap.error("%s must be in %d..%d" % (name, lo, hi))
+    try:
+        a.scale_out = [int(x) for x in a.scale_out.split(",") if x.strip()]
+        a.sweep_points = [float(x) for x in a.sweep_points.split(",")
+                          if x.strip()]
+    except ValueError:
+        ap.error("--scale-out takes server counts and --sweep-points "
+                 "fractions, comma-separated")
+    if not a.scale_out or not all(1 <= n <= 32 for n in a.scale_out):
+        ap.error("--scale-out must list server counts in 1..32")
+    if not a.sweep_points or not all(0 < f <= 10 for f in a.sweep_points):
+        ap.error("--sweep-points must list fractions in 0..10")
+    for name, v, lo, hi in (("--slo-ms", a.slo_ms, 0.1, 60000),
+                            ("--sweep-seconds", a.sweep_seconds, 0.1, 600),
+                            ("--sweep-warmup", a.sweep_warmup, 0, 600),
+                            ("--cache-loss-seconds", a.cache_loss_seconds, 3,
+                             3600),
+                            ("--cache-loss-load", a.cache_loss_load, 0.01,
+                             10)):
+        if not lo <= v <= hi:
+            ap.error("%s must be in %g..%g" % (name, lo, hi))
     if not 0.0001 <= a.scale <= 100:
         ap.error("--scale must be in 0.0001..100")
     hs.check_cpus(ap, a)
@@ -951,6 +1342,13 @@ def main(argv=None):
             "categories": counts["categories"],
             "machine": machine()}
     a.budget_problem = None
+    a.outdir = outdir
+    a.events_path = os.path.join(outdir, "events.csv")
+    with open(a.events_path, "w") as f:
+        f.write("time,step,event\n")
+    with open(os.path.join(outdir, "sweeps.csv"), "w", newline="") as f:
+        csv.writer(f).writerow(SWEEP_COLUMNS)
+    started = time.monotonic()
     if a.server_cpus or a.cache_cpus or a.balancer_cpus:
         meta["budgets"] = "server %g, cache %g, balancer %g cores" % (
             a.server_cpus, a.cache_cpus, a.balancer_cpus)
@@ -958,17 +1356,49 @@ def main(argv=None):
     print(HEADER, flush=True)
     # Every component's counters once a second, labelled by step.
     a.sampler = hslab.Sampler(os.path.join(outdir, "series.csv")).start()
+    dash = None if a.no_dashboard else serve_dashboard(
+        a.sampler, a.dashboard, say=True)
     try:
         for step in steps:
-            row, lesson, ex = run_step(step, a, counts, outdir)
-            rows.append(row)
-            lessons[step] = lesson
-            if ex:
-                extra = ex
-            if a.budget_problem:
-                meta["budgets"] = "NONE APPLIED: " + a.budget_problem
-            print(fmt_row(row), flush=True)
-            write_report(outdir, rows, lessons, extra, meta)
+            runs = [(step, {})]
+            if step == "2":
+                runs = [("2/%d" % n, {"servers": n}) for n in a.scale_out]
+            elif step == "2b":
+                runs = [("2b/blocking", {"io": "blocking"}),
+                        ("2b/event", {"io": "event"})]
+            for name, kw in runs:
+                event(a, name, "start")
+                if step == "4":
+                    peak = next((float(r["req_s"]) for r in rows
+                                 if r["step"] == "1"), 0.0)
+                    if not peak:
+                        progress("step 4: measuring step 1's peak first")
+                        peak = measure_peak(a, counts, outdir)
+                    row, lesson, ex = run_cache_loss(
+                        a, counts, outdir,
+                        max(1, int(peak * a.cache_loss_load)))
+                    ex = None
+                else:
+                    row, lesson, ex = run_step(name, a, counts, outdir, **kw)
+                event(a, name, "end")
+                rows.append(row)
+                lessons[name] = lesson
+                if ex:
+                    extra = ex
+                if a.budget_problem:
+                    meta["budgets"] = "NONE APPLIED: " + a.budget_problem
+                print(fmt_row(row), flush=True)
+                if row["limit"]:
+                    print("    limit: %s" % row["limit"], flush=True)
+                if row["server_share"] and row["servers"] > 1:
+                    print("    share: %s" % row["server_share"], flush=True)
+                if row["waiting_clients"] != "":
+                    print("    clients waiting in the accept queue: %s, "
+                          "wrk timeouts: %s" % (row["waiting_clients"],
+                                                row["timeouts"]), flush=True)
+                write_report(outdir, rows, lessons, extra, meta)
+                meta["wall_s"] = round(time.monotonic() - started, 1)
+                write_summary(outdir, rows, meta, a)
     except KeyboardInterrupt:
         sys.stderr.write("walkthrough: interrupted; partial report in %s\n" %
                          outdir)
@@ -978,6 +1408,8 @@ def main(argv=None):
         return 1
     finally:
         a.sampler.stop()
+        if dash:
+            dash.stop()
     if extra:
         print("\nwhere the time goes (step 3, per request):")
         for k, v in extra[0].items():
@@ -987,11 +1419,11 @@ def main(argv=None):
             "none; " + extra[2]))
         if len(extra) > 3 and extra[3]:
             print("\nprofile (step 3):")
-            for line in profile_summary_md(extra[3]):
+            for line in report.profile_summary_md(extra[3]):
                 print(("  " + line) if line else "")
     print("\nreport: %s/report.html (results.md, results.csv, series.csv)" %
           outdir)
-    stale = [r for r in rows if r["step"] in ("1", "2", "3") and
+    stale = [r for r in rows if r["step"].split("/")[0] in ("1", "2", "3") and
              r["stale_reads"] not in (0, "n/a")]
     if stale:
         sys.stderr.write("walkthrough: stale reads at a lease step: %s\n" %

@@ -268,7 +268,7 @@ world_body(struct srv_worker *w, int32_t id, struct hs_buf *out)
 	if (res != DB_OK)
 		return srv_db_fail_body(w, res, "world get",
 					"world row not found", out);
-	hs_buf_printf(out, "{\"id\":%d,\"randomNumber\":%d}", (int)id, (int)n);
+	srv_world_json(out, id, n);
 	return 200;
 }
 

@@ -183,18 +183,6 @@ srv_route_resolve(const char *method, const char *url, struct srv_req *rq)
 			  rq->route == SRV_R_REVIEW_POST);
 }
 
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 size_t
 srv_unescape(void *cls, struct MHD_Connection *conn, char *s)
 {
@@ -205,8 +193,8 @@ srv_unescape(void *cls, struct MHD_Connection *conn, char *s)
 	for (const char *r = s; *r != '\0'; r++) {
 		int hi, lo;
 
-		if (*r == '%' && (hi = hexval(r[1])) >= 0 &&
-		    (lo = hexval(r[2])) >= 0 && (hi | lo) != 0) {
+		if (*r == '%' && (hi = hs_hexval(r[1])) >= 0 &&
+		    (lo = hs_hexval(r[2])) >= 0 && (hi | lo) != 0) {
 			*w++ = (char)(hi << 4 | lo);
 			r += 2;
 		} else {

@@ -66,7 +66,7 @@ struct srv_stats {
 struct srv_worker {
 	struct srv *srv;
 	struct db *db;               /* NULL until opened (or after a failed open) */
-	uint64_t rng;                /* xorshift64* state */
+	uint64_t rng;                /* hs_rng.h state */
 	uint64_t pub_queries;        /* db_queries(db), published with relaxed stores */
 	uint64_t pub_time_ns;        /* db_time_ns(db), likewise */
 	uint64_t closed_queries;     /* totals of connections already closed */
@@ -261,13 +261,16 @@ uint64_t srv_worker_db_ns(struct srv_worker *w);
 void srv_worker_publish(struct srv_worker *w);
 /* Uniform random integer in [lo, hi]. */
 int32_t srv_rand_range(struct srv_worker *w, int32_t lo, int32_t hi);
-/* Sum of every worker's database query count and time. */
+/*
+ * Sum of every worker's database query count and time; *nworkers (if not
+ * NULL) gets how many workers (database connections) there are.
+ */
 void srv_db_totals(struct srv *s, uint64_t *queries, uint64_t *time_ns,
-		   int *open_conns);
+		   int *nworkers);
 /* Closes every worker's database (after the MHD threads have stopped). */
 void srv_workers_free(struct srv *s);
 
-/* --- http.c: response helpers --- */
+/* --- resp.c: response helpers --- */
 /* Sets r to the JSON error {"error": msg, "status": status}. */
 void srv_error(struct srv_resp *r, int status, const char *msg);
 /* Appends a JSON error body to out; returns status (for body builders). */
@@ -346,6 +349,8 @@ void srv_h_queries(struct srv_ctx *c, struct srv_resp *r);
 void srv_h_updates(struct srv_ctx *c, struct srv_resp *r);
 /* The N of ?queries=N: clamped to 1..500, missing or not a number -> 1. */
 int srv_tfb_count(const char *arg);
+/* One world row as the spec writes it: {"id":N,"randomNumber":N}. */
+void srv_world_json(struct hs_buf *b, int32_t id, int32_t n);
 
 /* --- stats.c --- */
 void srv_stats_record(struct srv *s, enum srv_route route, int status,

@@ -3,8 +3,8 @@
  * /json, /db (one random world row), /queries?queries=N (N random rows),
  * /updates?queries=N (N random rows, each given a new random number and
  * persisted in one transaction before answering).  N is clamped to 1..500
- * and a missing or non-numeric N counts as 1.  /plaintext is served from a
- * prebuilt response by the router.
+ * and a missing or non-numeric N counts as 1.  /plaintext is answered by
+ * h_plaintext in router.c, like any other handler.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -40,8 +40,8 @@ srv_h_json(struct srv_ctx *c, struct srv_resp *r)
 	hs_buf_puts(&r->body, "{\"message\":\"Hello, World!\"}");
 }
 
-static void
-world_obj(struct hs_buf *b, int32_t id, int32_t n)
+void
+srv_world_json(struct hs_buf *b, int32_t id, int32_t n)
 {
 	hs_buf_printf(b, "{\"id\":%d,\"randomNumber\":%d}", (int)id, (int)n);
 }
@@ -58,7 +58,7 @@ srv_h_db(struct srv_ctx *c, struct srv_resp *r)
 		return;
 	}
 	r->status = 200;
-	world_obj(&r->body, id, n);
+	srv_world_json(&r->body, id, n);
 }
 
 /*
@@ -100,7 +100,7 @@ rows_json(struct hs_buf *b, const int32_t *ids, const int32_t *nums, int n)
 	for (int i = 0; i < n; i++) {
 		if (i)
 			hs_buf_puts(b, ",");
-		world_obj(b, ids[i], nums[i]);
+		srv_world_json(b, ids[i], nums[i]);
 	}
 	hs_buf_puts(b, "]");
 }

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "hs_log.h"
+#include "hs_rng.h"
 #include "hs_util.h"
 #include "srv_int.h"
 
@@ -28,11 +29,9 @@ srv_worker_get(struct srv *s)
 		return w;
 	w = hs_xcalloc(1, sizeof(*w));
 	w->srv = s;
-	/* Distinct seeds per thread and process; never zero. */
+	/* Distinct seeds per thread and process. */
 	w->rng = hs_now_ns() ^ ((uint64_t)syscall(SYS_gettid) << 32) ^
 		 (uint64_t)(uintptr_t)w;
-	if (w->rng == 0)
-		w->rng = 0x9e3779b97f4a7c15ULL;
 	pthread_mutex_lock(&s->wlock);
 	w->next = s->workers;
 	s->workers = w;
@@ -89,20 +88,12 @@ srv_worker_publish(struct srv_worker *w)
 int32_t
 srv_rand_range(struct srv_worker *w, int32_t lo, int32_t hi)
 {
-	/* xorshift64*: fast, good enough for picking rows. */
-	uint64_t x = w->rng;
-
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	w->rng = x;
-	x *= 0x2545F4914F6CDD1DULL;
-	return lo + (int32_t)((x >> 32) % (uint64_t)(hi - lo + 1));
+	return lo + (int32_t)hs_rng_below(&w->rng, (uint32_t)(hi - lo + 1));
 }
 
 void
 srv_db_totals(struct srv *s, uint64_t *queries, uint64_t *time_ns,
-	      int *open_conns)
+	      int *nworkers)
 {
 	uint64_t q = 0, t = 0;
 	int n = 0;
@@ -116,8 +107,8 @@ srv_db_totals(struct srv *s, uint64_t *queries, uint64_t *time_ns,
 	pthread_mutex_unlock(&s->wlock);
 	*queries = q;
 	*time_ns = t;
-	if (open_conns != NULL)
-		*open_conns = n;
+	if (nworkers != NULL)
+		*nworkers = n;
 }
 
 void

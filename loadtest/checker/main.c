@@ -32,6 +32,7 @@
 #include "hs_buf.h"
 #include "hs_hist.h"
 #include "hs_log.h"
+#include "hs_rng.h"
 #include "hs_util.h"
 
 #define CHK_MAX_PRODUCTS 1000
@@ -99,16 +100,6 @@ chk_on_signal(int sig)
 {
 	(void)sig;
 	chk_interrupted = 1;
-}
-
-static uint64_t
-chk_rand(uint64_t *s)
-{
-	/* xorshift64*: a private stream per thread, no locking. */
-	*s ^= *s >> 12;
-	*s ^= *s << 25;
-	*s ^= *s >> 27;
-	return *s * 0x2545F4914F6CDD1DULL;
 }
 
 static void
@@ -387,7 +378,7 @@ chk_reader(void *arg)
 		goto done;
 	}
 	while (!chk_stopped(r)) {
-		struct chk_hot *h = &r->hot[chk_rand(&rng) % (uint64_t)o->nids];
+		struct chk_hot *h = &r->hot[hs_rng_next(&rng) % (uint64_t)o->nids];
 		struct chk_product p;
 		int64_t acked;
 		uint64_t acked_ns, t0;

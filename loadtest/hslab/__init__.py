@@ -10,6 +10,10 @@
            last 120 s in memory)
   cgroups  CPU budgets: a process in its own cgroup with a CPU quota
            (v2 cpu.max or v1 cfs quota), its CPU use and throttled time
+  dashboard  the live dashboard over a Sampler (HTTP, SSE, data.json)
+  report   the walkthrough's report as slides, from its out dir's files
+  browser  headless Chromium: screenshots, a page driven over CDP
+(dashboard, report and browser are imported by name, not here.)
 
 Used by loadtest/stack.py (./hammerstack up|down|status), benchlib.py and
 the bench scripts, walkthrough.py and tests/integration/hstest.py.

@@ -24,7 +24,7 @@
 
 /* ------------------------------------------------------------ random */
 
-/* A small private generator (splitmix64): reproducible for a seed. */
+/* A private stream of hs_rng.h's generator: reproducible for a seed. */
 struct hsl_rng {
 	uint64_t s;
 };

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hs_rng.h"
 #include "hs_util.h"
 #include "hsload.h"
 
@@ -25,11 +26,7 @@ hsl_rng_seed(struct hsl_rng *r, uint64_t seed)
 uint64_t
 hsl_rng_next(struct hsl_rng *r)
 {
-	uint64_t z = (r->s += 0x9e3779b97f4a7c15ULL);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
+	return hs_rng_next(&r->s);
 }
 
 double

@@ -487,6 +487,9 @@ class FrontDoorTest(unittest.TestCase):
             (["walkthrough", "--steps", "9"], "hammerstack walkthrough: "),
             (["demo", "--duration", "x"], "hammerstack demo: "),
             (["demo", "--servers", "0"], "hammerstack demo: --servers"),
+            (["demo", "--scale-out", "1,0"], "hammerstack demo: --scale-out"),
+            (["walkthrough", "--slo-ms", "0"],
+             "hammerstack walkthrough: --slo-ms"),
             (["bench", "--rounds", "0"], "hammerstack bench: --rounds"),
             (["bench", "--only", "nope"], "hammerstack bench: --only"),
             (["seed", "--scale", "abc"], "hammerstack seed: --scale"),
@@ -619,6 +622,9 @@ class FirstStepsTest(unittest.TestCase):
 
 
 class WalkthroughTest(unittest.TestCase):
+    STEPS = ["0", "1", "1b", "2/1", "2/2", "2b/blocking", "2b/event", "3",
+             "4"]
+
     def test_tiny_walkthrough_writes_the_report(self):
         db = hstest.seeded_db(0.01)
         out = tempfile.mkdtemp(prefix="hs-walk-")
@@ -626,37 +632,95 @@ class WalkthroughTest(unittest.TestCase):
             r = subprocess.run(
                 [sys.executable, WALK, "--db", db, "--duration", "2",
                  "--warmup", "1", "--connections", "8", "--out", out,
-                 "--server-threads", "2", "--fill-delay-ms", "20"],
+                 "--server-threads", "2", "--fill-delay-ms", "20",
+                 "--scale-out", "1,2", "--sweep-points", "0.5,1.0",
+                 "--sweep-seconds", "0.5", "--sweep-warmup", "0.2",
+                 "--cache-loss-seconds", "6"],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                timeout=600 * hstest.SLOW,
+                timeout=900 * hstest.SLOW,
                 env=dict(os.environ, HS_RUN_DIR=out))
             self.assertEqual(r.returncode, 0, r.stderr.decode()[-3000:])
-            for f in ("results.csv", "results.md", "report.html"):
-                self.assertGreater(os.path.getsize(os.path.join(out, f)), 100)
+            for f in ("results.csv", "results.md", "report.html",
+                      "sweeps.csv", "summary.json", "events.csv",
+                      "cacheloss.csv"):
+                self.assertGreater(os.path.getsize(os.path.join(out, f)), 60,
+                                   f)
             with open(os.path.join(out, "results.csv")) as f:
                 rows = list(csv.DictReader(f))
-            self.assertEqual([x["step"] for x in rows],
-                             ["0", "1", "1b", "2", "3"])
+            self.assertEqual([x["step"] for x in rows], self.STEPS)
             by = {x["step"]: x for x in rows}
-            for step in ("1", "2", "3"):
+            # 0 stale reads at every lease step; 1b is kept apart.
+            for step in ("1", "2/1", "2/2", "3"):
                 self.assertEqual(by[step]["stale_reads"], "0", step)
+            self.assertEqual(by["1b"]["correctness_only"], "1")
+            self.assertEqual(by["1"]["correctness_only"], "0")
             for x in rows:
-                self.assertGreater(float(x["req_s"]), 0)
-                self.assertEqual(x["errors"], "0", x)
-                self.assertGreater(int(x["checker_reads"]), 0, x)
+                self.assertGreater(float(x["req_s"]), 0, x)
+                if x["step"] != "4":   # its failure scene may answer 503
+                    self.assertEqual(x["errors"], "0", x)
+                if not x["step"].startswith(("2b", "4")):
+                    self.assertGreater(int(x["checker_reads"]), 0, x)
             # The cache takes DB work away: fewer queries per request.
-            q0 = float(by["0"]["db_queries_s"]) / float(by["0"]["req_s"])
-            q1 = float(by["1"]["db_queries_s"]) / float(by["1"]["req_s"])
-            self.assertLess(q1, q0)
+            self.assertLess(float(by["1"]["db_queries_per_req"]),
+                            float(by["0"]["db_queries_per_req"]))
+            self.assertGreater(float(by["0"]["db_time_pct"]), 0)
             self.assertGreater(float(by["1"]["cache_hit_pct"]), 0)
+            # Scale-out: one row per server count, each server's share and
+            # the limit named.
+            self.assertEqual((by["2/1"]["servers"], by["2/2"]["servers"]),
+                             ("1", "2"))
+            self.assertIn("s2=", by["2/2"]["server_share"])
+            for step in ("2/1", "2/2"):
+                self.assertTrue(by[step]["limit"], step)
+            # Async vs blocking: the blocking pool leaves clients waiting in
+            # the accept queue (256 clients, 8 workers).
+            self.assertEqual(by["2b/blocking"]["io"], "blocking")
+            self.assertEqual(by["2b/event"]["io"], "event")
+            self.assertGreater(int(by["2b/blocking"]["waiting_clients"]), 0)
+            self.assertGreaterEqual(int(by["2b/event"]["waiting_clients"]), 0)
             # Each host's CPU use in the row; the series of every step.
             self.assertIn("hs-server-1=", by["0"]["host_cpu"])
             self.assertIn("memcached-1=", by["1"]["host_throttled_s"])
             with open(os.path.join(out, "series.csv")) as f:
                 series = list(csv.DictReader(f))
-            self.assertEqual({x["step"] for x in series},
-                             {"0", "1", "1b", "2", "3"})
+            self.assertEqual({x["step"] for x in series}, set(self.STEPS))
             self.assertIn("hs-balancer", {x["component"] for x in series})
+            # Losing the cache: bypasses while memcached is away, hits again
+            # after the empty one is back.
+            with open(os.path.join(out, "events.csv")) as f:
+                ev = {(x["step"], x["event"]): float(x["time"])
+                      for x in csv.DictReader(f)}
+            killed = ev[("4", "memcached killed")]
+            back = ev[("4", "memcached restarted")]
+            s4 = [x for x in series if x["step"] == "4" and
+                  x["component"] == "hs-server-1"]
+            byp = [float(x["value"]) for x in s4
+                   if x["metric"] == "cache.bypasses/s" and
+                   killed < float(x["time"]) <= back + 1]
+            self.assertGreater(max(byp + [0]), 0, "no bypass in the series")
+            hits = [float(x["value"]) for x in s4
+                    if x["metric"] == "cache.hits/s" and
+                    float(x["time"]) > back + 0.5]
+            self.assertGreater(max(hits + [0]), 0, "no recovery")
+            # Open-loop sweeps: points and a capacity for every measured
+            # step; the headline numbers.
+            with open(os.path.join(out, "sweeps.csv")) as f:
+                swept = {x["step"] for x in csv.DictReader(f)}
+            for x in rows:
+                if x["step"] in ("1b", "4"):
+                    continue
+                self.assertIn(x["step"], swept)
+                self.assertGreaterEqual(int(x["capacity_rps"]), 0, x)
+                self.assertEqual(float(x["slo_ms"]), 50.0)
+            with open(os.path.join(out, "summary.json")) as f:
+                summary = json.load(f)
+            labels = {h["label"]: h for h in summary["headline"]}
+            self.assertIn("scale-out", labels)
+            self.assertIn("event loop vs blocking pool", labels)
+            self.assertEqual(labels["stale reads at the lease steps"]["value"],
+                             0)
+            self.assertEqual(len(summary["capacity"]), len(rows) - 1)
+            self.assertIn("machine", summary["meta"])
             with open(os.path.join(out, "report.html")) as f:
                 page = f.read()
             self.assertIn("<svg", page)

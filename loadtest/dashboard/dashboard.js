@@ -1,0 +1,347 @@
+/* hammerstack live dashboard: the sampler's last 120 s from /data.json,
+   then one point a second from /events (Server-Sent Events).  Every chart
+   is derived from the raw per-component series S[component][metric] =
+   [[t, v], ...], so a reload shows the same as a page left open.
+   Chart.js comes from the local disk (/static/chart.js); without it the
+   tiles still show the numbers. */
+"use strict";
+
+const KEEP_S = 120;
+const S = {};                 // component -> metric -> [[t, v], ...]
+const status = { ticks: 0, errors: [], points: {}, requests: 0, step: "" };
+let now = 0;
+
+function note(msg) { status.errors.push(String(msg)); publish(); }
+window.addEventListener("error", e => note(e.message || "error"));
+window.addEventListener("unhandledrejection", e => note(e.reason));
+
+/* The page's state, for tests (read with --dump-dom or over CDP). */
+function publish() {
+  const el = document.getElementById("hs-status");
+  if (el) el.textContent = JSON.stringify(status);
+  window.hsStatus = status;
+}
+
+function add(comp, metric, t, v) {
+  const c = S[comp] || (S[comp] = {});
+  const s = c[metric] || (c[metric] = []);
+  if (s.length && s[s.length - 1][0] >= t) return;
+  s.push([t, v]);
+  while (s.length && s[0][0] < t - KEEP_S) s.shift();
+}
+
+function comps(re) { return Object.keys(S).filter(c => re.test(c)).sort(); }
+function get(c, m) { return (S[c] && S[c][m]) || []; }
+function last(pts) { return pts.length ? pts[pts.length - 1][1] : null; }
+
+/* Per-second rate of a counter: the sampler's METRIC/s when it wrote one,
+   else the difference of consecutive points. */
+function rate(c, m) {
+  const r = get(c, m + "/s");
+  if (r.length) return r;
+  const p = get(c, m), out = [];
+  for (let i = 1; i < p.length; i++) {
+    const dt = p[i][0] - p[i - 1][0];
+    if (dt > 0) out.push([p[i][0], Math.max(0, (p[i][1] - p[i - 1][1]) / dt)]);
+  }
+  return out;
+}
+
+/* Pointwise combination of series that share sample times. */
+function combine(list, f) {
+  const by = new Map();
+  list.forEach((s, i) => s.forEach(([t, v]) => {
+    const k = t.toFixed(3);
+    if (!by.has(k)) by.set(k, [t, new Array(list.length).fill(null)]);
+    by.get(k)[1][i] = v;
+  }));
+  const out = [];
+  [...by.values()].sort((a, b) => a[0] - b[0]).forEach(([t, vs]) => {
+    const v = f(vs);
+    if (v !== null && isFinite(v)) out.push([t, v]);
+  });
+  return out;
+}
+const sum = vs => vs.reduce((a, v) => a + (v || 0), 0);
+
+function metricsOf(c, re) { return Object.keys(S[c] || {}).filter(m => re.test(m)); }
+
+/* ---------------------------------------------------------- derived */
+
+function servers() { return comps(/^hs-server/); }
+function memcacheds() { return comps(/^memcached/); }
+
+function throughput() {
+  const out = [];
+  if (S["hs-balancer"]) out.push(["through the balancer", rate("hs-balancer", "requests")]);
+  servers().forEach(c => out.push([c, rate(c, "requests")]));
+  return out;
+}
+
+function shares() {
+  const sv = servers(), rs = sv.map(c => rate(c, "requests"));
+  return sv.map((c, i) => [c, combine(rs, vs => {
+    const tot = sum(vs);
+    return tot > 0 && vs[i] !== null ? 100 * vs[i] / tot : null;
+  })]);
+}
+
+/* p50 / p99 of each server's busiest route (histograms since start). */
+function latency() {
+  const p50 = [], p99 = [];
+  servers().forEach(c => {
+    let best = null, n = -1;
+    metricsOf(c, /^routes\..*\.requests$/).forEach(m => {
+      const route = m.slice(7, -9);
+      if (route.startsWith("GET /stats")) return;
+      const v = last(get(c, m));
+      if (v > n) { n = v; best = route; }
+    });
+    if (best === null) return;
+    const k = "routes." + best + ".latency.";
+    p50.push(get(c, k + "p50_us"));
+    p99.push(get(c, k + "p99_us"));
+  });
+  const mx = vs => { const x = vs.filter(v => v !== null); return x.length ? Math.max(...x) / 1000 : null; };
+  return [["p50", combine(p50, mx)], ["p99", combine(p99, mx)]];
+}
+
+function errorsPerS() {
+  const list = [];
+  servers().forEach(c => metricsOf(c, /^status\.5\d\d$/).forEach(m => list.push(rate(c, m))));
+  if (S["hs-balancer"]) {
+    metricsOf("hs-balancer", /^errors\.\d+$/).forEach(m => list.push(rate("hs-balancer", m)));
+    metricsOf("hs-balancer", /^backends\.\d+\.failures$/).forEach(m => list.push(rate("hs-balancer", m)));
+  }
+  if (!list.length) return combine(servers().map(c => rate(c, "requests")), () => 0);
+  return combine(list, sum);
+}
+
+function db() {
+  const q = combine(servers().map(c => rate(c, "db.queries")), sum);
+  const r = combine(servers().map(c => rate(c, "requests")), sum);
+  const per = combine([q, r], ([a, b]) => (a !== null && b > 0.5) ? a / b : null);
+  return [q, per];
+}
+
+function cache() {
+  const sv = servers();
+  const hits = combine(sv.map(c => rate(c, "cache.hits")), sum);
+  const miss = combine(sv.map(c => rate(c, "cache.misses")), sum);
+  const hit = combine([hits, miss], ([h, m]) => (h + m) > 0 ? 100 * h / (h + m) : null);
+  const mc = memcacheds();
+  return {
+    hit,
+    gets: combine(mc.map(c => rate(c, "cmd_get")), sum),
+    sets: combine(mc.map(c => rate(c, "cmd_set")), sum),
+    evictions: combine(mc.map(c => rate(c, "evictions")), sum),
+  };
+}
+
+function cpu() {
+  const out = [];
+  Object.keys(S).sort().forEach(c => {
+    const u = get(c, "host.cpu_s/s");
+    if (u.length) out.push([c.replace(/^hs-/, ""), u, rate(c, "host.throttled_s")]);
+  });
+  return out;
+}
+
+function stale() {
+  for (const c of Object.keys(S)) {
+    const s = get(c, "stale_reads");
+    if (s.length) return last(s);
+  }
+  return null;
+}
+
+/* ---------------------------------------------------------- charts */
+
+const PALETTE = ["#4fa3ff", "#ff9f40", "#4bc07a", "#e25c8a", "#b38cff",
+                 "#f2c94c", "#40d0d0", "#ff6b6b"];
+const charts = {};
+const hasChart = typeof Chart !== "undefined";
+
+function css(name) { return getComputedStyle(document.documentElement).getPropertyValue(name).trim(); }
+
+function applyTheme() {
+  if (!hasChart) return;
+  Chart.defaults.color = css("--fg");
+  Chart.defaults.borderColor = css("--grid");
+  Object.values(charts).forEach(ch => {
+    Object.values(ch.options.scales).forEach(s => {
+      s.ticks.color = css("--fg"); s.grid.color = css("--grid");
+      if (s.title) s.title.color = css("--fg");
+    });
+    ch.options.plugins.title.color = css("--fg");
+    ch.options.plugins.legend.labels.color = css("--fg");
+    ch.update("none");
+  });
+}
+
+/* Tick labels short enough for 24 px: 12k, not 12,000. */
+function short(v) {
+  const a = Math.abs(v);
+  if (a >= 1e6) return +(v / 1e6).toFixed(1) + "M";
+  if (a >= 1e3) return +(v / 1e3).toFixed(1) + "k";
+  return a > 0 && a < 1 ? +v.toPrecision(2) : +v.toFixed(2);
+}
+
+function makeChart(id, title, yTitle, y2Title) {
+  if (!hasChart) return;
+  const font = { size: 24 };
+  const scales = {
+    x: { type: "linear", min: -KEEP_S, max: 0,
+         ticks: { font, stepSize: 30, maxRotation: 0, autoSkipPadding: 16, callback: v => v + " s" },
+         grid: {} },
+    y: { beginAtZero: true, ticks: { font, maxTicksLimit: 5, callback: short }, grid: {},
+         title: { display: true, text: yTitle, font } },
+  };
+  if (y2Title) scales.y2 = { position: "right", beginAtZero: true,
+    ticks: { font, maxTicksLimit: 5, callback: short }, grid: { drawOnChartArea: false },
+    title: { display: true, text: y2Title, font } };
+  charts[id] = new Chart(document.getElementById(id), {
+    type: "line",
+    data: { datasets: [] },
+    options: {
+      animation: false, responsive: true, maintainAspectRatio: false,
+      parsing: false, normalized: true,
+      elements: { point: { radius: 0 }, line: { borderWidth: 3 } },
+      scales,
+      plugins: {
+        title: { display: true, text: title, font: { size: 24, weight: "bold" }, padding: 2 },
+        legend: { labels: { font, boxWidth: 14, padding: 6 } },
+        tooltip: { enabled: true },
+      },
+    },
+  });
+}
+
+function setData(id, sets) {
+  const ch = charts[id];
+  const n = sets.reduce((a, s) => a + s.data.length, 0);
+  status.points[id] = n;
+  if (!ch) return;
+  ch.data.datasets = sets.map((s, i) => ({
+    label: s.label, yAxisID: s.axis || "y",
+    borderColor: s.color || PALETTE[i % PALETTE.length],
+    backgroundColor: s.color || PALETTE[i % PALETTE.length],
+    borderDash: s.dash || [],
+    data: s.data.map(([t, v]) => ({ x: +(t - now).toFixed(2), y: v })),
+  }));
+  ch.update("none");
+}
+
+function fmt(v, digits) {
+  if (v === null || v === undefined || !isFinite(v)) return "—";
+  if (Math.abs(v) >= 1000) return Math.round(v).toLocaleString("en-US");
+  return v.toFixed(digits);
+}
+
+function render() {
+  const tp = throughput();
+  // Each server's share of the requests, in its legend label.
+  const sh = {};
+  shares().forEach(([c, d]) => { sh[c] = last(d); });
+  setData("c-rps", tp.map(([l, d]) => ({
+    label: sh[l] !== undefined && sh[l] !== null ? l + " " + sh[l].toFixed(0) + "%" : l, data: d })));
+  const lat = latency();
+  setData("c-lat", [{ label: "p50", data: lat[0][1] }, { label: "p99", data: lat[1][1] },
+                    { label: "errors/s", data: errorsPerS(), axis: "y2", color: "#ff5a5a" }]);
+  const [q, per] = db();
+  setData("c-db", [{ label: "queries/s", data: q }, { label: "per request", data: per, axis: "y2" }]);
+  const ca = cache();
+  setData("c-cache", [{ label: "hit %", data: ca.hit, axis: "y2", color: "#4bc07a" },
+                      { label: "gets/s", data: ca.gets, color: "#4fa3ff" }, { label: "sets/s", data: ca.sets, color: "#ff9f40" },
+                      { label: "evictions/s", data: ca.evictions, color: "#ff5a5a" }]);
+  const cp = cpu(), cpuSets = [];
+  cp.forEach(([c, u, th], i) => {
+    cpuSets.push({ label: c, data: u, color: PALETTE[i % PALETTE.length] });
+    if (th.some(p => p[1] > 0)) cpuSets.push({ label: c + " throttled", data: th, color: PALETTE[i % PALETTE.length], dash: [8, 6] });
+  });
+  setData("c-cpu", cpuSets);
+
+  const total = tp.length ? (S["hs-balancer"] ? tp[0][1] : combine(tp.map(x => x[1]), sum)) : [];
+  set("n-rps", fmt(last(total), 0));
+  set("n-p99", fmt(last(lat[1][1]), 1));
+  set("n-err", fmt(last(errorsPerS()), 0));
+  set("n-dbq", fmt(last(per), 2));
+  set("n-hit", fmt(last(ca.hit), 1));
+  const st = stale();
+  if (st !== null) { set("l-stale", "stale reads"); set("n-stale", fmt(st, 0)); }
+  else set("n-stale", fmt(last(ca.gets), 0));
+  let reqs = 0;
+  servers().forEach(c => { reqs += last(get(c, "requests")) || 0; });
+  status.requests = reqs;
+  publish();
+}
+
+function set(id, text) { const el = document.getElementById(id); if (el) el.textContent = text; }
+
+function showStep(step) {
+  status.step = step || "";
+  set("step", !step ? "no step running" : step === "up" ? "stack up" : "step " + step);
+}
+
+/* ---------------------------------------------------------- data */
+
+function ingestLatest(msg) {
+  now = Math.max(now, msg.t);
+  Object.entries(msg.latest || {}).forEach(([c, ms]) =>
+    Object.entries(ms).forEach(([m, v]) => add(c, m, msg.t, v)));
+  showStep(msg.step);
+  status.ticks++;
+  render();
+}
+
+async function start() {
+  makeChart("c-rps", "Requests per second (each server's share %)", "req/s");
+  makeChart("c-lat", "Latency (since start)", "ms", "errors/s");
+  makeChart("c-db", "Database", "queries/s", "q/request");
+  makeChart("c-cache", "Cache", "ops/s", "hit %");
+  makeChart("c-cpu", "Host CPU", "cores");
+  applyTheme();
+  try {
+    const r = await fetch("/data.json", { cache: "no-store" });
+    const d = await r.json();
+    now = d.now;
+    Object.entries(d.series).forEach(([c, ms]) =>
+      Object.entries(ms).forEach(([m, pts]) => pts.forEach(([t, v]) => add(c, m, t, v))));
+    showStep(d.step);
+    render();
+  } catch (e) {
+    note("data.json: " + e);
+  }
+  const es = new EventSource("/events");
+  es.onopen = () => set("conn", "● connected");
+  es.onerror = () => set("conn", "reconnecting…");
+  es.onmessage = ev => ingestLatest(JSON.parse(ev.data));
+}
+
+/* ---------------------------------------------------------- keys */
+
+document.addEventListener("keydown", e => {
+  if (e.ctrlKey || e.metaKey || e.altKey) return;
+  const help = document.getElementById("help");
+  if (e.key === "t") {
+    const root = document.documentElement;
+    root.dataset.theme = root.dataset.theme === "dark" ? "light" : "dark";
+    try { localStorage.setItem("hs-theme", root.dataset.theme); } catch (_) { /* private mode */ }
+    applyTheme();
+  } else if (e.key === "f") {
+    if (document.fullscreenElement) document.exitFullscreen();
+    else document.documentElement.requestFullscreen().catch(() => {});
+  } else if (e.key === "?") {
+    help.hidden = !help.hidden;
+  } else if (e.key === "Escape") {
+    help.hidden = true;
+  }
+});
+
+(function initTheme() {
+  let t = new URLSearchParams(location.search).get("theme");
+  try { t = t || localStorage.getItem("hs-theme"); } catch (_) { /* private mode */ }
+  if (t === "light" || t === "dark") document.documentElement.dataset.theme = t;
+})();
+if (!hasChart) note("Chart.js did not load (./hammerstack setup installs libjs-chart.js)");
+start();
