@@ -15,6 +15,7 @@
 #include "bal.h"
 #include "hs_buf.h"
 #include "hs_log.h"
+#include "hs_metrics.h"
 #include "hs_util.h"
 
 struct bal_admin {
@@ -25,21 +26,51 @@ struct bal_admin {
 static const char *const class_names[6] = { "none", "1xx", "2xx",
 					    "3xx",  "4xx", "5xx" };
 
+/* The BAL_COUNTERS / BAL_BACKEND_COUNTERS rows of one object (p->f). */
+#define BAL_ROW(f, ctype, json, prom, type, unit, help)                       \
+	r[n++] = (struct hs_metric){ json, prom, help, HS_##type,             \
+				     HS_UNIT_##unit, labels,                  \
+				     (int64_t)BAL_GET(&p->f) };
+
+static size_t
+app_rows(struct bal_app *p, struct hs_metric *r)
+{
+	const char *labels = NULL;
+	size_t n = 0;
+
+	BAL_COUNTERS(BAL_ROW)
+	return n;
+}
+
+/* labels: the backend's, for /metrics (NULL for /stats). */
+static size_t
+backend_rows(struct bal_backend *p, const char *labels, struct hs_metric *r)
+{
+	size_t n = 0;
+
+	BAL_BACKEND_COUNTERS(BAL_ROW)
+	return n;
+}
+#undef BAL_ROW
+
+#define BAL_ONE(...) +1
+enum {
+	BAL_NROWS = 0 BAL_COUNTERS(BAL_ONE),
+	BAL_NBROWS = 0 BAL_BACKEND_COUNTERS(BAL_ONE),
+};
+#undef BAL_ONE
+
 void
 bal_stats_json(struct bal_app *app, struct hs_buf *out)
 {
+	struct hs_metric rows[BAL_NROWS > BAL_NBROWS ? BAL_NROWS : BAL_NBROWS];
 	struct bal_backend *b;
 	int first = 1;
 
-	hs_buf_printf(out,
-		      "{\"algorithm\":\"%s\",\"workers\":%d,"
-		      "\"connections\":%lld,\"accepted\":%lld,"
-		      "\"rejected\":%lld,\"draining\":%s,\"errors\":{",
-		      app->policy->name, app->nworkers,
-		      (long long)BAL_GET(&app->conns),
-		      (long long)BAL_GET(&app->accepted),
-		      (long long)BAL_GET(&app->rejected),
-		      BAL_GET(&app->draining) ? "true" : "false");
+	hs_buf_printf(out, "{\"algorithm\":\"%s\",\"workers\":%d",
+		      app->policy->name, app->nworkers);
+	hs_metrics_json(out, rows, app_rows(app, rows), 0);
+	hs_buf_puts(out, ",\"errors\":{");
 	for (int i = 0; i < BAL_NERR; i++)
 		hs_buf_printf(out, "%s\"%d\":%lld", i ? "," : "",
 			      bal_err_status[i],
@@ -49,19 +80,8 @@ bal_stats_json(struct bal_app *app, struct hs_buf *out)
 		hs_buf_printf(out, "%s{\"name\":", first ? "" : ",");
 		first = 0;
 		hs_buf_json_str(out, b->name);
-		hs_buf_printf(
-			out,
-			",\"up\":%s,\"removed\":%s,\"weight\":%d,"
-			"\"active\":%lld,\"connections\":%lld,"
-			"\"requests\":%lld,\"failures\":%lld,\"retries\":%lld,"
-			"\"responses\":{",
-			BAL_GET(&b->up) ? "true" : "false",
-			BAL_GET(&b->removed) ? "true" : "false", b->weight,
-			(long long)BAL_GET(&b->active),
-			(long long)BAL_GET(&b->conns),
-			(long long)BAL_GET(&b->requests),
-			(long long)BAL_GET(&b->failures),
-			(long long)BAL_GET(&b->retries));
+		hs_metrics_json(out, rows, backend_rows(b, NULL, rows), 0);
+		hs_buf_puts(out, ",\"responses\":{");
 		for (int k = 1; k < 6; k++)
 			hs_buf_printf(out, "%s\"%s\":%lld", k > 1 ? "," : "",
 				      class_names[k],
@@ -73,73 +93,73 @@ bal_stats_json(struct bal_app *app, struct hs_buf *out)
 	hs_buf_puts(out, "]}\n");
 }
 
+typedef char bal_label[BAL_HOST_MAX + 48];
+
+/*
+ * Families must be contiguous in Prometheus text, so the per-backend rows
+ * are gathered column by column: row k of every backend, then row k + 1.
+ */
 void
 bal_stats_prom(struct bal_app *app, struct hs_buf *out)
 {
+	struct hs_metric rows[BAL_NROWS > BAL_NBROWS ? BAL_NROWS : BAL_NBROWS];
 	struct bal_backend *b;
+	size_t nb = 0, i;
+	struct hs_metric *fam;
+	bal_label *lab;
 
-	hs_buf_printf(out,
-		      "# TYPE hs_balancer_connections gauge\n"
-		      "hs_balancer_connections %lld\n"
-		      "# TYPE hs_balancer_accepted_total counter\n"
-		      "hs_balancer_accepted_total %lld\n"
-		      "# TYPE hs_balancer_rejected_total counter\n"
-		      "hs_balancer_rejected_total %lld\n",
-		      (long long)BAL_GET(&app->conns),
-		      (long long)BAL_GET(&app->accepted),
-		      (long long)BAL_GET(&app->rejected));
-	hs_buf_puts(out, "# TYPE hs_balancer_errors_total counter\n");
-	for (int i = 0; i < BAL_NERR; i++)
-		hs_buf_printf(out, "hs_balancer_errors_total{status=\"%d\"} %lld\n",
-			      bal_err_status[i],
-			      (long long)BAL_GET(&app->errors[i]));
-	static const char *const gauges[] = { "up", "active_requests",
-					      "connections" };
-	static const char *const counters[] = { "requests", "failures",
-						"retries" };
-	for (int g = 0; g < 3; g++) {
-		hs_buf_printf(out, "# TYPE hs_balancer_backend_%s gauge\n",
-			      gauges[g]);
-		TAILQ_FOREACH(b, &app->backends, all) {
-			long long v = g == 0   ? BAL_GET(&b->up)
-				      : g == 1 ? BAL_GET(&b->active)
-					       : BAL_GET(&b->conns);
-			hs_buf_printf(out,
-				      "hs_balancer_backend_%s{backend=\"%s\"} "
-				      "%lld\n",
-				      gauges[g], b->name, v);
-		}
-	}
-	for (int k = 0; k < 3; k++) {
-		hs_buf_printf(out,
-			      "# TYPE hs_balancer_backend_%s_total counter\n",
-			      counters[k]);
-		TAILQ_FOREACH(b, &app->backends, all) {
-			long long v = k == 0   ? BAL_GET(&b->requests)
-				      : k == 1 ? BAL_GET(&b->failures)
-					       : BAL_GET(&b->retries);
-			hs_buf_printf(out,
-				      "hs_balancer_backend_%s_total"
-				      "{backend=\"%s\"} %lld\n",
-				      counters[k], b->name, v);
-		}
-	}
-	hs_buf_puts(out, "# TYPE hs_balancer_backend_responses_total counter\n");
 	TAILQ_FOREACH(b, &app->backends, all)
-		for (int k = 1; k < 6; k++)
-			hs_buf_printf(out,
-				      "hs_balancer_backend_responses_total"
-				      "{backend=\"%s\",class=\"%s\"} %lld\n",
-				      b->name, class_names[k],
-				      (long long)BAL_GET(&b->resp[k]));
-	hs_buf_puts(out, "# TYPE hs_balancer_backend_latency_seconds "
-			 "histogram\n");
+		nb++;
+	fam = hs_xcalloc(nb * 5 + BAL_NERR, sizeof(*fam));
+	lab = hs_xcalloc(nb * 6 + BAL_NERR, sizeof(*lab));
+	hs_metrics_prom(out, "hs_balancer_", rows, app_rows(app, rows));
+	for (i = 0; i < BAL_NERR; i++) {
+		snprintf(lab[i], sizeof(lab[i]), "status=\"%d\"",
+			 bal_err_status[i]);
+		fam[i] = (struct hs_metric){
+			NULL, "errors_total",
+			"Error answers made by the balancer itself, by status.",
+			HS_COUNTER, HS_UNIT_COUNT, lab[i],
+			BAL_GET(&app->errors[i])
+		};
+	}
+	hs_metrics_prom(out, "hs_balancer_", fam, BAL_NERR);
+	i = 0;
+	TAILQ_FOREACH(b, &app->backends, all)
+		snprintf(lab[i++], sizeof(lab[0]), "backend=\"%s\"", b->name);
+	for (int k = 0; k < BAL_NBROWS; k++) {
+		i = 0;
+		TAILQ_FOREACH(b, &app->backends, all) {
+			backend_rows(b, lab[i], rows);
+			fam[i++] = rows[k];
+		}
+		hs_metrics_prom(out, "hs_balancer_", fam, i);
+	}
+	i = 0;
+	TAILQ_FOREACH(b, &app->backends, all)
+		for (int k = 1; k < 6; k++, i++) {
+			snprintf(lab[nb + i], sizeof(lab[0]),
+				 "backend=\"%s\",class=\"%s\"", b->name,
+				 class_names[k]);
+			fam[i] = (struct hs_metric){
+				NULL, "backend_responses_total",
+				"Responses from the backend, by status class.",
+				HS_COUNTER, HS_UNIT_COUNT, lab[nb + i],
+				BAL_GET(&b->resp[k])
+			};
+		}
+	hs_metrics_prom(out, "hs_balancer_", fam, i);
+	hs_metrics_prom_head(out, "hs_balancer_", "backend_latency_seconds",
+			     "Time to the backend's answer, by backend.",
+			     "histogram");
 	TAILQ_FOREACH(b, &app->backends, all) {
 		char labels[BAL_HOST_MAX + 32];
 		snprintf(labels, sizeof(labels), "backend=\"%s\"", b->name);
 		hs_hist_prom(out, &b->lat, "hs_balancer_backend_latency_seconds",
 			     labels);
 	}
+	free(lab);
+	free(fam);
 }
 
 static void

@@ -77,6 +77,43 @@ struct bal_config {
 	struct bal_spec specs[BAL_MAX_BACKENDS]; /* from --backend */
 };
 
+/*
+ * The counters, one line each and in export order, for the process
+ * (BAL_COUNTERS) and per backend (BAL_BACKEND_COUNTERS):
+ *   X(field, C type, JSON key, Prometheus name after "hs_balancer_"
+ *     (backend_...), type, unit, help)
+ * Each list is the fields of its struct and the rows of /stats and
+ * /metrics (admin.c): a new counter is one line plus its BAL_INC.  A NULL
+ * JSON key or Prometheus name leaves the row out of that export; type and
+ * unit are hs_metrics.h's without the HS_ / HS_UNIT_ prefix.
+ */
+#define BAL_COUNTERS(X)                                                       \
+	X(conns, int64_t, "connections", "connections", GAUGE, COUNT,         \
+	  "Client connections open.")                                         \
+	X(accepted, int64_t, "accepted", "accepted_total", COUNTER, COUNT,    \
+	  "Client connections accepted.")                                     \
+	X(rejected, int64_t, "rejected", "rejected_total", COUNTER, COUNT,    \
+	  "Client connections answered 503 at --max-conns.")                  \
+	X(draining, int, "draining", NULL, GAUGE, BOOL, NULL)
+
+#define BAL_BACKEND_COUNTERS(X)                                               \
+	X(up, int, "up", "backend_up", GAUGE, BOOL,                           \
+	  "1 while the backend passes its health checks.")                    \
+	X(removed, int, "removed", NULL, GAUGE, BOOL, NULL)                   \
+	X(weight, int, "weight", NULL, GAUGE, COUNT, NULL)                    \
+	X(active, int64_t, "active", "backend_active_requests", GAUGE, COUNT, \
+	  "Requests in flight to the backend.")                               \
+	X(conns, int64_t, "connections", "backend_connections", GAUGE, COUNT, \
+	  "Connections open to the backend.")                                 \
+	X(requests, int64_t, "requests", "backend_requests_total", COUNTER,   \
+	  COUNT, "Requests sent to the backend.")                             \
+	X(failures, int64_t, "failures", "backend_failures_total", COUNTER,   \
+	  COUNT, "Attempts on the backend that failed (connect, I/O, "        \
+	  "timeout).")                                                        \
+	X(retries, int64_t, "retries", "backend_retries_total", COUNTER,      \
+	  COUNT, "Requests retried after a failure on the backend.")
+#define BAL_FIELD(f, ctype, ...) ctype f;
+
 /* Counters are updated with relaxed atomics from any worker. */
 struct bal_backend {
 	int id; /* index into per-worker tables, unique for the run */
@@ -85,10 +122,8 @@ struct bal_backend {
 	char name[BAL_HOST_MAX + 8]; /* "host:port" */
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
-	int weight;
-	int up;      /* atomic */
-	int removed; /* atomic: dropped by a reload */
-	int64_t active, requests, failures, retries, conns;
+	/* up, removed (by a reload), weight, active, ...: atomic, above */
+	BAL_BACKEND_COUNTERS(BAL_FIELD)
 	int64_t resp[6]; /* by class: [1]=1xx .. [5]=5xx, [0]=no answer */
 	struct hs_hist lat;
 	/* Health-check state, touched only by the health module's thread. */
@@ -112,9 +147,8 @@ struct bal_app {
 	pthread_mutex_t reload_lock;
 	TAILQ_HEAD(, bal_backend) backends;
 	int next_id;
-	int64_t accepted, rejected, conns; /* global, atomic */
+	BAL_COUNTERS(BAL_FIELD)            /* global, atomic */
 	int64_t errors[BAL_NERR];          /* our own error answers */
-	int draining;                      /* atomic */
 	int nworkers;
 	struct bal_worker **workers;
 	struct event_base *base; /* worker 0's: signals, health, admin */

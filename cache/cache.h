@@ -48,6 +48,7 @@
 #include <stdint.h>
 
 #include "hs_buf.h"
+#include "hs_metrics.h"
 
 struct cache_shared;
 struct cache;
@@ -259,20 +260,52 @@ void cache_batcher_stop(struct cache_batcher *b);
 /* Stops (if needed) and frees b.  NULL is a no-op. */
 void cache_batcher_free(struct cache_batcher *b);
 
+/*
+ * The cache's counters, one line each: X(name, help).  All are counters
+ * (they only grow); this list is the struct below, the shared atomics
+ * (cache_int.h), the getter and both exports (hs_cache_<name>_total), so
+ * adding a counter is adding a line here and counting it.
+ */
+#define CACHE_COUNTERS(X)                                                     \
+	X(hits, "Reads served from memcached (including negative hits)")      \
+	X(negative_hits, "Reads served from a cached 404")                    \
+	X(misses, "Reads that had to run the database fill")                  \
+	X(fills, "Database fills run by the cache")                           \
+	X(sets, "Bodies stored in memcached")                                 \
+	X(set_errors, "Stores that failed with a memcached error")            \
+	X(lease_wins, "Misses that won the fill lease")                       \
+	X(lease_waits, "Reads that waited on another reader's lease")         \
+	X(lease_fallbacks,                                                    \
+	  "Lease waits that timed out and filled without storing")            \
+	X(fill_conflicts,                                                     \
+	  "Fills not stored because an update deleted the lease")             \
+	X(invalidations, "Keys deleted after updates")                        \
+	X(invalidation_retries, "Delete retries after memcached errors")      \
+	X(invalidation_failures, "Deletes that failed after all retries")     \
+	X(errors, "memcached operation errors")                               \
+	X(bypasses,                                                           \
+	  "Reads served from the database because memcached was unusable")    \
+	X(breaker_opens, "Times a circuit breaker opened")                    \
+	X(batches, "Multi-gets sent by the read batcher")                     \
+	X(batch_keys, "Keys asked for in the read batcher's multi-gets")      \
+	X(protocol_errors, "memcached replies that broke the protocol "       \
+	  "(connection closed, read served from the database)")
+
 /* Counters, summed over every handle of a cache_shared. */
 struct cache_stats {
-	uint64_t hits, negative_hits, misses, fills, sets, set_errors;
-	uint64_t lease_wins, lease_waits, lease_fallbacks, fill_conflicts;
-	uint64_t invalidations, invalidation_retries, invalidation_failures;
-	uint64_t errors, bypasses, breaker_opens;
-	uint64_t batches, batch_keys;   /* the read batcher's multi-gets */
-	uint64_t protocol_errors; /* replies that broke the protocol */
+#define CACHE_STATS_FIELD(name, help) uint64_t name;
+	CACHE_COUNTERS(CACHE_STATS_FIELD)
+#undef CACHE_STATS_FIELD
 	unsigned breakers_open; /* servers whose breaker is not closed now */
 	unsigned servers;
 };
 void cache_stats_get(struct cache_shared *s, struct cache_stats *out);
-/* Appends one JSON object (counters, mode, per-server breaker state). */
-void cache_stats_json(struct cache_shared *s, struct hs_buf *b);
+/*
+ * Appends one JSON object (counters, mode, per-server breaker state), with
+ * the caller's extra rows (n of them, may be 0) as its last members.
+ */
+void cache_stats_json(struct cache_shared *s, struct hs_buf *b,
+		      const struct hs_metric *extra, size_t n);
 /* Appends Prometheus text (hs_cache_* metrics with HELP/TYPE lines). */
 void cache_stats_prom(struct cache_shared *s, struct hs_buf *b);
 /* "ok" when every breaker is closed, else "degraded" (for /healthz). */

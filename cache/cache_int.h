@@ -32,13 +32,9 @@ struct cache_breaker {
 
 /* Relaxed atomics: counters need no ordering, only no lost updates. */
 struct cache_counters {
-	atomic_uint_fast64_t hits, negative_hits, misses, fills, sets, set_errors;
-	atomic_uint_fast64_t lease_wins, lease_waits, lease_fallbacks;
-	atomic_uint_fast64_t fill_conflicts, invalidations, invalidation_retries;
-	atomic_uint_fast64_t invalidation_failures, errors, bypasses;
-	atomic_uint_fast64_t breaker_opens;
-	atomic_uint_fast64_t batches, batch_keys;
-	atomic_uint_fast64_t protocol_errors;
+#define CACHE_CNT_FIELD(name, help) atomic_uint_fast64_t name;
+	CACHE_COUNTERS(CACHE_CNT_FIELD)
+#undef CACHE_CNT_FIELD
 };
 
 #define CNT_INC(s, f) atomic_fetch_add_explicit(&(s)->cnt.f, 1, memory_order_relaxed)

@@ -21,6 +21,7 @@
 #include "hs_buf.h"
 #include "hs_hist.h"
 #include "srv.h"
+#include "srv_metrics.h"
 
 /* Every route the server knows; stats are kept per route. */
 enum srv_route {
@@ -49,15 +50,12 @@ const char *srv_route_name(enum srv_route r);
 struct srv_stats {
 	uint64_t by_class[SRV_R_COUNT][6];  /* [route][status / 100] */
 	uint64_t by_status[600];
-	uint64_t db_errors;                  /* DB_BUSY, DB_MOVED, DB_ERR answered 503 */
-	uint64_t inflight;                   /* requests received, not yet answered */
-	uint64_t cache_ns;                   /* time in memcached calls (reads, deletes) */
-	uint64_t cache_wait_ns;              /* time waiting on another reader's lease */
-	uint64_t batch_queue_ns;             /* reads parked in the batcher's queue */
-	uint64_t resume_wait_ns;             /* batched reads answered, waiting
-						to be served */
-	uint64_t db_queue_ns;                /* requests waiting for a database thread */
-	uint64_t db_jobs;                    /* requests run on the database threads */
+	/* db_errors, inflight, cache_ns, ...: see srv_metrics.h (atomic) */
+#define SRV_STATS_FIELD(f, ...) uint64_t f;
+#define SRV_STATS_NOFIELD(...)
+	SRV_METRICS(SRV_STATS_FIELD, SRV_STATS_NOFIELD)
+#undef SRV_STATS_FIELD
+#undef SRV_STATS_NOFIELD
 	struct hs_hist latency[SRV_R_COUNT];
 };
 
@@ -333,10 +331,6 @@ void srv_h_cached_queries(struct srv_ctx *c, struct srv_resp *r);
 const char *srv_cache_mode(const struct srv *s);
 /* "off", "ok" or "degraded" (for /healthz). */
 const char *srv_cache_health(const struct srv *s);
-/* Appends the /stats "cache" object (always an object; mode "off" without cache). */
-void srv_cache_stats_json(struct srv *s, struct hs_buf *b);
-/* Appends the hs_cache_* metrics (nothing without cache). */
-void srv_cache_stats_prom(struct srv *s, struct hs_buf *b);
 
 /* --- products.c --- */
 int srv_product_body(struct srv_worker *w, int64_t id, struct hs_buf *out);

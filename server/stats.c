@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 
+#include "hs_metrics.h"
 #include "hs_util.h"
 #include "srv_int.h"
 
@@ -147,33 +148,77 @@ json_indent(struct hs_buf *b)
 	json_decref(j);
 }
 
+/* The /stats object a row of srv_metrics.h belongs to. */
+enum srv_group { SRV_G_TOP, SRV_G_DB, SRV_G_CACHE };
+
+/* The values the D rows of srv_metrics.h read: those kept elsewhere. */
+struct srv_snap {
+	uint64_t uptime_ns, threads, requests, open_conns, refused;
+	uint64_t head_timeouts, db_queries, db_time_ns, db_workers;
+	uint64_t db_threads;
+};
+
+#define SRV_ONE(...) +1
+enum { SRV_NROWS = 0 SRV_METRICS(SRV_ONE, SRV_ONE) };
+#undef SRV_ONE
+
+static const char *const cls[6] = { "", "1xx", "2xx", "3xx", "4xx", "5xx" };
+
+static void
+snap_take(struct srv *s, struct srv_snap *v)
+{
+	int nworkers;
+
+	memset(v, 0, sizeof(*v));
+	v->uptime_ns = hs_now_ns() - s->started_ns;
+	v->threads = (uint64_t)s->cfg.threads;
+	for (int i = 100; i < 600; i++)
+		v->requests += ld(&s->stats.by_status[i]);
+	v->open_conns = __atomic_load_n(&s->open_conns, __ATOMIC_RELAXED);
+	v->refused = ld(&s->refused);
+	v->head_timeouts = ld(&s->head_timeouts);
+	srv_db_totals(s, &v->db_queries, &v->db_time_ns, &nworkers);
+	v->db_workers = (uint64_t)nworkers;
+	v->db_threads = (uint64_t)s->cfg.db_threads;
+}
+
+/* The rows of group g in list order, into r[SRV_NROWS]; returns how many. */
+static size_t
+srv_rows(struct srv *s, const struct srv_snap *v, enum srv_group g,
+	 struct hs_metric *r)
+{
+	const struct srv_stats *st = &s->stats;
+	size_t n = 0;
+
+#define SRV_ROW(val, grp, json, prom, type, unit, help)                       \
+	if (g == SRV_G_##grp)                                                 \
+		r[n++] = (struct hs_metric){ json, prom, help, HS_##type,    \
+					     HS_UNIT_##unit, NULL,            \
+					     (int64_t)(val) };
+#define SRV_ROW_S(f, ...) SRV_ROW(ld(&st->f), __VA_ARGS__)
+	SRV_METRICS(SRV_ROW_S, SRV_ROW)
+#undef SRV_ROW_S
+#undef SRV_ROW
+	return n;
+}
+
 void
 srv_h_stats(struct srv_ctx *c, struct srv_resp *r)
 {
 	struct srv *s = c->srv;
 	struct srv_stats *st = &s->stats;
 	struct hs_buf *b = &r->body;
+	struct hs_metric rows[SRV_NROWS];
+	struct srv_snap v;
 	const char *pretty;
-	uint64_t q, t, total = 0;
-	int nworkers;
-	static const char *const cls[6] = { "", "1xx", "2xx", "3xx", "4xx",
-					    "5xx" };
+	size_t nr;
 
-	srv_db_totals(s, &q, &t, &nworkers);
-	for (int i = 100; i < 600; i++)
-		total += ld(&st->by_status[i]);
+	snap_take(s, &v);
 	hs_buf_puts(b, "{\"id\":");
 	hs_buf_json_str(b, s->cfg.id);
-	hs_buf_printf(b,
-		      ",\"uptime_s\":%.3f,\"threads\":%d,\"cache_mode\":\"%s\","
-		      "\"requests\":%" PRIu64 ",\"inflight\":%" PRIu64
-		      ",\"connections\":%u,\"connections_refused\":%" PRIu64
-		      ",\"head_timeouts\":%" PRIu64,
-		      (double)(hs_now_ns() - s->started_ns) / 1e9,
-		      s->cfg.threads, srv_cache_mode(s), total,
-		      ld(&st->inflight),
-		      __atomic_load_n(&s->open_conns, __ATOMIC_RELAXED),
-		      ld(&s->refused), ld(&s->head_timeouts));
+	hs_buf_printf(b, ",\"cache_mode\":\"%s\"", srv_cache_mode(s));
+	nr = srv_rows(s, &v, SRV_G_TOP, rows);
+	hs_metrics_json(b, rows, nr, 0);
 	/* How connections are served; "busy": blocking workers holding a
 	   connection (the rest of the clients wait in the listen backlog). */
 	if (s->cfg.io == SRV_IO_BLOCKING)
@@ -182,17 +227,22 @@ srv_h_stats(struct srv_ctx *c, struct srv_resp *r)
 			      srv_blocking_busy(s->blocking));
 	else
 		hs_buf_puts(b, ",\"io\":{\"model\":\"event\"}");
-	/* An object in every mode; its "mode" says lease, naive or off. */
+	/* An object in every mode; its "mode" says lease, naive or off.  Our
+	   own timers are its last members. */
 	hs_buf_puts(b, ",\"cache\":");
-	srv_cache_stats_json(s, b);
-	hs_buf_printf(b,
-		      ",\"db\":{\"queries\":%" PRIu64 ",\"time_ms\":%.3f,"
-		      "\"errors\":%" PRIu64 ",\"workers\":%d,\"threads\":%d,"
-		      "\"jobs\":%" PRIu64 ",\"queue_ms\":%.3f,"
-		      "\"durability\":\"%s\"}",
-		      q, (double)t / 1e6, ld(&st->db_errors), nworkers,
-		      s->cfg.db_threads, ld(&st->db_jobs),
-		      (double)ld(&st->db_queue_ns) / 1e6, stats_durability(c->w));
+	nr = srv_rows(s, &v, SRV_G_CACHE, rows);
+	if (s->cfg.cache != NULL) {
+		cache_stats_json(s->cfg.cache, b, rows, nr);
+	} else {
+		hs_buf_puts(b, "{\"mode\":\"off\",\"health\":\"off\","
+			       "\"hits\":0,\"misses\":0");
+		hs_metrics_json(b, rows, nr, 0);
+		hs_buf_puts(b, "}");
+	}
+	hs_buf_puts(b, ",\"db\":{");
+	nr = srv_rows(s, &v, SRV_G_DB, rows);
+	hs_metrics_json(b, rows, nr, 1);
+	hs_buf_printf(b, ",\"durability\":\"%s\"}", stats_durability(c->w));
 	hs_buf_printf(b,
 		      ",\"data\":{\"products\":%" PRId64
 		      ",\"categories\":%" PRId64 "}",
@@ -248,62 +298,28 @@ srv_h_metrics(struct srv_ctx *c, struct srv_resp *r)
 	struct srv *s = c->srv;
 	struct srv_stats *st = &s->stats;
 	struct hs_buf *b = &r->body;
-	uint64_t q, t;
+	struct hs_metric rows[SRV_NROWS];
+	struct srv_snap v;
 	char labels[128];
-	static const char *const cls[6] = { "", "1xx", "2xx", "3xx", "4xx",
-					    "5xx" };
+	size_t n;
 
-	srv_db_totals(s, &q, &t, NULL);
-	hs_buf_puts(b, "# HELP hs_info Instance of hs-server.\n"
-		       "# TYPE hs_info gauge\nhs_info{id=");
+	snap_take(s, &v);
+	hs_metrics_prom_head(b, "hs_", "info", "Instance of hs-server.",
+			     "gauge");
+	hs_buf_puts(b, "hs_info{id=");
 	hs_buf_json_str(b, s->cfg.id);
 	hs_buf_printf(b, ",cache=\"%s\"} 1\n", srv_cache_mode(s));
-	hs_buf_printf(b,
-		      "# HELP hs_uptime_seconds Seconds since start.\n"
-		      "# TYPE hs_uptime_seconds gauge\nhs_uptime_seconds %.3f\n",
-		      (double)(hs_now_ns() - s->started_ns) / 1e9);
-	hs_buf_printf(b,
-		      "# HELP hs_inflight_requests Requests being served.\n"
-		      "# TYPE hs_inflight_requests gauge\n"
-		      "hs_inflight_requests %" PRIu64 "\n"
-		      "# HELP hs_open_connections Client connections open.\n"
-		      "# TYPE hs_open_connections gauge\n"
-		      "hs_open_connections %u\n"
-		      "# HELP hs_connections_refused_total Clients answered "
-		      "503 at --max-conns or --max-conns-per-ip.\n"
-		      "# TYPE hs_connections_refused_total counter\n"
-		      "hs_connections_refused_total %" PRIu64 "\n"
-		      "# HELP hs_head_timeouts_total Connections closed with "
-		      "408: no request head within --header-timeout-ms.\n"
-		      "# TYPE hs_head_timeouts_total counter\n"
-		      "hs_head_timeouts_total %" PRIu64 "\n",
-		      ld(&st->inflight),
-		      __atomic_load_n(&s->open_conns, __ATOMIC_RELAXED),
-		      ld(&s->refused), ld(&s->head_timeouts));
-	hs_buf_printf(b,
-		      "# HELP hs_db_queries_total SQL statements run.\n"
-		      "# TYPE hs_db_queries_total counter\n"
-		      "hs_db_queries_total %" PRIu64 "\n"
-		      "# HELP hs_db_time_seconds_total Time spent in SQLite.\n"
-		      "# TYPE hs_db_time_seconds_total counter\n"
-		      "hs_db_time_seconds_total %.6f\n"
-		      "# HELP hs_db_errors_total Requests answered 503 after a "
-		      "database failure.\n"
-		      "# TYPE hs_db_errors_total counter\n"
-		      "hs_db_errors_total %" PRIu64 "\n"
-		      "# HELP hs_db_jobs_total Requests run on the database "
-		      "threads.\n"
-		      "# TYPE hs_db_jobs_total counter\n"
-		      "hs_db_jobs_total %" PRIu64 "\n"
-		      "# HELP hs_db_queue_seconds_total Time requests waited "
-		      "for a database thread.\n"
-		      "# TYPE hs_db_queue_seconds_total counter\n"
-		      "hs_db_queue_seconds_total %.6f\n",
-		      q, (double)t / 1e9, ld(&st->db_errors), ld(&st->db_jobs),
-		      (double)ld(&st->db_queue_ns) / 1e9);
-	srv_cache_stats_prom(s, b);
-	hs_buf_puts(b, "# HELP hs_requests_total Requests by route and status "
-		       "class.\n# TYPE hs_requests_total counter\n");
+	n = srv_rows(s, &v, SRV_G_TOP, rows);
+	hs_metrics_prom(b, "hs_", rows, n);
+	n = srv_rows(s, &v, SRV_G_DB, rows);
+	hs_metrics_prom(b, "hs_", rows, n);
+	if (s->cfg.cache != NULL) {
+		cache_stats_prom(s->cfg.cache, b);
+		n = srv_rows(s, &v, SRV_G_CACHE, rows);
+		hs_metrics_prom(b, "hs_", rows, n);
+	}
+	hs_metrics_prom_head(b, "hs_", "requests_total",
+			     "Requests by route and status class.", "counter");
 	for (int rt = 0; rt < SRV_R_COUNT; rt++)
 		for (int k = 1; k < 6; k++) {
 			uint64_t m = ld(&st->by_class[rt][k]);
@@ -315,8 +331,8 @@ srv_h_metrics(struct srv_ctx *c, struct srv_resp *r)
 				      "%" PRIu64 "\n",
 				      route_names[rt], cls[k], m);
 		}
-	hs_buf_puts(b, "# HELP hs_responses_total Responses by status.\n"
-		       "# TYPE hs_responses_total counter\n");
+	hs_metrics_prom_head(b, "hs_", "responses_total",
+			     "Responses by status.", "counter");
 	for (int i = 100; i < 600; i++) {
 		uint64_t m = ld(&st->by_status[i]);
 
@@ -326,9 +342,8 @@ srv_h_metrics(struct srv_ctx *c, struct srv_resp *r)
 				      "\n",
 				      i, m);
 	}
-	hs_buf_puts(b, "# HELP hs_request_duration_seconds Time to answer, "
-		       "by route.\n"
-		       "# TYPE hs_request_duration_seconds histogram\n");
+	hs_metrics_prom_head(b, "hs_", "request_duration_seconds",
+			     "Time to answer, by route.", "histogram");
 	for (int rt = 0; rt < SRV_R_COUNT; rt++) {
 		if (hs_hist_count(&st->latency[rt]) == 0)
 			continue;

@@ -333,6 +333,18 @@ class ThreeBackends(unittest.TestCase):
         self.assertIn("hs_balancer_backend_up{backend=", m)
         self.assertIn("hs_balancer_accepted_total", m)
         self.assertIn("hs_balancer_backend_latency_seconds_bucket", m)
+        # Every family is introduced by # HELP then # TYPE, once.
+        helps = [l.split()[2] for l in m.splitlines()
+                 if l.startswith("# HELP ")]
+        types = [l.split()[2] for l in m.splitlines()
+                 if l.startswith("# TYPE ")]
+        self.assertEqual(helps, types)
+        self.assertEqual(len(set(types)), len(types))
+        for line in m.splitlines():
+            if not line.startswith("#"):
+                name = line.split("{")[0].split()[0]
+                self.assertTrue(any(name == t or name.startswith(t + "_")
+                                    for t in types), line)
 
 
 class Cli(unittest.TestCase):

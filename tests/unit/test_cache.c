@@ -1018,7 +1018,7 @@ test_stats_export(void **state)
 	cache_value_release(&v);
 	cache_fetch(c, "t7:a", db_fill, &d, &v, NULL);
 	cache_value_release(&v);
-	cache_stats_json(s, &b);
+	cache_stats_json(s, &b, NULL, 0);
 	j = json_loads(b.data, 0, &jerr);
 	if (j == NULL)
 		fail_msg("bad JSON: %s: %s", jerr.text, b.data);

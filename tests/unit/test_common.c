@@ -1,6 +1,7 @@
 /*
  * Unit tests for common/: number and address parsing, the buffer, the
- * histogram's bucket arithmetic and quantiles, the log rate limit.
+ * histogram's bucket arithmetic and quantiles, the log rate limit, the
+ * metrics writer.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,6 +15,7 @@
 #include "hs_buf.h"
 #include "hs_hist.h"
 #include "hs_log.h"
+#include "hs_metrics.h"
 #include "hs_util.h"
 
 static void
@@ -154,6 +156,61 @@ test_log_rate(void **state)
 	assert_int_equal(sup, 0);
 }
 
+/* Rows to JSON members and Prometheus text: units, JSON-only and
+   Prometheus-only rows, one HELP/TYPE pair per family of labelled rows. */
+static void
+test_metrics_writer(void **state)
+{
+	static const struct hs_metric rows[] = {
+		{ "hits", "hits_total", "Reads served", HS_COUNTER,
+		  HS_UNIT_COUNT, NULL, 7 },
+		{ "time_ms", "time_seconds_total", "Time spent", HS_COUNTER,
+		  HS_UNIT_NS_MS, NULL, 1500000 },
+		{ "uptime_s", "uptime_seconds", "Since start", HS_GAUGE,
+		  HS_UNIT_NS_S, NULL, 2500000000u },
+		{ "up", NULL, NULL, HS_GAUGE, HS_UNIT_BOOL, NULL, 1 },
+		{ NULL, "up", "Backend up", HS_GAUGE, HS_UNIT_BOOL,
+		  "backend=\"a\"", 1 },
+		{ NULL, "up", "Backend up", HS_GAUGE, HS_UNIT_BOOL,
+		  "backend=\"b\"", 0 },
+	};
+	struct hs_buf b = HS_BUF_INIT;
+
+	(void)state;
+	hs_buf_puts(&b, "{");
+	assert_int_equal(hs_metrics_json(&b, rows, 4, 1), 1);
+	hs_buf_puts(&b, "}");
+	assert_string_equal(b.data, "{\"hits\":7,\"time_ms\":1.500,"
+			    "\"uptime_s\":2.500,\"up\":true}");
+	hs_buf_reset(&b);
+	/* Not first: a comma before the first member; nothing: returns 0. */
+	assert_int_equal(hs_metrics_json(&b, rows, 1, 0), 1);
+	assert_string_equal(b.data, ",\"hits\":7");
+	hs_buf_reset(&b);
+	assert_int_equal(hs_metrics_json(&b, rows + 4, 2, 1), 0);
+	assert_int_equal(b.len, 0);
+	hs_metrics_prom(&b, "hs_x_", rows, 6);
+	assert_string_equal(b.data,
+		"# HELP hs_x_hits_total Reads served\n"
+		"# TYPE hs_x_hits_total counter\n"
+		"hs_x_hits_total 7\n"
+		"# HELP hs_x_time_seconds_total Time spent\n"
+		"# TYPE hs_x_time_seconds_total counter\n"
+		"hs_x_time_seconds_total 0.001500\n"
+		"# HELP hs_x_uptime_seconds Since start\n"
+		"# TYPE hs_x_uptime_seconds gauge\n"
+		"hs_x_uptime_seconds 2.500\n"
+		"# HELP hs_x_up Backend up\n"
+		"# TYPE hs_x_up gauge\n"
+		"hs_x_up{backend=\"a\"} 1\n"
+		"hs_x_up{backend=\"b\"} 0\n");
+	hs_buf_reset(&b);
+	hs_metrics_prom_head(&b, "hs_", "lat_seconds", "Latency", "histogram");
+	assert_string_equal(b.data, "# HELP hs_lat_seconds Latency\n"
+			    "# TYPE hs_lat_seconds histogram\n");
+	hs_buf_free(&b);
+}
+
 int
 main(void)
 {
@@ -165,6 +222,7 @@ main(void)
 		cmocka_unit_test(test_hist_buckets),
 		cmocka_unit_test(test_hist_quantiles),
 		cmocka_unit_test(test_log_rate),
+		cmocka_unit_test(test_metrics_writer),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
