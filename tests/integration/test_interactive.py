@@ -185,6 +185,17 @@ class InteractiveTest(unittest.TestCase):
         with open(os.path.join(w.out, "results.csv")) as f:
             self.assertEqual([line.split(",")[0] for line in f][1:], [])
 
+    def test_nothing_to_say_next_is_refused(self):
+        """/dev/null on stdin and no dashboard: refused at once rather
+        than a walkthrough that no one could move on."""
+        r = subprocess.run([sys.executable, WALK, "--interactive",
+                            "--no-dashboard", "--check-args"],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True,
+                           timeout=30 * hstest.SLOW)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--interactive needs a terminal or a pipe", r.stderr)
+
 
 if __name__ == "__main__":
     unittest.main()
