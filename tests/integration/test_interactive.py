@@ -17,6 +17,9 @@ import unittest
 import urllib.request
 
 import hstest
+from hslab import browser
+from hslab.dashboard import Dashboard
+from hslab.pauser import Pauser
 
 WALK = os.path.join(hstest.SRC, "loadtest", "walkthrough.py")
 
@@ -195,6 +198,39 @@ class InteractiveTest(unittest.TestCase):
                            timeout=30 * hstest.SLOW)
         self.assertEqual(r.returncode, 2)
         self.assertIn("--interactive needs a terminal or a pipe", r.stderr)
+
+
+class NextButtonTest(unittest.TestCase):
+    """The dashboard page in headless Chromium: the next button appears
+    only in step-through mode, says which step waits, and key n loads it."""
+
+    @unittest.skipUnless(browser.find_chromium(), "chromium not installed")
+    def test_key_n_loads_the_step_waiting(self):
+        d = Dashboard(None, "127.0.0.1", 0, interval=0.2).start()
+        self.addCleanup(d.stop)
+        with browser.Browser(1280, 720) as b:
+            b.open(d.url)
+            self.assertTrue(b.eval("document.getElementById('next').hidden"))
+            p = Pauser(None)
+            d.pauser = p
+            res = []
+            t = threading.Thread(target=lambda: res.append(
+                p.wait("step 0 (1/2)")), daemon=True)
+            t.start()
+            deadline = time.monotonic() + 20 * hstest.SLOW
+            shown = ""
+            while time.monotonic() < deadline and "step 0" not in shown:
+                b.pump(0.3)
+                shown = b.eval("(e => e.hidden || e.disabled ? '' : "
+                               "e.textContent)(document.getElementById("
+                               "'next'))")
+            self.assertEqual(shown, "next \u25b6 step 0 (1/2)")
+            b.eval("document.dispatchEvent(new KeyboardEvent('keydown', "
+                   "{key: 'n'}))")
+            t.join(10 * hstest.SLOW)
+            self.assertEqual(res, [True])
+            b.pump(0.5)
+            self.assertEqual(b.errors, [])
 
 
 if __name__ == "__main__":
