@@ -1365,17 +1365,13 @@ def main(argv=None):
     a.run_index, a.run_total = 0, sum(
         len(a.scale_out) if s == "2" else 2 if s == "2b" else 1
         for s in steps)
-    if a.interactive:
-        if stdin_usable():
-            a.pauser = Pauser(sys.stdin)
-        elif a.no_dashboard:
-            ap.error("--interactive needs a terminal or a pipe on stdin, or "
-                     "the dashboard (no --no-dashboard): nothing could say "
-                     "next")
-        else:
-            a.pauser = Pauser(None)
+    if a.interactive and a.no_dashboard and not stdin_usable():
+        ap.error("--interactive needs a terminal or a pipe on stdin, or "
+                 "the dashboard (no --no-dashboard): nothing could say next")
     if a.check_args:
         return 0
+    if a.interactive:   # its reader thread takes stdin from here on
+        a.pauser = Pauser(sys.stdin if stdin_usable() else None)
     atexit.register(hslab.kill_all)  # e.g. a checker left by an error
     a.db = os.path.abspath(a.db)
     outdir = os.path.abspath(a.out or os.path.join(
