@@ -46,6 +46,7 @@ from hslab import delta, get_json  # noqa: E402,F401
 import stack as hs  # noqa: E402
 from hslab.dashboard import serve as serve_dashboard  # noqa: E402
 from hslab import report  # noqa: E402
+from hslab.pauser import Pauser, stdin_usable  # noqa: E402
 
 ROOT = hs.ROOT
 WRK_DIR = os.path.join(ROOT, "loadtest", "wrk")
@@ -67,6 +68,19 @@ STEPS = {
           "empty cache refills"),
 }
 DEFAULT_STEPS = "0,1,1b,2,2b,3,4"
+
+# Step-through mode: what the speaker points at while a step waits.
+SHOW = {
+    "0": "curl -i: no X-Cache header; /stats: db.queries grows with every "
+         "request",
+    "1": "curl -i twice: X-Cache MISS then HIT; /stats: cache.hits",
+    "1b": "the checker's stale reads once loaded; /stats: cache.fills",
+    "2": "curl -i through hs-balancer; the dashboard: each server's share",
+    "2b": "the dashboard: req/s and p99 with 256 keep-alive clients",
+    "3": "the profile: where a request's time goes",
+    "4": "the dashboard: DB queries/s when memcached dies, hits when an "
+         "empty one is back",
+}
 DEFAULT_SERVER_CPUS = 0.15
 
 COLUMNS = ["step", "setup", "req_s", "p50_ms", "p99_ms", "errors",
@@ -790,6 +804,40 @@ def warm_cache(stk, a, counts, step, mix="update"):
         w.stop()
 
 
+class Stopped(Exception):
+    """The speaker stopped the walkthrough at a pause (q, end of input,
+    or the dashboard's POST /quit)."""
+
+
+def pause(a, step, title, stk):
+    """Step-through mode: the stack of the step is up and idle; say what
+    to show and wait for Enter or the dashboard's next before loading it.
+    Raises Stopped when the speaker stops."""
+    if not a.pauser:
+        return
+    a.run_index += 1
+    label = "step %s (%d/%d)" % (step, a.run_index, a.run_total)
+    entry = "http://127.0.0.1:%d" % stk.entry_port()
+    lines = ["", "== %s: %s — stack up, waiting ==" % (label, title),
+             "  point at:  %s" % SHOW.get(step.split("/")[0], ""),
+             "  entry:     %s/ (%s)" % (entry, "hs-balancer" if stk.balancer
+                                        else "hs-server-1")]
+    for i, p in enumerate(stk.server_ports):
+        lines.append("  stats:     http://127.0.0.1:%d/stats (hs-server-%d)"
+                     % (p, i + 1))
+    if a.dash:
+        lines.append("  dashboard: %s" % a.dash.url)
+    lines += ["  try:       curl -i %s/products/1" % entry,
+              "  Enter: load it   q Enter: stop everything%s" % (
+                  "   (or the dashboard's next ▶, key n)" if a.dash else ""),
+              "waiting: %s" % label]
+    print("\n".join(lines), flush=True)
+    event(a, step, "waiting")
+    if not a.pauser.wait(label):
+        raise Stopped(step)
+    event(a, step, "go")
+
+
 def run_step(step, a, counts, outdir, servers=1, io=None):
     """One measured step: wrk (with the checker beside it unless io is
     given), then its open-loop sweep.  step is the row's name ("0",
@@ -817,6 +865,7 @@ def run_step(step, a, counts, outdir, servers=1, io=None):
     points, cap, qw = [], "", None
     try:
         port = stk.entry_port()
+        pause(a, step, title, stk)
         if stk.cache != "off" and a.warmup > 0:
             warm_cache(stk, a, counts, step, mix)
         progress("step %s: %ds of load (wrk -c%d, %s mix)%s" % (
@@ -970,6 +1019,7 @@ def run_cache_loss(a, counts, outdir, rate):
     dur = float(a.cache_loss_seconds)
     try:
         port = stk.entry_port()
+        pause(a, step, title, stk)
         if a.warmup > 0:
             warm_cache(stk, a, counts, step)
         cmd = hsload_args(port, a, counts, "update", a.connections) + [
@@ -1243,6 +1293,14 @@ def main(argv=None):
                     help="report folder (default out/walkthrough-DATE)")
     ap.add_argument("--no-perf", action="store_true",
                     help="skip the perf flame graph in step 3")
+    ap.add_argument("--interactive", action="store_true",
+                    help="step-through mode: bring each step's stack up, "
+                    "print what to show (URLs, a curl -i line) and wait for "
+                    "a line on stdin (Enter) or the dashboard's next button "
+                    "before loading it; q, end of input or the dashboard's "
+                    "POST /quit stop everything (exit 0, partial report). "
+                    "stdin: a terminal or a pipe; else the dashboard alone "
+                    "drives it")
     hs.add_cpu_args(ap)
     # Small hosts: 0.15 core per server, so that on a 2-core machine four
     # of them, memcached, hs-balancer and the clients still fit, and
@@ -1303,8 +1361,17 @@ def main(argv=None):
         ap.error("--put and --review must be shares with put+review <= 1")
     if a.connections < a.wrk_threads:
         ap.error("--connections must be at least --wrk-threads")
+    a.pauser, a.dash = None, None
+    a.run_index, a.run_total = 0, sum(
+        len(a.scale_out) if s == "2" else 2 if s == "2b" else 1
+        for s in steps)
+    if a.interactive and a.no_dashboard and not stdin_usable():
+        ap.error("--interactive needs a terminal or a pipe on stdin, or "
+                 "the dashboard (no --no-dashboard): nothing could say next")
     if a.check_args:
         return 0
+    if a.interactive:   # its reader thread takes stdin from here on
+        a.pauser = Pauser(sys.stdin if stdin_usable() else None)
     atexit.register(hslab.kill_all)  # e.g. a checker left by an error
     a.db = os.path.abspath(a.db)
     outdir = os.path.abspath(a.out or os.path.join(
@@ -1348,7 +1415,14 @@ def main(argv=None):
     a.sampler = hslab.Sampler(os.path.join(outdir, "series.csv")).start()
     dash = None if a.no_dashboard else serve_dashboard(
         a.sampler, a.dashboard, say=True)
+    a.dash = dash
+    if dash and a.pauser:
+        dash.pauser = a.pauser
     try:
+        if a.pauser and not dash and not a.pauser.has_stdin:
+            sys.stderr.write("walkthrough: --interactive: the dashboard is "
+                             "not served and stdin cannot say next\n")
+            return 2
         for step in steps:
             runs = [(step, {})]
             if step == "2":
@@ -1393,6 +1467,13 @@ def main(argv=None):
         sys.stderr.write("walkthrough: interrupted; partial report in %s\n" %
                          outdir)
         return 130
+    except Stopped as e:
+        # A stop the speaker asked for: a normal end (exit 0).
+        if not rows:
+            write_report(outdir, rows, lessons, extra, meta)
+        sys.stderr.write("walkthrough: stopped at step %s; partial report "
+                         "in %s\n" % (e, outdir))
+        return 0
     except (hs.StackError, subprocess.SubprocessError, OSError) as e:
         sys.stderr.write("walkthrough: %s\n" % e)
         return 1

@@ -283,6 +283,27 @@ function showStep(step) {
   set("step", !step ? "no step running" : step === "up" ? "stack up" : "step " + step);
 }
 
+/* Step-through mode (walkthrough --interactive): the "next" button,
+   shown only then, enabled while a step waits for the speaker. */
+function showControl(d) {
+  const b = document.getElementById("next");
+  if (!b) return;
+  b.hidden = !d.interactive;
+  b.disabled = !d.waiting;
+  b.textContent = d.waiting ? "next ▶ " + d.waiting : "next ▶";
+}
+
+async function next() {
+  const b = document.getElementById("next");
+  if (!b || b.hidden || b.disabled) return;
+  b.disabled = true;
+  try {
+    await fetch("/next", { method: "POST" });
+  } catch (e) {
+    note("next: " + e);
+  }
+}
+
 /* ---------------------------------------------------------- data */
 
 function ingestLatest(msg) {
@@ -290,6 +311,7 @@ function ingestLatest(msg) {
   Object.entries(msg.latest || {}).forEach(([c, ms]) =>
     Object.entries(ms).forEach(([m, v]) => add(c, m, msg.t, v)));
   showStep(msg.step);
+  showControl(msg);
   status.ticks++;
   render();
 }
@@ -308,6 +330,7 @@ async function start() {
     Object.entries(d.series).forEach(([c, ms]) =>
       Object.entries(ms).forEach(([m, pts]) => pts.forEach(([t, v]) => add(c, m, t, v))));
     showStep(d.step);
+    showControl(d);
     render();
   } catch (e) {
     note("data.json: " + e);
@@ -316,6 +339,7 @@ async function start() {
   es.onopen = () => set("conn", "● connected");
   es.onerror = () => set("conn", "reconnecting…");
   es.onmessage = ev => ingestLatest(JSON.parse(ev.data));
+  document.getElementById("next").addEventListener("click", next);
 }
 
 /* ---------------------------------------------------------- keys */
@@ -331,6 +355,8 @@ document.addEventListener("keydown", e => {
   } else if (e.key === "f") {
     if (document.fullscreenElement) document.exitFullscreen();
     else document.documentElement.requestFullscreen().catch(() => {});
+  } else if (e.key === "n") {
+    next();
   } else if (e.key === "?") {
     help.hidden = !help.hidden;
   } else if (e.key === "Escape") {

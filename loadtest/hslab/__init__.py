@@ -13,7 +13,8 @@
   dashboard  the live dashboard over a Sampler (HTTP, SSE, data.json)
   report   the walkthrough's report as slides, from its out dir's files
   browser  headless Chromium: screenshots, a page driven over CDP
-(dashboard, report and browser are imported by name, not here.)
+  pauser   step-through mode: wait for Enter or the dashboard's "next"
+(dashboard, report, browser and pauser are imported by name, not here.)
 
 Used by loadtest/stack.py (./hammerstack up|down|status), benchlib.py and
 the bench scripts, walkthrough.py and tests/integration/hstest.py.

@@ -9,6 +9,10 @@ one Sampler.
                 [[t, value], ...]}}}: the sampler's last 120 s
   /events       Server-Sent Events: once a second {"t", "step", "latest":
                 {component: {metric: value}}}, the newest point of each
+  POST /next    step-through mode (walkthrough --interactive): load the
+  POST /quit    step waiting, or stop everything; data.json and /events
+                then carry "interactive": true and "waiting": "step 0
+                (1/2)" or ""
 
 Dashboard(sampler, host, port).start() ... stop().  The sampler is shared
 with whoever records the series (stack.py's `up`, the walkthrough), so the
@@ -78,6 +82,12 @@ class Dashboard:
         self._stop = threading.Event()
         self._httpd = None
         self._thread = None
+        self.pauser = None   # hslab.pauser.Pauser in step-through mode
+
+    def control(self):
+        p = self.pauser
+        return ({"interactive": True, "waiting": p.waiting} if p else
+                {"interactive": False, "waiting": ""})
 
     @property
     def url(self):
@@ -93,10 +103,10 @@ class Dashboard:
 
     def data(self):
         series = self.sampler.series() if self.sampler else {}
-        return {"now": time.time(), "step": self.step(),
-                "series": {c: {m: [[round(t, 3), v] for t, v in pts]
-                               for m, pts in ms.items()}
-                           for c, ms in series.items()}}
+        return dict(self.control(), now=time.time(), step=self.step(),
+                    series={c: {m: [[round(t, 3), v] for t, v in pts]
+                                for m, pts in ms.items()}
+                            for c, ms in series.items()})
 
     def latest(self):
         series = self.sampler.series() if self.sampler else {}
@@ -107,8 +117,8 @@ class Dashboard:
                 if pts:
                     out[c][m] = pts[-1][1]
                     newest = max(newest, pts[-1][0])
-        return {"t": newest or time.time(), "step": self.step(),
-                "latest": out}
+        return dict(self.control(), t=newest or time.time(),
+                    step=self.step(), latest=out)
 
     def start(self):
         handler = _handler(self)
@@ -184,6 +194,32 @@ def _handler(dash):
             if path == "/events":
                 return self._events()
             return self._error(404, "not found")
+
+        def do_POST(self):
+            n = self.headers.get("Content-Length") or "0"
+            if not n.isdigit() or int(n) > 4096:
+                return self._error(400, "body too large")
+            self.rfile.read(int(n))
+            # Another site open in the speaker's browser must not step the
+            # talk: a browser names the page's origin on a cross-site POST.
+            origin = self.headers.get("Origin")
+            host = self.headers.get("Host", "")
+            if origin and origin != "http://" + host:
+                return self._error(403, "cross-origin request")
+            path = self.path.split("?", 1)[0]
+            if path not in ("/next", "/quit"):
+                return self._error(404, "not found")
+            p = dash.pauser
+            if p is None:
+                return self._error(404, "not in step-through mode "
+                                   "(walkthrough --interactive)")
+            if path == "/quit":
+                p.quit()
+                return self._send(200, json.dumps({"stopping": True}))
+            label = p.waiting
+            if not p.next():
+                return self._error(409, "no step is waiting")
+            return self._send(200, json.dumps({"next": label}))
 
         def _events(self):
             self.send_response(200)
