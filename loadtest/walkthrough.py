@@ -464,8 +464,143 @@ def profile_summary(samples, top=10):
     }
 
 
-def flamegraph_svg(folded, title, width=1200):
-    """A small flame graph (root at the bottom) as standalone SVG."""
+def fold_modules(samples):
+    """{"comm;root;...;frame": module} for every stack prefix of the
+    samples, by perf_module: perf.folded keeps only the names, and an
+    unnamed "?" frame's module depends on where it sits."""
+    mods = {}
+    for comm, frames in samples:
+        key = comm
+        mods.setdefault(key, perf_module(comm))
+        for sym, dso in reversed(frames):
+            key += ";" + sym
+            mods.setdefault(key, perf_module(dso))
+    return mods
+
+
+# Flame graph colours: a hue family per module (fixed, so a module keeps its
+# colour from run to run and in every report), a shade per function.
+FLAME_HUES = (("hs-server", 25, 85), ("hs-balancer", 50, 85),
+              ("SQLite", 212, 65), ("libmicrohttpd", 268, 50),
+              ("libevent", 310, 50), ("libmemcached", 135, 50),
+              ("jansson", 178, 55), ("libc", 75, 45), ("kernel", 350, 65))
+FLAME_OTHER = (0, 0)  # hue, saturation of any other module: grey
+FLAME_CHAR_W = 7.4    # px per character of the 12 px monospace labels
+FLAME_ROW = 18        # px per stack level
+
+
+def flame_colour(module, name):
+    """hsl() of a frame: its module's hue family, a shade from a CRC of the
+    function's name (not hash(), which changes with every Python run)."""
+    import zlib
+    hue, sat = next(((h, s) for m, h, s in FLAME_HUES if m == module),
+                    FLAME_OTHER)
+    c = zlib.crc32(name.encode("utf-8", "replace"))
+    return "hsl(%d,%d%%,%d%%)" % ((hue + c % 9 - 4) % 360, sat,
+                                  58 + (c >> 8) % 22)
+
+
+def flame_label(name, w):
+    """The label that fits a frame w px wide: the full name, or its start
+    and an ellipsis, or nothing below 3 characters and the ellipsis (the
+    page's script applies the same rule when zooming)."""
+    fits = int((w - 6) // FLAME_CHAR_W)
+    if fits >= len(name):
+        return name
+    return name[:fits - 1] + "\u2026" if fits >= 4 else ""
+
+
+FLAME_SCRIPT = r"""
+(function () {
+  var W = %(width)d, CW = %(cw)s, TOTAL = %(total)d;
+  var doc = document, frames = [].slice.call(doc.querySelectorAll('g.f'));
+  var reset = doc.getElementById('reset'), found = doc.getElementById('found');
+  var details = doc.getElementById('details');
+  function num(g, k) { return +g.getAttribute('data-' + k); }
+  function name(g) {
+    return g.querySelector('title').textContent.split('\n')[0];
+  }
+  function fit(s, w) {
+    var n = Math.floor((w - 6) / CW);
+    if (n >= s.length) return s;
+    return n >= 4 ? s.slice(0, n - 1) + '\u2026' : '';
+  }
+  function place(g, x, w, show) {
+    var r = g.querySelector('rect'), t = g.querySelector('text');
+    g.style.display = show && w >= 0.1 ? '' : 'none';
+    r.setAttribute('x', x.toFixed(1));
+    r.setAttribute('width', w.toFixed(1));
+    t.setAttribute('x', (x + 3).toFixed(1));
+    t.textContent = fit(name(g), w);
+  }
+  function zoom(z) {
+    var s0 = num(z, 's'), n0 = num(z, 'n'), d0 = num(z, 'd');
+    frames.forEach(function (g) {
+      var s = num(g, 's'), n = num(g, 'n'), d = num(g, 'd');
+      g.classList.remove('anc');
+      if (d < d0) {
+        var anc = s <= s0 && s + n >= s0 + n0;
+        if (anc) g.classList.add('anc');
+        place(g, 0, W, anc);
+      } else {
+        place(g, (s - s0) / n0 * W, n / n0 * W, s >= s0 && s + n <= s0 + n0);
+      }
+    });
+    reset.style.opacity = n0 < TOTAL || d0 > 0 ? 1 : 0.35;
+  }
+  function unzoom() {
+    frames.forEach(function (g) {
+      g.classList.remove('anc');
+      place(g, num(g, 's') / TOTAL * W, num(g, 'n') / TOTAL * W, true);
+    });
+    reset.style.opacity = 0.35;
+  }
+  function search(q) {
+    var re = null, hits = 0, end = -1, share = 0;
+    if (q) {
+      try { re = new RegExp(q, 'i'); } catch (e) { re = null; }
+    }
+    // Frames in order of their first sample: a match inside an earlier
+    // match's samples is not counted twice.
+    frames.slice().sort(function (a, b) { return num(a, 's') - num(b, 's'); })
+      .forEach(function (g) {
+        var hit = !!re && re.test(name(g));
+        g.classList.toggle('hit', hit);
+        if (!hit) return;
+        hits++;
+        var s = num(g, 's'), e = s + num(g, 'n');
+        if (e > end) { share += e - Math.max(s, end); end = e; }
+      });
+    found.textContent = re ? 'Matched: ' + hits + ' frames, ' +
+      (100 * share / TOTAL).toFixed(1) + '%% of samples' : '';
+    return hits;
+  }
+  doc.documentElement.addEventListener('click', function (e) {
+    var g = e.target.closest && e.target.closest('g.f');
+    if (g) zoom(g);
+  });
+  doc.documentElement.addEventListener('mouseover', function (e) {
+    var g = e.target.closest && e.target.closest('g.f');
+    if (g) details.textContent = g.querySelector('title').textContent
+      .replace('\n', ' \u2014 ');
+  });
+  reset.addEventListener('click', unzoom);
+  var q = doc.getElementById('q');
+  if (q) q.addEventListener('input', function () { search(q.value); });
+  doc.addEventListener('keydown', function (e) {
+    if (e.key === 'Escape') { unzoom(); if (q) { q.value = ''; search(''); } }
+  });
+  window.flame = {zoom: zoom, unzoom: unzoom, search: search};
+})();
+"""
+
+
+def flamegraph_svg(folded, title, width=1200, modules=None):
+    """A flame graph (root at the bottom) as standalone SVG with its own
+    script: full names on hover, click a frame to zoom into it, a search
+    box, colours by module (modules: fold_modules' map; frames not in it
+    are grey).  The same input gives the same bytes."""
+    modules = modules or {}
     tree = {"n": 0, "c": {}}
     for stack, n in folded.items():
         node = tree
@@ -476,31 +611,67 @@ def flamegraph_svg(folded, title, width=1200):
     total = tree["n"] or 1
     rows = []
 
-    def walk(node, x, depth):
+    def walk(node, path, s, depth):
         for name, child in sorted(node["c"].items()):
-            w = child["n"] / total * width
-            if w >= 0.5:
-                rows.append((x, depth, w, name, child["n"]))
-                walk(child, x, depth + 1)
-            x += w
-    walk(tree, 0.0, 0)
+            key = path + ";" + name if path else name
+            # Frames under 0.1 px are left out even when zoomed: the
+            # file stays small, their samples still count in the parent.
+            if child["n"] * width * 1000 >= total * 100:
+                rows.append((s, depth, child["n"], name,
+                             modules.get(key, "?")))
+                walk(child, key, s, depth + 1)
+            s += child["n"]
+    walk(tree, "", 0, 0)
     depth = max([r[1] for r in rows] + [0]) + 1
-    h = 16
-    height = depth * h + 40
-    out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
-           'font-family="monospace" font-size="11">' % (width, height),
-           '<text x="4" y="14" font-size="13">%s (%d samples)</text>' %
-           (html.escape(title), total)]
-    for x, d, w, name, n in rows:
-        y = height - (d + 1) * h
-        hue = 20 + (hash(name) % 40)
-        label = name if len(name) * 7 < w else name[:max(0, int(w / 7) - 1)]
-        out.append('<g><title>%s (%d samples, %.1f%%)</title>'
+    top, h = 56, FLAME_ROW
+    height = top + depth * h + 26
+    present = set(r[4] for r in rows)
+    legend = [(m, flame_colour(m, "")) for m, _, _ in FLAME_HUES
+              if m in present]
+    if present - set(m for m, _, _ in FLAME_HUES):
+        legend.append(("other", "hsl(0,0%,70%)"))
+    e = html.escape
+    out = ['<?xml version="1.0" encoding="UTF-8"?>',
+           '<svg xmlns="http://www.w3.org/2000/svg" version="1.1" '
+           'width="%d" height="%d" viewBox="0 0 %d %d" '
+           'font-family="DejaVu Sans Mono,monospace" font-size="12">' %
+           (width, height, width, height),
+           '<style>g.f{cursor:pointer}g.f:hover rect{stroke:#000;'
+           'stroke-width:1}g.hit rect{fill:#e600e6}g.anc{opacity:.6}'
+           '.btn{cursor:pointer;fill:#06c;text-decoration:underline}'
+           'input{font:12px monospace;width:190px}</style>',
+           '<rect width="100%" height="100%" fill="#fff"/>',
+           '<text x="4" y="18" font-size="15" font-weight="bold">'
+           '%s (%d samples)</text>' % (e(title), total),
+           '<text id="reset" class="btn" x="%d" y="18" opacity="0.35">'
+           'reset zoom</text>' % (width - 330),
+           '<foreignObject x="%d" y="4" width="214" height="22">'
+           '<input xmlns="http://www.w3.org/1999/xhtml" id="q" '
+           'type="search" placeholder="search (regex)"/></foreignObject>' %
+           (width - 218)]
+    x = 4
+    for m, fill in legend:
+        out.append('<rect x="%d" y="30" width="12" height="12" fill="%s"/>'
+                   '<text x="%d" y="40">%s</text>' % (x, fill, x + 16, e(m)))
+        x += 16 + int(len(m) * FLAME_CHAR_W) + 14
+    out.append('<text id="found" x="%d" y="40" text-anchor="end"></text>' %
+               (width - 4))
+    for s, d, n, name, mod in rows:
+        x, w = s * width / total, n * width / total
+        y = top + (depth - d - 1) * h
+        out.append('<g class="f" data-s="%d" data-n="%d" data-d="%d" '
+                   'data-m="%s"><title>%s\n%s, %d samples, %.2f%%</title>'
                    '<rect x="%.1f" y="%d" width="%.1f" height="%d" '
-                   'fill="hsl(%d,80%%,60%%)" stroke="white" stroke-width="0.5"/>'
+                   'fill="%s" stroke="#fff" stroke-width="0.5"/>'
                    '<text x="%.1f" y="%d">%s</text></g>' %
-                   (html.escape(name), n, 100.0 * n / total, x, y, w, h - 1,
-                    hue, x + 2, y + 11, html.escape(label)))
+                   (s, n, d, e(mod), e(name), e(mod), n, 100.0 * n / total,
+                    x, y, w, h - 1, flame_colour(mod, name), x + 3, y + 13,
+                    e(flame_label(name, w))))
+    out.append('<text id="details" x="4" y="%d">Hover: full name, module '
+               'and share. Click: zoom. Esc: reset.</text>' % (height - 8))
+    out.append('<script type="text/javascript"><![CDATA[%s]]></script>' %
+               (FLAME_SCRIPT % {"width": width, "cw": repr(FLAME_CHAR_W),
+                                "total": total}))
     out.append("</svg>")
     return "\n".join(out)
 
@@ -561,7 +732,8 @@ def read_profile(perf_data, outdir):
         os.unlink(perf_data)
     folded = fold_samples(samples)
     if folded:
-        svg = flamegraph_svg(folded, "hs-server + hs-balancer, step 3")
+        svg = flamegraph_svg(folded, "hs-server + hs-balancer, step 3",
+                             modules=fold_modules(samples))
         with open(os.path.join(outdir, "flamegraph.svg"), "w") as f:
             f.write(svg)
         with open(os.path.join(outdir, "perf.folded"), "w") as f:
