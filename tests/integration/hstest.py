@@ -10,10 +10,12 @@ Conventions every hammerstack daemon follows (the tests rely on them):
 
 import atexit
 import http.client
+import http.server
 import json
 import os
 import shutil
 import socket
+import socketserver
 import subprocess
 import sys
 import tempfile
@@ -159,6 +161,51 @@ def raw(port, data, timeout=5, host="127.0.0.1", shutdown_write=False):
     finally:
         s.close()
 
+
+
+def recv_until(sock, done):
+    """Reads from sock until done(data) holds or the peer closes; returns
+    what was read (the socket's own timeout bounds each wait)."""
+    data = b""
+    while not done(data):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+class FakeHTTP:
+    """A fake HTTP/1.1 peer on a free loopback port: serve(Handler) runs a
+    threaded http.server with that handler until close() (or the end of a
+    with block).  For peers whose misbehaviour is the point of a test."""
+
+    class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+
+        def handle_error(self, request, client_address):
+            # A client closing its keep-alive connection is normal.
+            if not isinstance(sys.exc_info()[1], ConnectionError):
+                super().handle_error(request, client_address)
+
+    def serve(self, handler):
+        self.httpd = self._Server(("127.0.0.1", 0), handler)
+        self.port = self.httpd.server_address[1]
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.thread = threading.Thread(target=self.httpd.serve_forever,
+                                       daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 def wait_http(port, path="/healthz", timeout=30, want=200):
     try:

@@ -16,9 +16,7 @@ import os
 import shutil
 import signal
 import socket
-import socketserver
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -47,7 +45,7 @@ def run(args, timeout=60):
             r.stderr.decode("utf-8", "replace"))
 
 
-class TestServer:
+class TestServer(hstest.FakeHTTP):
     """A threaded keep-alive HTTP/1.1 server that records "METHOD PATH" and
     the body of every request.  With stall_every N, the Nth, 2Nth...
     request holds the server's one lock for stall_s seconds, so the whole
@@ -101,31 +99,7 @@ class TestServer:
 
             do_GET = do_PUT = do_POST = do_DELETE = handle_any
 
-        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-
-            def handle_error(self, request, client_address):
-                # A client closing its keep-alive connection is normal.
-                if not isinstance(sys.exc_info()[1], ConnectionError):
-                    super().handle_error(request, client_address)
-
-        self.httpd = Server(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.url = "http://127.0.0.1:%d" % self.port
-        self.thread = threading.Thread(target=self.httpd.serve_forever,
-                                       daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        self.serve(Handler)
 
 
 def share_tolerance(p, n, m):

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import socket
-import socketserver
 import sqlite3
 import subprocess
 import tempfile
@@ -43,7 +42,7 @@ def run(args, timeout=60, env=None):
                           hstest.SLOW, stdin=subprocess.DEVNULL, env=e)
 
 
-class FakeProducts:
+class FakeProducts(hstest.FakeHTTP):
     """A tiny threaded HTTP/1.1 server with products 1..n that honours PUT
     (version + 1, acknowledged in the body) but, when stale is set, keeps
     serving each product's previous version to GETs: a cache that missed
@@ -108,24 +107,7 @@ class FakeProducts:
                                  "price_cents": body.get("price_cents", 0),
                                  "stock": 1, "version": v})
 
-        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-            daemon_threads = True
-
-        self.httpd = Server(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever,
-                                       daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        self.serve(Handler)
 
 
 class LoadtestTest(unittest.TestCase):

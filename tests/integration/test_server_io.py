@@ -20,13 +20,7 @@ GET = b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n"
 
 def read_response(s):
     """Reads one response to GET /plaintext (its body is 13 bytes)."""
-    data = b""
-    while not data.endswith(b"Hello, World!"):
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    return data
+    return hstest.recv_until(s, lambda d: d.endswith(b"Hello, World!"))
 
 
 def served_keep_alive(port):
@@ -142,12 +136,7 @@ class BlockingWorkersTest(unittest.TestCase):
             self.assertTrue(p.alive(), "exited with a request in flight")
             s.sendall(body[5:])
             s.settimeout(10 * SLOW)
-            data = b""
-            while b"}" not in data:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            data = hstest.recv_until(s, lambda d: b"}" in d)
             self.assertTrue(data.startswith(b"HTTP/1.1 200 "), data)
             self.assertIn(b'"stock":42', data)
         finally:

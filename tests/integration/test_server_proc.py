@@ -201,12 +201,7 @@ class ShutdownTest(unittest.TestCase):
             self.assertTrue(p.alive(), "exited with a request in flight")
             s.sendall(body[5:])
             s.settimeout(10 * hstest.SLOW)
-            data = b""
-            while b"}" not in data:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            data = hstest.recv_until(s, lambda d: b"}" in d)
             self.assertTrue(data.startswith(b"HTTP/1.1 200 "), data)
             self.assertIn(b'"stock":42', data)
         finally:
