@@ -275,13 +275,17 @@ class LoadtestTest(unittest.TestCase):
             results = {}
             for mode, product in (("naive", "11"), ("lease", "21")):
                 db = hstest.seeded_db(SCALE)
-                # More server threads than checker connections: a thread
-                # asleep in a fill must not hide the stale window from the
-                # other readers.
+                # More database threads than checker connections, so that
+                # a fill asleep in its delay never holds up another request.
+                # (With fills on the event loops, every connection that
+                # lands on a sleeping loop waits: if the writer shares a
+                # loop with readers, its writes queue behind their fills
+                # and never land inside a fill's window.)
                 # --durability normal: the race needs writes every ~10 ms,
                 # and an fsync per commit on a busy disk can take 300 ms.
                 srv, port = hstest.start_server(
-                    db, "--threads", "16", "--log-level", "warn",
+                    db, "--threads", "2", "--db-threads", "16",
+                    "--log-level", "warn",
                     "--memcached", "127.0.0.1:%d" % mc_port,
                     "--cache", mode, "--debug-fill-delay-ms", "50",
                     "--durability", "normal")
