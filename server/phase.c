@@ -3,7 +3,7 @@
  * phases, one doc line each).  Every change of rq->phase goes through
  * srv_phase_set(), so a request's path can be read here in one place:
  *
- *   HEAD -> ANSWERED                         error, 413, cheap routes...
+ *   HEAD -> ANSWERED                         an error in the head or body
  *   HEAD -> LOOP -> ANSWERED                 served on the loop
  *   HEAD -> LOOP -> PARKED -> BATCHED -> LOOP -> ANSWERED
  *                                            a batched cache read
@@ -12,8 +12,9 @@
  *   ... LOOP -> OFFLOAD -> QUEUED -> ...     the loop's run needs one
  *
  * A change not in the table is a bug in the server: it is refused (the
- * request keeps its phase, so it is answered or dropped as before),
- * logged with both names, and counted (/stats "phase_refused").
+ * request keeps its phase; a caller that cannot go on without it closes
+ * the connection), logged with both names, and counted (/stats
+ * "phase_refused").
  */
 #include "hs_log.h"
 #include "srv_core.h"

@@ -224,8 +224,7 @@ start_loop(struct srv *s, int i, char *err, size_t errlen)
 		MHD_OPTION_CONNECTION_LIMIT, limit > 0 ? limit : 1u,
 		MHD_OPTION_CONNECTION_TIMEOUT, idle_s > 0 ? idle_s : 1u,
 		MHD_OPTION_NOTIFY_COMPLETED, srv_on_completed, s,
-		/* The guard's state of each connection holds its loop,
-		   which is how a request finds its loop (router.c). */
+		/* each connection's guard state keeps l (router.c) */
 		MHD_OPTION_NOTIFY_CONNECTION, srv_on_connection, l,
 		MHD_OPTION_UNESCAPE_CALLBACK, srv_unescape, s,
 		MHD_OPTION_END);
