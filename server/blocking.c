@@ -31,7 +31,9 @@
 
 #include "hs_log.h"
 #include "hs_util.h"
-#include "srv_int.h"
+#include "srv_blocking.h"
+#include "srv_core.h"
+#include "srv_route.h"
 
 /* A worker's life: waits in accept(2), serves one connection, ends. */
 enum blk_state {
@@ -52,7 +54,6 @@ struct srv_blocking {
 	struct srv *srv;
 	struct blk_worker *workers;  /* srv->cfg.threads of them */
 	int n;
-	unsigned busy;               /* workers in BLK_SERVING (atomic) */
 };
 
 static const char *const blk_state_names[] = {
@@ -70,9 +71,11 @@ blk_set_state(struct blk_worker *w, enum blk_state to)
 	if (w->state == to)
 		return;
 	if (to == BLK_SERVING)
-		__atomic_fetch_add(&p->busy, 1, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&p->srv->blocking_busy, 1,
+				   __ATOMIC_RELAXED);
 	else if (w->state == BLK_SERVING)
-		__atomic_fetch_sub(&p->busy, 1, __ATOMIC_RELAXED);
+		__atomic_fetch_sub(&p->srv->blocking_busy, 1,
+				   __ATOMIC_RELAXED);
 	log_debug("blocking worker %d: %s -> %s", (int)(w - p->workers),
 		  blk_state_names[w->state], blk_state_names[to]);
 	w->state = to;
@@ -262,12 +265,6 @@ srv_blocking_start(struct srv *s, char *err, size_t errlen)
 		p->workers[i].started = 1;
 	}
 	return 0;
-}
-
-unsigned
-srv_blocking_busy(const struct srv_blocking *p)
-{
-	return p != NULL ? __atomic_load_n(&p->busy, __ATOMIC_RELAXED) : 0;
 }
 
 void

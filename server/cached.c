@@ -1,8 +1,8 @@
 /*
  * The server's cache step over hs_cache (memcached cache-aside with leases):
- * cacheable GETs through cache_fetch, invalidation after committed writes,
- * /cached-queries through one multi-get, and the cache parts of /stats,
- * /metrics and /healthz.
+ * cacheable GETs through cache_fetch (one row, or many through one
+ * multi-get), the loop's read batcher, and invalidation after committed
+ * writes.
  *
  * Cached values are final response bodies, so a hit costs neither database
  * work nor JSON encoding: the body memcached returned becomes the response
@@ -23,9 +23,10 @@
 #include "cache.h"
 #include "hs_log.h"
 #include "hs_util.h"
-#include "srv_int.h"
-
-#define CQ_MAX 500
+#include "srv_cached.h"
+#include "srv_core.h"
+#include "srv_req.h"
+#include "srv_resp.h"
 
 static void
 count_time(struct srv *s, uint64_t cache_us, uint64_t wait_us)
@@ -91,9 +92,7 @@ fill_one(void *arg, size_t idx, char **body, size_t *len)
 static void
 batch_done(struct cache_batch_req *b)
 {
-	struct srv_req *rq = b->arg;
-
-	rq->batch_ready = 1;
+	srv_phase_set(b->arg, SRV_PH_BATCHED);
 }
 
 /*
@@ -107,17 +106,17 @@ batch_done(struct cache_batch_req *b)
 static int
 batch_park(struct srv_ctx *c)
 {
-	struct cache_batcher *b = srv_loop_batcher();
+	struct cache_batcher *b = c->loop != NULL ? c->loop->batcher : NULL;
 	struct srv_req *rq = c->rq;
 
-	if (b == NULL)
+	if (b == NULL || rq->phase != SRV_PH_LOOP)
 		return 0;
 	rq->batch.done = batch_done;
 	rq->batch.arg = rq;
 	if (cache_batch_submit(b, &rq->batch) < 0)
 		return 0;
 	rq->batcher = b;
-	rq->batched = 1;
+	srv_phase_set(rq, SRV_PH_PARKED);
 	return 1;
 }
 
@@ -144,35 +143,30 @@ srv_serve_cacheable(struct srv_ctx *c, struct srv_resp *r, srv_build_fn build,
 	struct cache_fetch_info info;
 	struct cache_value v;
 	char *k = rq->batch.key;
+	/* The batcher answered its first get (a parked read comes back in
+	   SRV_PH_BATCHED -> LOOP, perhaps then on to a database thread). */
+	int batched = rq->batcher != NULL;
 	enum cache_res res;
 
-	if (cs != NULL && !rq->batched) {
+	if (cs != NULL && !batched) {
 		keyfn(k, key);
-		if (batch_park(c)) {
-			r->parked = 1;
+		if (batch_park(c))
 			return;
-		}
 	}
-	if (rq->batched && !rq->batch_ready) {
-		/* Called again before the multi-get: MHD may do that. */
-		r->parked = 1;
-		return;
-	}
-	if (rq->batched && !rq->batch_counted) {
+	/* Its one run on the loop after the multi-get. */
+	if (batched && rq->phase == SRV_PH_LOOP)
 		batch_account(c->srv, &rq->batch);
-		rq->batch_counted = 1;
-	}
 	/* Anything but a batched hit needs the database or may wait on a
 	   lease: a database thread runs it, when there are any. */
-	if (srv_current_loop() != NULL && c->srv->pool != NULL &&
-	    !(rq->batched && rq->batch.res == CACHE_HIT)) {
-		r->offload = 1;
+	if (c->loop != NULL && c->srv->pool != NULL &&
+	    !(batched && rq->batch.res == CACHE_HIT)) {
+		srv_phase_set(rq, SRV_PH_OFFLOAD);
 		return;
 	}
 	if (cs == NULL) {
 		r->status = build(c->w, key, &r->body);
 		r->xcache = "BYPASS";
-	} else if (rq->batched && rq->batch.res == CACHE_HIT) {
+	} else if (batched && rq->batch.res == CACHE_HIT) {
 		/* The batcher's multi-get found it (counted there). */
 		adopt_body(r, &rq->batch.value);
 		r->xcache = "HIT";
@@ -180,10 +174,10 @@ srv_serve_cacheable(struct srv_ctx *c, struct srv_resp *r, srv_build_fn build,
 		count_time(c->srv, rq->batch.cache_us, 0);
 	} else {
 		struct cache *ch = cache_thread_handle(cs);
-		uint64_t batch_us = rq->batched ? rq->batch.cache_us : 0;
+		uint64_t batch_us = batched ? rq->batch.cache_us : 0;
 
 		/* A batched miss goes on from the lease: no second get. */
-		if (rq->batched && rq->batch.res == CACHE_MISS)
+		if (batched && rq->batch.res == CACHE_MISS)
 			res = cache_fetch_missed(ch, k, fill_one, &f, &v, &info);
 		else
 			res = cache_fetch(ch, k, fill_one, &f, &v, &info);
@@ -250,34 +244,20 @@ srv_cache_invalidate_world(struct srv_ctx *c, struct srv_resp *r,
 	free(kbuf);
 }
 
-/* --- /cached-queries --------------------------------------------------- */
+/* --- many rows through one multi-get ----------------------------------- */
 
-struct fill_world {
+struct fill_rows {
 	struct srv_worker *w;
-	const int32_t *ids;
+	srv_build_fn build;
+	const int64_t *keys;
 };
 
-/* One world row's body, {"id":N,"randomNumber":N}, as /db answers it. */
 static int
-world_body(struct srv_worker *w, int32_t id, struct hs_buf *out)
+fill_rows(void *arg, size_t idx, char **body, size_t *len)
 {
-	struct db *db = srv_worker_db(w);
-	int32_t n = 0;
-	int res = db ? db_world_get(db, id, &n) : DB_ERR;
-
-	if (res != DB_OK)
-		return srv_db_fail_body(w, res, "world get",
-					"world row not found", out);
-	srv_world_json(out, id, n);
-	return 200;
-}
-
-static int
-fill_world(void *arg, size_t idx, char **body, size_t *len)
-{
-	struct fill_world *f = arg;
+	struct fill_rows *f = arg;
 	struct hs_buf b = HS_BUF_INIT;
-	int status = world_body(f->w, f->ids[idx], &b);
+	int status = f->build(f->w, f->keys[idx], &b);
 
 	hand_over(&b, body, len);
 	return status;
@@ -307,47 +287,50 @@ join_rows(struct srv_resp *r, struct cache_value *v, int n)
 	r->status = 200;
 }
 
-void
-srv_h_cached_queries(struct srv_ctx *c, struct srv_resp *r)
+/* Every row through one cache_mfetch; sets X-Cache and the cache time. */
+static void
+mfetch_rows(struct srv_ctx *c, struct srv_resp *r, struct fill_rows *f,
+	    srv_key_fn keyfn, struct cache_value *v, int n)
 {
-	struct cache_shared *cs = c->srv->cfg.cache;
-	int n = srv_tfb_count(MHD_lookup_connection_value(
-		c->conn, MHD_GET_ARGUMENT_KIND, "count"));
-	int32_t ids[CQ_MAX];
-	struct cache_value *v = hs_xcalloc((size_t)n, sizeof(*v));
-	struct fill_world f = { c->w, ids };
+	char (*kbuf)[CACHE_KEY_MAX] = hs_xmalloc((size_t)n * sizeof(*kbuf));
+	const char **keys = hs_xmalloc((size_t)n * sizeof(*keys));
+	enum cache_res *res = hs_xmalloc((size_t)n * sizeof(*res));
 	struct cache_fetch_info info;
-	enum cache_res *res = NULL;
-	char (*kbuf)[CACHE_KEY_MAX] = NULL;
-	const char **keys = NULL;
 
-	/* The spec picks ids at random; repeats are allowed (and filled once). */
-	for (int i = 0; i < n; i++)
-		ids[i] = srv_rand_range(c->w, 1, DB_WORLD_ROWS);
-	if (cs == NULL) {
+	for (int i = 0; i < n; i++) {
+		keyfn(kbuf[i], f->keys[i]);
+		keys[i] = kbuf[i];
+	}
+	r->xcache = cache_res_name(cache_mfetch(
+		cache_thread_handle(c->srv->cfg.cache), keys, (size_t)n,
+		fill_rows, f, v, res, &info));
+	r->cache_ns = (info.cache_us + info.wait_us) * 1000;
+	count_time(c->srv, info.cache_us, info.wait_us);
+	free(res);
+	free(keys);
+	free(kbuf);
+}
+
+void
+srv_serve_cacheable_rows(struct srv_ctx *c, struct srv_resp *r,
+			 srv_build_fn build, srv_key_fn keyfn,
+			 const int64_t *keys, int n)
+{
+	struct cache_value *v = hs_xcalloc((size_t)n, sizeof(*v));
+	struct fill_rows f = { c->w, build, keys };
+
+	if (c->srv->cfg.cache == NULL) {
 		for (int i = 0; i < n; i++) {
 			struct hs_buf b = HS_BUF_INIT;
 
-			v[i].status = world_body(c->w, ids[i], &b);
+			v[i].status = build(c->w, keys[i], &b);
 			v[i].body = hs_buf_steal(&b, &v[i].len);
 			if (v[i].status != 200)
 				break;
 		}
 		r->xcache = "BYPASS";
 	} else {
-		kbuf = hs_xmalloc((size_t)n * sizeof(*kbuf));
-		keys = hs_xmalloc((size_t)n * sizeof(*keys));
-		res = hs_xmalloc((size_t)n * sizeof(*res));
-		for (int i = 0; i < n; i++) {
-			cache_key_world(kbuf[i], ids[i]);
-			keys[i] = kbuf[i];
-		}
-		r->xcache = cache_res_name(cache_mfetch(cache_thread_handle(cs),
-							keys, (size_t)n,
-							fill_world, &f, v, res,
-							&info));
-		r->cache_ns = (info.cache_us + info.wait_us) * 1000;
-		count_time(c->srv, info.cache_us, info.wait_us);
+		mfetch_rows(c, r, &f, keyfn, v, n);
 	}
 	join_rows(r, v, n);
 	if (r->status == 503)
@@ -355,23 +338,4 @@ srv_h_cached_queries(struct srv_ctx *c, struct srv_resp *r)
 	for (int i = 0; i < n; i++)
 		cache_value_release(&v[i]);
 	free(v);
-	free(res);
-	free(keys);
-	free(kbuf);
-}
-
-/* --- observability ----------------------------------------------------- */
-
-const char *
-srv_cache_mode(const struct srv *s)
-{
-	if (s->cfg.cache == NULL)
-		return "off";
-	return s->cfg.cache_mode ? s->cfg.cache_mode : "lease";
-}
-
-const char *
-srv_cache_health(const struct srv *s)
-{
-	return s->cfg.cache ? cache_health(s->cfg.cache) : "off";
 }

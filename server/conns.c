@@ -30,7 +30,8 @@
 
 #include "hs_log.h"
 #include "hs_util.h"
-#include "srv_int.h"
+#include "srv_conns.h"
+#include "srv_core.h"
 
 #define SRV_IP_BUCKETS 1024
 #define SRV_WATCH_EVENTS 64
@@ -262,8 +263,8 @@ srv_on_connection(void *cls, struct MHD_Connection *conn,
 		  void **socket_context,
 		  enum MHD_ConnectionNotificationCode code)
 {
-	struct srv *s = cls;
-	struct srv_loop *l = srv_current_loop();
+	struct srv_loop *l = cls;
+	struct srv *s = l->srv;
 	struct srv_conn *sc = *socket_context;
 	const union MHD_ConnectionInfo *ci;
 
@@ -280,9 +281,6 @@ srv_on_connection(void *cls, struct MHD_Connection *conn,
 		if (ci != NULL)
 			sc->fd = ci->connect_fd;
 		*socket_context = sc;
-		/* Off a loop thread (never, in practice): no guard. */
-		if (l == NULL)
-			return;
 		sc->loop = l;
 		sc->state = SRV_CONN_ANSWER;
 		if (slot_take(s, sc) < 0) {

@@ -7,6 +7,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,8 +35,80 @@ struct opts {
 };
 
 enum { ARGS_RUN, ARGS_EXIT, ARGS_FAIL };
-/* Long options without a short letter. */
-enum { O_MAXC = 256, O_MAXC_IP, O_HTO, O_ITO };
+
+/* How an option's value is checked and stored (struct opt_def). */
+enum opt_kind {
+	OPT_INT,       /* an int in [min, max] */
+	OPT_UINT,      /* an unsigned, from an int in [min, max] */
+	OPT_SIZE,      /* a size_t, from an int64 in [min, max] */
+	OPT_DOUBLE,    /* a double in [dmin, dmax] */
+	OPT_STR,       /* a non-empty string (borrowed from argv) */
+	OPT_ID,        /* --id: 1..200 bytes without CR or LF (a header) */
+	OPT_WORD,      /* one of words[], kept as the string */
+	OPT_CHOICE,    /* one of words[]: the int values[] at its index */
+	OPT_LISTEN,    /* HOST:PORT into srv.host and srv.port */
+	OPT_LOG_LEVEL, /* error|warn|info|debug */
+};
+
+/* One long option: its check, where it goes, what an error says. */
+struct opt_def {
+	const char *name;
+	enum opt_kind kind;
+	size_t off;              /* offsetof(struct opts, ...) */
+	int64_t min, max;        /* OPT_INT, OPT_UINT, OPT_SIZE */
+	double dmin, dmax;       /* OPT_DOUBLE */
+	const char *words[3];    /* OPT_WORD, OPT_CHOICE */
+	int values[3];           /* OPT_CHOICE */
+	const char *what;        /* the error's "--name (want ...)" */
+};
+
+#define O(f) offsetof(struct opts, f)
+static const struct opt_def opt_defs[] = {
+	{ "listen", OPT_LISTEN, 0, 0, 0, 0, 0, { NULL }, { 0 },
+	  "--listen (want HOST:PORT)" },
+	{ "db", OPT_STR, O(db_path), 0, 0, 0, 0, { NULL }, { 0 }, "--db" },
+	{ "scale", OPT_DOUBLE, O(scale), 0, 0, 0.0001, 100.0, { NULL }, { 0 },
+	  "--scale (want 0.0001..100)" },
+	{ "threads", OPT_INT, O(srv.threads), 1, 1024, 0, 0, { NULL }, { 0 },
+	  "--threads (want 1..1024)" },
+	{ "db-threads", OPT_INT, O(srv.db_threads), 0, 1024, 0, 0, { NULL },
+	  { 0 }, "--db-threads (want 0..1024)" },
+	{ "io", OPT_CHOICE, O(srv.io), 0, 0, 0, 0, { "event", "blocking" },
+	  { SRV_IO_EVENT, SRV_IO_BLOCKING }, "--io (want event|blocking)" },
+	{ "id", OPT_ID, O(id), 0, 0, 0, 0, { NULL }, { 0 }, "--id" },
+	{ "cache", OPT_WORD, O(cache), 0, 0, 0, 0, { "off", "lease", "naive" },
+	  { 0 }, "--cache (want lease|naive|off)" },
+	{ "memcached", OPT_STR, O(memcached), 0, 0, 0, 0, { NULL }, { 0 },
+	  "--memcached (want HOST:PORT[,HOST:PORT...])" },
+	{ "cache-ttl", OPT_INT, O(cache_ttl_s), 1, 86400, 0, 0, { NULL },
+	  { 0 }, "--cache-ttl (want 1..86400 s)" },
+	{ "cache-neg-ttl", OPT_INT, O(cache_neg_ttl_s), 1, 86400, 0, 0,
+	  { NULL }, { 0 }, "--cache-neg-ttl (want 1..86400 s)" },
+	{ "cache-batch", OPT_UINT, O(srv.cache_batch), 0, 1000, 0, 0, { NULL },
+	  { 0 }, "--cache-batch (want 0..1000)" },
+	{ "debug-fill-delay-ms", OPT_INT, O(fill_delay_ms), 0, 60000, 0, 0,
+	  { NULL }, { 0 }, "--debug-fill-delay-ms (want 0..60000)" },
+	{ "max-body", OPT_SIZE, O(srv.max_body), 1, 64 << 20, 0, 0, { NULL },
+	  { 0 }, "--max-body (want 1..67108864)" },
+	{ "busy-timeout", OPT_INT, O(srv.busy_timeout_ms), 1, 600000, 0, 0,
+	  { NULL }, { 0 }, "--busy-timeout (want 1..600000 ms)" },
+	{ "max-conns", OPT_UINT, O(srv.conn_limit), 1, 1000000, 0, 0, { NULL },
+	  { 0 }, "--max-conns (want 1..1000000)" },
+	{ "max-conns-per-ip", OPT_UINT, O(srv.conn_limit_per_ip), 0, 1000000,
+	  0, 0, { NULL }, { 0 }, "--max-conns-per-ip (want 0..1000000)" },
+	{ "header-timeout-ms", OPT_UINT, O(srv.header_timeout_ms), 1, 3600000,
+	  0, 0, { NULL }, { 0 }, "--header-timeout-ms (want 1..3600000 ms)" },
+	{ "idle-timeout-ms", OPT_UINT, O(srv.idle_timeout_ms), 1, 3600000, 0,
+	  0, { NULL }, { 0 }, "--idle-timeout-ms (want 1..3600000 ms)" },
+	{ "durability", OPT_CHOICE, O(srv.durability_full), 0, 0, 0, 0,
+	  { "full", "normal" }, { 1, 0 }, "--durability (want full|normal)" },
+	{ "log-level", OPT_LOG_LEVEL, O(log_level), 0, 0, 0, 0, { NULL }, { 0 },
+	  "--log-level (want error|warn|info|debug)" },
+};
+#undef O
+#define NOPTS (sizeof(opt_defs) / sizeof(opt_defs[0]))
+/* getopt_long's value for opt_defs[i] (past every short letter). */
+#define OPT_VAL0 256
 
 static void
 usage(FILE *f)
@@ -120,217 +193,77 @@ bad(const char *what, const char *val)
 		val);
 }
 
+/* The index of arg in words[], or -1. */
 static int
-parse_args(int argc, char **argv, struct opts *o)
+word_index(const char *const *words, const char *arg)
 {
-	static const struct option longopts[] = {
-		{ "listen", required_argument, NULL, 'l' },
-		{ "db", required_argument, NULL, 'd' },
-		{ "scale", required_argument, NULL, 's' },
-		{ "threads", required_argument, NULL, 't' },
-		{ "db-threads", required_argument, NULL, 'D' },
-		{ "io", required_argument, NULL, 'I' },
-		{ "id", required_argument, NULL, 'i' },
-		{ "cache", required_argument, NULL, 'c' },
-		{ "memcached", required_argument, NULL, 'M' },
-		{ "cache-ttl", required_argument, NULL, 'T' },
-		{ "cache-neg-ttl", required_argument, NULL, 'N' },
-		{ "cache-batch", required_argument, NULL, 'B' },
-		{ "debug-fill-delay-ms", required_argument, NULL, 'F' },
-		{ "max-body", required_argument, NULL, 'm' },
-		{ "busy-timeout", required_argument, NULL, 'b' },
-		{ "max-conns", required_argument, NULL, O_MAXC },
-		{ "max-conns-per-ip", required_argument, NULL, O_MAXC_IP },
-		{ "header-timeout-ms", required_argument, NULL, O_HTO },
-		{ "idle-timeout-ms", required_argument, NULL, O_ITO },
-		{ "durability", required_argument, NULL, 'Y' },
-		{ "log-level", required_argument, NULL, 'L' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	int64_t v;
-	int ch, v32;
+	for (int i = 0; i < 3 && words[i] != NULL; i++)
+		if (strcmp(arg, words[i]) == 0)
+			return i;
+	return -1;
+}
 
-	opterr = 0;
-	while ((ch = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
-		switch (ch) {
-		case 'l':
-			if (hs_parse_hostport(optarg, o->srv.host,
-					      sizeof(o->srv.host),
-					      &o->srv.port) < 0) {
-				bad("--listen (want HOST:PORT)", optarg);
-				return ARGS_FAIL;
-			}
-			break;
-		case 'd':
-			if (*optarg == '\0') {
-				bad("--db", optarg);
-				return ARGS_FAIL;
-			}
-			o->db_path = optarg;
-			break;
-		case 's':
-			if (hs_parse_double(optarg, 0.0001, 100.0, &o->scale) <
-			    0) {
-				bad("--scale (want 0.0001..100)", optarg);
-				return ARGS_FAIL;
-			}
-			break;
-		case 't':
-			if (hs_parse_int(optarg, 1, 1024, &o->srv.threads) < 0) {
-				bad("--threads (want 1..1024)", optarg);
-				return ARGS_FAIL;
-			}
-			break;
-		case 'D':
-			if (hs_parse_int(optarg, 0, 1024, &o->srv.db_threads) <
-			    0) {
-				bad("--db-threads (want 0..1024)", optarg);
-				return ARGS_FAIL;
-			}
-			break;
-		case 'I':
-			if (strcmp(optarg, "event") == 0) {
-				o->srv.io = SRV_IO_EVENT;
-			} else if (strcmp(optarg, "blocking") == 0) {
-				o->srv.io = SRV_IO_BLOCKING;
-			} else {
-				bad("--io (want event|blocking)", optarg);
-				return ARGS_FAIL;
-			}
-			break;
-		case 'i':
-			if (*optarg == '\0' || strlen(optarg) > 200 ||
-			    strpbrk(optarg, "\r\n") != NULL) {
-				bad("--id", optarg);
-				return ARGS_FAIL;
-			}
-			o->id = optarg;
-			break;
-		case 'c':
-			if (strcmp(optarg, "off") != 0 &&
-			    strcmp(optarg, "lease") != 0 &&
-			    strcmp(optarg, "naive") != 0) {
-				bad("--cache (want lease|naive|off)", optarg);
-				return ARGS_FAIL;
-			}
-			o->cache = optarg;
-			break;
-		case 'M':
-			if (*optarg == '\0') {
-				bad("--memcached (want HOST:PORT[,HOST:PORT...])",
-				    optarg);
-				return ARGS_FAIL;
-			}
-			o->memcached = optarg;
-			break;
-		case 'T':
-			if (hs_parse_int(optarg, 1, 86400, &o->cache_ttl_s) < 0) {
-				bad("--cache-ttl (want 1..86400 s)", optarg);
-				return ARGS_FAIL;
-			}
-			break;
-		case 'N':
-			if (hs_parse_int(optarg, 1, 86400, &o->cache_neg_ttl_s) <
-			    0) {
-				bad("--cache-neg-ttl (want 1..86400 s)", optarg);
-				return ARGS_FAIL;
-			}
-			break;
-		case 'B':
-			if (hs_parse_int(optarg, 0, 1000, &v32) < 0) {
-				bad("--cache-batch (want 0..1000)", optarg);
-				return ARGS_FAIL;
-			}
-			o->srv.cache_batch = (unsigned)v32;
-			break;
-		case 'F':
-			if (hs_parse_int(optarg, 0, 60000, &o->fill_delay_ms) <
-			    0) {
-				bad("--debug-fill-delay-ms (want 0..60000)",
-				    optarg);
-				return ARGS_FAIL;
-			}
-			break;
-		case 'm':
-			if (hs_parse_i64(optarg, 1, 64 << 20, &v) < 0) {
-				bad("--max-body (want 1..67108864)", optarg);
-				return ARGS_FAIL;
-			}
-			o->srv.max_body = (size_t)v;
-			break;
-		case 'b':
-			if (hs_parse_int(optarg, 1, 600000,
-					 &o->srv.busy_timeout_ms) < 0) {
-				bad("--busy-timeout (want 1..600000 ms)", optarg);
-				return ARGS_FAIL;
-			}
-			break;
-		case O_MAXC:
-			if (hs_parse_int(optarg, 1, 1000000, &v32) < 0) {
-				bad("--max-conns (want 1..1000000)", optarg);
-				return ARGS_FAIL;
-			}
-			o->srv.conn_limit = (unsigned)v32;
-			break;
-		case O_MAXC_IP:
-			if (hs_parse_int(optarg, 0, 1000000, &v32) < 0) {
-				bad("--max-conns-per-ip (want 0..1000000)",
-				    optarg);
-				return ARGS_FAIL;
-			}
-			o->srv.conn_limit_per_ip = (unsigned)v32;
-			break;
-		case O_HTO:
-		case O_ITO:
-			if (hs_parse_int(optarg, 1, 3600000, &v32) < 0) {
-				bad(ch == O_HTO ? "--header-timeout-ms (want "
-						  "1..3600000 ms)"
-						: "--idle-timeout-ms (want "
-						  "1..3600000 ms)",
-				    optarg);
-				return ARGS_FAIL;
-			}
-			if (ch == O_HTO)
-				o->srv.header_timeout_ms = (unsigned)v32;
-			else
-				o->srv.idle_timeout_ms = (unsigned)v32;
-			break;
-		case 'Y':
-			if (strcmp(optarg, "full") == 0) {
-				o->srv.durability_full = 1;
-			} else if (strcmp(optarg, "normal") == 0) {
-				o->srv.durability_full = 0;
-			} else {
-				bad("--durability (want full|normal)", optarg);
-				return ARGS_FAIL;
-			}
-			break;
-		case 'L':
-			if ((o->log_level = hs_log_level_parse(optarg)) < 0) {
-				bad("--log-level (want error|warn|info|debug)",
-				    optarg);
-				return ARGS_FAIL;
-			}
-			break;
-		case 'h':
-			usage(stdout);
-			return ARGS_EXIT;
-		case ':':
-			fprintf(stderr, "hs-server: %s needs a value (see --help)\n",
-				argv[optind - 1]);
-			return ARGS_FAIL;
-		default:
-			fprintf(stderr, "hs-server: unknown option '%s' (see --help)\n",
-				argv[optind - 1]);
-			return ARGS_FAIL;
-		}
+/* Checks arg and stores it where d says; -1 (said on stderr) if bad. */
+static int
+opt_set(const struct opt_def *d, const char *arg, struct opts *o)
+{
+	char *at = (char *)o + d->off;
+	int64_t v = 0;
+	int rc = 0, i;
+
+	switch (d->kind) {
+	case OPT_INT:
+	case OPT_UINT:
+	case OPT_SIZE:
+		rc = hs_parse_i64(arg, d->min, d->max, &v);
+		if (rc == 0 && d->kind == OPT_INT)
+			*(int *)(void *)at = (int)v;
+		else if (rc == 0 && d->kind == OPT_UINT)
+			*(unsigned *)(void *)at = (unsigned)v;
+		else if (rc == 0)
+			*(size_t *)(void *)at = (size_t)v;
+		break;
+	case OPT_DOUBLE:
+		rc = hs_parse_double(arg, d->dmin, d->dmax,
+				     (double *)(void *)at);
+		break;
+	case OPT_ID:
+		if (strlen(arg) > 200 || strpbrk(arg, "\r\n") != NULL)
+			rc = -1;
+		/* FALLTHROUGH */
+	case OPT_STR:
+		if (*arg == '\0')
+			rc = -1;
+		if (rc == 0)
+			*(const char **)(void *)at = arg;
+		break;
+	case OPT_WORD:
+	case OPT_CHOICE:
+		i = word_index(d->words, arg);
+		rc = i < 0 ? -1 : 0;
+		if (rc == 0 && d->kind == OPT_WORD)
+			*(const char **)(void *)at = arg;
+		else if (rc == 0)
+			*(int *)(void *)at = d->values[i];
+		break;
+	case OPT_LISTEN:
+		rc = hs_parse_hostport(arg, o->srv.host, sizeof(o->srv.host),
+				       &o->srv.port);
+		break;
+	case OPT_LOG_LEVEL:
+		rc = (o->log_level = hs_log_level_parse(arg)) < 0 ? -1 : 0;
+		break;
 	}
-	if (optind < argc) {
-		fprintf(stderr, "hs-server: unexpected argument '%s' (see --help)\n",
-			argv[optind]);
-		return ARGS_FAIL;
-	}
+	if (rc < 0)
+		bad(d->what, arg);
+	return rc < 0 ? -1 : 0;
+}
+
+/* What no single option can check: combinations, and the defaults that
+   depend on other options. */
+static int
+check_args(struct opts *o)
+{
 	if (o->srv.io == SRV_IO_BLOCKING && o->srv.db_threads > 0) {
 		fprintf(stderr, "hs-server: --db-threads needs --io event (a "
 				"blocking worker runs its own queries; see "
@@ -345,6 +278,44 @@ parse_args(int argc, char **argv, struct opts *o)
 		return ARGS_FAIL;
 	}
 	return ARGS_RUN;
+}
+
+static int
+parse_args(int argc, char **argv, struct opts *o)
+{
+	struct option longopts[NOPTS + 2];
+	int ch;
+
+	for (size_t i = 0; i < NOPTS; i++)
+		longopts[i] = (struct option){ opt_defs[i].name,
+					       required_argument, NULL,
+					       OPT_VAL0 + (int)i };
+	longopts[NOPTS] = (struct option){ "help", no_argument, NULL, 'h' };
+	longopts[NOPTS + 1] = (struct option){ NULL, 0, NULL, 0 };
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+		if (ch >= OPT_VAL0 && ch < OPT_VAL0 + (int)NOPTS) {
+			if (opt_set(&opt_defs[ch - OPT_VAL0], optarg, o) < 0)
+				return ARGS_FAIL;
+		} else if (ch == 'h') {
+			usage(stdout);
+			return ARGS_EXIT;
+		} else if (ch == ':') {
+			fprintf(stderr, "hs-server: %s needs a value (see --help)\n",
+				argv[optind - 1]);
+			return ARGS_FAIL;
+		} else {
+			fprintf(stderr, "hs-server: unknown option '%s' (see --help)\n",
+				argv[optind - 1]);
+			return ARGS_FAIL;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "hs-server: unexpected argument '%s' (see --help)\n",
+			argv[optind]);
+		return ARGS_FAIL;
+	}
+	return check_args(o);
 }
 
 /*

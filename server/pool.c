@@ -2,10 +2,11 @@
  * The database threads (--db-threads N > 0).  The event loops then never
  * touch SQLite: a request that needs the database (an uncached read, a
  * cache miss, a write, /healthz, the TechEmpower database tests) has its
- * connection suspended and is queued here.  A database thread runs the
- * route's handler, with its own database connection and memcached handle,
- * leaves the response in the request, resumes the connection and wakes the
- * request's loop, which sends the response on its next pass.
+ * connection suspended and is queued here.  A database thread calls the
+ * pool's run callback (the router's: the route's handler, with the
+ * thread's own database connection and memcached handle, the response left
+ * in the request), resumes the connection and wakes the request's loop,
+ * which sends the response on its next pass.
  *
  * So a loop's cache hits never wait behind a database query or a lease
  * wait, and loops and database threads are sized apart: hits want few
@@ -23,10 +24,14 @@
 
 #include "hs_log.h"
 #include "hs_util.h"
-#include "srv_int.h"
+#include "srv_core.h"
+#include "srv_pool.h"
+#include "srv_req.h"
 
 struct srv_pool {
 	struct srv *srv;
+	srv_pool_run_fn run;         /* what a database thread does with rq */
+	void *run_arg;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	struct srv_req *head, *tail; /* FIFO, guarded by lock */
@@ -73,7 +78,7 @@ pool_main(void *arg)
 				   hs_now_ns() - rq->pool_t0_ns,
 				   __ATOMIC_RELAXED);
 		__atomic_fetch_add(&s->stats.db_jobs, 1, __ATOMIC_RELAXED);
-		srv_run_on_pool(s, rq);
+		p->run(p->run_arg, rq);
 		/*
 		 * rq belongs to the loop again from here on: once resumed,
 		 * the connection may be served and rq freed at any moment.
@@ -86,11 +91,14 @@ pool_main(void *arg)
 }
 
 struct srv_pool *
-srv_pool_new(struct srv *s, int n, char *err, size_t errlen)
+srv_pool_new(struct srv *s, int n, srv_pool_run_fn run, void *arg, char *err,
+	     size_t errlen)
 {
 	struct srv_pool *p = hs_xcalloc(1, sizeof(*p));
 
 	p->srv = s;
+	p->run = run;
+	p->run_arg = arg;
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->cond, NULL);
 	p->threads = hs_xcalloc((size_t)n, sizeof(*p->threads));

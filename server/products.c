@@ -10,7 +10,12 @@
 
 #include "cache.h"
 #include "hs_log.h"
-#include "srv_int.h"
+#include "db.h"
+#include "srv_cached.h"
+#include "srv_handlers.h"
+#include "srv_req.h"
+#include "srv_resp.h"
+#include "srv_worker.h"
 
 static void
 product_fields(struct hs_buf *b, const struct db_product *p)

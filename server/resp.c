@@ -11,7 +11,11 @@
 #include <jansson.h>
 
 #include "hs_log.h"
-#include "srv_int.h"
+#include "db.h"
+#include "srv_core.h"
+#include "srv_req.h"
+#include "srv_resp.h"
+#include "srv_worker.h"
 
 int
 srv_error_body(struct hs_buf *out, int status, const char *msg)

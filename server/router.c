@@ -16,7 +16,14 @@
 
 #include "hs_log.h"
 #include "hs_util.h"
-#include "srv_int.h"
+#include "srv_core.h"
+#include "srv_handlers.h"
+#include "srv_pool.h"
+#include "srv_req.h"
+#include "srv_resp.h"
+#include "srv_route.h"
+#include "srv_stats.h"
+#include "srv_worker.h"
 
 /* Bytes past --max-body read and dropped before a 413 (see srv_on_access). */
 #define SRV_DRAIN_MAX (1024 * 1024)
@@ -356,7 +363,7 @@ send_resp(struct srv_ctx *c, struct srv_resp *r, uint64_t db_ns)
 	add_header(resp, "Server-Timing", timing);
 	ret = MHD_queue_response(c->conn, (unsigned)r->status, resp);
 	MHD_destroy_response(resp);
-	c->rq->answered = 1;
+	srv_phase_set(c->rq, SRV_PH_ANSWERED);
 	srv_stats_record(s, c->rq->route, r->status, total / 1000);
 	log_debug("%s %d %.3fms", srv_route_name(c->rq->route), r->status,
 		  (double)total / 1e6);
@@ -381,12 +388,12 @@ answer_error(struct srv_ctx *c, int status, const char *msg,
  * With database threads: whether a route's handler starts on the loop
  * thread.  Database routes go straight to a database thread; the cacheable
  * reads start on the loop when it batches (a hit is served there, anything
- * else asks for a database thread with r->offload).
+ * else asks for a database thread: SRV_PH_OFFLOAD).
  */
 static int
-starts_on_loop(struct srv *s, enum srv_route route)
+starts_on_loop(const struct srv_ctx *c)
 {
-	switch (route) {
+	switch (c->rq->route) {
 	case SRV_R_PLAINTEXT:
 	case SRV_R_JSON:
 	case SRV_R_STATS:
@@ -396,7 +403,8 @@ starts_on_loop(struct srv *s, enum srv_route route)
 		return 1;
 	case SRV_R_PRODUCT_GET:
 	case SRV_R_CATEGORY_TOP:
-		return s->cfg.cache != NULL && srv_loop_batcher() != NULL;
+		return c->srv->cfg.cache != NULL && c->loop != NULL &&
+		       c->loop->batcher != NULL;
 	default:
 		return 0;
 	}
@@ -411,8 +419,9 @@ offload(struct srv_ctx *c)
 {
 	struct srv_req *rq = c->rq;
 
+	if (srv_phase_set(rq, SRV_PH_QUEUED) < 0)
+		return MHD_NO;
 	rq->conn = c->conn;
-	rq->loop = srv_current_loop();
 	rq->pool_resp = hs_xcalloc(1, sizeof(*rq->pool_resp));
 	MHD_suspend_connection(c->conn);
 	srv_pool_submit(c->srv->pool, rq);
@@ -420,18 +429,21 @@ offload(struct srv_ctx *c)
 }
 
 void
-srv_run_on_pool(struct srv *s, struct srv_req *rq)
+srv_run_on_pool(void *arg, struct srv_req *rq)
 {
-	struct srv_ctx c = { s, srv_worker_get(s), rq, rq->conn };
+	struct srv *s = arg;
+	struct srv_ctx c = { s, srv_worker_get(s), rq, rq->conn, NULL };
 	struct srv_resp *r = rq->pool_resp;
 	uint64_t db0 = srv_worker_db_ns(c.w);
 
+	srv_phase_set(rq, SRV_PH_POOL);
 	r->status = 500;
 	handlers[rq->route](&c, r);
 	if (r->status == 503)
 		r->retry_after = 1;
 	rq->pool_db_ns = srv_worker_db_ns(c.w) - db0;
 	srv_worker_publish(c.w);
+	srv_phase_set(rq, SRV_PH_BUILT);
 }
 
 /* Frees a response a database thread built (sent or not). */
@@ -445,38 +457,30 @@ pool_resp_free(struct srv_req *rq)
 	}
 }
 
+/*
+ * Runs the route's handler on the loop (every route without database
+ * threads).  It answers, or leaves the request SRV_PH_PARKED on the
+ * loop's batcher, or SRV_PH_OFFLOAD for a database thread.
+ */
 static enum MHD_Result
-dispatch(struct srv_ctx *c)
+run_on_loop(struct srv_ctx *c)
 {
 	struct srv_req *rq = c->rq;
 	struct srv_resp r = { 0 };
-	uint64_t db0;
 	enum MHD_Result ret;
+	uint64_t db0;
 
-	if (rq->err_status)
-		return answer_error(c, rq->err_status, rq->err_msg, rq->allow);
-	if (rq->pool_resp != NULL) {
-		/*
-		 * Resumed: a database thread has built the response.  A
-		 * suspended connection is not served, and its resume (under
-		 * MHD's mutex) orders the thread's writes before this read.
-		 */
-		ret = send_resp(c, rq->pool_resp, rq->pool_db_ns);
-		pool_resp_free(rq);
-		return ret;
-	}
-	if (c->srv->pool != NULL && !starts_on_loop(c->srv, rq->route))
-		return offload(c);
-	/* On the loop: every route without database threads. */
+	if (srv_phase_set(rq, SRV_PH_LOOP) < 0)
+		return MHD_NO;
 	c->w = srv_worker_get(c->srv);
 	db0 = srv_worker_db_ns(c->w);
 	r.status = 500;
 	handlers[rq->route](c, &r);
-	if (r.parked) {
+	if (rq->phase == SRV_PH_PARKED) {
 		hs_buf_free(&r.body);
 		return MHD_YES; /* MHD calls again after the multi-get */
 	}
-	if (r.offload) {
+	if (rq->phase == SRV_PH_OFFLOAD) {
 		hs_buf_free(&r.body);
 		return offload(c);
 	}
@@ -486,6 +490,44 @@ dispatch(struct srv_ctx *c)
 	srv_worker_publish(c->w);
 	hs_buf_free(&r.body);
 	return ret;
+}
+
+/* MHD's last call for a request (and its calls after a pause). */
+static enum MHD_Result
+dispatch(struct srv_ctx *c)
+{
+	struct srv_req *rq = c->rq;
+	enum MHD_Result ret;
+
+	switch (rq->phase) {
+	case SRV_PH_HEAD:
+		if (rq->err_status)
+			return answer_error(c, rq->err_status, rq->err_msg,
+					    rq->allow);
+		if (c->srv->pool != NULL && !starts_on_loop(c))
+			return offload(c);
+		return run_on_loop(c);
+	case SRV_PH_PARKED:
+		return MHD_YES; /* called again before the multi-get */
+	case SRV_PH_BATCHED:
+		return run_on_loop(c);
+	case SRV_PH_BUILT:
+		/*
+		 * Resumed: a database thread has built the response.  A
+		 * suspended connection is not served, and its resume (under
+		 * MHD's mutex) orders the thread's writes before this read.
+		 */
+		ret = send_resp(c, rq->pool_resp, rq->pool_db_ns);
+		pool_resp_free(rq);
+		return ret;
+	default:
+		/* Suspended (QUEUED, POOL) or within one call (LOOP,
+		   OFFLOAD): MHD has no business calling now. */
+		log_warnx_rl("%s: access handler called in phase %s",
+			     srv_route_name(rq->route),
+			     srv_phase_name(rq->phase));
+		return MHD_NO;
+	}
 }
 
 /*
@@ -505,8 +547,11 @@ req_begin(struct srv *s, struct MHD_Connection *conn, const char *url,
 	const char *cl;
 	int64_t n;
 
+	rq->srv = s;
+	rq->phase = SRV_PH_HEAD;
 	rq->t0_ns = hs_now_ns();
 	rq->sconn = srv_conn_of(conn);
+	rq->loop = rq->sconn != NULL ? rq->sconn->loop : NULL;
 	srv_conn_head_done(rq->sconn);
 	__atomic_fetch_add(&s->stats.inflight, 1, __ATOMIC_RELAXED);
 	srv_route_resolve(method, url, rq);
@@ -533,12 +578,13 @@ srv_on_access(void *cls, struct MHD_Connection *conn, const char *url,
 	      size_t *upload_data_size, void **con_cls)
 {
 	struct srv *s = cls;
-	struct srv_ctx c = { s, NULL, *con_cls, conn };
+	struct srv_ctx c = { s, NULL, *con_cls, conn, NULL };
 	int too_large, bad_head = 0;
 
 	if (c.rq == NULL) {
 		c.rq = req_begin(s, conn, url, method, version, &too_large,
 				 &bad_head);
+		c.loop = c.rq->loop;
 		*con_cls = c.rq;
 		if (!too_large && !bad_head)
 			return MHD_YES;
@@ -548,7 +594,8 @@ srv_on_access(void *cls, struct MHD_Connection *conn, const char *url,
 					    c.rq->err_msg, NULL);
 		return answer_error(&c, 413, "request body too large", NULL);
 	}
-	if (c.rq->answered) {
+	c.loop = c.rq->loop;
+	if (c.rq->phase == SRV_PH_ANSWERED) {
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
@@ -602,7 +649,7 @@ srv_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	/* A database thread's response that was never sent. */
 	pool_resp_free(rq);
 	/* A parked read whose connection ended before its multi-get. */
-	if (rq->batched && !rq->batch_ready)
+	if (rq->phase == SRV_PH_PARKED)
 		cache_batch_cancel(rq->batcher, &rq->batch);
 	/* A batched hit whose client left before it was served. */
 	cache_value_release(&rq->batch.value);

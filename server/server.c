@@ -25,9 +25,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cache.h"
 #include "hs_log.h"
 #include "hs_util.h"
-#include "srv_int.h"
+#include "srv_blocking.h"
+#include "srv_conns.h"
+#include "srv_core.h"
+#include "srv_pool.h"
+#include "srv_route.h"
+#include "srv_worker.h"
 
 /* Clients over --max-conns that one loop may hold while it answers them
    503 (main.c keeps that many descriptors in reserve). */
@@ -76,20 +82,6 @@ mhd_log(void *cls, const char *fmt, va_list ap)
 	log_warnx_rl("libmicrohttpd: %s", msg);
 }
 
-static __thread struct srv_loop *tls_loop;
-
-struct srv_loop *
-srv_current_loop(void)
-{
-	return tls_loop;
-}
-
-struct cache_batcher *
-srv_loop_batcher(void)
-{
-	return tls_loop != NULL ? tls_loop->batcher : NULL;
-}
-
 /*
  * A loop thread: one MHD pass (blocking in MHD's own epoll_wait until
  * there is work), then one multi-get for the cacheable reads that pass
@@ -105,7 +97,6 @@ loop_main(void *arg)
 	struct srv_loop *l = arg;
 	struct srv *s = l->srv;
 
-	tls_loop = l;
 	while (!__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE)) {
 		int64_t ms = srv_conns_wait_ms(l);
 
@@ -233,7 +224,8 @@ start_loop(struct srv *s, int i, char *err, size_t errlen)
 		MHD_OPTION_CONNECTION_LIMIT, limit > 0 ? limit : 1u,
 		MHD_OPTION_CONNECTION_TIMEOUT, idle_s > 0 ? idle_s : 1u,
 		MHD_OPTION_NOTIFY_COMPLETED, srv_on_completed, s,
-		MHD_OPTION_NOTIFY_CONNECTION, srv_on_connection, s,
+		/* each connection's guard state keeps l (router.c) */
+		MHD_OPTION_NOTIFY_CONNECTION, srv_on_connection, l,
 		MHD_OPTION_UNESCAPE_CALLBACK, srv_unescape, s,
 		MHD_OPTION_END);
 	if (l->mhd == NULL) {
@@ -333,7 +325,8 @@ srv_new(const struct srv_config *c, char *err, size_t errlen)
 		if (start_loop(s, i, err, errlen) < 0)
 			goto fail;
 	if (s->cfg.db_threads > 0) {
-		s->pool = srv_pool_new(s, s->cfg.db_threads, err, errlen);
+		s->pool = srv_pool_new(s, s->cfg.db_threads, srv_run_on_pool,
+				       s, err, errlen);
 		if (s->pool == NULL)
 			goto fail;
 	}

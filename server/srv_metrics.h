@@ -32,6 +32,9 @@
 	D(v->head_timeouts, TOP, "head_timeouts", "head_timeouts_total",      \
 	  COUNTER, COUNT, "Connections closed with 408: no request head "     \
 	  "within --header-timeout-ms.")                                      \
+	S(phase_refused, TOP, "phase_refused",                                \
+	  "request_phase_refused_total", COUNTER, COUNT,                      \
+	  "Request phase changes refused (a server bug; each is logged).")    \
 	D(v->db_queries, DB, "queries", "db_queries_total", COUNTER, COUNT,   \
 	  "SQL statements run.")                                              \
 	D(v->db_time_ns, DB, "time_ms", "db_time_seconds_total", COUNTER,     \

@@ -12,7 +12,14 @@
 
 #include "hs_metrics.h"
 #include "hs_util.h"
-#include "srv_int.h"
+#include "cache.h"
+#include "db.h"
+#include "srv_core.h"
+#include "srv_handlers.h"
+#include "srv_req.h"
+#include "srv_resp.h"
+#include "srv_stats.h"
+#include "srv_worker.h"
 
 static const char *const route_names[SRV_R_COUNT] = {
 	[SRV_R_PLAINTEXT] = "GET /plaintext",
@@ -32,6 +39,22 @@ static const char *const route_names[SRV_R_COUNT] = {
 	[SRV_R_CACHED_QUERIES] = "GET /cached-queries",
 	[SRV_R_OTHER] = "other",
 };
+
+/* "off", "lease" or "naive". */
+static const char *
+cache_mode(const struct srv *s)
+{
+	if (s->cfg.cache == NULL)
+		return "off";
+	return s->cfg.cache_mode ? s->cfg.cache_mode : "lease";
+}
+
+/* "off", "ok" or "degraded" (for /healthz). */
+static const char *
+cache_health_of(const struct srv *s)
+{
+	return s->cfg.cache ? cache_health(s->cfg.cache) : "off";
+}
 
 const char *
 srv_route_name(enum srv_route r)
@@ -109,7 +132,7 @@ srv_h_healthz(struct srv_ctx *c, struct srv_resp *r)
 	}
 	/* memcached down is "degraded", not unready: reads bypass it. */
 	hs_buf_printf(&r->body, "\"cache\":\"%s\",\"id\":",
-		      srv_cache_health(c->srv));
+		      cache_health_of(c->srv));
 	hs_buf_json_str(&r->body, c->srv->cfg.id);
 	hs_buf_puts(&r->body, "}");
 }
@@ -216,7 +239,7 @@ srv_h_stats(struct srv_ctx *c, struct srv_resp *r)
 	snap_take(s, &v);
 	hs_buf_puts(b, "{\"id\":");
 	hs_buf_json_str(b, s->cfg.id);
-	hs_buf_printf(b, ",\"cache_mode\":\"%s\"", srv_cache_mode(s));
+	hs_buf_printf(b, ",\"cache_mode\":\"%s\"", cache_mode(s));
 	nr = srv_rows(s, &v, SRV_G_TOP, rows);
 	hs_metrics_json(b, rows, nr, 0);
 	/* How connections are served; "busy": blocking workers holding a
@@ -224,7 +247,7 @@ srv_h_stats(struct srv_ctx *c, struct srv_resp *r)
 	if (s->cfg.io == SRV_IO_BLOCKING)
 		hs_buf_printf(b, ",\"io\":{\"model\":\"blocking\","
 			      "\"workers\":%d,\"busy\":%u}", s->cfg.threads,
-			      srv_blocking_busy(s->blocking));
+			      __atomic_load_n(&s->blocking_busy, __ATOMIC_RELAXED));
 	else
 		hs_buf_puts(b, ",\"io\":{\"model\":\"event\"}");
 	/* An object in every mode; its "mode" says lease, naive or off.  Our
@@ -308,7 +331,7 @@ srv_h_metrics(struct srv_ctx *c, struct srv_resp *r)
 			     "gauge");
 	hs_buf_puts(b, "hs_info{id=");
 	hs_buf_json_str(b, s->cfg.id);
-	hs_buf_printf(b, ",cache=\"%s\"} 1\n", srv_cache_mode(s));
+	hs_buf_printf(b, ",cache=\"%s\"} 1\n", cache_mode(s));
 	n = srv_rows(s, &v, SRV_G_TOP, rows);
 	hs_metrics_prom(b, "hs_", rows, n);
 	n = srv_rows(s, &v, SRV_G_DB, rows);

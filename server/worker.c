@@ -15,7 +15,9 @@
 #include "hs_log.h"
 #include "hs_rng.h"
 #include "hs_util.h"
-#include "srv_int.h"
+#include "db.h"
+#include "srv_core.h"
+#include "srv_worker.h"
 
 /* A thread serves one server, so one pointer per thread suffices. */
 static __thread struct srv_worker *tls_worker;

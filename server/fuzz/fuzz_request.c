@@ -32,7 +32,8 @@
 #include <jansson.h>
 
 #include "db.h"
-#include "srv_int.h"
+#include "srv_core.h"
+#include "srv_route.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);

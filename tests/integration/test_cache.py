@@ -322,6 +322,24 @@ class DbThreadTest(CacheTestBase):
         self.assertEqual(st["threads"], 1)
         self.assertEqual(st["db"]["threads"], 2)
 
+    def test_every_path_keeps_to_the_phase_table(self):
+        """One loop with a read batcher and two database threads: a batched
+        miss (loop, batcher, database thread), a batched hit, a write
+        straight to a database thread, a multi-get, a loop-only route and
+        an error: every one answered, and no phase change refused."""
+        p, port = start_cached(self, self.db, [self.mc_port], "--threads",
+                               "1", "--db-threads", "2")
+        self.assertEqual(get(port, "/products/3").header("x-cache"), "MISS")
+        self.assertEqual(get(port, "/products/3").header("x-cache"), "HIT")
+        self.assertEqual(get(port, "/categories/1/top").status, 200)
+        self.assertEqual(put(port, "/products/3", {"stock": 9}).status, 200)
+        self.assertEqual(get(port, "/products/3").header("x-cache"), "MISS")
+        self.assertEqual(get(port, "/cached-queries?count=3").status, 200)
+        self.assertEqual(get(port, "/plaintext").status, 200)
+        self.assertEqual(get(port, "/nowhere").status, 404)
+        self.assertEqual(stats(port)["phase_refused"], 0)
+        self.assertNotIn("request phase", p.stderr())
+
 
 # --- faults ------------------------------------------------------------------
 

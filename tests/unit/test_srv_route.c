@@ -10,7 +10,9 @@
 
 #include <cmocka.h>
 
-#include "srv_int.h"
+#include "srv_handlers.h"
+#include "srv_req.h"
+#include "srv_route.h"
 
 static struct srv_req
 resolve(const char *method, const char *url)
