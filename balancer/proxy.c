@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "rewrite.h"
 #include "hs_log.h"
 #include "hs_util.h"
 #include "proxy.h"
@@ -35,147 +36,6 @@
 static void dispatch(struct bal_client *c);
 static void bconn_process(struct bal_bconn *bc);
 static void client_next(struct bal_client *c);
-
-#define PUT(o, n, s, l)                                                        \
-	do {                                                                   \
-		memcpy((o) + (n), (s), (l));                                   \
-		(n) += (l);                                                    \
-	} while (0)
-#define PUTS(o, n, lit) PUT(o, n, lit, sizeof(lit) - 1)
-
-static char *
-scratch(struct bal_worker *w, size_t need)
-{
-	if (need > w->scratch_cap) {
-		w->scratch_cap = need;
-		w->scratch = hs_xrealloc(w->scratch, need);
-	}
-	return w->scratch;
-}
-
-/* The head sent to the backend: hop-by-hop fields out, X-Forwarded-*, Via. */
-static void
-build_forward_head(struct bal_client *c, const char *p, const struct bal_msg *m)
-{
-	const char *mname = bal_method_name(m->method);
-	size_t ve = m->target_off + m->target_len + 1; /* "HTTP/1.x" */
-	size_t need = 2 * m->head_len + strlen(c->ip) + 256, n = 0;
-	char *o;
-
-	if (need > c->fwd_cap) {
-		c->fwd_cap = need;
-		c->fwd = hs_xrealloc(c->fwd, need);
-	}
-	o = c->fwd;
-	PUT(o, n, mname, strlen(mname));
-	PUTS(o, n, " ");
-	if (m->path_len > 0)
-		PUT(o, n, p + m->path_off, m->path_len);
-	else
-		PUTS(o, n, "/");
-	PUTS(o, n, " ");
-	PUT(o, n, p + ve, 8);
-	PUTS(o, n, "\r\n");
-	for (int i = 0; i < m->nhdrs; i++) {
-		const struct bal_hdr *h = &m->hdrs[i];
-		if (h->flags & (BAL_HF_HOP | BAL_HF_XFF | BAL_HF_XFP |
-				BAL_HF_VIA))
-			continue;
-		PUT(o, n, p + h->name_off, h->name_len);
-		PUTS(o, n, ": ");
-		PUT(o, n, p + h->val_off, h->val_len);
-		PUTS(o, n, "\r\n");
-	}
-	PUTS(o, n, "X-Forwarded-For: ");
-	for (int i = 0; i < m->nhdrs; i++) {
-		const struct bal_hdr *h = &m->hdrs[i];
-		if (!(h->flags & BAL_HF_XFF) || h->val_len == 0)
-			continue;
-		PUT(o, n, p + h->val_off, h->val_len);
-		PUTS(o, n, ", ");
-	}
-	PUT(o, n, c->ip, strlen(c->ip));
-	/* The client's claim of a scheme is not ours to pass on. */
-	PUTS(o, n, "\r\nX-Forwarded-Proto: http\r\nVia: ");
-	for (int i = 0; i < m->nhdrs; i++) {
-		const struct bal_hdr *h = &m->hdrs[i];
-		if (!(h->flags & BAL_HF_VIA) || h->val_len == 0)
-			continue;
-		PUT(o, n, p + h->val_off, h->val_len);
-		PUTS(o, n, ", ");
-	}
-	PUTS(o, n, "1.1 hs-balancer\r\n\r\n");
-	c->fwd_len = n;
-}
-
-/* The head sent to the client: hop-by-hop fields out, our Connection in. */
-static size_t
-build_response_head(struct bal_client *c, const char *p,
-		    const struct bal_msg *m)
-{
-	char *o = scratch(c->w, m->head_len + m->nhdrs + 64);
-	size_t n = 0;
-
-	PUTS(o, n, "HTTP/1.1 ");
-	PUT(o, n, p + 9, m->reason_off + m->reason_len - 9);
-	PUTS(o, n, "\r\n");
-	for (int i = 0; i < m->nhdrs; i++) {
-		const struct bal_hdr *h = &m->hdrs[i];
-		if (h->flags & BAL_HF_HOP)
-			continue;
-		PUT(o, n, p + h->name_off, h->name_len);
-		PUTS(o, n, ": ");
-		PUT(o, n, p + h->val_off, h->val_len);
-		PUTS(o, n, "\r\n");
-	}
-	if (c->close_after)
-		PUTS(o, n, "Connection: close\r\n");
-	else if (c->version_minor == 0)
-		PUTS(o, n, "Connection: keep-alive\r\n");
-	PUTS(o, n, "\r\n");
-	return n;
-}
-
-/*
- * Feeds buffered chunked bytes to st without consuming them.  Returns the
- * number of bytes that belong to the message, -1 on bad framing, -2 when
- * the body exceeds max.
- */
-static ssize_t
-scan_chunks(struct evbuffer *in, struct bal_chunk *st, int64_t max,
-	    const char **why)
-{
-	size_t total = 0, len = evbuffer_get_length(in);
-
-	/* Peeks 16 chains at a time: a body may sit in many more. */
-	while (total < len) {
-		struct evbuffer_iovec v[16];
-		struct evbuffer_ptr pos;
-		int n;
-
-		if (evbuffer_ptr_set(in, &pos, total, EVBUFFER_PTR_SET) < 0)
-			break;
-		n = evbuffer_peek(in, -1, &pos, v, 16);
-		if (n > 16)
-			n = 16;
-		if (n <= 0)
-			break;
-		for (int i = 0; i < n; i++) {
-			ssize_t r = bal_chunk_feed(st, v[i].iov_base,
-						   v[i].iov_len, why);
-			if (r < 0)
-				return -1;
-			if (max >= 0 && st->total > (uint64_t)max) {
-				*why = "request body too large";
-				return -2;
-			}
-			total += (size_t)r;
-			if (bal_chunk_done(st) || (size_t)r < v[i].iov_len)
-				return (ssize_t)total;
-		}
-	}
-	return (ssize_t)total;
-}
 
 /*
  * Answers the client with an error of ours, then closes after it or goes
@@ -223,7 +83,7 @@ move_body(struct bal_client *c, struct bal_bconn *bc)
 		c->body_done = c->body_left == 0;
 		return 0;
 	}
-	r = scan_chunks(c->io.in, &c->chunk, c->w->app->cfg.max_body, &why);
+	r = bal_scan_chunks(c->io.in, &c->chunk, c->w->app->cfg.max_body, &why);
 	if (r < 0) {
 		abort_request(c, r == -2 ? 413 : 400, why);
 		return -1;
@@ -452,31 +312,6 @@ dispatch(struct bal_client *c)
 		bconn_start(bc);
 }
 
-/* Whether the request's path is one --deny-path keeps from clients. */
-static int
-path_denied(struct bal_client *c, const char *p, const struct bal_msg *m)
-{
-	const struct bal_config *cfg = &c->w->app->cfg;
-	const char *path = p + m->path_off;
-	size_t n = m->path_len, len;
-	char *norm;
-
-	if (cfg->ndeny == 0)
-		return 0;
-	for (size_t i = 0; i < m->path_len; i++)
-		if (path[i] == '?') {
-			n = i;
-			break;
-		}
-	/* The scratch buffer is free until a response head is built. */
-	norm = scratch(c->w, n + 3);
-	len = bal_path_normalize(path, n, norm);
-	for (int i = 0; i < cfg->ndeny; i++)
-		if (bal_path_under(norm, len, cfg->deny[i]))
-			return 1;
-	return 0;
-}
-
 /* Takes the parsed head's method, version and body framing into c. */
 static void
 take_request(struct bal_client *c, const struct bal_msg *m)
@@ -514,13 +349,13 @@ check_request(struct bal_client *c, const char *p, const struct bal_msg *m,
 		answer_error(c, 413, "request body too large", 1);
 		return -1;
 	}
-	denied = path_denied(c, p, m);
-	build_forward_head(c, p, m);
+	denied = bal_path_denied(c, p, m);
+	bal_forward_head(c, p, m);
 	evbuffer_drain(c->io.in, head_len);
 	if (c->body_kind == BAL_BODY_CHUNKED) {
 		/* Check what is here already before a byte goes out. */
 		struct bal_chunk tmp = c->chunk;
-		ssize_t s = scan_chunks(c->io.in, &tmp, cfg->max_body, &why);
+		ssize_t s = bal_scan_chunks(c->io.in, &tmp, cfg->max_body, &why);
 		if (s < 0) {
 			answer_error(c, s == -2 ? 413 : 400, why, 1);
 			return -1;
@@ -700,7 +535,7 @@ head_response(struct bal_bconn *bc, const char *p, const struct bal_msg *m)
 	bc->resp_ka = m->keep_alive && bc->resp_kind != BAL_RESP_CLOSE;
 	c->close_after = !c->req_ka || bc->resp_kind == BAL_RESP_CLOSE ||
 			 bc->w->draining || !c->body_done;
-	n = build_response_head(c, p, m);
+	n = bal_response_head(c, p, m);
 	evbuffer_add(c->io.out, bc->w->scratch, n);
 	c->resp_started = 1;
 	bal_bconn_set_state(bc, BAL_BS_BODY);
@@ -774,7 +609,7 @@ relay_body(struct bal_bconn *bc)
 		bc->resp_left -= k;
 		return bc->resp_left == 0;
 	case BAL_RESP_CHUNKED:
-		r = len ? scan_chunks(bc->io.in, &bc->chunk, -1, &why) : 0;
+		r = len ? bal_scan_chunks(bc->io.in, &bc->chunk, -1, &why) : 0;
 		if (r < 0) {
 			log_info_rl("backend %s: %s", bc->be->name, why);
 			BAL_INC(&bc->be->failures, 1);
@@ -822,7 +657,7 @@ bconn_process(struct bal_bconn *bc)
 }
 
 static void
-bconn_on_read(struct bal_bconn *bc)
+bconn_on_read(struct bal_bconn *bc, evutil_socket_t fd)
 {
 	int r = bal_io_read(&bc->io);
 
@@ -894,7 +729,7 @@ bconn_on_write(struct bal_bconn *bc, evutil_socket_t fd)
 }
 
 static void
-bconn_on_timer(struct bal_bconn *bc)
+bconn_on_timer(struct bal_bconn *bc, evutil_socket_t fd)
 {
 	struct bal_client *c = bc->c;
 
@@ -916,7 +751,7 @@ bconn_on_timer(struct bal_bconn *bc)
 }
 
 static void
-client_on_read(struct bal_client *c)
+client_on_read(struct bal_client *c, evutil_socket_t fd)
 {
 	int r = bal_io_read(&c->io);
 
@@ -962,7 +797,7 @@ client_on_read(struct bal_client *c)
 }
 
 static void
-client_on_write(struct bal_client *c)
+client_on_write(struct bal_client *c, evutil_socket_t fd)
 {
 	struct bal_bconn *bc = c->bc;
 
@@ -996,7 +831,7 @@ client_on_write(struct bal_client *c)
 }
 
 static void
-client_on_timer(struct bal_client *c)
+client_on_timer(struct bal_client *c, evutil_socket_t fd)
 {
 	switch (c->state) {
 	case BAL_CS_HEAD:
@@ -1019,62 +854,19 @@ client_on_timer(struct bal_client *c)
  * The event callbacks: each runs its handler, then frees what the handler
  * closed, the one place where clients and backend connections are freed.
  */
-static void
-bconn_read_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct bal_bconn *bc = arg;
-	struct bal_worker *w = bc->w;
+#define REAPING_CB(linkage, cb, type, handler)                                \
+	linkage void cb(evutil_socket_t fd, short what, void *arg)            \
+	{                                                                     \
+		type *o = arg;                                                \
+		struct bal_worker *w = o->w;                                  \
+                                                                              \
+		handler(o, fd);                                               \
+		bal_worker_reap(w);                                           \
+	}
 
-	bconn_on_read(bc);
-	bal_worker_reap(w);
-}
-
-static void
-bconn_write_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct bal_bconn *bc = arg;
-	struct bal_worker *w = bc->w;
-
-	bconn_on_write(bc, fd);
-	bal_worker_reap(w);
-}
-
-static void
-bconn_timer_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct bal_bconn *bc = arg;
-	struct bal_worker *w = bc->w;
-
-	bconn_on_timer(bc);
-	bal_worker_reap(w);
-}
-
-void
-bal_proxy_client_read_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct bal_client *c = arg;
-	struct bal_worker *w = c->w;
-
-	client_on_read(c);
-	bal_worker_reap(w);
-}
-
-void
-bal_proxy_client_write_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct bal_client *c = arg;
-	struct bal_worker *w = c->w;
-
-	client_on_write(c);
-	bal_worker_reap(w);
-}
-
-void
-bal_proxy_client_timer_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct bal_client *c = arg;
-	struct bal_worker *w = c->w;
-
-	client_on_timer(c);
-	bal_worker_reap(w);
-}
+REAPING_CB(static, bconn_read_cb, struct bal_bconn, bconn_on_read)
+REAPING_CB(static, bconn_write_cb, struct bal_bconn, bconn_on_write)
+REAPING_CB(static, bconn_timer_cb, struct bal_bconn, bconn_on_timer)
+REAPING_CB(, bal_proxy_client_read_cb, struct bal_client, client_on_read)
+REAPING_CB(, bal_proxy_client_write_cb, struct bal_client, client_on_write)
+REAPING_CB(, bal_proxy_client_timer_cb, struct bal_client, client_on_timer)
