@@ -27,6 +27,38 @@ bal_scratch(struct bal_worker *w, size_t need)
 	return w->scratch;
 }
 
+/* Appends the fields marked with none of skip, as "Name: value" lines. */
+static size_t
+put_fields(char *o, size_t n, const char *p, const struct bal_msg *m,
+	   uint32_t skip)
+{
+	for (int i = 0; i < m->nhdrs; i++) {
+		const struct bal_hdr *h = &m->hdrs[i];
+		if (h->flags & skip)
+			continue;
+		PUT(o, n, p + h->name_off, h->name_len);
+		PUTS(o, n, ": ");
+		PUT(o, n, p + h->val_off, h->val_len);
+		PUTS(o, n, "\r\n");
+	}
+	return n;
+}
+
+/* Appends the non-empty values of the fields marked flag, each + ", ". */
+static size_t
+put_values(char *o, size_t n, const char *p, const struct bal_msg *m,
+	   uint32_t flag)
+{
+	for (int i = 0; i < m->nhdrs; i++) {
+		const struct bal_hdr *h = &m->hdrs[i];
+		if (!(h->flags & flag) || h->val_len == 0)
+			continue;
+		PUT(o, n, p + h->val_off, h->val_len);
+		PUTS(o, n, ", ");
+	}
+	return n;
+}
+
 /* The head sent to the backend: hop-by-hop fields out, X-Forwarded-*, Via. */
 void
 bal_forward_head(struct bal_client *c, const char *p, const struct bal_msg *m)
@@ -50,34 +82,14 @@ bal_forward_head(struct bal_client *c, const char *p, const struct bal_msg *m)
 	PUTS(o, n, " ");
 	PUT(o, n, p + ve, 8);
 	PUTS(o, n, "\r\n");
-	for (int i = 0; i < m->nhdrs; i++) {
-		const struct bal_hdr *h = &m->hdrs[i];
-		if (h->flags & (BAL_HF_HOP | BAL_HF_XFF | BAL_HF_XFP |
-				BAL_HF_VIA))
-			continue;
-		PUT(o, n, p + h->name_off, h->name_len);
-		PUTS(o, n, ": ");
-		PUT(o, n, p + h->val_off, h->val_len);
-		PUTS(o, n, "\r\n");
-	}
+	n = put_fields(o, n, p, m,
+		       BAL_HF_HOP | BAL_HF_XFF | BAL_HF_XFP | BAL_HF_VIA);
 	PUTS(o, n, "X-Forwarded-For: ");
-	for (int i = 0; i < m->nhdrs; i++) {
-		const struct bal_hdr *h = &m->hdrs[i];
-		if (!(h->flags & BAL_HF_XFF) || h->val_len == 0)
-			continue;
-		PUT(o, n, p + h->val_off, h->val_len);
-		PUTS(o, n, ", ");
-	}
+	n = put_values(o, n, p, m, BAL_HF_XFF);
 	PUT(o, n, c->ip, strlen(c->ip));
 	/* The client's claim of a scheme is not ours to pass on. */
 	PUTS(o, n, "\r\nX-Forwarded-Proto: http\r\nVia: ");
-	for (int i = 0; i < m->nhdrs; i++) {
-		const struct bal_hdr *h = &m->hdrs[i];
-		if (!(h->flags & BAL_HF_VIA) || h->val_len == 0)
-			continue;
-		PUT(o, n, p + h->val_off, h->val_len);
-		PUTS(o, n, ", ");
-	}
+	n = put_values(o, n, p, m, BAL_HF_VIA);
 	PUTS(o, n, "1.1 hs-balancer\r\n\r\n");
 	c->fwd_len = n;
 }
@@ -93,15 +105,7 @@ bal_response_head(struct bal_client *c, const char *p,
 	PUTS(o, n, "HTTP/1.1 ");
 	PUT(o, n, p + 9, m->reason_off + m->reason_len - 9);
 	PUTS(o, n, "\r\n");
-	for (int i = 0; i < m->nhdrs; i++) {
-		const struct bal_hdr *h = &m->hdrs[i];
-		if (h->flags & BAL_HF_HOP)
-			continue;
-		PUT(o, n, p + h->name_off, h->name_len);
-		PUTS(o, n, ": ");
-		PUT(o, n, p + h->val_off, h->val_len);
-		PUTS(o, n, "\r\n");
-	}
+	n = put_fields(o, n, p, m, BAL_HF_HOP);
 	if (c->close_after)
 		PUTS(o, n, "Connection: close\r\n");
 	else if (c->version_minor == 0)
