@@ -29,7 +29,7 @@
  * error answer may come in HEAD, BODY or WAIT, and is followed by IDLE
  * (keep-alive) or CLOSING.  Anything but CLOSED may be closed at once.
  */
-static const unsigned client_next[BAL_CS_COUNT] = {
+const unsigned bal_client_next[BAL_CS_COUNT] = {
 	[BAL_CS_NEW] = CS(HEAD) | CS(CLOSED),
 	[BAL_CS_IDLE] = CS(HEAD) | CS(FULL) | CS(CLOSING) | CS(CLOSED),
 	[BAL_CS_HEAD] = CS(BODY) | CS(WAIT) | CS(IDLE) | CS(CLOSING) |
@@ -46,7 +46,7 @@ static const unsigned client_next[BAL_CS_COUNT] = {
  * A backend connection: connect, carry requests (SENT -> BODY -> back to
  * the pool or closed), wait in the pool.  A pooled one is taken as SENT.
  */
-static const unsigned bconn_next[BAL_BS_COUNT] = {
+const unsigned bal_bconn_next[BAL_BS_COUNT] = {
 	[BAL_BS_CONNECTING] = BS(SENT) | BS(CLOSED),
 	[BAL_BS_IDLE] = BS(SENT) | BS(CLOSED),
 	[BAL_BS_SENT] = BS(BODY) | BS(CLOSED),
@@ -57,22 +57,6 @@ static const unsigned bconn_next[BAL_BS_COUNT] = {
 #define STATE_NAME(name, doc) #name,
 static const char *const client_names[] = { BAL_CLIENT_STATES(STATE_NAME) };
 static const char *const bconn_names[] = { BAL_BCONN_STATES(STATE_NAME) };
-
-int
-bal_client_state_ok(enum bal_client_state from, enum bal_client_state to)
-{
-	if ((unsigned)from >= BAL_CS_COUNT || (unsigned)to >= BAL_CS_COUNT)
-		return 0;
-	return from == to || (client_next[from] & BIT(to)) != 0;
-}
-
-int
-bal_bconn_state_ok(enum bal_bconn_state from, enum bal_bconn_state to)
-{
-	if ((unsigned)from >= BAL_BS_COUNT || (unsigned)to >= BAL_BS_COUNT)
-		return 0;
-	return from == to || (bconn_next[from] & BIT(to)) != 0;
-}
 
 const char *
 bal_client_state_name(enum bal_client_state s)
@@ -87,30 +71,20 @@ bal_bconn_state_name(enum bal_bconn_state s)
 }
 
 int
-bal_client_set_state(struct bal_client *c, enum bal_client_state to)
+bal_client_state_refused(const struct bal_client *c, enum bal_client_state to)
 {
-	if (!bal_client_state_ok(c->state, to)) {
-		log_warnx_rl("client %s: illegal state change %s -> %s", c->ip,
-			     bal_client_state_name(c->state),
-			     bal_client_state_name(to));
-		return -1;
-	}
-	c->state = to;
-	return 0;
+	log_warnx_rl("client %s: illegal state change %s -> %s", c->ip,
+		     bal_client_state_name(c->state), bal_client_state_name(to));
+	return -1;
 }
 
 int
-bal_bconn_set_state(struct bal_bconn *bc, enum bal_bconn_state to)
+bal_bconn_state_refused(const struct bal_bconn *bc, enum bal_bconn_state to)
 {
-	if (!bal_bconn_state_ok(bc->state, to)) {
-		log_warnx_rl("backend %s: illegal connection state change "
-			     "%s -> %s", bc->be->name,
-			     bal_bconn_state_name(bc->state),
-			     bal_bconn_state_name(to));
-		return -1;
-	}
-	bc->state = to;
-	return 0;
+	log_warnx_rl("backend %s: illegal connection state change %s -> %s",
+		     bc->be->name, bal_bconn_state_name(bc->state),
+		     bal_bconn_state_name(to));
+	return -1;
 }
 
 const char *

@@ -151,18 +151,57 @@ struct bal_worker {
 	size_t scratch_cap;
 };
 
-/* State tables: may a connection go from one state to the other? */
-int bal_client_state_ok(enum bal_client_state from, enum bal_client_state to);
-int bal_bconn_state_ok(enum bal_bconn_state from, enum bal_bconn_state to);
+/*
+ * The state tables (client.c): bit t of [f] is set when f may go to t.
+ * The checks below are inline because they run several times a request.
+ */
+extern const unsigned bal_client_next[BAL_CS_COUNT];
+extern const unsigned bal_bconn_next[BAL_BS_COUNT];
+
+/* May a connection go from one state to the other?  Staying is allowed. */
+static inline int
+bal_client_state_ok(enum bal_client_state from, enum bal_client_state to)
+{
+	return (unsigned)from < BAL_CS_COUNT && (unsigned)to < BAL_CS_COUNT &&
+	       (from == to || (bal_client_next[from] & (1u << to)) != 0);
+}
+
+static inline int
+bal_bconn_state_ok(enum bal_bconn_state from, enum bal_bconn_state to)
+{
+	return (unsigned)from < BAL_BS_COUNT && (unsigned)to < BAL_BS_COUNT &&
+	       (from == to || (bal_bconn_next[from] & (1u << to)) != 0);
+}
+
 const char *bal_client_state_name(enum bal_client_state s);
 const char *bal_bconn_state_name(enum bal_bconn_state s);
+/* Logs a refused change (rate-limited) and returns -1. */
+int bal_client_state_refused(const struct bal_client *c,
+			     enum bal_client_state to);
+int bal_bconn_state_refused(const struct bal_bconn *bc,
+			    enum bal_bconn_state to);
+
 /*
  * The one way to change a state: returns 0, or -1 (logged, rate-limited,
- * state unchanged) for a transition the table does not allow.  Staying in
- * a state is always allowed.
+ * state unchanged) for a transition the table does not allow.
  */
-int bal_client_set_state(struct bal_client *c, enum bal_client_state to);
-int bal_bconn_set_state(struct bal_bconn *bc, enum bal_bconn_state to);
+static inline int
+bal_client_set_state(struct bal_client *c, enum bal_client_state to)
+{
+	if (__builtin_expect(!bal_client_state_ok(c->state, to), 0))
+		return bal_client_state_refused(c, to);
+	c->state = to;
+	return 0;
+}
+
+static inline int
+bal_bconn_set_state(struct bal_bconn *bc, enum bal_bconn_state to)
+{
+	if (__builtin_expect(!bal_bconn_state_ok(bc->state, to), 0))
+		return bal_bconn_state_refused(bc, to);
+	bc->state = to;
+	return 0;
+}
 
 /*
  * A client for an accepted socket (takes fd), reading, with the head

@@ -28,7 +28,7 @@ bal_scratch(struct bal_worker *w, size_t need)
 }
 
 /* Appends the fields marked with none of skip, as "Name: value" lines. */
-static size_t
+static inline size_t
 put_fields(char *o, size_t n, const char *p, const struct bal_msg *m,
 	   uint32_t skip)
 {
@@ -45,7 +45,7 @@ put_fields(char *o, size_t n, const char *p, const struct bal_msg *m,
 }
 
 /* Appends the non-empty values of the fields marked flag, each + ", ". */
-static size_t
+static inline size_t
 put_values(char *o, size_t n, const char *p, const struct bal_msg *m,
 	   uint32_t flag)
 {
