@@ -193,7 +193,7 @@ bal_err_local(int e)
 /* Marks a backend down or up and logs the change (any thread). */
 void bal_backend_set_up(struct bal_backend *b, int up, const char *why);
 
-/* Workers and the proxy (proxy.c). */
+/* Workers (worker.c; the proxy path is described in client.h). */
 struct bal_worker *bal_worker_new(struct bal_app *app, int idx,
 				  struct event_base *base, int listen_fd);
 void bal_worker_free(struct bal_worker *w);

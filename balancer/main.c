@@ -8,6 +8,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <getopt.h>
+#include <stddef.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
@@ -50,39 +51,194 @@ static const char usage[] =
 	"  --log-level LEVEL           error, warn, info (default), debug\n"
 	"  -h, --help                  this text\n";
 
-enum {
-	O_LISTEN = 256, O_BACKEND, O_FILE, O_ADMIN, O_ALGO, O_HPATH, O_HINT,
-	O_RISE, O_FALL, O_CTO, O_HTO, O_ITO, O_BTO, O_DTO, O_MAXC, O_MAXB,
-	O_MAXL, O_MAXH, O_MAXN, O_WORKERS, O_LOG, O_HELP, O_DENY, O_NODENY
+/*
+ * The options, one row each: a setter and, for the integer ones, the
+ * field and its range.  getopt_long's table is built from it.  A setter
+ * returns 0, -1 for a bad value, or 1 to exit 0 (--help).
+ */
+struct opt;
+typedef int (*opt_set_fn)(struct bal_config *cfg, int *log_level,
+			  const struct opt *o, const char *arg);
+
+struct opt {
+	const char *name;
+	int has_arg;
+	opt_set_fn set;
+	size_t off; /* of the int or size_t field in struct bal_config */
+	int lo, hi;
 };
 
-static const struct option longopts[] = {
-	{ "listen", required_argument, NULL, O_LISTEN },
-	{ "backend", required_argument, NULL, O_BACKEND },
-	{ "backends-file", required_argument, NULL, O_FILE },
-	{ "admin", required_argument, NULL, O_ADMIN },
-	{ "algorithm", required_argument, NULL, O_ALGO },
-	{ "health-path", required_argument, NULL, O_HPATH },
-	{ "health-interval-ms", required_argument, NULL, O_HINT },
-	{ "rise", required_argument, NULL, O_RISE },
-	{ "fall", required_argument, NULL, O_FALL },
-	{ "connect-timeout-ms", required_argument, NULL, O_CTO },
-	{ "header-timeout-ms", required_argument, NULL, O_HTO },
-	{ "idle-timeout-ms", required_argument, NULL, O_ITO },
-	{ "backend-timeout-ms", required_argument, NULL, O_BTO },
-	{ "drain-timeout-ms", required_argument, NULL, O_DTO },
-	{ "max-conns", required_argument, NULL, O_MAXC },
-	{ "max-body", required_argument, NULL, O_MAXB },
-	{ "max-line", required_argument, NULL, O_MAXL },
-	{ "max-header-size", required_argument, NULL, O_MAXH },
-	{ "max-headers", required_argument, NULL, O_MAXN },
-	{ "workers", required_argument, NULL, O_WORKERS },
-	{ "log-level", required_argument, NULL, O_LOG },
-	{ "help", no_argument, NULL, O_HELP },
-	{ "deny-path", required_argument, NULL, O_DENY },
-	{ "no-deny-path", no_argument, NULL, O_NODENY },
-	{ NULL, 0, NULL, 0 },
+#define CFG_INT(p, off) ((int *)(void *)((char *)(p) + (off)))
+
+static int
+opt_int(struct bal_config *cfg, int *log_level, const struct opt *o,
+	const char *arg)
+{
+	return hs_parse_int(arg, o->lo, o->hi, CFG_INT(cfg, o->off));
+}
+
+static int
+opt_size(struct bal_config *cfg, int *log_level, const struct opt *o,
+	 const char *arg)
+{
+	int v;
+
+	if (hs_parse_int(arg, o->lo, o->hi, &v) < 0)
+		return -1;
+	*(size_t *)(void *)((char *)cfg + o->off) = (size_t)v;
+	return 0;
+}
+
+static int
+opt_max_conns(struct bal_config *cfg, int *log_level, const struct opt *o,
+	      const char *arg)
+{
+	cfg->max_conns_given = 1;
+	return opt_int(cfg, log_level, o, arg);
+}
+
+static int
+opt_max_body(struct bal_config *cfg, int *log_level, const struct opt *o,
+	     const char *arg)
+{
+	return hs_parse_i64(arg, 0, INT64_MAX / 2, &cfg->max_body);
+}
+
+static int
+opt_listen(struct bal_config *cfg, int *log_level, const struct opt *o,
+	   const char *arg)
+{
+	return hs_parse_hostport(arg, cfg->listen_host,
+				 sizeof(cfg->listen_host), &cfg->listen_port);
+}
+
+static int
+opt_admin(struct bal_config *cfg, int *log_level, const struct opt *o,
+	  const char *arg)
+{
+	return hs_parse_hostport(arg, cfg->admin_host, sizeof(cfg->admin_host),
+				 &cfg->admin_port);
+}
+
+static int
+opt_backend(struct bal_config *cfg, int *log_level, const struct opt *o,
+	    const char *arg)
+{
+	if (cfg->nspecs >= BAL_MAX_BACKENDS ||
+	    bal_spec_parse(arg, &cfg->specs[cfg->nspecs]) < 0)
+		return -1;
+	cfg->nspecs++;
+	return 0;
+}
+
+static int
+opt_file(struct bal_config *cfg, int *log_level, const struct opt *o,
+	 const char *arg)
+{
+	cfg->backends_file = arg;
+	return 0;
+}
+
+static int
+opt_algo(struct bal_config *cfg, int *log_level, const struct opt *o,
+	 const char *arg)
+{
+	if (strcmp(arg, "roundrobin") == 0)
+		cfg->algo = BAL_ALGO_RR;
+	else if (strcmp(arg, "leastconn") == 0)
+		cfg->algo = BAL_ALGO_LEASTCONN;
+	else
+		return -1;
+	return 0;
+}
+
+static int
+opt_health_path(struct bal_config *cfg, int *log_level, const struct opt *o,
+		const char *arg)
+{
+	if (arg[0] != '/' || strlen(arg) >= sizeof(cfg->health_path) ||
+	    strpbrk(arg, " \r\n\t") != NULL)
+		return -1;
+	strcpy(cfg->health_path, arg);
+	return 0;
+}
+
+static int
+opt_log(struct bal_config *cfg, int *log_level, const struct opt *o,
+	const char *arg)
+{
+	return (*log_level = hs_log_level_parse(arg)) < 0 ? -1 : 0;
+}
+
+static int
+opt_deny(struct bal_config *cfg, int *log_level, const struct opt *o,
+	 const char *arg)
+{
+	/* The first one replaces the defaults. */
+	if (!cfg->deny_given)
+		cfg->ndeny = 0;
+	cfg->deny_given = 1;
+	if (arg[0] == '\0')
+		return 0;
+	if (arg[0] != '/' || cfg->ndeny >= BAL_MAX_DENY ||
+	    strpbrk(arg, "?# \t\r\n") != NULL)
+		return -1;
+	cfg->deny[cfg->ndeny++] = arg;
+	return 0;
+}
+
+static int
+opt_no_deny(struct bal_config *cfg, int *log_level, const struct opt *o,
+	    const char *arg)
+{
+	cfg->ndeny = 0;
+	cfg->deny_given = 1;
+	return 0;
+}
+
+static int
+opt_help(struct bal_config *cfg, int *log_level, const struct opt *o,
+	 const char *arg)
+{
+	fputs(usage, stdout);
+	return 1;
+}
+
+#define ARG required_argument
+#define INT(name, field, lo, hi)                                              \
+	{ name, ARG, opt_int, offsetof(struct bal_config, field), lo, hi }
+#define MS 3600000 /* the longest timeout or interval, in ms */
+
+static const struct opt opts[] = {
+	{ "listen", ARG, opt_listen, 0, 0, 0 },
+	{ "backend", ARG, opt_backend, 0, 0, 0 },
+	{ "backends-file", ARG, opt_file, 0, 0, 0 },
+	{ "admin", ARG, opt_admin, 0, 0, 0 },
+	{ "algorithm", ARG, opt_algo, 0, 0, 0 },
+	{ "health-path", ARG, opt_health_path, 0, 0, 0 },
+	INT("health-interval-ms", health_interval_ms, 10, MS),
+	INT("rise", rise, 1, 100),
+	INT("fall", fall, 1, 100),
+	INT("connect-timeout-ms", connect_timeout_ms, 1, MS),
+	INT("header-timeout-ms", header_timeout_ms, 1, MS),
+	INT("idle-timeout-ms", idle_timeout_ms, 1, MS),
+	INT("backend-timeout-ms", backend_timeout_ms, 1, MS),
+	INT("drain-timeout-ms", drain_timeout_ms, 0, MS),
+	{ "max-conns", ARG, opt_max_conns, offsetof(struct bal_config,
+						    max_conns), 0, 10000000 },
+	{ "max-body", ARG, opt_max_body, 0, 0, 0 },
+	{ "max-line", ARG, opt_size, offsetof(struct bal_config,
+					      lim.max_line), 64, 1 << 20 },
+	{ "max-header-size", ARG, opt_size,
+	  offsetof(struct bal_config, lim.max_head), 64, 1 << 20 },
+	INT("max-headers", lim.max_headers, 1, BAL_MAX_HEADERS),
+	INT("workers", workers, 1, 64),
+	{ "log-level", ARG, opt_log, 0, 0, 0 },
+	{ "help", no_argument, opt_help, 0, 0, 0 },
+	{ "deny-path", ARG, opt_deny, 0, 0, 0 },
+	{ "no-deny-path", no_argument, opt_no_deny, 0, 0, 0 },
 };
+#define NOPTS (sizeof(opts) / sizeof(opts[0]))
 
 static int
 bad(const char *opt, const char *val)
@@ -91,13 +247,9 @@ bad(const char *opt, const char *val)
 	return -1;
 }
 
-/* Returns 0 to run, 1 to exit 0 (--help), -1 to exit 2. */
-static int
-parse_args(int argc, char **argv, struct bal_config *cfg, int *log_level)
+static void
+set_defaults(struct bal_config *cfg, int *log_level)
 {
-	int ch, idx, v;
-	int64_t v64;
-
 	memset(cfg, 0, sizeof(*cfg));
 	strcpy(cfg->listen_host, "127.0.0.1");
 	cfg->listen_port = 8080;
@@ -122,111 +274,37 @@ parse_args(int argc, char **argv, struct bal_config *cfg, int *log_level)
 	cfg->deny[cfg->ndeny++] = "/stats";
 	cfg->deny[cfg->ndeny++] = "/metrics";
 	*log_level = HS_LOG_INFO;
+}
 
+/* Returns 0 to run, 1 to exit 0 (--help), -1 to exit 2. */
+static int
+parse_args(int argc, char **argv, struct bal_config *cfg, int *log_level)
+{
+	struct option longopts[NOPTS + 1];
+	int ch, idx, rc;
+
+	set_defaults(cfg, log_level);
+	memset(longopts, 0, sizeof(longopts));
+	for (size_t i = 0; i < NOPTS; i++)
+		longopts[i] = (struct option){ opts[i].name, opts[i].has_arg,
+					       NULL, 256 + (int)i };
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, "h", longopts, &idx)) != -1) {
-		const char *name = ch >= 256 ? longopts[ch - 256].name : "";
-		int *ip = NULL, lo = 1, hi = 3600000;
-		switch (ch) {
-		case O_LISTEN:
-			if (hs_parse_hostport(optarg, cfg->listen_host,
-					      sizeof(cfg->listen_host),
-					      &cfg->listen_port) < 0)
-				return bad(name, optarg);
-			break;
-		case O_ADMIN:
-			if (hs_parse_hostport(optarg, cfg->admin_host,
-					      sizeof(cfg->admin_host),
-					      &cfg->admin_port) < 0)
-				return bad(name, optarg);
-			break;
-		case O_BACKEND:
-			if (cfg->nspecs >= BAL_MAX_BACKENDS ||
-			    bal_spec_parse(optarg, &cfg->specs[cfg->nspecs]) <
-				    0)
-				return bad(name, optarg);
-			cfg->nspecs++;
-			break;
-		case O_FILE:
-			cfg->backends_file = optarg;
-			break;
-		case O_ALGO:
-			if (strcmp(optarg, "roundrobin") == 0)
-				cfg->algo = BAL_ALGO_RR;
-			else if (strcmp(optarg, "leastconn") == 0)
-				cfg->algo = BAL_ALGO_LEASTCONN;
-			else
-				return bad(name, optarg);
-			break;
-		case O_HPATH:
-			if (optarg[0] != '/' ||
-			    strlen(optarg) >= sizeof(cfg->health_path) ||
-			    strpbrk(optarg, " \r\n\t") != NULL)
-				return bad(name, optarg);
-			strcpy(cfg->health_path, optarg);
-			break;
-		case O_HINT: ip = &cfg->health_interval_ms; lo = 10; break;
-		case O_RISE: ip = &cfg->rise; hi = 100; break;
-		case O_FALL: ip = &cfg->fall; hi = 100; break;
-		case O_CTO: ip = &cfg->connect_timeout_ms; break;
-		case O_HTO: ip = &cfg->header_timeout_ms; break;
-		case O_ITO: ip = &cfg->idle_timeout_ms; break;
-		case O_BTO: ip = &cfg->backend_timeout_ms; break;
-		case O_DTO: ip = &cfg->drain_timeout_ms; lo = 0; break;
-		case O_MAXC:
-			ip = &cfg->max_conns;
-			lo = 0;
-			hi = 10000000;
-			cfg->max_conns_given = 1;
-			break;
-		case O_MAXN: ip = &cfg->lim.max_headers; hi = BAL_MAX_HEADERS; break;
-		case O_WORKERS: ip = &cfg->workers; hi = 64; break;
-		case O_MAXB:
-			if (hs_parse_i64(optarg, 0, INT64_MAX / 2, &v64) < 0)
-				return bad(name, optarg);
-			cfg->max_body = v64;
-			break;
-		case O_MAXL:
-		case O_MAXH:
-			if (hs_parse_int(optarg, 64, 1 << 20, &v) < 0)
-				return bad(name, optarg);
-			if (ch == O_MAXL)
-				cfg->lim.max_line = (size_t)v;
-			else
-				cfg->lim.max_head = (size_t)v;
-			break;
-		case O_LOG:
-			if ((*log_level = hs_log_level_parse(optarg)) < 0)
-				return bad(name, optarg);
-			break;
-		case O_DENY:
-			/* The first one replaces the defaults. */
-			if (!cfg->deny_given)
-				cfg->ndeny = 0;
-			cfg->deny_given = 1;
-			if (optarg[0] == '\0')
-				break;
-			if (optarg[0] != '/' || cfg->ndeny >= BAL_MAX_DENY ||
-			    strpbrk(optarg, "?# \t\r\n") != NULL)
-				return bad(name, optarg);
-			cfg->deny[cfg->ndeny++] = optarg;
-			break;
-		case O_NODENY:
-			cfg->ndeny = 0;
-			cfg->deny_given = 1;
-			break;
-		case 'h':
-		case O_HELP:
-			fputs(usage, stdout);
-			return 1;
-		default:
+		const struct opt *o;
+		if (ch == 'h')
+			return opt_help(cfg, log_level, NULL, NULL);
+		if (ch < 256 || ch >= 256 + (int)NOPTS) {
 			fprintf(stderr, "hs-balancer: unknown or incomplete "
 					"option '%s' (see --help)\n",
 				argv[optind - 1]);
 			return -1;
 		}
-		if (ip != NULL && hs_parse_int(optarg, lo, hi, ip) < 0)
-			return bad(name, optarg);
+		o = &opts[ch - 256];
+		rc = o->set(cfg, log_level, o, optarg);
+		if (rc < 0)
+			return bad(o->name, optarg);
+		if (rc > 0)
+			return rc;
 	}
 	if (optind < argc) {
 		fprintf(stderr, "hs-balancer: unexpected argument '%s'\n",

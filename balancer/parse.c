@@ -204,6 +204,164 @@ host_ok(const unsigned char *v, size_t n)
 	return 1;
 }
 
+/* What classify() gathers over the header fields. */
+struct classify_acc {
+	int hosts, host_i, ncl, nte, close, ka, ntok;
+	/* Options named in Connection: offsets and lengths in the buffer. */
+	size_t tok_s[BAL_MAX_CONN_TOKENS], tok_l[BAL_MAX_CONN_TOKENS];
+};
+
+/* Connection: close, keep-alive, and the options it names. */
+static int
+classify_connection(struct bal_hdr *h, const char *v, struct classify_acc *a,
+		    int st, const char **why)
+{
+	size_t p = 0, ts, tl, vl = h->val_len;
+
+	h->flags |= BAL_HF_HOP;
+	while (next_token(v, vl, &p, &ts, &tl)) {
+		if (eq_ci(v + ts, tl, "close"))
+			a->close = 1;
+		else if (eq_ci(v + ts, tl, "keep-alive"))
+			a->ka = 1;
+		else if (a->ntok < BAL_MAX_CONN_TOKENS) {
+			a->tok_s[a->ntok] = h->val_off + ts;
+			a->tok_l[a->ntok++] = tl;
+		} else
+			FAIL(st, "too many Connection options");
+	}
+	return 0;
+}
+
+/* Transfer-Encoding: a request takes only a lone chunked. */
+static int
+classify_te(struct bal_msg *m, const char *v, size_t vl, int is_req,
+	    struct classify_acc *a, int st, const char **why)
+{
+	if (++a->nte > 1)
+		FAIL(st, "duplicate Transfer-Encoding");
+	m->has_te = 1;
+	if (is_req) {
+		if (!eq_ci(v, vl, "chunked"))
+			FAIL(st, "unsupported Transfer-Encoding");
+		m->chunked = 1;
+	} else {
+		/* The final coding decides (RFC 9112 6.3). */
+		size_t p = 0, ts = 0, tl = 0, ls = 0, ll = 0;
+		while (next_token(v, vl, &p, &ts, &tl)) {
+			ls = ts;
+			ll = tl;
+		}
+		m->chunked = eq_ci(v + ls, ll, "chunked");
+	}
+	return 0;
+}
+
+/* One header field, by the length of its name.  Returns 0 or -status. */
+static int
+classify_field(const char *buf, struct bal_msg *m, int i, int is_req,
+	       struct classify_acc *a, const char **why)
+{
+	int st = is_req ? 400 : 502;
+	struct bal_hdr *h = &m->hdrs[i];
+	const char *n = buf + h->name_off, *v = buf + h->val_off;
+	size_t nl = h->name_len, vl = h->val_len;
+
+	switch (nl) {
+	case 2:
+		if (eq_ci(n, nl, "te"))
+			h->flags |= BAL_HF_HOP;
+		break;
+	case 3:
+		if (is_req && eq_ci(n, nl, "via"))
+			h->flags |= BAL_HF_VIA;
+		break;
+	case 4:
+		if (eq_ci(n, nl, "host")) {
+			a->hosts++;
+			a->host_i = i;
+			if (!host_ok((const unsigned char *)v, vl))
+				FAIL(st, "invalid Host");
+		}
+		break;
+	case 7:
+		if (eq_ci(n, nl, "upgrade"))
+			h->flags |= BAL_HF_HOP;
+		break;
+	case 10:
+		if (eq_ci(n, nl, "connection"))
+			return classify_connection(h, v, a, st, why);
+		if (eq_ci(n, nl, "keep-alive"))
+			h->flags |= BAL_HF_HOP;
+		break;
+	case 14:
+		if (eq_ci(n, nl, "content-length")) {
+			if (++a->ncl > 1)
+				FAIL(st, "duplicate Content-Length");
+			if (parse_cl(v, vl, &m->content_length) < 0)
+				FAIL(st, "invalid Content-Length");
+		}
+		break;
+	case 15:
+		if (is_req && eq_ci(n, nl, "x-forwarded-for"))
+			h->flags |= BAL_HF_XFF;
+		break;
+	case 16:
+		if (eq_ci(n, nl, "proxy-connection"))
+			h->flags |= BAL_HF_HOP;
+		break;
+	case 17:
+		if (is_req && eq_ci(n, nl, "x-forwarded-proto"))
+			h->flags |= BAL_HF_XFP;
+		else if (eq_ci(n, nl, "transfer-encoding"))
+			return classify_te(m, v, vl, is_req, a, st, why);
+		break;
+	}
+	return 0;
+}
+
+/* Options named in Connection are hop-by-hop too, except framing. */
+static void
+mark_connection_options(const char *buf, struct bal_msg *m,
+			const struct classify_acc *a)
+{
+	for (int t = 0; t < a->ntok; t++) {
+		const char *tv = buf + a->tok_s[t];
+		size_t tl = a->tok_l[t];
+		if (eq_ci(tv, tl, "content-length") ||
+		    eq_ci(tv, tl, "transfer-encoding") || eq_ci(tv, tl, "host"))
+			continue;
+		for (int i = 0; i < m->nhdrs; i++)
+			if (m->hdrs[i].name_len == tl &&
+			    strncasecmp(buf + m->hdrs[i].name_off, tv, tl) == 0)
+				m->hdrs[i].flags |= BAL_HF_HOP;
+	}
+}
+
+/* A request's Host: one, present in 1.1, naming any absolute target. */
+static int
+check_host(const char *buf, const struct bal_msg *m,
+	   const struct classify_acc *a, const char **why)
+{
+	if (a->hosts > 1)
+		FAIL(400, "duplicate Host");
+	if (m->auth_len > 0) {
+		/* Strict: Host must name the same authority. */
+		int ok = 0;
+		if (a->host_i >= 0)
+			ok = m->hdrs[a->host_i].val_len == m->auth_len &&
+			     strncasecmp(buf + m->hdrs[a->host_i].val_off,
+					 buf + m->auth_off, m->auth_len) == 0;
+		if (!ok && (a->hosts > 0 || m->version_minor >= 1))
+			FAIL(400, "Host does not match the request target");
+	}
+	if (a->hosts == 0 && m->version_minor >= 1)
+		FAIL(400, "missing Host");
+	if (m->has_te && m->version_minor == 0)
+		FAIL(400, "Transfer-Encoding in an HTTP/1.0 request");
+	return 0;
+}
+
 /*
  * Classifies the headers: framing, Host, Connection and the hop-by-hop set.
  * Returns 0 or -status.
@@ -211,135 +369,24 @@ host_ok(const unsigned char *v, size_t n)
 static int
 classify(const char *buf, struct bal_msg *m, int is_req, const char **why)
 {
-	int st = is_req ? 400 : 502;
-	int hosts = 0, ncl = 0, nte = 0, close = 0, ka = 0;
-	size_t tok_s[BAL_MAX_CONN_TOKENS], tok_l[BAL_MAX_CONN_TOKENS];
-	int ntok = 0;
-	int host_i = -1;
+	struct classify_acc a;
+	int rc;
 
+	memset(&a, 0, sizeof(a));
+	a.host_i = -1;
 	m->content_length = -1;
 	m->chunked = 0;
 	m->has_te = 0;
-	for (int i = 0; i < m->nhdrs; i++) {
-		struct bal_hdr *h = &m->hdrs[i];
-		const char *n = buf + h->name_off, *v = buf + h->val_off;
-		size_t nl = h->name_len, vl = h->val_len;
-
-		switch (nl) {
-		case 2:
-			if (eq_ci(n, nl, "te"))
-				h->flags |= BAL_HF_HOP;
-			break;
-		case 3:
-			if (is_req && eq_ci(n, nl, "via"))
-				h->flags |= BAL_HF_VIA;
-			break;
-		case 4:
-			if (eq_ci(n, nl, "host")) {
-				hosts++;
-				host_i = i;
-				if (!host_ok((const unsigned char *)v, vl))
-					FAIL(st, "invalid Host");
-			}
-			break;
-		case 7:
-			if (eq_ci(n, nl, "upgrade"))
-				h->flags |= BAL_HF_HOP;
-			break;
-		case 10:
-			if (eq_ci(n, nl, "connection")) {
-				size_t p = 0, ts, tl;
-				h->flags |= BAL_HF_HOP;
-				while (next_token(v, vl, &p, &ts, &tl)) {
-					if (eq_ci(v + ts, tl, "close"))
-						close = 1;
-					else if (eq_ci(v + ts, tl, "keep-alive"))
-						ka = 1;
-					else if (ntok < BAL_MAX_CONN_TOKENS) {
-						tok_s[ntok] = h->val_off + ts;
-						tok_l[ntok++] = tl;
-					} else
-						FAIL(st, "too many Connection options");
-				}
-			} else if (eq_ci(n, nl, "keep-alive"))
-				h->flags |= BAL_HF_HOP;
-			break;
-		case 14:
-			if (eq_ci(n, nl, "content-length")) {
-				if (++ncl > 1)
-					FAIL(st, "duplicate Content-Length");
-				if (parse_cl(v, vl, &m->content_length) < 0)
-					FAIL(st, "invalid Content-Length");
-			}
-			break;
-		case 15:
-			if (is_req && eq_ci(n, nl, "x-forwarded-for"))
-				h->flags |= BAL_HF_XFF;
-			break;
-		case 16:
-			if (eq_ci(n, nl, "proxy-connection"))
-				h->flags |= BAL_HF_HOP;
-			break;
-		case 17:
-			if (is_req && eq_ci(n, nl, "x-forwarded-proto")) {
-				h->flags |= BAL_HF_XFP;
-			} else if (eq_ci(n, nl, "transfer-encoding")) {
-				if (++nte > 1)
-					FAIL(st, "duplicate Transfer-Encoding");
-				m->has_te = 1;
-				if (is_req) {
-					if (!eq_ci(v, vl, "chunked"))
-						FAIL(st, "unsupported Transfer-Encoding");
-					m->chunked = 1;
-				} else {
-					/* The final coding decides (RFC 9112 6.3). */
-					size_t p = 0, ts = 0, tl = 0, ls = 0, ll = 0;
-					while (next_token(v, vl, &p, &ts, &tl)) {
-						ls = ts;
-						ll = tl;
-					}
-					m->chunked = eq_ci(v + ls, ll, "chunked");
-				}
-			}
-			break;
-		}
-	}
-	/* Options named in Connection are hop-by-hop too, except framing. */
-	for (int t = 0; t < ntok; t++) {
-		const char *tv = buf + tok_s[t];
-		if (eq_ci(tv, tok_l[t], "content-length") ||
-		    eq_ci(tv, tok_l[t], "transfer-encoding") ||
-		    eq_ci(tv, tok_l[t], "host"))
-			continue;
-		for (int i = 0; i < m->nhdrs; i++)
-			if (m->hdrs[i].name_len == tok_l[t] &&
-			    strncasecmp(buf + m->hdrs[i].name_off, tv,
-					tok_l[t]) == 0)
-				m->hdrs[i].flags |= BAL_HF_HOP;
-	}
+	for (int i = 0; i < m->nhdrs; i++)
+		if ((rc = classify_field(buf, m, i, is_req, &a, why)) < 0)
+			return rc;
+	mark_connection_options(buf, m, &a);
 	if (m->has_te && m->content_length >= 0)
-		FAIL(st, "both Content-Length and Transfer-Encoding");
-	if (is_req) {
-		if (hosts > 1)
-			FAIL(400, "duplicate Host");
-		if (m->auth_len > 0) {
-			/* Strict: Host must name the same authority. */
-			int ok = 0;
-			if (host_i >= 0)
-				ok = m->hdrs[host_i].val_len == m->auth_len &&
-				     strncasecmp(buf + m->hdrs[host_i].val_off,
-						 buf + m->auth_off,
-						 m->auth_len) == 0;
-			if (!ok && (hosts > 0 || m->version_minor >= 1))
-				FAIL(400, "Host does not match the request "
-					  "target");
-		}
-		if (hosts == 0 && m->version_minor >= 1)
-			FAIL(400, "missing Host");
-		if (m->has_te && m->version_minor == 0)
-			FAIL(400, "Transfer-Encoding in an HTTP/1.0 request");
-	}
-	m->keep_alive = m->version_minor >= 1 ? !close : (ka && !close);
+		FAIL(is_req ? 400 : 502,
+		     "both Content-Length and Transfer-Encoding");
+	if (is_req && (rc = check_host(buf, m, &a, why)) < 0)
+		return rc;
+	m->keep_alive = m->version_minor >= 1 ? !a.close : (a.ka && !a.close);
 	return 0;
 }
 
@@ -529,52 +576,115 @@ enum {
 		return -1;                                                     \
 	} while (0)
 
+/* One byte of a size line or of the CRLF after data; NULL or an error. */
+static const char *
+chunk_size_byte(struct bal_chunk *c, unsigned char ch)
+{
+	int hv;
+
+	switch (c->state) {
+	case CH_SIZE:
+		if ((hv = hs_hexval(ch)) >= 0) {
+			if (++c->digits > 15)
+				return "chunk size too large";
+			c->left = c->left * 16 + (uint64_t)hv;
+		} else if (c->digits == 0) {
+			return "bad chunk size";
+		} else if (ch == ';') {
+			c->state = CH_EXT;
+		} else if (ch == '\r') {
+			c->state = CH_SIZE_LF;
+		} else {
+			return "bad chunk size";
+		}
+		return NULL;
+	case CH_EXT:
+		if (ch == '\r')
+			c->state = CH_SIZE_LF;
+		else if (!is_vchar(ch))
+			return "bad chunk extension";
+		else if (++c->line > CHUNK_LINE_MAX)
+			return "chunk extension too long";
+		return NULL;
+	case CH_SIZE_LF:
+		if (ch != '\n')
+			return "bare CR in chunk size line";
+		c->digits = 0;
+		c->line = 0;
+		c->total += c->left;
+		c->state = c->left ? CH_DATA : CH_TRAILER;
+		return NULL;
+	case CH_DATA_CR:
+		if (ch != '\r')
+			return "chunk data longer than its size";
+		c->state = CH_DATA_LF;
+		return NULL;
+	case CH_DATA_LF:
+		if (ch != '\n')
+			return "bare CR after chunk data";
+		c->state = CH_SIZE;
+		return NULL;
+	}
+	return "bad chunk state";
+}
+
+/* One byte of the trailer section or the final CRLF; NULL or an error. */
+static const char *
+chunk_trailer_byte(struct bal_chunk *c, unsigned char ch)
+{
+	switch (c->state) {
+	case CH_TRAILER:
+		if (ch == '\r')
+			c->state = CH_END_LF;
+		else if (ch == ' ' || ch == '\t' || !tchar[ch])
+			return "bad trailer field";
+		else
+			c->state = CH_TRAILER_NAME;
+		return NULL;
+	case CH_TRAILER_NAME:
+		/* A token, then a colon: a line without one would reach
+		   the backend's own (non-JSON) error page. */
+		if (ch == ':')
+			c->state = CH_TRAILER_LINE;
+		else if (!tchar[ch])
+			return "bad trailer field name";
+		else if (++c->line > CHUNK_LINE_MAX)
+			return "trailer field too long";
+		return NULL;
+	case CH_TRAILER_LINE:
+		if (ch == '\r')
+			c->state = CH_TRAILER_LF;
+		else if (!is_vchar(ch))
+			return "bad trailer field";
+		else if (++c->line > CHUNK_LINE_MAX)
+			return "trailer field too long";
+		return NULL;
+	case CH_TRAILER_LF:
+		if (ch != '\n')
+			return "bare CR in trailer";
+		c->line = 0;
+		c->state = CH_TRAILER;
+		return NULL;
+	case CH_END_LF:
+		if (ch != '\n')
+			return "bare CR after last chunk";
+		c->state = CH_DONE;
+		return NULL;
+	}
+	return "bad chunk state";
+}
+
 ssize_t
 bal_chunk_feed(struct bal_chunk *c, const char *p, size_t n, const char **why)
 {
 	const unsigned char *b = (const unsigned char *)p;
 	size_t i = 0;
 
-	while (i < n) {
-		unsigned char ch = b[i];
-		int hv;
+	while (i < n && c->state != CH_DONE) {
+		const char *err;
 
-		switch (c->state) {
-		case CH_SIZE:
-			if ((hv = hs_hexval(ch)) >= 0) {
-				if (++c->digits > 15)
-					FAIL("chunk size too large");
-				c->left = c->left * 16 + (uint64_t)hv;
-			} else if (c->digits == 0) {
-				FAIL("bad chunk size");
-			} else if (ch == ';') {
-				c->state = CH_EXT;
-			} else if (ch == '\r') {
-				c->state = CH_SIZE_LF;
-			} else {
-				FAIL("bad chunk size");
-			}
-			i++;
-			break;
-		case CH_EXT:
-			if (ch == '\r')
-				c->state = CH_SIZE_LF;
-			else if (!is_vchar(ch))
-				FAIL("bad chunk extension");
-			else if (++c->line > CHUNK_LINE_MAX)
-				FAIL("chunk extension too long");
-			i++;
-			break;
-		case CH_SIZE_LF:
-			if (ch != '\n')
-				FAIL("bare CR in chunk size line");
-			c->digits = 0;
-			c->line = 0;
-			c->total += c->left;
-			c->state = c->left ? CH_DATA : CH_TRAILER;
-			i++;
-			break;
-		case CH_DATA: {
+		if (c->state == CH_DATA) {
+			/* Data goes by in one step, not byte by byte. */
 			size_t k = n - i;
 			if ((uint64_t)k > c->left)
 				k = (size_t)c->left;
@@ -582,65 +692,13 @@ bal_chunk_feed(struct bal_chunk *c, const char *p, size_t n, const char **why)
 			i += k;
 			if (c->left == 0)
 				c->state = CH_DATA_CR;
-			break;
+			continue;
 		}
-		case CH_DATA_CR:
-			if (ch != '\r')
-				FAIL("chunk data longer than its size");
-			c->state = CH_DATA_LF;
-			i++;
-			break;
-		case CH_DATA_LF:
-			if (ch != '\n')
-				FAIL("bare CR after chunk data");
-			c->state = CH_SIZE;
-			i++;
-			break;
-		case CH_TRAILER:
-			if (ch == '\r')
-				c->state = CH_END_LF;
-			else if (ch == ' ' || ch == '\t' || !tchar[ch])
-				FAIL("bad trailer field");
-			else
-				c->state = CH_TRAILER_NAME;
-			i++;
-			break;
-		case CH_TRAILER_NAME:
-			/* A token, then a colon: a line without one would reach
-			   the backend's own (non-JSON) error page. */
-			if (ch == ':')
-				c->state = CH_TRAILER_LINE;
-			else if (!tchar[ch])
-				FAIL("bad trailer field name");
-			else if (++c->line > CHUNK_LINE_MAX)
-				FAIL("trailer field too long");
-			i++;
-			break;
-		case CH_TRAILER_LINE:
-			if (ch == '\r')
-				c->state = CH_TRAILER_LF;
-			else if (!is_vchar(ch))
-				FAIL("bad trailer field");
-			else if (++c->line > CHUNK_LINE_MAX)
-				FAIL("trailer field too long");
-			i++;
-			break;
-		case CH_TRAILER_LF:
-			if (ch != '\n')
-				FAIL("bare CR in trailer");
-			c->line = 0;
-			c->state = CH_TRAILER;
-			i++;
-			break;
-		case CH_END_LF:
-			if (ch != '\n')
-				FAIL("bare CR after last chunk");
-			c->state = CH_DONE;
-			i++;
-			return (ssize_t)i;
-		case CH_DONE:
-			return (ssize_t)i;
-		}
+		err = c->state < CH_TRAILER ? chunk_size_byte(c, b[i])
+					    : chunk_trailer_byte(c, b[i]);
+		if (err != NULL)
+			FAIL(err);
+		i++;
 	}
 	return (ssize_t)i;
 }

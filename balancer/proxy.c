@@ -14,6 +14,11 @@
  * descriptor left: 503); a backend that fails before
  * answering gets an idempotent body-less request retried once elsewhere,
  * anything else a 502; a backend silent for --backend-timeout-ms a 504.
+ *
+ * A function here may close the client or the backend connection
+ * (client.h): the object stays readable until the callback that called it
+ * ends with bal_worker_reap(), so callers test the state (CLOSED) or a
+ * return value and stop; they never touch freed memory.
  */
 #include <errno.h>
 #include <netinet/tcp.h>
@@ -22,152 +27,33 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "client.h"
+#include "rewrite.h"
 #include "hs_log.h"
 #include "hs_util.h"
 #include "proxy.h"
 
 static void dispatch(struct bal_client *c);
 static void bconn_process(struct bal_bconn *bc);
-
-#define PUT(o, n, s, l)                                                        \
-	do {                                                                   \
-		memcpy((o) + (n), (s), (l));                                   \
-		(n) += (l);                                                    \
-	} while (0)
-#define PUTS(o, n, lit) PUT(o, n, lit, sizeof(lit) - 1)
-
-static char *
-scratch(struct bal_worker *w, size_t need)
-{
-	if (need > w->scratch_cap) {
-		w->scratch_cap = need;
-		w->scratch = hs_xrealloc(w->scratch, need);
-	}
-	return w->scratch;
-}
-
-/* The head sent to the backend: hop-by-hop fields out, X-Forwarded-*, Via. */
-static void
-build_forward_head(struct bal_client *c, const char *p, const struct bal_msg *m)
-{
-	const char *mname = bal_method_name(m->method);
-	size_t ve = m->target_off + m->target_len + 1; /* "HTTP/1.x" */
-	size_t need = 2 * m->head_len + strlen(c->ip) + 256, n = 0;
-	char *o;
-
-	if (need > c->fwd_cap) {
-		c->fwd_cap = need;
-		c->fwd = hs_xrealloc(c->fwd, need);
-	}
-	o = c->fwd;
-	PUT(o, n, mname, strlen(mname));
-	PUTS(o, n, " ");
-	if (m->path_len > 0)
-		PUT(o, n, p + m->path_off, m->path_len);
-	else
-		PUTS(o, n, "/");
-	PUTS(o, n, " ");
-	PUT(o, n, p + ve, 8);
-	PUTS(o, n, "\r\n");
-	for (int i = 0; i < m->nhdrs; i++) {
-		const struct bal_hdr *h = &m->hdrs[i];
-		if (h->flags & (BAL_HF_HOP | BAL_HF_XFF | BAL_HF_XFP |
-				BAL_HF_VIA))
-			continue;
-		PUT(o, n, p + h->name_off, h->name_len);
-		PUTS(o, n, ": ");
-		PUT(o, n, p + h->val_off, h->val_len);
-		PUTS(o, n, "\r\n");
-	}
-	PUTS(o, n, "X-Forwarded-For: ");
-	for (int i = 0; i < m->nhdrs; i++) {
-		const struct bal_hdr *h = &m->hdrs[i];
-		if (!(h->flags & BAL_HF_XFF) || h->val_len == 0)
-			continue;
-		PUT(o, n, p + h->val_off, h->val_len);
-		PUTS(o, n, ", ");
-	}
-	PUT(o, n, c->ip, strlen(c->ip));
-	/* The client's claim of a scheme is not ours to pass on. */
-	PUTS(o, n, "\r\nX-Forwarded-Proto: http\r\nVia: ");
-	for (int i = 0; i < m->nhdrs; i++) {
-		const struct bal_hdr *h = &m->hdrs[i];
-		if (!(h->flags & BAL_HF_VIA) || h->val_len == 0)
-			continue;
-		PUT(o, n, p + h->val_off, h->val_len);
-		PUTS(o, n, ", ");
-	}
-	PUTS(o, n, "1.1 hs-balancer\r\n\r\n");
-	c->fwd_len = n;
-}
-
-/* The head sent to the client: hop-by-hop fields out, our Connection in. */
-static size_t
-build_response_head(struct bal_client *c, const char *p,
-		    const struct bal_msg *m)
-{
-	char *o = scratch(c->w, m->head_len + m->nhdrs + 64);
-	size_t n = 0;
-
-	PUTS(o, n, "HTTP/1.1 ");
-	PUT(o, n, p + 9, m->reason_off + m->reason_len - 9);
-	PUTS(o, n, "\r\n");
-	for (int i = 0; i < m->nhdrs; i++) {
-		const struct bal_hdr *h = &m->hdrs[i];
-		if (h->flags & BAL_HF_HOP)
-			continue;
-		PUT(o, n, p + h->name_off, h->name_len);
-		PUTS(o, n, ": ");
-		PUT(o, n, p + h->val_off, h->val_len);
-		PUTS(o, n, "\r\n");
-	}
-	if (c->close_after)
-		PUTS(o, n, "Connection: close\r\n");
-	else if (c->version_minor == 0)
-		PUTS(o, n, "Connection: keep-alive\r\n");
-	PUTS(o, n, "\r\n");
-	return n;
-}
+static void client_next(struct bal_client *c);
 
 /*
- * Feeds buffered chunked bytes to st without consuming them.  Returns the
- * number of bytes that belong to the message, -1 on bad framing, -2 when
- * the body exceeds max.
+ * Answers the client with an error of ours, then closes after it or goes
+ * on with the next pipelined request.
  */
-static ssize_t
-scan_chunks(struct evbuffer *in, struct bal_chunk *st, int64_t max,
-	    const char **why)
+static void
+answer_error(struct bal_client *c, int status, const char *why,
+	     int close_after)
 {
-	size_t total = 0, len = evbuffer_get_length(in);
-
-	/* Peeks 16 chains at a time: a body may sit in many more. */
-	while (total < len) {
-		struct evbuffer_iovec v[16];
-		struct evbuffer_ptr pos;
-		int n;
-
-		if (evbuffer_ptr_set(in, &pos, total, EVBUFFER_PTR_SET) < 0)
-			break;
-		n = evbuffer_peek(in, -1, &pos, v, 16);
-		if (n > 16)
-			n = 16;
-		if (n <= 0)
-			break;
-		for (int i = 0; i < n; i++) {
-			ssize_t r = bal_chunk_feed(st, v[i].iov_base,
-						   v[i].iov_len, why);
-			if (r < 0)
-				return -1;
-			if (max >= 0 && st->total > (uint64_t)max) {
-				*why = "request body too large";
-				return -2;
-			}
-			total += (size_t)r;
-			if (bal_chunk_done(st) || (size_t)r < v[i].iov_len)
-				return (ssize_t)total;
-		}
+	if (bal_client_queue_error(c, status, why, close_after)) {
+		bal_client_close_after_flush(c);
+		return;
 	}
-	return (ssize_t)total;
+	if (bal_io_flush(&c->io) < 0) {
+		bal_client_close(c);
+		return;
+	}
+	client_next(c);
 }
 
 /* Ends a request whose body went wrong: an error if we may still answer. */
@@ -175,45 +61,57 @@ static void
 abort_request(struct bal_client *c, int status, const char *why)
 {
 	if (c->resp_started)
-		bal_client_free(c);
+		bal_client_close(c);
 	else
-		bal_client_error(c, status, why, 1);
+		answer_error(c, status, why, 1);
+}
+
+/* Moves what is buffered of the request body to bc; -1 on bad framing. */
+static int
+move_body(struct bal_client *c, struct bal_bconn *bc)
+{
+	size_t len = evbuffer_get_length(c->io.in);
+	const char *why = "bad chunked framing";
+	ssize_t r;
+
+	if (len == 0)
+		return 0;
+	if (c->body_kind == BAL_BODY_CL) {
+		size_t k = len < c->body_left ? len : (size_t)c->body_left;
+		evbuffer_remove_buffer(c->io.in, bc->io.out, k);
+		c->body_left -= k;
+		c->body_done = c->body_left == 0;
+		return 0;
+	}
+	r = bal_scan_chunks(c->io.in, &c->chunk, c->w->app->cfg.max_body, &why);
+	if (r < 0) {
+		abort_request(c, r == -2 ? 413 : 400, why);
+		return -1;
+	}
+	evbuffer_remove_buffer(c->io.in, bc->io.out, (size_t)r);
+	c->body_done = bal_chunk_done(&c->chunk);
+	return 0;
 }
 
 /*
  * Moves buffered request body bytes to the connected backend.  Returns 0,
- * or -1 if the client was freed.
+ * or -1 if the client was closed.
  */
 static int
 forward_body(struct bal_client *c)
 {
 	struct bal_bconn *bc = c->bc;
 	struct bal_worker *w = c->w;
-	size_t len = evbuffer_get_length(c->io.in);
-	const char *why = "bad chunked framing";
 
-	if (bc == NULL || bc->state == B_CONNECTING)
+	if (bc == NULL || bc->state == BAL_BS_CONNECTING)
 		return 0;
-	if (len > 0 && c->body_kind == BODY_CL) {
-		size_t k = len < c->body_left ? len : (size_t)c->body_left;
-		evbuffer_remove_buffer(c->io.in, bc->io.out, k);
-		c->body_left -= k;
-		c->body_done = c->body_left == 0;
-	} else if (len > 0) {
-		ssize_t r = scan_chunks(c->io.in, &c->chunk,
-					w->app->cfg.max_body, &why);
-		if (r < 0) {
-			abort_request(c, r == -2 ? 413 : 400, why);
-			return -1;
-		}
-		evbuffer_remove_buffer(c->io.in, bc->io.out, (size_t)r);
-		c->body_done = bal_chunk_done(&c->chunk);
-	}
+	if (move_body(c, bc) < 0)
+		return -1;
 	if (c->body_done) {
-		c->state = C_WAIT;
+		bal_client_set_state(c, BAL_CS_WAIT);
 		bal_client_timer(c, NULL);
 	} else if (c->eof) {
-		bal_client_free(c);
+		bal_client_close(c);
 		return -1;
 	}
 	if (bal_io_flush(&bc->io) < 0) {
@@ -222,7 +120,7 @@ forward_body(struct bal_client *c)
 	}
 	/* Upload progress counts as backend activity. */
 	event_add(&bc->tmr, w->tv_backend);
-	if (c->state == C_BODY) {
+	if (c->state == BAL_CS_BODY) {
 		/*
 		 * While the backend is slow to take the body we wait on it,
 		 * not on the client: the client's body timeout pauses.
@@ -256,20 +154,16 @@ bconn_connect(struct bal_worker *w, struct bal_backend *be)
 		errno = e;
 		return NULL;
 	}
-	bc = hs_xcalloc(1, sizeof(*bc));
-	bc->w = w;
-	bc->be = be;
-	bal_io_init(&bc->io, w->base, fd, bconn_read_cb, bconn_write_cb, bc);
-	evtimer_assign(&bc->tmr, w->base, bconn_timer_cb, bc);
+	bc = bal_bconn_new(w, be, fd, bconn_read_cb, bconn_write_cb,
+			   bconn_timer_cb);
 	if (rc == 0) {
-		bc->state = B_SENT;
+		bal_bconn_set_state(bc, BAL_BS_SENT);
 		bc->counted = 1;
 		BAL_INC(&be->conns, 1);
 		bal_io_rd(&bc->io, 1);
 	} else {
-		bc->state = B_CONNECTING;
-		event_add(&bc->io.wev, NULL);
-		bc->io.wr_on = 1;
+		bal_bconn_set_state(bc, BAL_BS_CONNECTING);
+		bal_io_wr(&bc->io);
 	}
 	return bc;
 }
@@ -287,8 +181,8 @@ bconn_start(struct bal_bconn *bc)
 {
 	struct bal_client *c = bc->c;
 
-	bc->state = B_SENT;
-	if (c->state == C_BODY) {
+	bal_bconn_set_state(bc, BAL_BS_SENT);
+	if (c->state == BAL_CS_BODY) {
 		/* forward_body arms the backend timer. */
 		forward_body(c);
 		return;
@@ -308,7 +202,7 @@ connect_failed(struct bal_bconn *bc, int err)
 	snprintf(why, sizeof(why), "connect: %s", strerror(err));
 	BAL_INC(&be->failures, 1);
 	bal_backend_set_up(be, 0, why);
-	bal_bconn_free(bc);
+	bal_bconn_close(bc);
 	if (c != NULL) {
 		add_tried(c, be);
 		dispatch(c);
@@ -322,13 +216,13 @@ bconn_failed(struct bal_bconn *bc, const char *why)
 	struct bal_client *c = bc->c;
 	struct bal_backend *be = bc->be;
 
-	bal_bconn_free(bc);
+	bal_bconn_close(bc);
 	if (c == NULL)
 		return;
 	BAL_INC(&be->failures, 1);
 	log_info_rl("backend %s failed: %s", be->name, why);
 	if (c->resp_started) {
-		bal_client_free(c);
+		bal_client_close(c);
 		return;
 	}
 	if (c->can_retry && !c->retried && c->ntried < BAL_MAX_TRIES) {
@@ -338,88 +232,140 @@ bconn_failed(struct bal_bconn *bc, const char *why)
 		dispatch(c);
 		return;
 	}
-	bal_client_error(c, 502, why, !c->body_done);
+	answer_error(c, 502, why, !c->body_done);
 }
 
-static void
-dispatch(struct bal_client *c)
+/* The policy's pick among the backends the request has not tried. */
+static struct bal_backend *
+pick(struct bal_client *c, struct bal_set *set)
 {
 	struct bal_worker *w = c->w;
-	struct bal_app *app = w->app;
-	struct bal_set *set = bal_set_current(app);
+	struct bal_backend *be;
+
+	if (c->ntried >= BAL_MAX_TRIES)
+		return NULL;
+	for (int i = 0; i < c->ntried; i++)
+		w->tried[c->tried[i]] = 1;
+	be = w->app->policy->pick(w->pstate, set, w->tried);
+	for (int i = 0; i < c->ntried; i++)
+		w->tried[c->tried[i]] = 0;
+	return be;
+}
+
+/*
+ * A connection to a backend for c: from the pool, or a new one; on a
+ * connect error the backend is marked down and the next one tried.
+ * Returns NULL after answering the client (no backend, or our shortage).
+ */
+static struct bal_bconn *
+get_bconn(struct bal_client *c)
+{
+	struct bal_worker *w = c->w;
+	struct bal_set *set = bal_set_current(w->app);
 	struct bal_backend *be;
 	struct bal_bconn *bc;
 
-	for (;;) {
-		for (int i = 0; i < c->ntried; i++)
-			w->tried[c->tried[i]] = 1;
-		be = c->ntried < BAL_MAX_TRIES
-			     ? app->policy->pick(w->pstate, set, w->tried)
-			     : NULL;
-		for (int i = 0; i < c->ntried; i++)
-			w->tried[c->tried[i]] = 0;
-		if (be == NULL) {
-			int up = 0;
-			for (int i = 0; i < set->n; i++)
-				up |= BAL_GET(&set->b[i]->up) &&
-				      !BAL_GET(&set->b[i]->removed);
-			bal_client_error(c, up ? 502 : 503,
-					 up ? "no backend could take the request"
-					    : "no backend available",
-					 !c->body_done);
-			return;
-		}
+	while ((be = pick(c, set)) != NULL) {
 		if ((bc = TAILQ_FIRST(&w->idle[be->id])) != NULL) {
 			TAILQ_REMOVE(&w->idle[be->id], bc, link);
-			bc->state = B_SENT;
-			break;
+			bal_bconn_set_state(bc, BAL_BS_SENT);
+			return bc;
 		}
 		if ((bc = bconn_connect(w, be)) != NULL)
-			break;
+			return bc;
 		if (bal_err_local(errno)) {
 			/* Our shortage: the backend is not to blame. */
 			log_warn_rl("connect to %s", be->name);
-			bal_client_error(c, 503, "out of resources",
-					 !c->body_done);
-			return;
+			answer_error(c, 503, "out of resources", !c->body_done);
+			return NULL;
 		}
 		BAL_INC(&be->failures, 1);
 		bal_backend_set_up(be, 0, strerror(errno));
 		add_tried(c, be);
 	}
+	for (int i = 0; i < set->n; i++)
+		if (BAL_GET(&set->b[i]->up) && !BAL_GET(&set->b[i]->removed)) {
+			answer_error(c, 502, "no backend could take the request",
+				     !c->body_done);
+			return NULL;
+		}
+	answer_error(c, 503, "no backend available", !c->body_done);
+	return NULL;
+}
+
+/* Sends the request (c->fwd) to a backend connection. */
+static void
+dispatch(struct bal_client *c)
+{
+	struct bal_bconn *bc = get_bconn(c);
+
+	if (bc == NULL)
+		return;
 	bc->c = c;
 	c->bc = bc;
-	BAL_INC(&be->active, 1);
-	BAL_INC(&be->requests, 1);
+	BAL_INC(&bc->be->active, 1);
+	BAL_INC(&bc->be->requests, 1);
 	evbuffer_add(bc->io.out, c->fwd, c->fwd_len);
-	if (bc->state == B_CONNECTING)
-		event_add(&bc->tmr, w->tv_connect);
+	if (bc->state == BAL_BS_CONNECTING)
+		event_add(&bc->tmr, c->w->tv_connect);
 	else
 		bconn_start(bc);
 }
 
-/* Whether the request's path is one --deny-path keeps from clients. */
+/* Takes the parsed head's method, version and body framing into c. */
+static void
+take_request(struct bal_client *c, const struct bal_msg *m)
+{
+	c->method = m->method;
+	c->version_minor = m->version_minor;
+	c->req_ka = m->keep_alive;
+	memset(&c->chunk, 0, sizeof(c->chunk));
+	c->body_left = 0;
+	if (m->chunked) {
+		c->body_kind = BAL_BODY_CHUNKED;
+	} else if (m->content_length > 0) {
+		c->body_kind = BAL_BODY_CL;
+		c->body_left = (uint64_t)m->content_length;
+	} else {
+		c->body_kind = BAL_BODY_NONE;
+	}
+	c->body_done = c->body_kind == BAL_BODY_NONE;
+}
+
+/*
+ * Checks a parsed request before a byte of it goes out: body size, the
+ * chunked framing that arrived with the head, --deny-path.  Returns 0,
+ * or -1 after answering it.
+ */
 static int
-path_denied(struct bal_client *c, const char *p, const struct bal_msg *m)
+check_request(struct bal_client *c, const char *p, const struct bal_msg *m,
+	      size_t head_len)
 {
 	const struct bal_config *cfg = &c->w->app->cfg;
-	const char *path = p + m->path_off;
-	size_t n = m->path_len, len;
-	char *norm;
+	const char *why = NULL;
+	int denied;
 
-	if (cfg->ndeny == 0)
-		return 0;
-	for (size_t i = 0; i < m->path_len; i++)
-		if (path[i] == '?') {
-			n = i;
-			break;
+	if (m->content_length > cfg->max_body) {
+		answer_error(c, 413, "request body too large", 1);
+		return -1;
+	}
+	denied = bal_path_denied(c, p, m);
+	bal_forward_head(c, p, m);
+	evbuffer_drain(c->io.in, head_len);
+	if (c->body_kind == BAL_BODY_CHUNKED) {
+		/* Check what is here already before a byte goes out. */
+		struct bal_chunk tmp = c->chunk;
+		ssize_t s = bal_scan_chunks(c->io.in, &tmp, cfg->max_body, &why);
+		if (s < 0) {
+			answer_error(c, s == -2 ? 413 : 400, why, 1);
+			return -1;
 		}
-	/* The scratch buffer is free until a response head is built. */
-	norm = scratch(c->w, n + 3);
-	len = bal_path_normalize(path, n, norm);
-	for (int i = 0; i < cfg->ndeny; i++)
-		if (bal_path_under(norm, len, cfg->deny[i]))
-			return 1;
+	}
+	if (denied) {
+		/* A body, if any, is not read: close after the answer. */
+		answer_error(c, 404, "not found", !c->body_done);
+		return -1;
+	}
 	return 0;
 }
 
@@ -434,70 +380,35 @@ try_head(struct bal_client *c)
 	const char *why = NULL;
 	ssize_t r;
 	char *p;
-	int denied;
 
-	if (c->state == C_IDLE) {
-		c->state = C_HEAD;
+	if (c->state == BAL_CS_IDLE)
 		bal_client_timer(c, w->tv_header);
-	} else if (c->state == C_NEW) {
-		c->state = C_HEAD; /* the head deadline already runs */
-	}
+	/* From NEW, the head deadline already runs since accept. */
+	bal_client_set_state(c, BAL_CS_HEAD);
 	k = len < cfg->lim.max_head ? len : cfg->lim.max_head;
 	p = (char *)evbuffer_pullup(c->io.in, (ssize_t)k);
 	r = bal_parse_request(p, k, &cfg->lim, m, &why);
 	if (r == 0) {
 		if (c->eof)
-			bal_client_free(c);
+			bal_client_close(c);
 		else
 			bal_io_rd(&c->io, 1);
 		return;
 	}
 	if (r < 0) {
 		c->req_ka = 0;
-		bal_client_error(c, (int)-r, why, 1);
+		answer_error(c, (int)-r, why, 1);
 		return;
 	}
-	c->method = m->method;
-	c->version_minor = m->version_minor;
-	c->req_ka = m->keep_alive;
-	memset(&c->chunk, 0, sizeof(c->chunk));
-	c->body_left = 0;
-	if (m->chunked) {
-		c->body_kind = BODY_CHUNKED;
-	} else if (m->content_length > 0) {
-		c->body_kind = BODY_CL;
-		c->body_left = (uint64_t)m->content_length;
-	} else {
-		c->body_kind = BODY_NONE;
-	}
-	c->body_done = c->body_kind == BODY_NONE;
-	if (m->content_length > cfg->max_body) {
-		bal_client_error(c, 413, "request body too large", 1);
+	take_request(c, m);
+	if (check_request(c, p, m, (size_t)r) < 0)
 		return;
-	}
-	denied = path_denied(c, p, m);
-	build_forward_head(c, p, m);
-	evbuffer_drain(c->io.in, (size_t)r);
-	if (c->body_kind == BODY_CHUNKED) {
-		/* Check what is here already before a byte goes out. */
-		struct bal_chunk tmp = c->chunk;
-		ssize_t s = scan_chunks(c->io.in, &tmp, cfg->max_body, &why);
-		if (s < 0) {
-			bal_client_error(c, s == -2 ? 413 : 400, why, 1);
-			return;
-		}
-	}
-	if (denied) {
-		/* A body, if any, is not read: close after the answer. */
-		bal_client_error(c, 404, "not found", !c->body_done);
-		return;
-	}
 	c->resp_started = 0;
 	c->retried = 0;
 	c->ntried = 0;
 	c->close_after = 0;
 	c->can_retry = bal_method_idempotent(c->method) &&
-		       c->body_kind == BODY_NONE;
+		       c->body_kind == BAL_BODY_NONE;
 	c->t0 = hs_now_us();
 	if (c->body_done) {
 		/*
@@ -505,20 +416,21 @@ try_head(struct bal_client *c)
 		 * off and on costs two epoll_ctl calls per request.  Pipelined
 		 * bytes just wait in the buffer (bounded by BAL_HIGH_WM).
 		 */
-		c->state = C_WAIT;
+		bal_client_set_state(c, BAL_CS_WAIT);
 		bal_client_timer(c, NULL);
 	} else {
-		c->state = C_BODY;
+		bal_client_set_state(c, BAL_CS_BODY);
 	}
 	dispatch(c);
 }
 
-void
-bal_client_next(struct bal_client *c)
+/* Parses and dispatches what is buffered; the client is idle after a response. */
+static void
+client_next(struct bal_client *c)
 {
 	struct bal_worker *w = c->w;
 
-	c->state = C_IDLE;
+	bal_client_set_state(c, BAL_CS_IDLE);
 	c->resp_started = 0;
 	if (w->draining) {
 		bal_client_close_after_flush(c);
@@ -530,7 +442,7 @@ bal_client_next(struct bal_client *c)
 		 * pipelined request until they drain, or a client that sends
 		 * and never reads makes us buffer answer after answer.
 		 */
-		c->state = C_FULL;
+		bal_client_set_state(c, BAL_CS_FULL);
 		bal_io_rd(&c->io, 0);
 		bal_client_timer(c, w->tv_idle);
 		return;
@@ -567,18 +479,18 @@ response_done(struct bal_bconn *bc)
 		 * keep-alive timeout, so we rarely send on one the backend is
 		 * closing (a POST there would get a 502, never a retry).
 		 */
-		bc->state = B_IDLE;
+		bal_bconn_set_state(bc, BAL_BS_IDLE);
 		event_add(&bc->tmr, w->tv_pool);
 		bal_io_rd(&bc->io, 1);
 		TAILQ_INSERT_HEAD(&w->idle[be->id], bc, link);
 	} else {
-		bal_bconn_free(bc);
+		bal_bconn_close(bc);
 	}
 	if (!c->body_done || c->close_after) {
 		bal_client_close_after_flush(c);
 		return;
 	}
-	bal_client_next(c);
+	client_next(c);
 }
 
 /* A bad answer from the backend: 502 if the client has seen nothing yet. */
@@ -589,14 +501,15 @@ bconn_bad(struct bal_bconn *bc, const char *why)
 
 	BAL_INC(&bc->be->failures, 1);
 	log_info_rl("backend %s: %s", bc->be->name, why);
-	bal_bconn_free(bc);
+	bal_bconn_close(bc);
 	if (c->resp_started)
-		bal_client_free(c);
+		bal_client_close(c);
 	else
-		bal_client_error(c, 502, why, !c->body_done);
+		answer_error(c, 502, why, !c->body_done);
 }
 
-static int
+/* A final response head: its framing, and the head queued to the client. */
+static void
 head_response(struct bal_bconn *bc, const char *p, const struct bal_msg *m)
 {
 	struct bal_client *c = bc->c;
@@ -606,106 +519,126 @@ head_response(struct bal_bconn *bc, const char *p, const struct bal_msg *m)
 	bc->status = st;
 	BAL_INC(&bc->be->resp[st / 100], 1);
 	if (c->method == BAL_M_HEAD || st == 204 || st == 304)
-		bc->resp_kind = R_NONE;
+		bc->resp_kind = BAL_RESP_NONE;
 	else if (m->chunked)
-		bc->resp_kind = R_CHUNKED;
+		bc->resp_kind = BAL_RESP_CHUNKED;
 	else if (m->has_te)
-		bc->resp_kind = R_CLOSE;
+		bc->resp_kind = BAL_RESP_CLOSE;
 	else if (m->content_length > 0)
-		bc->resp_kind = R_CL;
+		bc->resp_kind = BAL_RESP_CL;
 	else if (m->content_length == 0)
-		bc->resp_kind = R_NONE;
+		bc->resp_kind = BAL_RESP_NONE;
 	else
-		bc->resp_kind = R_CLOSE;
+		bc->resp_kind = BAL_RESP_CLOSE;
 	bc->resp_left = m->content_length > 0 ? (uint64_t)m->content_length : 0;
 	memset(&bc->chunk, 0, sizeof(bc->chunk));
-	bc->resp_ka = m->keep_alive && bc->resp_kind != R_CLOSE;
-	c->close_after = !c->req_ka || bc->resp_kind == R_CLOSE ||
+	bc->resp_ka = m->keep_alive && bc->resp_kind != BAL_RESP_CLOSE;
+	c->close_after = !c->req_ka || bc->resp_kind == BAL_RESP_CLOSE ||
 			 bc->w->draining || !c->body_done;
-	n = build_response_head(c, p, m);
+	n = bal_response_head(c, p, m);
 	evbuffer_add(c->io.out, bc->w->scratch, n);
 	c->resp_started = 1;
-	bc->state = B_BODY;
-	return 0;
+	bal_bconn_set_state(bc, BAL_BS_BODY);
 }
 
-static void
-bconn_process(struct bal_bconn *bc)
+/*
+ * Reads response heads until the final one: 1xx pass through to HTTP/1.1
+ * clients.  Returns 1 once the final head is taken (bc in BODY), 0 to wait
+ * for more bytes, -1 when bc or its client was closed.
+ */
+static int
+take_heads(struct bal_bconn *bc)
 {
 	struct bal_client *c = bc->c;
-	struct bal_worker *w = bc->w;
+	struct bal_msg *m = &bc->w->msg;
 	const char *why = "malformed response";
-	size_t len;
-	int done = 0;
 
-	while (bc->state == B_SENT) {
-		struct bal_msg *m = &w->msg;
-		size_t k;
+	while (bc->state == BAL_BS_SENT) {
+		size_t len = evbuffer_get_length(bc->io.in), k;
 		ssize_t r;
 		char *p;
 
-		len = evbuffer_get_length(bc->io.in);
 		if (len == 0)
-			return;
+			return 0;
 		k = len < BAL_MAX_RESP_HEAD ? len : BAL_MAX_RESP_HEAD;
 		p = (char *)evbuffer_pullup(bc->io.in, (ssize_t)k);
 		r = bal_parse_response(p, k, BAL_MAX_RESP_HEAD, m, &why);
 		if (r == 0)
-			return;
+			return 0;
 		if (r < 0 || m->status == 101) {
 			bconn_bad(bc, r < 0 ? why : "unexpected 101 response");
-			return;
+			return -1;
 		}
-		if (m->status < 200) {
-			/* Interim responses pass through (1.1 clients only). */
-			if (c->version_minor >= 1) {
-				evbuffer_remove_buffer(bc->io.in, c->io.out,
-						       (size_t)r);
-				c->resp_started = 1;
-				if (bal_io_flush(&c->io) < 0) {
-					bal_client_free(c);
-					return;
-				}
-			} else {
-				evbuffer_drain(bc->io.in, (size_t)r);
+		if (m->status >= 200) {
+			head_response(bc, p, m);
+			evbuffer_drain(bc->io.in, (size_t)r);
+		} else if (c->version_minor >= 1) {
+			evbuffer_remove_buffer(bc->io.in, c->io.out, (size_t)r);
+			c->resp_started = 1;
+			if (bal_io_flush(&c->io) < 0) {
+				bal_client_close(c);
+				return -1;
 			}
-			continue;
+		} else {
+			evbuffer_drain(bc->io.in, (size_t)r);
 		}
-		head_response(bc, p, m);
-		evbuffer_drain(bc->io.in, (size_t)r);
 	}
-	len = evbuffer_get_length(bc->io.in);
+	return 1;
+}
+
+/*
+ * Moves what is buffered of the response body to the client.  Returns 1
+ * when the response is complete, 0 if more is to come, -1 on bad chunked
+ * framing (the client is closed: it has seen part of the answer).
+ */
+static int
+relay_body(struct bal_bconn *bc)
+{
+	struct bal_client *c = bc->c;
+	size_t len = evbuffer_get_length(bc->io.in), k;
+	const char *why = "malformed response";
+	ssize_t r;
+
 	switch (bc->resp_kind) {
-	case R_NONE:
-		done = 1;
-		break;
-	case R_CL: {
-		size_t k = len < bc->resp_left ? len : (size_t)bc->resp_left;
+	case BAL_RESP_NONE:
+		return 1;
+	case BAL_RESP_CL:
+		k = len < bc->resp_left ? len : (size_t)bc->resp_left;
 		if (k > 0)
 			evbuffer_remove_buffer(bc->io.in, c->io.out, k);
 		bc->resp_left -= k;
-		done = bc->resp_left == 0;
-		break;
-	}
-	case R_CHUNKED: {
-		ssize_t r = len ? scan_chunks(bc->io.in, &bc->chunk, -1, &why)
-				: 0;
+		return bc->resp_left == 0;
+	case BAL_RESP_CHUNKED:
+		r = len ? bal_scan_chunks(bc->io.in, &bc->chunk, -1, &why) : 0;
 		if (r < 0) {
 			log_info_rl("backend %s: %s", bc->be->name, why);
 			BAL_INC(&bc->be->failures, 1);
-			bal_client_free(c);
-			return;
+			bal_client_close(c);
+			return -1;
 		}
 		evbuffer_remove_buffer(bc->io.in, c->io.out, (size_t)r);
-		done = bal_chunk_done(&bc->chunk);
-		break;
-	}
-	case R_CLOSE:
+		return bal_chunk_done(&bc->chunk);
+	case BAL_RESP_CLOSE:
 		evbuffer_add_buffer(c->io.out, bc->io.in);
-		break;
+		return 0;
 	}
+	return 0;
+}
+
+/* Relays what the backend sent: heads, then body, with back-pressure. */
+static void
+bconn_process(struct bal_bconn *bc)
+{
+	struct bal_client *c = bc->c;
+	int done;
+
+	if (take_heads(bc) <= 0)
+		return;
+	done = relay_body(bc);
+	if (done < 0)
+		return;
 	if (bal_io_flush(&c->io) < 0) {
-		bal_client_free(c);
+		bal_client_close(c);
 		return;
 	}
 	if (done) {
@@ -719,25 +652,25 @@ bconn_process(struct bal_bconn *bc)
 		 */
 		bal_io_rd(&bc->io, 0);
 		event_del(&bc->tmr);
-		bal_client_timer(c, w->tv_idle);
+		bal_client_timer(c, c->w->tv_idle);
 	}
 }
 
 static void
-bconn_read_cb(evutil_socket_t fd, short what, void *arg)
+bconn_on_read(struct bal_bconn *bc, evutil_socket_t fd)
 {
-	struct bal_bconn *bc = arg;
 	int r = bal_io_read(&bc->io);
 
 	if (r == -2)
 		return;
 	if (bc->c == NULL) {
 		/* Idle in the pool: the backend closed it (or spoke out of turn). */
-		bal_bconn_free(bc);
+		bal_bconn_close(bc);
 		return;
 	}
 	if (r <= 0) {
-		if (r == 0 && bc->state == B_BODY && bc->resp_kind == R_CLOSE) {
+		if (r == 0 && bc->state == BAL_BS_BODY &&
+		    bc->resp_kind == BAL_RESP_CLOSE) {
 			bc->resp_ka = 0;
 			response_done(bc);
 			return;
@@ -750,29 +683,36 @@ bconn_read_cb(evutil_socket_t fd, short what, void *arg)
 	bconn_process(bc);
 }
 
+/* The connect finished, or failed (EV_WRITE while CONNECTING). */
 static void
-bconn_write_cb(evutil_socket_t fd, short what, void *arg)
+bconn_connected(struct bal_bconn *bc, evutil_socket_t fd)
 {
-	struct bal_bconn *bc = arg;
+	int err = 0;
+	socklen_t l = sizeof(err);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &l) < 0)
+		err = errno;
+	if (err != 0) {
+		connect_failed(bc, err);
+		return;
+	}
+	bc->counted = 1;
+	BAL_INC(&bc->be->conns, 1);
+	bal_io_rd(&bc->io, 1);
+	if (bc->c == NULL) {
+		bal_bconn_close(bc);
+		return;
+	}
+	bconn_start(bc);
+}
+
+static void
+bconn_on_write(struct bal_bconn *bc, evutil_socket_t fd)
+{
 	struct bal_client *c = bc->c;
 
-	if (bc->state == B_CONNECTING) {
-		int err = 0;
-		socklen_t l = sizeof(err);
-		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &l) < 0)
-			err = errno;
-		if (err != 0) {
-			connect_failed(bc, err);
-			return;
-		}
-		bc->counted = 1;
-		BAL_INC(&bc->be->conns, 1);
-		bal_io_rd(&bc->io, 1);
-		if (c == NULL) {
-			bal_bconn_free(bc);
-			return;
-		}
-		bconn_start(bc);
+	if (bc->state == BAL_BS_CONNECTING) {
+		bconn_connected(bc, fd);
 		return;
 	}
 	if (bal_io_flush(&bc->io) < 0) {
@@ -781,71 +721,70 @@ bconn_write_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (c == NULL)
 		return;
-	if (c->state == C_BODY && evbuffer_get_length(bc->io.out) < BAL_LOW_WM)
-		forward_body(c);	/* arms the backend timer */
+	if (c->state == BAL_CS_BODY &&
+	    evbuffer_get_length(bc->io.out) < BAL_LOW_WM)
+		forward_body(c); /* arms the backend timer */
 	else
 		event_add(&bc->tmr, bc->w->tv_backend);
 }
 
 static void
-bconn_timer_cb(evutil_socket_t fd, short what, void *arg)
+bconn_on_timer(struct bal_bconn *bc, evutil_socket_t fd)
 {
-	struct bal_bconn *bc = arg;
 	struct bal_client *c = bc->c;
 
-	if (bc->state == B_CONNECTING) {
+	if (bc->state == BAL_BS_CONNECTING) {
 		connect_failed(bc, ETIMEDOUT);
 		return;
 	}
 	if (c == NULL) {
-		bal_bconn_free(bc);
+		bal_bconn_close(bc);
 		return;
 	}
 	BAL_INC(&bc->be->failures, 1);
 	log_info_rl("backend %s: timeout", bc->be->name);
-	bal_bconn_free(bc);
+	bal_bconn_close(bc);
 	if (c->resp_started)
-		bal_client_free(c);
+		bal_client_close(c);
 	else
-		bal_client_error(c, 504, "backend timeout", !c->body_done);
+		answer_error(c, 504, "backend timeout", !c->body_done);
 }
 
-void
-bal_client_read_cb(evutil_socket_t fd, short what, void *arg)
+static void
+client_on_read(struct bal_client *c, evutil_socket_t fd)
 {
-	struct bal_client *c = arg;
 	int r = bal_io_read(&c->io);
 
 	if (r == -2)
 		return;
 	if (r == -1) {
-		bal_client_free(c);
+		bal_client_close(c);
 		return;
 	}
-	if (c->state == C_LINGER) {
+	if (c->state == BAL_CS_LINGER) {
 		evbuffer_drain(c->io.in, evbuffer_get_length(c->io.in));
 		if (r == 0)
-			bal_client_free(c);
+			bal_client_close(c);
 		return;
 	}
 	if (r == 0) {
 		/* A half-close after a complete request still gets its answer. */
 		c->eof = 1;
 		bal_io_rd(&c->io, 0);
-		if (c->state == C_NEW || c->state == C_IDLE ||
-		    c->state == C_HEAD || c->state == C_BODY)
-			bal_client_free(c);
+		if (c->state == BAL_CS_NEW || c->state == BAL_CS_IDLE ||
+		    c->state == BAL_CS_HEAD || c->state == BAL_CS_BODY)
+			bal_client_close(c);
 		return;
 	}
 	switch (c->state) {
-	case C_NEW:
-	case C_IDLE:
-	case C_HEAD:
+	case BAL_CS_NEW:
+	case BAL_CS_IDLE:
+	case BAL_CS_HEAD:
 		try_head(c);
 		break;
-	case C_BODY:
+	case BAL_CS_BODY:
 		bal_client_timer(c, c->w->tv_header);
-		if (c->bc != NULL && c->bc->state != B_CONNECTING)
+		if (c->bc != NULL && c->bc->state != BAL_BS_CONNECTING)
 			forward_body(c);
 		else if (evbuffer_get_length(c->io.in) > BAL_HIGH_WM)
 			bal_io_rd(&c->io, 0);
@@ -857,58 +796,77 @@ bal_client_read_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-void
-bal_client_write_cb(evutil_socket_t fd, short what, void *arg)
+static void
+client_on_write(struct bal_client *c, evutil_socket_t fd)
 {
-	struct bal_client *c = arg;
+	struct bal_bconn *bc = c->bc;
 
 	if (bal_io_flush(&c->io) < 0) {
-		bal_client_free(c);
+		bal_client_close(c);
 		return;
 	}
-	if (c->state == C_CLOSING) {
+	if (c->state == BAL_CS_CLOSING) {
 		if (evbuffer_get_length(c->io.out) == 0)
 			bal_client_close_after_flush(c);
 		else
 			bal_client_timer(c, c->w->tv_idle);
 		return;
 	}
-	if (c->state == C_FULL) {
+	if (c->state == BAL_CS_FULL) {
 		if (evbuffer_get_length(c->io.out) < BAL_LOW_WM)
-			bal_client_next(c);
+			client_next(c);
 		else /* a slow reader that makes progress keeps its slot */
 			bal_client_timer(c, c->w->tv_idle);
 		return;
 	}
-	if (c->bc != NULL && c->bc->state == B_BODY &&
-	    !c->bc->io.rd_on && evbuffer_get_length(c->io.out) < BAL_LOW_WM) {
+	if (bc != NULL && bc->state == BAL_BS_BODY && !bc->io.rd_on &&
+	    evbuffer_get_length(c->io.out) < BAL_LOW_WM) {
 		bal_client_timer(c, NULL);
-		event_add(&c->bc->tmr, c->w->tv_backend);
-		bal_io_rd(&c->bc->io, 1);
+		event_add(&bc->tmr, c->w->tv_backend);
+		bal_io_rd(&bc->io, 1);
 		/* Bytes may have arrived while we were not reading. */
-		if (evbuffer_get_length(c->bc->io.in) > 0)
-			bconn_process(c->bc);
+		if (evbuffer_get_length(bc->io.in) > 0)
+			bconn_process(bc);
 	}
 }
 
-void
-bal_client_timer_cb(evutil_socket_t fd, short what, void *arg)
+static void
+client_on_timer(struct bal_client *c, evutil_socket_t fd)
 {
-	struct bal_client *c = arg;
-
 	switch (c->state) {
-	case C_HEAD:
-	case C_BODY:
+	case BAL_CS_HEAD:
+	case BAL_CS_BODY:
 		c->req_ka = 0;
 		abort_request(c, 408, "request timeout");
 		break;
 	default:
 		/*
-		 * A connection that never sent a byte (C_NEW) is closed
-		 * without an answer; in C_WAIT and C_FULL the timer is armed
-		 * only while answers wait for a client not reading.
+		 * A connection that never sent a byte (NEW) is closed without
+		 * an answer; in WAIT and FULL the timer is armed only while
+		 * answers wait for a client not reading.
 		 */
-		bal_client_free(c);
+		bal_client_close(c);
 		break;
 	}
 }
+
+/*
+ * The event callbacks: each runs its handler, then frees what the handler
+ * closed, the one place where clients and backend connections are freed.
+ */
+#define REAPING_CB(linkage, cb, type, handler)                                \
+	linkage void cb(evutil_socket_t fd, short what, void *arg)            \
+	{                                                                     \
+		type *o = arg;                                                \
+		struct bal_worker *w = o->w;                                  \
+                                                                              \
+		handler(o, fd);                                               \
+		bal_worker_reap(w);                                           \
+	}
+
+REAPING_CB(static, bconn_read_cb, struct bal_bconn, bconn_on_read)
+REAPING_CB(static, bconn_write_cb, struct bal_bconn, bconn_on_write)
+REAPING_CB(static, bconn_timer_cb, struct bal_bconn, bconn_on_timer)
+REAPING_CB(, bal_proxy_client_read_cb, struct bal_client, client_on_read)
+REAPING_CB(, bal_proxy_client_write_cb, struct bal_client, client_on_write)
+REAPING_CB(, bal_proxy_client_timer_cb, struct bal_client, client_on_timer)
