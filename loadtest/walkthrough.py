@@ -118,7 +118,9 @@ def run_wrk(port, a, counts, duration, out_path=None):
 
 
 class Checker(threading.Thread):
-    """hs-checker beside the load; .result is its JSON line."""
+    """hs-checker beside the load; .result is its JSON line.  Its
+    progress lines (one a second) go into the sampler's series as the
+    component "checker": the dashboard's stale reads while it runs."""
 
     def __init__(self, port, a, duration, db, out_path):
         super().__init__(daemon=True)
@@ -129,23 +131,25 @@ class Checker(threading.Thread):
                     "--read-interval-ms", str(a.read_interval_ms),
                     "--write-interval-ms", str(a.write_interval_ms),
                     "--duration", str(duration), "--db", db,
-                    "--settle-ms", "500", "--json"]
+                    "--settle-ms", "500", "--json", "--progress-ms", "1000"]
         self.out_path = out_path
         self.result = None
         self.duration = duration
+        self.sampler = getattr(a, "sampler", None)
 
     def run(self):
+        with open(self.out_path, "w") as f:
+            f.write("$ %s\n" % " ".join(self.cmd))
+        if self.sampler:
+            self.sampler.follow("checker", self.out_path)
         # Started from this thread: no PDEATHSIG (it would fire when the
         # thread ends); the hard timeout and kill_all() at exit stop it.
-        p = hslab.Proc(self.cmd, name="hs-checker", stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, timeout=self.duration + 120)
-        out, err = p.communicate()
+        p = hslab.Proc(self.cmd, name="hs-checker", logpath=self.out_path,
+                       timeout=self.duration + 120)
+        p.wait()
         p.close()
-        with open(self.out_path, "w") as f:
-            f.write("$ %s\n%s%s" % (" ".join(self.cmd),
-                                    err.decode(), out.decode()))
-        for line in out.decode().splitlines():
-            if line.startswith("{"):
+        for line in hslab.tail(self.out_path, 1 << 20).splitlines():
+            if line.startswith("{") and not line.startswith('{"progress"'):
                 try:
                     self.result = json.loads(line)
                 except ValueError:

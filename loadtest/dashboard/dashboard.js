@@ -86,24 +86,17 @@ function shares() {
   })]);
 }
 
-/* p50 / p99 of each server's busiest route (histograms since start). */
+/* p50 / p99 of the requests answered in each second alone: the sampler's
+   window.* (the difference of two ticks' server-side histograms).  At the
+   balancer when there is one (its wait for the backends, all of them),
+   else the slowest server's.  Also says where it was measured. */
 function latency() {
-  const p50 = [], p99 = [];
-  servers().forEach(c => {
-    let best = null, n = -1;
-    metricsOf(c, /^routes\..*\.requests$/).forEach(m => {
-      const route = m.slice(7, -9);
-      if (route.startsWith("GET /stats")) return;
-      const v = last(get(c, m));
-      if (v > n) { n = v; best = route; }
-    });
-    if (best === null) return;
-    const k = "routes." + best + ".latency.";
-    p50.push(get(c, k + "p50_us"));
-    p99.push(get(c, k + "p99_us"));
-  });
+  const bal = get("hs-balancer", "window.p99_us").length > 0;
+  const src = bal ? ["hs-balancer"] : servers();
   const mx = vs => { const x = vs.filter(v => v !== null); return x.length ? Math.max(...x) / 1000 : null; };
-  return [["p50", combine(p50, mx)], ["p99", combine(p99, mx)]];
+  return { where: bal ? "at the balancer" : src.length > 1 ? "slowest server" : "at the server",
+           p50: combine(src.map(c => get(c, "window.p50_us")), mx),
+           p99: combine(src.map(c => get(c, "window.p99_us")), mx) };
 }
 
 function errorsPerS() {
@@ -246,7 +239,8 @@ function render() {
   setData("c-rps", tp.map(([l, d]) => ({
     label: sh[l] !== undefined && sh[l] !== null ? l + " " + sh[l].toFixed(0) + "%" : l, data: d })));
   const lat = latency();
-  setData("c-lat", [{ label: "p50", data: lat[0][1] }, { label: "p99", data: lat[1][1] },
+  if (charts["c-lat"]) charts["c-lat"].options.plugins.title.text = "Latency each second, server-side, " + lat.where;
+  setData("c-lat", [{ label: "p50", data: lat.p50 }, { label: "p99", data: lat.p99 },
                     { label: "errors/s", data: errorsPerS(), axis: "y2", color: "#ff5a5a" }]);
   const [q, per] = db();
   setData("c-db", [{ label: "queries/s", data: q }, { label: "per request", data: per, axis: "y2" }]);
@@ -263,7 +257,7 @@ function render() {
 
   const total = tp.length ? (S["hs-balancer"] ? tp[0][1] : combine(tp.map(x => x[1]), sum)) : [];
   set("n-rps", fmt(last(total), 0));
-  set("n-p99", fmt(last(lat[1][1]), 1));
+  set("n-p99", fmt(last(lat.p99), 1));
   set("n-err", fmt(last(errorsPerS()), 0));
   set("n-dbq", fmt(last(per), 2));
   set("n-hit", fmt(last(ca.hit), 1));
@@ -318,7 +312,7 @@ function ingestLatest(msg) {
 
 async function start() {
   makeChart("c-rps", "Requests per second (each server's share %)", "req/s");
-  makeChart("c-lat", "Latency (since start)", "ms", "errors/s");
+  makeChart("c-lat", "Latency each second, server-side", "ms", "errors/s");
   makeChart("c-db", "Database", "queries/s", "q/request");
   makeChart("c-cache", "Cache", "ops/s", "hit %");
   makeChart("c-cpu", "Host CPU", "cores");
