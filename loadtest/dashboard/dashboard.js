@@ -140,12 +140,14 @@ function cpu() {
   return out;
 }
 
+/* hs-checker's running count of stale reads (its --progress-ms lines,
+   component "checker"), while it runs and for a minute after; a later
+   step without the checker gets the memcached tile back. */
+const STALE_SHOWN_S = 60;
 function stale() {
-  for (const c of Object.keys(S)) {
-    const s = get(c, "stale_reads");
-    if (s.length) return last(s);
-  }
-  return null;
+  const s = get("checker", "stale_reads");
+  if (!s.length || s[s.length - 1][0] < now - STALE_SHOWN_S) return null;
+  return last(s);
 }
 
 /* ---------------------------------------------------------- charts */
@@ -167,6 +169,7 @@ function applyTheme() {
       if (s.title) s.title.color = css("--fg");
     });
     ch.options.plugins.title.color = css("--fg");
+    ch.options.plugins.subtitle.color = css("--fg");
     ch.options.plugins.legend.labels.color = css("--fg");
     ch.update("none");
   });
@@ -180,6 +183,31 @@ function short(v) {
   return a > 0 && a < 1 ? +v.toPrecision(2) : +v.toFixed(2);
 }
 
+/* A vertical axis gets at most a quarter of a chart's width when there
+   are two (Chart.js caps each at half of a half: 100 px of a third of
+   1280), and a squeezed one draws its title over its tick labels.  At
+   24 px "1.5k" and a title need about that much, so fitSide() widens a
+   squeezed axis to what its labels and title measure; no tick marks, and
+   the title's padding on the labels' side ("bottom" is the inner side of
+   a rotated side title) keeps them apart. */
+function fitSide(s) {
+  const o = s.options, f = Chart.helpers.toFont(o.ticks.font);
+  s.ctx.save();
+  s.ctx.font = f.string;
+  const widest = Math.max(0, ...s.ticks.map(t => s.ctx.measureText(String(t.label)).width));
+  s.ctx.restore();
+  const pad = Chart.helpers.toPadding(o.title.padding);
+  const need = Math.ceil(widest + o.ticks.padding + Chart.helpers.toFont(o.title.font).lineHeight + pad.top + pad.bottom);
+  if (s.width < need) s.width = need;
+}
+
+function sideAxis(text, font, extra) {
+  return Object.assign({ beginAtZero: true, afterFit: fitSide,
+    ticks: { font, maxTicksLimit: 5, padding: 4, callback: short },
+    grid: { drawTicks: false },
+    title: { display: true, text, font, padding: { top: 2, bottom: 10 } } }, extra || {});
+}
+
 function makeChart(id, title, yTitle, y2Title) {
   if (!hasChart) return;
   const font = { size: 24 };
@@ -187,12 +215,10 @@ function makeChart(id, title, yTitle, y2Title) {
     x: { type: "linear", min: -KEEP_S, max: 0,
          ticks: { font, stepSize: 30, maxRotation: 0, autoSkipPadding: 16, callback: v => v + " s" },
          grid: {} },
-    y: { beginAtZero: true, ticks: { font, maxTicksLimit: 5, callback: short }, grid: {},
-         title: { display: true, text: yTitle, font } },
+    y: sideAxis(yTitle, font),
   };
-  if (y2Title) scales.y2 = { position: "right", beginAtZero: true,
-    ticks: { font, maxTicksLimit: 5, callback: short }, grid: { drawOnChartArea: false },
-    title: { display: true, text: y2Title, font } };
+  if (y2Title) scales.y2 = sideAxis(y2Title, font, { position: "right" });
+  if (y2Title) scales.y2.grid.drawOnChartArea = false;
   charts[id] = new Chart(document.getElementById(id), {
     type: "line",
     data: { datasets: [] },
@@ -203,6 +229,7 @@ function makeChart(id, title, yTitle, y2Title) {
       scales,
       plugins: {
         title: { display: true, text: title, font: { size: 24, weight: "bold" }, padding: 2 },
+        subtitle: { display: id === "c-lat", text: "", font, padding: 0 },
         legend: { labels: { font, boxWidth: 14, padding: 6 } },
         tooltip: { enabled: true },
       },
@@ -239,7 +266,8 @@ function render() {
   setData("c-rps", tp.map(([l, d]) => ({
     label: sh[l] !== undefined && sh[l] !== null ? l + " " + sh[l].toFixed(0) + "%" : l, data: d })));
   const lat = latency();
-  if (charts["c-lat"]) charts["c-lat"].options.plugins.title.text = "Latency each second, server-side, " + lat.where;
+  const sub = charts["c-lat"] && charts["c-lat"].options.plugins.subtitle;
+  if (sub) sub.text = "server-side, " + lat.where;
   setData("c-lat", [{ label: "p50", data: lat.p50 }, { label: "p99", data: lat.p99 },
                     { label: "errors/s", data: errorsPerS(), axis: "y2", color: "#ff5a5a" }]);
   const [q, per] = db();
@@ -262,8 +290,10 @@ function render() {
   set("n-dbq", fmt(last(per), 2));
   set("n-hit", fmt(last(ca.hit), 1));
   const st = stale();
-  if (st !== null) { set("l-stale", "stale reads"); set("n-stale", fmt(st, 0)); }
-  else set("n-stale", fmt(last(ca.gets), 0));
+  const tile = document.getElementById("n-stale");
+  if (tile) tile.classList.toggle("bad", st !== null && st > 0);
+  set("l-stale", st !== null ? "stale reads" : "memcached gets/s");
+  set("n-stale", st !== null ? fmt(st, 0) : fmt(last(ca.gets), 0));
   let reqs = 0;
   servers().forEach(c => { reqs += last(get(c, "requests")) || 0; });
   status.requests = reqs;
@@ -312,7 +342,7 @@ function ingestLatest(msg) {
 
 async function start() {
   makeChart("c-rps", "Requests per second (each server's share %)", "req/s");
-  makeChart("c-lat", "Latency each second, server-side", "ms", "errors/s");
+  makeChart("c-lat", "Latency of each second", "ms", "errors/s");
   makeChart("c-db", "Database", "queries/s", "q/request");
   makeChart("c-cache", "Cache", "ops/s", "hit %");
   makeChart("c-cpu", "Host CPU", "cores");

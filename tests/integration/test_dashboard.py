@@ -29,6 +29,42 @@ REPORT = os.path.join(hstest.SRC, "loadtest", "report.py")
 SHOTS = os.path.join(os.path.dirname(hstest.BIN), "screenshots")
 
 
+# Per vertical axis with a title: the px between its tick labels and its
+# (rotated) title, from Chart.js's layout and the labels' measured widths.
+AXIS_GAPS = r"""JSON.stringify([].concat(...Object.values(Chart.instances).map(
+  ch => Object.values(ch.scales).filter(s => s.axis === "y" &&
+    s.options.title.display).map(s => {
+    const o = s.options, H = Chart.helpers, f = H.toFont(o.ticks.font);
+    s.ctx.save(); s.ctx.font = f.string;
+    const w = Math.max(0, ...s.ticks.map(t =>
+      s.ctx.measureText(String(t.label)).width));
+    s.ctx.restore();
+    const tick = o.grid.drawTicks ? o.grid.tickLength : 0;
+    const lh = H.toFont(o.title.font).lineHeight;
+    const top = H.toPadding(o.title.padding).top;
+    const gap = o.position === "right" ?
+      (s.right - top - lh) - (s.left + tick + o.ticks.padding + w) :
+      (s.right - tick - o.ticks.padding - w) - (s.left + top + lh);
+    return [ch.canvas.id + "." + s.id, Math.round(gap), H.toFont(
+      o.title.font).size, f.size];
+  }))))"""
+
+
+# Visible text under 24 px: [element, text, px].
+SMALL_TEXT = r"""JSON.stringify((() => {
+  const out = [], walk = el => el.childNodes.forEach(n => {
+    if (n.nodeType === 1) return walk(n);
+    if (n.nodeType !== 3 || !n.textContent.trim()) return;
+    const p = n.parentElement;
+    if (p.closest("[hidden]")) return;
+    const px = parseFloat(getComputedStyle(p).fontSize);
+    if (px < 24) out.push([p.id || p.className, n.textContent.trim(), px]);
+  });
+  walk(document.body);
+  return out;
+})())"""
+
+
 def need_browser(test):
     if not browser.find_chromium():
         test.skipTest("chromium is not installed (./hammerstack setup --test)")
@@ -114,6 +150,10 @@ class DashboardTest(unittest.TestCase):
                                 2)
         self.assertIn("requests/s", d["series"]["hs-balancer"])
         self.assertIn("cmd_get", d["series"]["memcached-1"])
+        # The per-second percentiles the latency chart draws.
+        for c in ("hs-server-1", "hs-balancer"):
+            p99 = d["series"][c].get("window.p99_us", [])
+            self.assertTrue(p99 and max(v for _, v in p99) > 0, c)
         self.assertEqual(d["step"], "up")
         t = [p[0] for p in d["series"]["hs-server-1"]["requests"]]
         self.assertLessEqual(max(t) - min(t), 121)
@@ -156,12 +196,14 @@ class DashboardTest(unittest.TestCase):
                 b.pump(3 * hstest.SLOW)
                 second = json.loads(b.eval(
                     "JSON.stringify(window.hsStatus)"))
+                second_small = b.eval(SMALL_TEXT)
                 os.makedirs(SHOTS, exist_ok=True)
                 shot = b.screenshot(os.path.join(SHOTS, "dashboard.png"))
                 b.call("Input.dispatchKeyEvent", type="keyDown", key="t",
                        text="t")
                 b.pump(1.5)
                 theme = b.eval("document.documentElement.dataset.theme")
+                gaps = json.loads(b.eval(AXIS_GAPS))
                 b.screenshot(os.path.join(SHOTS, "dashboard-light.png"))
                 errors = list(b.errors)
         finally:
@@ -174,6 +216,15 @@ class DashboardTest(unittest.TestCase):
         self.assertGreater(second["ticks"], first["ticks"])
         self.assertGreater(second["requests"], first["requests"])
         self.assertEqual(theme, "light")
+        # Every axis title clear of its tick labels (the Database chart's
+        # "q/request" touched them), at 24 px.
+        self.assertEqual(len(gaps), 8, gaps)
+        for name, gap, title_px, tick_px in gaps:
+            self.assertGreaterEqual(gap, 10, (name, gaps))
+            self.assertGreaterEqual(min(title_px, tick_px), 24, name)
+        # No text on the page under 24 px.
+        small = json.loads(second_small)
+        self.assertEqual(small, [])
         self.assertGreater(os.path.getsize(shot), 10000)
 
 
