@@ -531,10 +531,14 @@ def render_html(outdir, title, heads, charts, rows, info, chartjs):
         slides.append("<section class='slide' id='s-profile'>%s</section>" %
                       profile_summary_html(summ))
     if os.path.exists(os.path.join(outdir, "flamegraph.svg")):
+        # The stage-size drawing when the walkthrough wrote one (24 px
+        # text, for the back row); "open alone": the laptop-size file.
+        flame = "flamegraph-stage.svg" if os.path.exists(os.path.join(
+            outdir, "flamegraph-stage.svg")) else "flamegraph.svg"
         slides.append("<section class='slide' id='s-flame'><h2>Flame graph "
                       "(perf; <a href='flamegraph.svg'>open alone</a>)</h2>"
-                      "<object class='flame' data='flamegraph.svg' "
-                      "type='image/svg+xml'></object></section>")
+                      "<object class='flame' data='%s' "
+                      "type='image/svg+xml'></object></section>" % flame)
     elif info.get("no_graph"):
         slides.append("<section class='slide' id='s-flame'><h2>Flame graph"
                       "</h2><p>None: %s.</p></section>" % e(info["no_graph"]))
