@@ -1220,6 +1220,9 @@ def run_cache_loss(a, counts, outdir, rate):
             "--rate", str(rate), "--duration", "%g" % dur, "--warmup", "0",
             "--timeout", "%g" % max(1.0, a.slo_ms * 20 / 1000.0)]
         out_path = os.path.join(outdir, "step-4-load.txt")
+        # Its per-second latency (client-side) live on the dashboard.
+        cmd += ["--progress-ms", "1000"]
+        a.sampler.follow("hs-load", out_path)
         p = hslab.Proc(cmd, name="hs-load", logpath=out_path,
                        timeout=dur + 120)
         before, hosts0 = snapshot(stk), stk.host_usage()

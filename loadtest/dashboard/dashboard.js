@@ -94,7 +94,11 @@ function latency() {
   const bal = get("hs-balancer", "window.p99_us").length > 0;
   const src = bal ? ["hs-balancer"] : servers();
   const mx = vs => { const x = vs.filter(v => v !== null); return x.length ? Math.max(...x) / 1000 : null; };
-  return { where: bal ? "at the balancer" : src.length > 1 ? "slowest server" : "at the server",
+  // hs-load's own per-second view when it drives the load (walkthrough
+  // step 4): from each request's planned send, queueing included.
+  const ms = pts => pts.map(([t, v]) => [t, v / 1000]);
+  return { client: ms(get("hs-load", "interval_p99_us")),
+           where: bal ? "at the balancer" : src.length > 1 ? "slowest server" : "at the server",
            p50: combine(src.map(c => get(c, "window.p50_us")), mx),
            p99: combine(src.map(c => get(c, "window.p99_us")), mx) };
 }
@@ -230,7 +234,7 @@ function makeChart(id, title, yTitle, y2Title) {
       plugins: {
         title: { display: true, text: title, font: { size: 24, weight: "bold" }, padding: 2 },
         subtitle: { display: id === "c-lat", text: "", font, padding: 0 },
-        legend: { labels: { font, boxWidth: 14, padding: 6 } },
+        legend: { labels: { font, boxWidth: 28, padding: 6, usePointStyle: true } },
         tooltip: { enabled: true },
       },
     },
@@ -246,7 +250,7 @@ function setData(id, sets) {
     label: s.label, yAxisID: s.axis || "y",
     borderColor: s.color || PALETTE[i % PALETTE.length],
     backgroundColor: s.color || PALETTE[i % PALETTE.length],
-    borderDash: s.dash || [],
+    borderDash: s.dash || [], borderWidth: 4, pointStyle: "line",
     data: s.data.map(([t, v]) => ({ x: +(t - now).toFixed(2), y: v })),
   }));
   ch.update("none");
@@ -268,8 +272,11 @@ function render() {
   const lat = latency();
   const sub = charts["c-lat"] && charts["c-lat"].options.plugins.subtitle;
   if (sub) sub.text = "server-side, " + lat.where;
-  setData("c-lat", [{ label: "p50", data: lat.p50 }, { label: "p99", data: lat.p99 },
-                    { label: "errors/s", data: errorsPerS(), axis: "y2", color: "#ff5a5a" }]);
+  const latSets = [{ label: "p50", data: lat.p50 }, { label: "p99", data: lat.p99 }];
+  if (lat.client.some(p => p[0] >= now - KEEP_S))
+    latSets.push({ label: "p99 client", data: lat.client, color: "#e25c8a", dash: [8, 6] });
+  latSets.push({ label: "errors/s", data: errorsPerS(), axis: "y2", color: "#ff5a5a" });
+  setData("c-lat", latSets);
   const [q, per] = db();
   setData("c-db", [{ label: "queries/s", data: q }, { label: "per request", data: per, axis: "y2" }]);
   const ca = cache();
