@@ -223,6 +223,33 @@ def charts_from(outdir, rows, sweeps, series, events, meta):
                 "note": "capacity: the highest offered load whose p99 "
                         "stays under the SLO"})
 
+    # The checker's progress lines (component "checker" in series.csv):
+    # its running count of stale reads against its seconds of load.
+    chk = {}
+    for s in series:
+        if s.get("component") == "checker" and s.get("metric") in (
+                "elapsed_s", "stale_reads"):
+            t, v = _num(s.get("time")), _num(s.get("value"))
+            if t is not None and v is not None:
+                chk.setdefault(s.get("step") or "?", {}).setdefault(
+                    t, {})[s["metric"]] = v
+    ds = []
+    for step, pts in chk.items():
+        data = [[round(p["elapsed_s"], 1), p["stale_reads"]]
+                for _, p in sorted(pts.items())
+                if "elapsed_s" in p and "stale_reads" in p]
+        if data:
+            ds.append({"label": "step %s" % step, "data": data})
+    if ds:
+        out.append({
+            "id": "stale", "title": "Stale reads while the checker runs",
+            "kind": "line", "x": {"title": "seconds of load (s)"},
+            "y": {"title": "stale reads (running total)"},
+            "datasets": ds,
+            "note": "hs-checker beside the load, once a second: reads that "
+                    "started after an update was acknowledged and still "
+                    "returned an older version"})
+
     loss = [s for s in series if s.get("step") == "4"]
     if loss:
         t0 = min(_num(s["time"]) or 0 for s in loss)

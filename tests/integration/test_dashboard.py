@@ -284,6 +284,13 @@ def write_fixture(d, with_sweeps=True):
                         0 if down else 4000])
             w.writerow([t0 + i, "4", "hs-server-1", "cache.misses/s",
                         0 if down else (2000 if i < 22 else 100)])
+        # hs-checker's progress lines in steps 1 and 1b.
+        for step, t1, stale in (("1", t0 + 100, 0), ("1b", t0 + 200, 7)):
+            for i in range(1, 6):
+                w.writerow([t1 + i, step, "checker", "elapsed_s", i])
+                w.writerow([t1 + i, step, "checker", "stale_reads",
+                            stale * i])
+                w.writerow([t1 + i, step, "checker", "reads", 100 * i])
     with open(os.path.join(d, "events.csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["time", "step", "event"])
@@ -313,7 +320,7 @@ class ReportTest(unittest.TestCase):
         page = read(os.path.join(self.out, "report.html"))
         self.assertIn("900 → 5,100 req/s", page)
         ids = ("throughput", "db", "p99", "scaleout", "latency-load",
-               "cache-loss")
+               "stale", "cache-loss")
         for cid in ids:
             svg = os.path.join(self.out, "charts", cid + ".svg")
             self.assertGreater(os.path.getsize(svg), 500, cid)
@@ -323,6 +330,12 @@ class ReportTest(unittest.TestCase):
                           .split("</script>")[0])
         thr = [c for c in spec["charts"] if c["id"] == "throughput"][0]
         self.assertNotIn("1b", thr["x"]["labels"])
+        # The checker's running stale count per step, from series.csv.
+        st = [c for c in spec["charts"] if c["id"] == "stale"][0]
+        self.assertEqual([d["label"] for d in st["datasets"]],
+                         ["step 1", "step 1b"])
+        self.assertEqual(st["datasets"][1]["data"],
+                         [[i, 7 * i] for i in range(1, 6)])
         if browser.find_chromium():
             os.makedirs(SHOTS, exist_ok=True)
             for cid in ids:
