@@ -131,17 +131,19 @@ hs_hist_json(struct hs_buf *out, const struct hs_hist *h)
 		      (unsigned long long)LOAD(&h->max_us));
 	/* The buckets themselves, so that a reader polling once a second can
 	 * difference two snapshots into that second's own percentiles: the
-	 * quantiles above are since start. */
-	hs_buf_puts(out, ",\"buckets\":[");
+	 * quantiles above are since start.  One string, not an array of
+	 * pairs: /stats?pretty=1 would spread a hundred pairs over 400
+	 * lines of a terminal. */
+	hs_buf_puts(out, ",\"buckets\":\"");
 	for (int i = 0, first = 1; i < HS_HIST_BUCKETS; i++) {
 		uint64_t c = LOAD(&h->b[i]);
 
 		if (c == 0)
 			continue;
-		hs_buf_printf(out, "%s[%llu,%llu]", first ? "" : ",",
+		hs_buf_printf(out, "%s%llu:%llu", first ? "" : " ",
 			      (unsigned long long)hs_hist_bucket_max(i),
 			      (unsigned long long)c);
 		first = 0;
 	}
-	hs_buf_puts(out, "]}");
+	hs_buf_puts(out, "\"}");
 }

@@ -61,12 +61,14 @@ POLL_ROUTES = re.compile(r"^GET /(stats|metrics|healthz)\b")
 
 def hist_buckets(lats):
     """{upper_us: count} summed over hs_hist_json objects (their
-    "buckets": [[upper_us, count], ...])."""
+    "buckets": "UPPER_US:COUNT UPPER_US:COUNT ...")."""
     out = collections.Counter()
     for lat in lats:
-        for b in (lat or {}).get("buckets") or ():
-            if isinstance(b, list) and len(b) == 2:
-                out[b[0]] += b[1]
+        text = (lat or {}).get("buckets")
+        for pair in text.split() if isinstance(text, str) else ():
+            le, _, n = pair.partition(":")
+            if le.isdigit() and n.isdigit():
+                out[int(le)] += int(n)
     return out
 
 

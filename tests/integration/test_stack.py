@@ -454,8 +454,9 @@ class SamplerTest(unittest.TestCase):
         # A counter that went back (a restarted server): no window.
         self.assertIsNone(sampler.window_quantiles({100: 5}, prev))
         self.assertIsNone(sampler.window_quantiles({5119: 2000}, prev))
-        h = sampler.hist_buckets([{"buckets": [[5, 2], [1007, 1]]},
-                                  {"buckets": [[5, 1]]}, None, {}])
+        h = sampler.hist_buckets([{"buckets": "5:2 1007:1"},
+                                  {"buckets": "5:1"}, None, {},
+                                  {"buckets": "x:1 7:"}])
         self.assertEqual(h, {5: 3, 1007: 1})
 
     def test_follow_progress_lines(self):
