@@ -234,11 +234,24 @@ function makeChart(id, title, yTitle, y2Title) {
       plugins: {
         title: { display: true, text: title, font: { size: 24, weight: "bold" }, padding: 2 },
         subtitle: { display: id === "c-lat", text: "", font, padding: 0 },
-        legend: { labels: { font, boxWidth: 28, padding: 6, usePointStyle: true } },
+        // The throttled lines are their host's, dashed: said in the title.
+        legend: { labels: { font, boxWidth: 28, padding: 6, usePointStyle: true,
+                            filter: item => !/ throttled$/.test(item.text) } },
         tooltip: { enabled: true },
       },
     },
   });
+}
+
+/* Chart points; a null where no point came for a while (between steps
+   the sampler is idle), so that a line does not bridge the gap. */
+function withGaps(pts) {
+  const out = [];
+  pts.forEach(([t, v], i) => {
+    if (i > 0 && t - pts[i - 1][0] > 3) out.push({ x: +(pts[i - 1][0] + 1 - now).toFixed(2), y: null });
+    out.push({ x: +(t - now).toFixed(2), y: v });
+  });
+  return out;
 }
 
 function setData(id, sets) {
@@ -251,7 +264,7 @@ function setData(id, sets) {
     borderColor: s.color || PALETTE[i % PALETTE.length],
     backgroundColor: s.color || PALETTE[i % PALETTE.length],
     borderDash: s.dash || [], borderWidth: 4, pointStyle: "line",
-    data: s.data.map(([t, v]) => ({ x: +(t - now).toFixed(2), y: v })),
+    data: withGaps(s.data),
   }));
   ch.update("none");
 }
@@ -352,7 +365,7 @@ async function start() {
   makeChart("c-lat", "Latency of each second", "ms", "errors/s");
   makeChart("c-db", "Database", "queries/s", "q/request");
   makeChart("c-cache", "Cache", "ops/s", "hit %");
-  makeChart("c-cpu", "Host CPU", "cores");
+  makeChart("c-cpu", "CPU, dashed: throttled", "cores");
   applyTheme();
   try {
     const r = await fetch("/data.json", { cache: "no-store" });
