@@ -239,7 +239,8 @@ def charts_from(outdir, rows, sweeps, series, events, meta):
                 for _, p in sorted(pts.items())
                 if "elapsed_s" in p and "stale_reads" in p]
         if data:
-            ds.append({"label": "step %s" % step, "data": data})
+            # Nothing is stale before the first read.
+            ds.append({"label": "step %s" % step, "data": [[0, 0]] + data})
     if ds:
         out.append({
             "id": "stale", "title": "Stale reads while the checker runs",
@@ -510,9 +511,10 @@ def render_html(outdir, title, heads, charts, rows, info, chartjs):
     slides = []
     cards = "".join(
         "<div class='card'><div class='val'>%s</div><div class='lbl'>%s"
-        "</div><div class='det'>%s</div></div>" % (
+        "</div><div class='det' title='%s'>%s</div></div>" % (
             e(str(h.get("value", ""))), e(str(h.get("label", ""))),
-            e(str(h.get("detail", "")))) for h in heads[:6])
+            e(str(h.get("detail", ""))), e(str(h.get("detail", ""))))
+        for h in heads[:6])
     sub = []
     if meta.get("date"):
         sub.append(meta["date"])

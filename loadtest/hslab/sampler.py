@@ -51,7 +51,7 @@ RATES = re.compile(r"^(requests|accepted|db\.queries|db\.errors|"
                    r"backends\.\d+\.(requests|failures)|"
                    r"cmd_get|cmd_set|get_hits|get_misses|total_connections|"
                    r"host\.(cpu_s|throttled_s|nr_throttled)|"
-                   r"reads|writes|stale_reads|answers|sent)$")
+                   r"reads|writes|stale_reads|answers|lost)$")
 
 COLUMNS = ["time", "step", "component", "metric", "value"]
 

@@ -335,7 +335,7 @@ class ReportTest(unittest.TestCase):
         self.assertEqual([d["label"] for d in st["datasets"]],
                          ["step 1", "step 1b"])
         self.assertEqual(st["datasets"][1]["data"],
-                         [[i, 7 * i] for i in range(1, 6)])
+                         [[i, 7 * i] for i in range(0, 6)])
         if browser.find_chromium():
             os.makedirs(SHOTS, exist_ok=True)
             for cid in ids:
