@@ -259,7 +259,10 @@ class Sampler:
             prev = self._prev.get(comp)
             for k, v in sorted(metrics.items()):
                 rows.append((t, step, comp, k, v))
-                if prev and RATES.match(k) and k in prev[1]:
+                # A counter that went back is a restarted process (step 4's
+                # memcached): no rate across it rather than a negative one.
+                if prev and RATES.match(k) and k in prev[1] and \
+                        v >= prev[1][k]:
                     dt = t - prev[0]
                     if dt > 0:
                         rows.append((t, step, comp, k + "/s",

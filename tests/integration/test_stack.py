@@ -485,7 +485,8 @@ class SamplerTest(unittest.TestCase):
         smp.sample_once()
         with open(log, "a") as f:
             f.write('{"progress":true,"t":104.0,"reads":40,"stale_reads":6}'
-                    '\n')
+                    '\n{"progress":true,"t":104.5,"reads":3,"stale_reads":0}'
+                    '\n')   # a restarted tool: its counters start again
         smp.watch(None)     # the last line belongs to step 1b
         with open(log, "a") as f:
             f.write('{"progress":true,"t":105.0,"reads":50}\n')
@@ -494,8 +495,9 @@ class SamplerTest(unittest.TestCase):
         self.assertEqual(list(mem), ["checker"])
         c = mem["checker"]
         self.assertEqual(c["reads"], [(100.0, 10), (102.0, 30), (103.0, 31),
-                                      (104.0, 40)])
-        self.assertEqual(c["stale_reads"][-1], (104.0, 6))
+                                      (104.0, 40), (104.5, 3)])
+        self.assertEqual(c["stale_reads"][-2], (104.0, 6))
+        # No rate across the restart (not -12/s).
         self.assertEqual(c["stale_reads/s"], [(102.0, 2.0), (103.0, 0.0),
                                               (104.0, 2.0)])
         self.assertEqual(c["interval_read_p99_us"], [(100.0, 250),
