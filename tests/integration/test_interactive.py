@@ -208,8 +208,14 @@ class InteractiveTest(unittest.TestCase):
                 num = b.eval("document.getElementById('n-stale')"
                              ".textContent")
                 self.assertEqual(b.errors, [])
-            self.assertEqual(label, "stale reads")
-            self.assertEqual(num, str(chk["stale_reads"][-1][1]))
+            # The tile keeps the checker's count for a minute after its
+            # last line (then memcached's gets/s again); a loaded machine
+            # may take that long to bring step 0 up.
+            if time.time() - reads[-1][0] < 50:
+                self.assertEqual(label, "stale reads")
+                self.assertEqual(num, str(chk["stale_reads"][-1][1]))
+            elif time.time() - reads[-1][0] > 70:
+                self.assertEqual(label, "memcached gets/s")
         w.send("q\n")
         self.assertEqual(w.p.wait(30 * hstest.SLOW), 0,
                          "\n".join(w.seen[-40:]))
