@@ -122,11 +122,28 @@ hs_hist_json(struct hs_buf *out, const struct hs_hist *h)
 
 	hs_buf_printf(out,
 		      "{\"count\":%llu,\"mean_us\":%llu,\"p50_us\":%llu,"
-		      "\"p90_us\":%llu,\"p99_us\":%llu,\"max_us\":%llu}",
+		      "\"p90_us\":%llu,\"p99_us\":%llu,\"max_us\":%llu",
 		      (unsigned long long)n,
 		      (unsigned long long)(n ? LOAD(&h->sum_us) / n : 0),
 		      (unsigned long long)hs_hist_quantile(h, 0.50),
 		      (unsigned long long)hs_hist_quantile(h, 0.90),
 		      (unsigned long long)hs_hist_quantile(h, 0.99),
 		      (unsigned long long)LOAD(&h->max_us));
+	/* The buckets themselves, so that a reader polling once a second can
+	 * difference two snapshots into that second's own percentiles: the
+	 * quantiles above are since start.  One string, not an array of
+	 * pairs: /stats?pretty=1 would spread a hundred pairs over 400
+	 * lines of a terminal. */
+	hs_buf_puts(out, ",\"buckets\":\"");
+	for (int i = 0, first = 1; i < HS_HIST_BUCKETS; i++) {
+		uint64_t c = LOAD(&h->b[i]);
+
+		if (c == 0)
+			continue;
+		hs_buf_printf(out, "%s%llu:%llu", first ? "" : " ",
+			      (unsigned long long)hs_hist_bucket_max(i),
+			      (unsigned long long)c);
+		first = 0;
+	}
+	hs_buf_puts(out, "\"}");
 }

@@ -39,7 +39,13 @@ uint64_t hs_hist_bucket_max(int idx);
  */
 void hs_hist_prom(struct hs_buf *out, const struct hs_hist *h,
 		  const char *name, const char *labels);
-/* Appends {"count":..,"mean_us":..,"p50_us":..,"p90_us":..,"p99_us":..,"max_us":..}. */
+/*
+ * Appends {"count":..,"mean_us":..,"p50_us":..,"p90_us":..,"p99_us":..,
+ * "max_us":..,"buckets":"UPPER_US:COUNT UPPER_US:COUNT ..."}: the quantiles
+ * since start, and the non-empty buckets (not cumulative; a bucket holds
+ * the values up to UPPER_US above the previous one's), for readers that
+ * difference two snapshots into per-interval percentiles.
+ */
 void hs_hist_json(struct hs_buf *out, const struct hs_hist *h);
 
 #endif

@@ -118,7 +118,9 @@ def run_wrk(port, a, counts, duration, out_path=None):
 
 
 class Checker(threading.Thread):
-    """hs-checker beside the load; .result is its JSON line."""
+    """hs-checker beside the load; .result is its JSON line.  Its
+    progress lines (one a second) go into the sampler's series as the
+    component "checker": the dashboard's stale reads while it runs."""
 
     def __init__(self, port, a, duration, db, out_path):
         super().__init__(daemon=True)
@@ -129,23 +131,25 @@ class Checker(threading.Thread):
                     "--read-interval-ms", str(a.read_interval_ms),
                     "--write-interval-ms", str(a.write_interval_ms),
                     "--duration", str(duration), "--db", db,
-                    "--settle-ms", "500", "--json"]
+                    "--settle-ms", "500", "--json", "--progress-ms", "1000"]
         self.out_path = out_path
         self.result = None
         self.duration = duration
+        self.sampler = getattr(a, "sampler", None)
 
     def run(self):
+        with open(self.out_path, "w") as f:
+            f.write("$ %s\n" % " ".join(self.cmd))
+        if self.sampler:
+            self.sampler.follow("checker", self.out_path)
         # Started from this thread: no PDEATHSIG (it would fire when the
         # thread ends); the hard timeout and kill_all() at exit stop it.
-        p = hslab.Proc(self.cmd, name="hs-checker", stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, timeout=self.duration + 120)
-        out, err = p.communicate()
+        p = hslab.Proc(self.cmd, name="hs-checker", logpath=self.out_path,
+                       timeout=self.duration + 120)
+        p.wait()
         p.close()
-        with open(self.out_path, "w") as f:
-            f.write("$ %s\n%s%s" % (" ".join(self.cmd),
-                                    err.decode(), out.decode()))
-        for line in out.decode().splitlines():
-            if line.startswith("{"):
+        for line in hslab.tail(self.out_path, 1 << 20).splitlines():
+            if line.startswith("{") and not line.startswith('{"progress"'):
                 try:
                     self.result = json.loads(line)
                 except ValueError:
@@ -500,11 +504,11 @@ def flame_colour(module, name):
                                   58 + (c >> 8) % 22)
 
 
-def flame_label(name, w):
-    """The label that fits a frame w px wide: the full name, or its start
-    and an ellipsis, or nothing below 3 characters and the ellipsis (the
-    page's script applies the same rule when zooming)."""
-    fits = int((w - 6) // FLAME_CHAR_W)
+def flame_label(name, w, cw=FLAME_CHAR_W):
+    """The label that fits a frame w px wide (cw px a character): the full
+    name, or its start and an ellipsis, or nothing below 3 characters and
+    the ellipsis (the page's script applies the same rule when zooming)."""
+    fits = int((w - 6) // cw)
     if fits >= len(name):
         return name
     return name[:fits - 1] + "\u2026" if fits >= 4 else ""
@@ -512,7 +516,7 @@ def flame_label(name, w):
 
 FLAME_SCRIPT = r"""
 (function () {
-  var W = %(width)d, CW = %(cw)s, TOTAL = %(total)d;
+  var W = %(width)d, CW = %(cw)s, TOTAL = %(total)d, STAGE = %(stage)d;
   var doc = document, frames = [].slice.call(doc.querySelectorAll('g.f'));
   var reset = doc.getElementById('reset'), found = doc.getElementById('found');
   var details = doc.getElementById('details');
@@ -591,16 +595,24 @@ FLAME_SCRIPT = r"""
     if (e.key === 'Escape') { unzoom(); if (q) { q.value = ''; search(''); } }
   });
   window.flame = {zoom: zoom, unzoom: unzoom, search: search};
+  // Stage size: taller than a slide; start at the root, at the bottom.
+  if (STAGE) window.addEventListener('load', function () {
+    window.scrollTo(0, doc.documentElement.getBoundingClientRect().height);
+  });
 })();
 """
 
 
-def flamegraph_svg(folded, title, width=1200, modules=None):
+def flamegraph_svg(folded, title, width=1200, modules=None, font_px=12):
     """A flame graph (root at the bottom) as standalone SVG with its own
     script: full names on hover, click a frame to zoom into it, a search
     box, colours by module (modules: fold_modules' map; frames not in it
-    are grey).  The same input gives the same bytes."""
+    are grey).  The same input gives the same bytes.  font_px: the size
+    of every text, rows and header grow with it (24: the stage size of
+    the report's slide, read from the back of a room; 12: a laptop's)."""
     modules = modules or {}
+    k = font_px / 12.0
+    cw = round(FLAME_CHAR_W * k, 2)
     tree = {"n": 0, "c": {}}
     for stack, n in folded.items():
         node = tree
@@ -623,8 +635,9 @@ def flamegraph_svg(folded, title, width=1200, modules=None):
             s += child["n"]
     walk(tree, "", 0, 0)
     depth = max([r[1] for r in rows] + [0]) + 1
-    top, h = 56, FLAME_ROW
-    height = top + depth * h + 26
+    # Header: the title; the legend; zoom reset, search box and matches.
+    top, h = int(64 * k), int(round(FLAME_ROW * k))
+    height = top + depth * h + int(26 * k)
     present = set(r[4] for r in rows)
     legend = [(m, flame_colour(m, "")) for m, _, _ in FLAME_HUES
               if m in present]
@@ -634,28 +647,31 @@ def flamegraph_svg(folded, title, width=1200, modules=None):
     out = ['<?xml version="1.0" encoding="UTF-8"?>',
            '<svg xmlns="http://www.w3.org/2000/svg" version="1.1" '
            'width="%d" height="%d" viewBox="0 0 %d %d" '
-           'font-family="DejaVu Sans Mono,monospace" font-size="12">' %
-           (width, height, width, height),
+           'font-family="DejaVu Sans Mono,monospace" font-size="%d">' %
+           (width, height, width, height, font_px),
            '<style>g.f{cursor:pointer}g.f:hover rect{stroke:#000;'
            'stroke-width:1}g.hit rect{fill:#e600e6}g.anc{opacity:.6}'
            '.btn{cursor:pointer;fill:#06c;text-decoration:underline}'
-           'input{font:12px monospace;width:190px}</style>',
+           'input{font:%dpx monospace;width:%dpx}</style>' % (
+               font_px, 190 * k),
            '<rect width="100%" height="100%" fill="#fff"/>',
-           '<text x="4" y="18" font-size="15" font-weight="bold">'
-           '%s (%d samples)</text>' % (e(title), total),
-           '<text id="reset" class="btn" x="%d" y="18" opacity="0.35">'
-           'reset zoom</text>' % (width - 330),
-           '<foreignObject x="%d" y="4" width="214" height="22">'
+           '<text x="4" y="%d" font-size="%d" font-weight="bold">'
+           '%s (%d samples)</text>' % (18 * k, 15 * k, e(title), total),
+           '<text id="reset" class="btn" x="4" y="%d" opacity="0.35">'
+           'reset zoom</text>' % (58 * k - 4),
+           '<foreignObject x="%d" y="%d" width="%d" height="%d">'
            '<input xmlns="http://www.w3.org/1999/xhtml" id="q" '
            'type="search" placeholder="search (regex)"/></foreignObject>' %
-           (width - 218)]
+           (4 + 12 * cw, 43 * k - 4, 214 * k, 22 * k)]
     x = 4
     for m, fill in legend:
-        out.append('<rect x="%d" y="30" width="12" height="12" fill="%s"/>'
-                   '<text x="%d" y="40">%s</text>' % (x, fill, x + 16, e(m)))
-        x += 16 + int(len(m) * FLAME_CHAR_W) + 14
-    out.append('<text id="found" x="%d" y="40" text-anchor="end"></text>' %
-               (width - 4))
+        out.append('<rect x="%d" y="%d" width="%d" height="%d" fill="%s"/>'
+                   '<text x="%d" y="%d">%s</text>' % (
+                       x, 27 * k, 12 * k, 12 * k, fill, x + 16 * k, 37 * k,
+                       e(m)))
+        x += int(16 * k + len(m) * cw + 14 * k)
+    out.append('<text id="found" x="%d" y="%d"></text>' % (
+        4 + 12 * cw + 214 * k + 10 * k, 58 * k - 4))
     for s, d, n, name, mod in rows:
         x, w = s * width / total, n * width / total
         y = top + (depth - d - 1) * h
@@ -665,13 +681,14 @@ def flamegraph_svg(folded, title, width=1200, modules=None):
                    'fill="%s" stroke="#fff" stroke-width="0.5"/>'
                    '<text x="%.1f" y="%d">%s</text></g>' %
                    (s, n, d, e(mod), e(name), e(mod), n, 100.0 * n / total,
-                    x, y, w, h - 1, flame_colour(mod, name), x + 3, y + 13,
-                    e(flame_label(name, w))))
+                    x, y, w, h - 1, flame_colour(mod, name), x + 3,
+                    y + int(round(13 * k)), e(flame_label(name, w, cw))))
     out.append('<text id="details" x="4" y="%d">Hover: full name, module '
-               'and share. Click: zoom. Esc: reset.</text>' % (height - 8))
+               'and share. Click: zoom. Esc: reset.</text>' % (
+                   height - 8 * k))
     out.append('<script type="text/javascript"><![CDATA[%s]]></script>' %
-               (FLAME_SCRIPT % {"width": width, "cw": repr(FLAME_CHAR_W),
-                                "total": total}))
+               (FLAME_SCRIPT % {"width": width, "cw": repr(cw),
+                                "total": total, "stage": font_px > 12}))
     out.append("</svg>")
     return "\n".join(out)
 
@@ -736,6 +753,11 @@ def read_profile(perf_data, outdir):
                              modules=fold_modules(samples))
         with open(os.path.join(outdir, "flamegraph.svg"), "w") as f:
             f.write(svg)
+        # The report's slide: the same graph at stage size.
+        with open(os.path.join(outdir, "flamegraph-stage.svg"), "w") as f:
+            f.write(flamegraph_svg(folded, "hs-server + hs-balancer, step 3",
+                                   modules=fold_modules(samples),
+                                   font_px=24))
         with open(os.path.join(outdir, "perf.folded"), "w") as f:
             for k, v in sorted(folded.items(), key=lambda kv: -kv[1]):
                 f.write("%s %d\n" % (k, v))
@@ -1198,6 +1220,9 @@ def run_cache_loss(a, counts, outdir, rate):
             "--rate", str(rate), "--duration", "%g" % dur, "--warmup", "0",
             "--timeout", "%g" % max(1.0, a.slo_ms * 20 / 1000.0)]
         out_path = os.path.join(outdir, "step-4-load.txt")
+        # Its per-second latency (client-side) live on the dashboard.
+        cmd += ["--progress-ms", "1000"]
+        a.sampler.follow("hs-load", out_path)
         p = hslab.Proc(cmd, name="hs-load", logpath=out_path,
                        timeout=dur + 120)
         before, hosts0 = snapshot(stk), stk.host_usage()

@@ -54,6 +54,7 @@ struct chk_opts {
 	int timeout_ms;
 	int json;
 	int verbose;
+	int progress_ms;
 };
 
 /* Shared state of one hot product. */
@@ -70,6 +71,13 @@ struct chk_example {
 	double ms_after_ack;
 };
 
+/* What the last --progress-ms line saw, to report each interval alone. */
+struct chk_progress {
+	uint64_t next_ns;
+	uint64_t reads, writes;
+	struct hs_hist read_lat, write_lat;
+};
+
 /* Everything the threads share; no globals besides the signal flag. */
 struct chk_run {
 	const struct chk_opts *o;
@@ -77,6 +85,9 @@ struct chk_run {
 	int stop;                  /* atomic */
 	uint64_t next_value;       /* atomic: the increasing PUT values */
 	struct hs_hist read_lat, write_lat;
+	/* Atomic running totals for --progress-ms (the fields under mu are
+	 * summed when the threads end). */
+	uint64_t live_reads, live_read_errors, live_writes, live_write_errors;
 	pthread_mutex_t mu;        /* guards the fields below */
 	uint64_t reads, read_errors, read_bad;
 	uint64_t writes, write_errors;
@@ -127,6 +138,16 @@ chk_usage(FILE *f)
 "                           bounds leftovers)\n"
 "  --timeout-ms N           per-request timeout (default 5000)\n"
 "  --json                   print one JSON line on stdout (summary on stderr)\n"
+"  --progress-ms N          during the load, every N ms (100..60000), print\n"
+"                           one JSON line on stdout: {\"progress\":true,\"t\":\n"
+"                           Unix seconds, \"elapsed_s\", running totals\n"
+"                           \"reads\", \"writes\", \"stale_reads\", \"errors\"\n"
+"                           (connection errors and bad answers, reads and\n"
+"                           writes), and of the interval alone\n"
+"                           \"interval_reads\", \"interval_writes\",\n"
+"                           \"interval_read_p50_us\", \"interval_read_p99_us\",\n"
+"                           \"interval_write_p50_us\", \"interval_write_p99_us\"};\n"
+"                           the last one when the load ends (default 0: none)\n"
 "  --verbose                print every stale read\n"
 "  --help\n"
 "\n"
@@ -191,7 +212,7 @@ chk_parse_args(struct chk_opts *o, int argc, char **argv)
 {
 	enum { O_URL = 256, O_PRODUCTS, O_HOT, O_READERS, O_WRITERS,
 	       O_DURATION, O_WINT, O_RINT, O_DB, O_SETTLE, O_TIMEOUT, O_JSON,
-	       O_VERBOSE, O_HELP };
+	       O_VERBOSE, O_PROGRESS, O_HELP };
 	static const struct option lo[] = {
 		{ "url", required_argument, NULL, O_URL },
 		{ "products", required_argument, NULL, O_PRODUCTS },
@@ -206,6 +227,7 @@ chk_parse_args(struct chk_opts *o, int argc, char **argv)
 		{ "timeout-ms", required_argument, NULL, O_TIMEOUT },
 		{ "json", no_argument, NULL, O_JSON },
 		{ "verbose", no_argument, NULL, O_VERBOSE },
+		{ "progress-ms", required_argument, NULL, O_PROGRESS },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -278,6 +300,10 @@ chk_parse_args(struct chk_opts *o, int argc, char **argv)
 			break;
 		case O_VERBOSE:
 			o->verbose = 1;
+			break;
+		case O_PROGRESS:
+			if (hs_parse_int(optarg, 100, 60000, &o->progress_ms))
+				bad = "--progress-ms must be 100..60000";
 			break;
 		case O_HELP:
 			chk_usage(stdout);
@@ -396,18 +422,23 @@ chk_reader(void *arg)
 		hs_hist_record(&r->read_lat, (hs_now_ns() - t0) / 1000);
 		if (status < 0) {
 			errors++;
+			__atomic_fetch_add(&r->live_read_errors, 1,
+					   __ATOMIC_RELAXED);
 			chk_backoff();
 			continue;
 		}
 		if (status != 200 ||
 		    chk_parse_product(body.data, body.len, &p) != 0) {
 			bad++;
+			__atomic_fetch_add(&r->live_read_errors, 1,
+					   __ATOMIC_RELAXED);
 			if (o->verbose)
 				fprintf(stderr, "read: GET %s -> %d\n", path,
 					status);
 			continue;
 		}
 		reads++;
+		__atomic_fetch_add(&r->live_reads, 1, __ATOMIC_RELAXED);
 		if (p.version < acked)
 			chk_note_stale(r, h, acked, acked_ns, t0, p.version);
 		chk_pause_ms(r, o->read_interval_ms);
@@ -458,6 +489,8 @@ chk_writer(void *arg)
 		if (status != 200 ||
 		    chk_parse_product(body.data, body.len, &p) != 0) {
 			errors++;
+			__atomic_fetch_add(&r->live_write_errors, 1,
+					   __ATOMIC_RELAXED);
 			if (o->verbose)
 				fprintf(stderr, "write: PUT %s -> %d\n", path,
 					status);
@@ -466,6 +499,7 @@ chk_writer(void *arg)
 			continue;
 		}
 		writes++;
+		__atomic_fetch_add(&r->live_writes, 1, __ATOMIC_RELAXED);
 		/* Publish the acknowledgement: from now on a read of this
 		 * product must see at least this version. */
 		pthread_mutex_lock(&h->mu);
@@ -613,6 +647,68 @@ done:
 	return rc;
 }
 
+/* The histogram of what cur recorded since prev (both snapshots). */
+static void
+chk_hist_since(struct hs_hist *out, const struct hs_hist *cur,
+	       const struct hs_hist *prev)
+{
+	memset(out, 0, sizeof(*out));
+	for (int i = 0; i < HS_HIST_BUCKETS; i++) {
+		out->b[i] = cur->b[i] - prev->b[i];
+		out->count += out->b[i];
+	}
+	out->max_us = cur->max_us;  /* a cap for the quantiles, not exact */
+}
+
+/*
+ * One --progress-ms line: running totals, and the interval's own counts
+ * and latency percentiles (the difference of two snapshots of the
+ * lock-free histograms, so the threads never wait for it).
+ */
+static void
+chk_progress_line(struct chk_run *r, struct chk_progress *pr, uint64_t t0)
+{
+	struct hs_hist *cur = hs_xcalloc(2, sizeof(*cur));
+	struct hs_hist *win = hs_xcalloc(1, sizeof(*win));
+	struct timespec wall;
+	uint64_t reads = __atomic_load_n(&r->live_reads, __ATOMIC_RELAXED);
+	uint64_t writes = __atomic_load_n(&r->live_writes, __ATOMIC_RELAXED);
+	uint64_t errors, stale, rp50, rp99, wp50, wp99;
+
+	errors = __atomic_load_n(&r->live_read_errors, __ATOMIC_RELAXED) +
+		 __atomic_load_n(&r->live_write_errors, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&r->mu);
+	stale = r->stale;
+	pthread_mutex_unlock(&r->mu);
+	hs_hist_merge(&cur[0], &r->read_lat);
+	hs_hist_merge(&cur[1], &r->write_lat);
+	chk_hist_since(win, &cur[0], &pr->read_lat);
+	rp50 = hs_hist_quantile(win, 0.5);
+	rp99 = hs_hist_quantile(win, 0.99);
+	chk_hist_since(win, &cur[1], &pr->write_lat);
+	wp50 = hs_hist_quantile(win, 0.5);
+	wp99 = hs_hist_quantile(win, 0.99);
+	clock_gettime(CLOCK_REALTIME, &wall);
+	printf("{\"progress\":true,\"t\":%.3f,\"elapsed_s\":%.3f,"
+	       "\"reads\":%" PRIu64 ",\"writes\":%" PRIu64
+	       ",\"stale_reads\":%" PRIu64 ",\"errors\":%" PRIu64
+	       ",\"interval_reads\":%" PRIu64 ",\"interval_writes\":%" PRIu64
+	       ",\"interval_read_p50_us\":%" PRIu64
+	       ",\"interval_read_p99_us\":%" PRIu64
+	       ",\"interval_write_p50_us\":%" PRIu64
+	       ",\"interval_write_p99_us\":%" PRIu64 "}\n",
+	       (double)wall.tv_sec + wall.tv_nsec / 1e9,
+	       (double)(hs_now_ns() - t0) / 1e9, reads, writes, stale, errors,
+	       reads - pr->reads, writes - pr->writes, rp50, rp99, wp50, wp99);
+	fflush(stdout);
+	pr->reads = reads;
+	pr->writes = writes;
+	pr->read_lat = cur[0];
+	pr->write_lat = cur[1];
+	free(win);
+	free(cur);
+}
+
 static void
 chk_sleep_ms(int ms)
 {
@@ -709,6 +805,7 @@ main(int argc, char **argv)
 	struct chk_run *r = NULL;
 	struct chk_thread *th = NULL;
 	struct chk_final fin;
+	struct chk_progress *pr = NULL;
 	struct sigaction sa;
 	uint64_t t0, deadline;
 	double secs;
@@ -757,14 +854,25 @@ main(int argc, char **argv)
 		started++;
 	}
 	deadline = t0 + (uint64_t)(o->duration_s * 1e9);
+	if (o->progress_ms > 0) {
+		pr = hs_xcalloc(1, sizeof(*pr));
+		pr->next_ns = t0 + (uint64_t)o->progress_ms * 1000000;
+	}
 	while (started == nth && !chk_interrupted && hs_now_ns() < deadline) {
 		uint64_t left_ms = (deadline - hs_now_ns()) / 1000000;
 
 		chk_sleep_ms(left_ms > 50 ? 50 : (int)left_ms + 1);
+		if (pr != NULL && hs_now_ns() >= pr->next_ns &&
+		    hs_now_ns() < deadline) {
+			chk_progress_line(r, pr, t0);
+			pr->next_ns += (uint64_t)o->progress_ms * 1000000;
+		}
 	}
 	__atomic_store_n(&r->stop, 1, __ATOMIC_RELAXED);
 	for (int i = 0; i < started; i++)
 		pthread_join(th[i].tid, NULL);
+	if (pr != NULL)
+		chk_progress_line(r, pr, t0);  /* the load's last interval */
 	secs = (double)(hs_now_ns() - t0) / 1e9;
 	if (started != nth) {
 		rc = 2;
@@ -796,6 +904,7 @@ out:
 		free(r->hot);
 		free(r);
 	}
+	free(pr);
 	free(th);
 	free(o);
 	return rc;

@@ -86,24 +86,21 @@ function shares() {
   })]);
 }
 
-/* p50 / p99 of each server's busiest route (histograms since start). */
+/* p50 / p99 of the requests answered in each second alone: the sampler's
+   window.* (the difference of two ticks' server-side histograms).  At the
+   balancer when there is one (its wait for the backends, all of them),
+   else the slowest server's.  Also says where it was measured. */
 function latency() {
-  const p50 = [], p99 = [];
-  servers().forEach(c => {
-    let best = null, n = -1;
-    metricsOf(c, /^routes\..*\.requests$/).forEach(m => {
-      const route = m.slice(7, -9);
-      if (route.startsWith("GET /stats")) return;
-      const v = last(get(c, m));
-      if (v > n) { n = v; best = route; }
-    });
-    if (best === null) return;
-    const k = "routes." + best + ".latency.";
-    p50.push(get(c, k + "p50_us"));
-    p99.push(get(c, k + "p99_us"));
-  });
+  const bal = get("hs-balancer", "window.p99_us").length > 0;
+  const src = bal ? ["hs-balancer"] : servers();
   const mx = vs => { const x = vs.filter(v => v !== null); return x.length ? Math.max(...x) / 1000 : null; };
-  return [["p50", combine(p50, mx)], ["p99", combine(p99, mx)]];
+  // hs-load's own per-second view when it drives the load (walkthrough
+  // step 4): from each request's planned send, queueing included.
+  const ms = pts => pts.map(([t, v]) => [t, v / 1000]);
+  return { client: ms(get("hs-load", "interval_p99_us")),
+           where: bal ? "at the balancer" : src.length > 1 ? "slowest server" : "at the server",
+           p50: combine(src.map(c => get(c, "window.p50_us")), mx),
+           p99: combine(src.map(c => get(c, "window.p99_us")), mx) };
 }
 
 function errorsPerS() {
@@ -147,12 +144,14 @@ function cpu() {
   return out;
 }
 
+/* hs-checker's running count of stale reads (its --progress-ms lines,
+   component "checker"), while it runs and for a minute after; a later
+   step without the checker gets the memcached tile back. */
+const STALE_SHOWN_S = 60;
 function stale() {
-  for (const c of Object.keys(S)) {
-    const s = get(c, "stale_reads");
-    if (s.length) return last(s);
-  }
-  return null;
+  const s = get("checker", "stale_reads");
+  if (!s.length || s[s.length - 1][0] < now - STALE_SHOWN_S) return null;
+  return last(s);
 }
 
 /* ---------------------------------------------------------- charts */
@@ -174,6 +173,7 @@ function applyTheme() {
       if (s.title) s.title.color = css("--fg");
     });
     ch.options.plugins.title.color = css("--fg");
+    ch.options.plugins.subtitle.color = css("--fg");
     ch.options.plugins.legend.labels.color = css("--fg");
     ch.update("none");
   });
@@ -187,6 +187,31 @@ function short(v) {
   return a > 0 && a < 1 ? +v.toPrecision(2) : +v.toFixed(2);
 }
 
+/* A vertical axis gets at most a quarter of a chart's width when there
+   are two (Chart.js caps each at half of a half: 100 px of a third of
+   1280), and a squeezed one draws its title over its tick labels.  At
+   24 px "1.5k" and a title need about that much, so fitSide() widens a
+   squeezed axis to what its labels and title measure; no tick marks, and
+   the title's padding on the labels' side ("bottom" is the inner side of
+   a rotated side title) keeps them apart. */
+function fitSide(s) {
+  const o = s.options, f = Chart.helpers.toFont(o.ticks.font);
+  s.ctx.save();
+  s.ctx.font = f.string;
+  const widest = Math.max(0, ...s.ticks.map(t => s.ctx.measureText(String(t.label)).width));
+  s.ctx.restore();
+  const pad = Chart.helpers.toPadding(o.title.padding);
+  const need = Math.ceil(widest + o.ticks.padding + Chart.helpers.toFont(o.title.font).lineHeight + pad.top + pad.bottom);
+  if (s.width < need) s.width = need;
+}
+
+function sideAxis(text, font, extra) {
+  return Object.assign({ beginAtZero: true, afterFit: fitSide,
+    ticks: { font, maxTicksLimit: 5, padding: 4, callback: short },
+    grid: { drawTicks: false },
+    title: { display: true, text, font, padding: { top: 2, bottom: 10 } } }, extra || {});
+}
+
 function makeChart(id, title, yTitle, y2Title) {
   if (!hasChart) return;
   const font = { size: 24 };
@@ -194,12 +219,10 @@ function makeChart(id, title, yTitle, y2Title) {
     x: { type: "linear", min: -KEEP_S, max: 0,
          ticks: { font, stepSize: 30, maxRotation: 0, autoSkipPadding: 16, callback: v => v + " s" },
          grid: {} },
-    y: { beginAtZero: true, ticks: { font, maxTicksLimit: 5, callback: short }, grid: {},
-         title: { display: true, text: yTitle, font } },
+    y: sideAxis(yTitle, font),
   };
-  if (y2Title) scales.y2 = { position: "right", beginAtZero: true,
-    ticks: { font, maxTicksLimit: 5, callback: short }, grid: { drawOnChartArea: false },
-    title: { display: true, text: y2Title, font } };
+  if (y2Title) scales.y2 = sideAxis(y2Title, font, { position: "right" });
+  if (y2Title) scales.y2.grid.drawOnChartArea = false;
   charts[id] = new Chart(document.getElementById(id), {
     type: "line",
     data: { datasets: [] },
@@ -210,11 +233,25 @@ function makeChart(id, title, yTitle, y2Title) {
       scales,
       plugins: {
         title: { display: true, text: title, font: { size: 24, weight: "bold" }, padding: 2 },
-        legend: { labels: { font, boxWidth: 14, padding: 6 } },
+        subtitle: { display: id === "c-lat", text: "", font, padding: 0 },
+        // The throttled lines are their host's, dashed: said in the title.
+        legend: { labels: { font, boxWidth: 28, padding: 6, usePointStyle: true,
+                            filter: item => !/ throttled$/.test(item.text) } },
         tooltip: { enabled: true },
       },
     },
   });
+}
+
+/* Chart points; a null where no point came for a while (between steps
+   the sampler is idle), so that a line does not bridge the gap. */
+function withGaps(pts) {
+  const out = [];
+  pts.forEach(([t, v], i) => {
+    if (i > 0 && t - pts[i - 1][0] > 3) out.push({ x: +(pts[i - 1][0] + 1 - now).toFixed(2), y: null });
+    out.push({ x: +(t - now).toFixed(2), y: v });
+  });
+  return out;
 }
 
 function setData(id, sets) {
@@ -226,8 +263,8 @@ function setData(id, sets) {
     label: s.label, yAxisID: s.axis || "y",
     borderColor: s.color || PALETTE[i % PALETTE.length],
     backgroundColor: s.color || PALETTE[i % PALETTE.length],
-    borderDash: s.dash || [],
-    data: s.data.map(([t, v]) => ({ x: +(t - now).toFixed(2), y: v })),
+    borderDash: s.dash || [], borderWidth: 4, pointStyle: "line",
+    data: withGaps(s.data),
   }));
   ch.update("none");
 }
@@ -246,8 +283,13 @@ function render() {
   setData("c-rps", tp.map(([l, d]) => ({
     label: sh[l] !== undefined && sh[l] !== null ? l + " " + sh[l].toFixed(0) + "%" : l, data: d })));
   const lat = latency();
-  setData("c-lat", [{ label: "p50", data: lat[0][1] }, { label: "p99", data: lat[1][1] },
-                    { label: "errors/s", data: errorsPerS(), axis: "y2", color: "#ff5a5a" }]);
+  const sub = charts["c-lat"] && charts["c-lat"].options.plugins.subtitle;
+  if (sub) sub.text = "server-side, " + lat.where;
+  const latSets = [{ label: "p50", data: lat.p50 }, { label: "p99", data: lat.p99 }];
+  if (lat.client.some(p => p[0] >= now - KEEP_S))
+    latSets.push({ label: "p99 client", data: lat.client, color: "#e25c8a", dash: [8, 6] });
+  latSets.push({ label: "errors/s", data: errorsPerS(), axis: "y2", color: "#ff5a5a" });
+  setData("c-lat", latSets);
   const [q, per] = db();
   setData("c-db", [{ label: "queries/s", data: q }, { label: "per request", data: per, axis: "y2" }]);
   const ca = cache();
@@ -263,13 +305,15 @@ function render() {
 
   const total = tp.length ? (S["hs-balancer"] ? tp[0][1] : combine(tp.map(x => x[1]), sum)) : [];
   set("n-rps", fmt(last(total), 0));
-  set("n-p99", fmt(last(lat[1][1]), 1));
+  set("n-p99", fmt(last(lat.p99), 1));
   set("n-err", fmt(last(errorsPerS()), 0));
   set("n-dbq", fmt(last(per), 2));
   set("n-hit", fmt(last(ca.hit), 1));
   const st = stale();
-  if (st !== null) { set("l-stale", "stale reads"); set("n-stale", fmt(st, 0)); }
-  else set("n-stale", fmt(last(ca.gets), 0));
+  const tile = document.getElementById("n-stale");
+  if (tile) tile.classList.toggle("bad", st !== null && st > 0);
+  set("l-stale", st !== null ? "stale reads" : "memcached gets/s");
+  set("n-stale", st !== null ? fmt(st, 0) : fmt(last(ca.gets), 0));
   let reqs = 0;
   servers().forEach(c => { reqs += last(get(c, "requests")) || 0; });
   status.requests = reqs;
@@ -318,10 +362,10 @@ function ingestLatest(msg) {
 
 async function start() {
   makeChart("c-rps", "Requests per second (each server's share %)", "req/s");
-  makeChart("c-lat", "Latency (since start)", "ms", "errors/s");
+  makeChart("c-lat", "Latency of each second", "ms", "errors/s");
   makeChart("c-db", "Database", "queries/s", "q/request");
   makeChart("c-cache", "Cache", "ops/s", "hit %");
-  makeChart("c-cpu", "Host CPU", "cores");
+  makeChart("c-cpu", "CPU, dashed: throttled", "cores");
   applyTheme();
   try {
     const r = await fetch("/data.json", { cache: "no-store" });

@@ -223,6 +223,34 @@ def charts_from(outdir, rows, sweeps, series, events, meta):
                 "note": "capacity: the highest offered load whose p99 "
                         "stays under the SLO"})
 
+    # The checker's progress lines (component "checker" in series.csv):
+    # its running count of stale reads against its seconds of load.
+    chk = {}
+    for s in series:
+        if s.get("component") == "checker" and s.get("metric") in (
+                "elapsed_s", "stale_reads"):
+            t, v = _num(s.get("time")), _num(s.get("value"))
+            if t is not None and v is not None:
+                chk.setdefault(s.get("step") or "?", {}).setdefault(
+                    t, {})[s["metric"]] = v
+    ds = []
+    for step, pts in chk.items():
+        data = [[round(p["elapsed_s"], 1), p["stale_reads"]]
+                for _, p in sorted(pts.items())
+                if "elapsed_s" in p and "stale_reads" in p]
+        if data:
+            # Nothing is stale before the first read.
+            ds.append({"label": "step %s" % step, "data": [[0, 0]] + data})
+    if ds:
+        out.append({
+            "id": "stale", "title": "Stale reads while the checker runs",
+            "kind": "line", "x": {"title": "seconds of load (s)"},
+            "y": {"title": "stale reads (running total)"},
+            "datasets": ds,
+            "note": "hs-checker beside the load, once a second: reads that "
+                    "started after an update was acknowledged and still "
+                    "returned an older version"})
+
     loss = [s for s in series if s.get("step") == "4"]
     if loss:
         t0 = min(_num(s["time"]) or 0 for s in loss)
@@ -483,9 +511,10 @@ def render_html(outdir, title, heads, charts, rows, info, chartjs):
     slides = []
     cards = "".join(
         "<div class='card'><div class='val'>%s</div><div class='lbl'>%s"
-        "</div><div class='det'>%s</div></div>" % (
+        "</div><div class='det' title='%s'>%s</div></div>" % (
             e(str(h.get("value", ""))), e(str(h.get("label", ""))),
-            e(str(h.get("detail", "")))) for h in heads[:6])
+            e(str(h.get("detail", ""))), e(str(h.get("detail", ""))))
+        for h in heads[:6])
     sub = []
     if meta.get("date"):
         sub.append(meta["date"])
@@ -531,10 +560,14 @@ def render_html(outdir, title, heads, charts, rows, info, chartjs):
         slides.append("<section class='slide' id='s-profile'>%s</section>" %
                       profile_summary_html(summ))
     if os.path.exists(os.path.join(outdir, "flamegraph.svg")):
+        # The stage-size drawing when the walkthrough wrote one (24 px
+        # text, for the back row); "open alone": the laptop-size file.
+        flame = "flamegraph-stage.svg" if os.path.exists(os.path.join(
+            outdir, "flamegraph-stage.svg")) else "flamegraph.svg"
         slides.append("<section class='slide' id='s-flame'><h2>Flame graph "
                       "(perf; <a href='flamegraph.svg'>open alone</a>)</h2>"
-                      "<object class='flame' data='flamegraph.svg' "
-                      "type='image/svg+xml'></object></section>")
+                      "<object class='flame' data='%s' "
+                      "type='image/svg+xml'></object></section>" % flame)
     elif info.get("no_graph"):
         slides.append("<section class='slide' id='s-flame'><h2>Flame graph"
                       "</h2><p>None: %s.</p></section>" % e(info["no_graph"]))

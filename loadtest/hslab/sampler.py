@@ -16,6 +16,19 @@ metric, value.  Nested JSON keys are joined with dots ("db.queries",
 "cache.hits", "backends.0.requests": lists by index); strings are left
 out, booleans are 0/1.
 
+Tools that print progress lines (hs-checker --progress-ms, hs-load
+--progress-ms: JSON objects with "progress": true and "t", Unix seconds)
+into a file are followed with follow(component, path): each tick reads
+the lines added since, and each becomes one point at its own "t" under
+that component ("checker", "hs-load"), every numeric field a metric.
+
+Per-second percentiles: the latency quantiles in /stats are since start,
+so the sampler also keeps each component's latency histogram ("buckets"
+of hs_hist_json: a server's routes but its own /stats, /metrics and
+/healthz polls; the balancer's backends) and writes, from the difference
+of two ticks, "window.p50_us", "window.p99_us" and "window.requests": the
+server-side latency of the requests answered in that second alone.
+
 Rates: for the counters in RATES the sampler also writes METRIC/s, the
 change per second since the previous tick of the same component (so
 "requests/s", "db.queries/s", "host.cpu_s/s" = cores in use,
@@ -24,6 +37,7 @@ change per second since the previous tick of the same component (so
 
 import collections
 import csv
+import json
 import os
 import re
 import sys
@@ -36,9 +50,53 @@ RATES = re.compile(r"^(requests|accepted|db\.queries|db\.errors|"
                    r"cache\.(hits|misses|bypasses|fills)|"
                    r"backends\.\d+\.(requests|failures)|"
                    r"cmd_get|cmd_set|get_hits|get_misses|total_connections|"
-                   r"host\.(cpu_s|throttled_s|nr_throttled))$")
+                   r"host\.(cpu_s|throttled_s|nr_throttled)|"
+                   r"reads|writes|stale_reads|answers|lost)$")
 
 COLUMNS = ["time", "step", "component", "metric", "value"]
+
+# A server's routes left out of its window percentiles: our own polling.
+POLL_ROUTES = re.compile(r"^GET /(stats|metrics|healthz)\b")
+
+
+def hist_buckets(lats):
+    """{upper_us: count} summed over hs_hist_json objects (their
+    "buckets": "UPPER_US:COUNT UPPER_US:COUNT ...")."""
+    out = collections.Counter()
+    for lat in lats:
+        text = (lat or {}).get("buckets")
+        for pair in text.split() if isinstance(text, str) else ():
+            le, _, n = pair.partition(":")
+            if le.isdigit() and n.isdigit():
+                out[int(le)] += int(n)
+    return out
+
+
+def window_quantiles(cur, prev, qs=(0.5, 0.99)):
+    """(count, [quantile, ...]) of the values recorded between two
+    snapshots of hist_buckets(), as hs_hist_quantile() reports them (a
+    bucket's upper bound); None when a bucket went back (a restart)."""
+    diff = {}
+    for le, n in cur.items():
+        d = n - prev.get(le, 0)
+        if d < 0:
+            return None
+        if d:
+            diff[le] = d
+    if any(le not in cur for le in prev):
+        return None
+    total = sum(diff.values())
+    out = []
+    for q in qs:
+        rank, seen = max(1, int(q * total + 0.5)), 0
+        for le in sorted(diff):
+            seen += diff[le]
+            if seen >= rank:
+                out.append(le)
+                break
+        else:
+            out.append(0)
+    return total, out
 
 
 def stack_targets(stk):
@@ -65,8 +123,10 @@ class Sampler:
         self._stop = threading.Event()
         self._thread = None
         self._targets = ([], [], [], None)
+        self._follow = []      # [component, path, offset, partial line]
         self._step = ""
         self._prev = {}
+        self._hist = {}        # component -> its last hist_buckets()
         self._mem = collections.defaultdict(
             lambda: collections.defaultdict(collections.deque))
         self._file = self._csv = None
@@ -84,8 +144,23 @@ class Sampler:
             targets = (list(servers), list(balancers), list(memcacheds),
                        hosts)
         with self._lock:
+            # What the followed files still hold belongs to the step
+            # ending (a tool's last line may be newer than the last tick).
+            self._record(self._read_follows(), self._step, time.time())
             self._targets, self._step = targets, step
             self._prev = {}
+            self._hist = {}
+            self._follow = []
+
+    def follow(self, component, path):
+        """Until the next watch(): each tick, the progress lines appended
+        to path (from its end now on) become points of component."""
+        try:
+            off = os.path.getsize(path)
+        except OSError:
+            off = 0
+        with self._lock:
+            self._follow.append([component, path, off, b""])
 
     def start(self):
         if self.path:
@@ -130,11 +205,20 @@ class Sampler:
             (servers, balancers, mcs, hosts), step = self._targets, \
                 self._step
         now = time.time()
-        got = {}
+        got, hists = {}, {}
         for name, port in servers:
-            got[name] = flatten(get_json(port, "/stats", 2.0))
+            st = get_json(port, "/stats", 2.0)
+            got[name] = flatten(st)
+            routes = st.get("routes") or {}
+            if routes:
+                hists[name] = hist_buckets(
+                    r.get("latency") for k, r in routes.items()
+                    if not POLL_ROUTES.match(k) and isinstance(r, dict))
         for name, port in balancers:
             st = get_json(port, "/stats", 2.0)
+            if st.get("backends"):
+                hists[name] = hist_buckets(b.get("latency")
+                                           for b in st["backends"])
             m = flatten({k: v for k, v in st.items() if k != "backends"})
             for i, b in enumerate(st.get("backends", [])):
                 m.update(flatten(b, "backends.%d." % i))
@@ -154,35 +238,81 @@ class Sampler:
                 m = got.setdefault(name, {})
                 for k, v in u.items():
                     m["host." + k] = v
-        rows = []
         with self._lock:
             if (servers, balancers, mcs, hosts) != self._targets[:4]:
-                return rows      # retargeted meanwhile: drop this tick
-            for comp, metrics in got.items():
-                prev = self._prev.get(comp)
-                for k, v in sorted(metrics.items()):
-                    rows.append((now, step, comp, k, v))
-                    if prev and RATES.match(k) and k in prev[1]:
-                        dt = now - prev[0]
-                        if dt > 0:
-                            rows.append((now, step, comp, k + "/s",
-                                         (v - prev[1][k]) / dt))
-                if metrics:
-                    self._prev[comp] = (now, metrics)
-            cut = now - self.keep_s
-            for t, _, comp, k, v in rows:
-                d = self._mem[comp][k]
-                d.append((t, v))
-                while d and d[0][0] < cut:
-                    d.popleft()
-            if self._csv:
-                for t, s, comp, k, v in rows:
-                    self._csv.writerow(("%.3f" % t, s, comp, k,
-                                        ("%.6g" % v) if isinstance(v, float)
-                                        else v))
-                self._file.flush()
-            self.rows += len(rows)
+                return []        # retargeted meanwhile: drop this tick
+            for comp, h in hists.items():
+                prev, self._hist[comp] = self._hist.get(comp), h
+                w = window_quantiles(h, prev) if prev is not None else None
+                if w and w[0] and comp in got:
+                    got[comp].update({"window.requests": w[0],
+                                      "window.p50_us": w[1][0],
+                                      "window.p99_us": w[1][1]})
+            points = [(now, comp, m) for comp, m in got.items()]
+            return self._record(points + self._read_follows(), step, now)
+
+    def _record(self, points, step, now):
+        """Writes [(t, component, metrics)] with their rates into memory
+        and the CSV (under the lock); returns the rows."""
+        rows = []
+        for t, comp, metrics in points:
+            prev = self._prev.get(comp)
+            for k, v in sorted(metrics.items()):
+                rows.append((t, step, comp, k, v))
+                # A counter that went back is a restarted process (step 4's
+                # memcached): no rate across it rather than a negative one.
+                if prev and RATES.match(k) and k in prev[1] and \
+                        v >= prev[1][k]:
+                    dt = t - prev[0]
+                    if dt > 0:
+                        rows.append((t, step, comp, k + "/s",
+                                     (v - prev[1][k]) / dt))
+            if metrics:
+                self._prev[comp] = (t, metrics)
+        cut = now - self.keep_s
+        for t, _, comp, k, v in rows:
+            d = self._mem[comp][k]
+            d.append((t, v))
+            while d and d[0][0] < cut:
+                d.popleft()
+        if self._csv:
+            for t, s, comp, k, v in rows:
+                self._csv.writerow(("%.3f" % t, s, comp, k,
+                                    ("%.6g" % v) if isinstance(v, float)
+                                    else v))
+            self._file.flush()
+        self.rows += len(rows)
         return rows
+
+    def _read_follows(self):
+        """[(t, component, metrics)] of the progress lines added to the
+        followed files since the last tick (under the lock)."""
+        out = []
+        for f in self._follow:
+            comp, path, off, part = f
+            try:
+                with open(path, "rb") as fh:
+                    fh.seek(off)
+                    data = fh.read(1 << 20)
+            except OSError:
+                continue
+            f[2] = off + len(data)
+            lines = (part + data).split(b"\n")
+            f[3] = lines.pop()      # an incomplete last line waits
+            for ln in lines:
+                if not ln.startswith(b'{"progress"'):
+                    continue
+                try:
+                    j = json.loads(ln)
+                    t = float(j["t"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+                m = {k: v for k, v in j.items()
+                     if k not in ("t", "progress") and
+                     isinstance(v, (int, float)) and
+                     not isinstance(v, bool)}
+                out.append((t, comp, m))
+        return out
 
     def _run(self):
         nxt = time.monotonic()

@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "hs_log.h"
@@ -76,7 +77,7 @@ struct hsl_engine {
 	struct hsl_stats *st;
 	struct hsl_result *res;
 	struct event_base *base;
-	struct event *tick, *sweep, *sigint, *sigterm;
+	struct event *tick, *sweep, *sigint, *sigterm, *progress;
 	enum hsl_phase phase;
 	struct hsl_conn_list conns;
 	int nconns, nconnecting, nbusy;
@@ -91,6 +92,10 @@ struct hsl_engine {
 	int ever_connected;
 	int socket_warned;
 	uint64_t last_done_ns; /* the last answer to a measured request */
+	/* --progress-ms: every answer and loss, warmup included; win holds
+	 * the latencies of the interval since the last line. */
+	struct hs_hist *win;
+	uint64_t answers, lost, win_answers, win_lost;
 };
 
 void
@@ -159,6 +164,8 @@ hsl_end(struct hsl_engine *e)
 static void
 hsl_lost(struct hsl_engine *e, int measured, uint64_t *counter)
 {
+	e->lost++;
+	e->win_lost++;
 	if (!measured)
 		return;
 	(*counter)++;
@@ -389,6 +396,11 @@ hsl_conn_done(struct hsl_conn *c)
 				 c->resp.status);
 		e->last_done_ns = now;
 	}
+	e->answers++;
+	e->win_answers++;
+	if (e->win != NULL)
+		hs_hist_record(e->win, now > c->planned_ns ?
+				       (now - c->planned_ns) / 1000 : 0);
 	if (c->resp.close || c->rlen > 0) {
 		/* Closed by the server, or bytes nobody asked for. */
 		hsl_conn_close(c);
@@ -565,6 +577,46 @@ hsl_on_sweep(evutil_socket_t fd, short what, void *arg)
 		hsl_check_end(e);
 }
 
+/*
+ * One --progress-ms line: the interval's answers and their latency from
+ * the planned send time (the open-loop, client-side view, as the final
+ * percentiles), then a new interval.
+ */
+static void
+hsl_progress_line(struct hsl_engine *e)
+{
+	static const char *phase[] = { "connect", "schedule", "drain",
+				       "over" };
+	uint64_t now = hs_now_ns();
+	struct timespec wall;
+
+	clock_gettime(CLOCK_REALTIME, &wall);
+	printf("{\"progress\":true,\"t\":%.3f,\"elapsed_s\":%.3f,"
+	       "\"phase\":\"%s\",\"measuring\":%d,\"offered_rps\":%g,"
+	       "\"answers\":%llu,\"lost\":%llu,\"interval_answers\":%llu,"
+	       "\"interval_lost\":%llu,\"interval_p50_us\":%llu,"
+	       "\"interval_p99_us\":%llu,\"interval_max_us\":%llu}\n",
+	       (double)wall.tv_sec + wall.tv_nsec / 1e9,
+	       e->start_ns ? (double)(now - e->start_ns) / 1e9 : 0.0,
+	       phase[e->phase], e->start_ns && now >= e->measure_ns &&
+	       now < e->end_ns, e->o->rate,
+	       (unsigned long long)e->answers, (unsigned long long)e->lost,
+	       (unsigned long long)e->win_answers,
+	       (unsigned long long)e->win_lost,
+	       (unsigned long long)hs_hist_quantile(e->win, 0.5),
+	       (unsigned long long)hs_hist_quantile(e->win, 0.99),
+	       (unsigned long long)e->win->max_us);
+	fflush(stdout);
+	memset(e->win, 0, sizeof(*e->win));
+	e->win_answers = e->win_lost = 0;
+}
+
+static void
+hsl_on_progress(evutil_socket_t fd, short what, void *arg)
+{
+	hsl_progress_line(arg);
+}
+
 static void
 hsl_on_signal(evutil_socket_t sig, short what, void *arg)
 {
@@ -609,6 +661,17 @@ hsl_run(const struct hsl_run_opts *o, struct hsl_mix *mix,
 	e.sigterm = evsignal_new(e.base, SIGTERM, hsl_on_signal, &e);
 	if (!e.tick || !e.sweep || !e.sigint || !e.sigterm)
 		goto out;
+	if (o->progress_ms > 0) {
+		struct timeval every = { o->progress_ms / 1000,
+					 o->progress_ms % 1000 * 1000 };
+
+		e.win = hs_xcalloc(1, sizeof(*e.win));
+		e.progress = event_new(e.base, -1, EV_PERSIST, hsl_on_progress,
+				       &e);
+		if (e.progress == NULL)
+			goto out;
+		event_add(e.progress, &every);
+	}
 	event_add(e.sweep, &sweep);
 	event_add(e.sigint, NULL);
 	event_add(e.sigterm, NULL);
@@ -622,6 +685,8 @@ hsl_run(const struct hsl_run_opts *o, struct hsl_mix *mix,
 		event_base_dispatch(e.base);
 	}
 
+	if (e.win != NULL && e.win_answers + e.win_lost > 0)
+		hsl_progress_line(&e);  /* the run's last, shorter interval */
 	now = hs_now_ns();
 	if (e.start_ns != 0 && now > e.measure_ns) {
 		uint64_t end = now < e.end_ns ? now : e.end_ns;
@@ -641,6 +706,9 @@ hsl_run(const struct hsl_run_opts *o, struct hsl_mix *mix,
 	}
 	rc = 0;
 out:
+	if (e.progress)
+		event_free(e.progress);
+	free(e.win);
 	if (e.tick)
 		event_free(e.tick);
 	if (e.sweep)

@@ -200,6 +200,10 @@ struct hsl_run_opts {
 	enum hsl_arrival arrival;
 	uint64_t seed;      /* arrival gaps (the mix has its own stream) */
 	int quiet;          /* no per-second progress on stderr */
+	/* > 0: every progress_ms, one JSON line on stdout of what was
+	 * answered in that interval alone (warmup included), for live views;
+	 * see hs-load --help. */
+	int progress_ms;
 };
 
 enum hsl_run_end {

@@ -45,6 +45,7 @@ struct hsl_opts {
 	const char *out;
 	long dump;         /* --dump-requests N: print N requests, send none */
 	int quiet;
+	int progress_ms;
 };
 
 static void
@@ -86,6 +87,14 @@ hsl_usage(FILE *f)
 "  --seed N               random seed of the mix and of Poisson gaps (1)\n"
 "  --dump-requests N      print the first N requests' lines, send nothing\n"
 "  --quiet                no summary, only the HSJSON line (and sweep progress)\n"
+"  --progress-ms N        every N ms (100..60000), one JSON line on stdout of\n"
+"                         that interval alone, warmup and drain included:\n"
+"                         {\"progress\":true,\"t\": Unix seconds, \"elapsed_s\",\n"
+"                         \"phase\", \"measuring\" (0/1), \"offered_rps\", running\n"
+"                         totals \"answers\" and \"lost\" (errors, timeouts),\n"
+"                         \"interval_answers\", \"interval_lost\",\n"
+"                         \"interval_p50_us\", \"interval_p99_us\",\n"
+"                         \"interval_max_us\" (from the planned send time)}\n"
 "  --help\n"
 "\n"
 "Prints a summary and one final line \"HSJSON {...}\": offered_rps,\n"
@@ -190,7 +199,7 @@ hsl_parse_args(struct hsl_opts *o, int argc, char **argv)
 	enum { O_RATE = 256, O_DURATION, O_WARMUP, O_CONNS, O_ARRIVAL,
 	       O_TIMEOUT, O_SWEEP, O_OUT, O_MIX, O_PRODUCTS, O_CATEGORIES,
 	       O_TOP, O_PUT, O_REVIEW, O_S, O_SCATTER, O_ID, O_SEED, O_DUMP,
-	       O_QUIET, O_HELP };
+	       O_QUIET, O_PROGRESS, O_HELP };
 	static const struct option lo[] = {
 		{ "rate", required_argument, NULL, O_RATE },
 		{ "duration", required_argument, NULL, O_DURATION },
@@ -213,6 +222,7 @@ hsl_parse_args(struct hsl_opts *o, int argc, char **argv)
 		{ "seed", required_argument, NULL, O_SEED },
 		{ "dump-requests", required_argument, NULL, O_DUMP },
 		{ "quiet", no_argument, NULL, O_QUIET },
+		{ "progress-ms", required_argument, NULL, O_PROGRESS },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -322,6 +332,10 @@ hsl_parse_args(struct hsl_opts *o, int argc, char **argv)
 			break;
 		case O_QUIET:
 			o->quiet = 1;
+			break;
+		case O_PROGRESS:
+			if (hs_parse_int(optarg, 100, 60000, &o->progress_ms))
+				bad = "--progress-ms must be 100..60000";
 			break;
 		case O_HELP:
 			hsl_usage(stdout);
@@ -686,6 +700,7 @@ main(int argc, char **argv)
 	ro.warmup_s = o.warmup_s;
 	ro.timeout_s = o.timeout_s;
 	ro.connections = o.connections;
+	ro.progress_ms = o.progress_ms;
 	ro.arrival = o.arrival;
 	ro.seed = o.mix.seed;
 	if (!o.quiet)

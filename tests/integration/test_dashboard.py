@@ -29,6 +29,42 @@ REPORT = os.path.join(hstest.SRC, "loadtest", "report.py")
 SHOTS = os.path.join(os.path.dirname(hstest.BIN), "screenshots")
 
 
+# Per vertical axis with a title: the px between its tick labels and its
+# (rotated) title, from Chart.js's layout and the labels' measured widths.
+AXIS_GAPS = r"""JSON.stringify([].concat(...Object.values(Chart.instances).map(
+  ch => Object.values(ch.scales).filter(s => s.axis === "y" &&
+    s.options.title.display).map(s => {
+    const o = s.options, H = Chart.helpers, f = H.toFont(o.ticks.font);
+    s.ctx.save(); s.ctx.font = f.string;
+    const w = Math.max(0, ...s.ticks.map(t =>
+      s.ctx.measureText(String(t.label)).width));
+    s.ctx.restore();
+    const tick = o.grid.drawTicks ? o.grid.tickLength : 0;
+    const lh = H.toFont(o.title.font).lineHeight;
+    const top = H.toPadding(o.title.padding).top;
+    const gap = o.position === "right" ?
+      (s.right - top - lh) - (s.left + tick + o.ticks.padding + w) :
+      (s.right - tick - o.ticks.padding - w) - (s.left + top + lh);
+    return [ch.canvas.id + "." + s.id, Math.round(gap), H.toFont(
+      o.title.font).size, f.size];
+  }))))"""
+
+
+# Visible text under 24 px: [element, text, px].
+SMALL_TEXT = r"""JSON.stringify((() => {
+  const out = [], walk = el => el.childNodes.forEach(n => {
+    if (n.nodeType === 1) return walk(n);
+    if (n.nodeType !== 3 || !n.textContent.trim()) return;
+    const p = n.parentElement;
+    if (p.closest("[hidden]")) return;
+    const px = parseFloat(getComputedStyle(p).fontSize);
+    if (px < 24) out.push([p.id || p.className, n.textContent.trim(), px]);
+  });
+  walk(document.body);
+  return out;
+})())"""
+
+
 def need_browser(test):
     if not browser.find_chromium():
         test.skipTest("chromium is not installed (./hammerstack setup --test)")
@@ -114,6 +150,10 @@ class DashboardTest(unittest.TestCase):
                                 2)
         self.assertIn("requests/s", d["series"]["hs-balancer"])
         self.assertIn("cmd_get", d["series"]["memcached-1"])
+        # The per-second percentiles the latency chart draws.
+        for c in ("hs-server-1", "hs-balancer"):
+            p99 = d["series"][c].get("window.p99_us", [])
+            self.assertTrue(p99 and max(v for _, v in p99) > 0, c)
         self.assertEqual(d["step"], "up")
         t = [p[0] for p in d["series"]["hs-server-1"]["requests"]]
         self.assertLessEqual(max(t) - min(t), 121)
@@ -156,12 +196,14 @@ class DashboardTest(unittest.TestCase):
                 b.pump(3 * hstest.SLOW)
                 second = json.loads(b.eval(
                     "JSON.stringify(window.hsStatus)"))
+                second_small = b.eval(SMALL_TEXT)
                 os.makedirs(SHOTS, exist_ok=True)
                 shot = b.screenshot(os.path.join(SHOTS, "dashboard.png"))
                 b.call("Input.dispatchKeyEvent", type="keyDown", key="t",
                        text="t")
                 b.pump(1.5)
                 theme = b.eval("document.documentElement.dataset.theme")
+                gaps = json.loads(b.eval(AXIS_GAPS))
                 b.screenshot(os.path.join(SHOTS, "dashboard-light.png"))
                 errors = list(b.errors)
         finally:
@@ -174,6 +216,15 @@ class DashboardTest(unittest.TestCase):
         self.assertGreater(second["ticks"], first["ticks"])
         self.assertGreater(second["requests"], first["requests"])
         self.assertEqual(theme, "light")
+        # Every axis title clear of its tick labels (the Database chart's
+        # "q/request" touched them), at 24 px.
+        self.assertEqual(len(gaps), 8, gaps)
+        for name, gap, title_px, tick_px in gaps:
+            self.assertGreaterEqual(gap, 10, (name, gaps))
+            self.assertGreaterEqual(min(title_px, tick_px), 24, name)
+        # No text on the page under 24 px.
+        small = json.loads(second_small)
+        self.assertEqual(small, [])
         self.assertGreater(os.path.getsize(shot), 10000)
 
 
@@ -233,6 +284,13 @@ def write_fixture(d, with_sweeps=True):
                         0 if down else 4000])
             w.writerow([t0 + i, "4", "hs-server-1", "cache.misses/s",
                         0 if down else (2000 if i < 22 else 100)])
+        # hs-checker's progress lines in steps 1 and 1b.
+        for step, t1, stale in (("1", t0 + 100, 0), ("1b", t0 + 200, 7)):
+            for i in range(1, 6):
+                w.writerow([t1 + i, step, "checker", "elapsed_s", i])
+                w.writerow([t1 + i, step, "checker", "stale_reads",
+                            stale * i])
+                w.writerow([t1 + i, step, "checker", "reads", 100 * i])
     with open(os.path.join(d, "events.csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["time", "step", "event"])
@@ -262,7 +320,7 @@ class ReportTest(unittest.TestCase):
         page = read(os.path.join(self.out, "report.html"))
         self.assertIn("900 → 5,100 req/s", page)
         ids = ("throughput", "db", "p99", "scaleout", "latency-load",
-               "cache-loss")
+               "stale", "cache-loss")
         for cid in ids:
             svg = os.path.join(self.out, "charts", cid + ".svg")
             self.assertGreater(os.path.getsize(svg), 500, cid)
@@ -272,6 +330,12 @@ class ReportTest(unittest.TestCase):
                           .split("</script>")[0])
         thr = [c for c in spec["charts"] if c["id"] == "throughput"][0]
         self.assertNotIn("1b", thr["x"]["labels"])
+        # The checker's running stale count per step, from series.csv.
+        st = [c for c in spec["charts"] if c["id"] == "stale"][0]
+        self.assertEqual([d["label"] for d in st["datasets"]],
+                         ["step 1", "step 1b"])
+        self.assertEqual(st["datasets"][1]["data"],
+                         [[i, 7 * i] for i in range(0, 6)])
         if browser.find_chromium():
             os.makedirs(SHOTS, exist_ok=True)
             for cid in ids:

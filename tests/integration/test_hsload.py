@@ -151,6 +151,47 @@ class HsLoadTest(unittest.TestCase):
         self.assertLessEqual(j["p50_us"], j["p90_us"])
         self.assertLessEqual(j["p90_us"], j["p99_us"])
 
+    def test_progress_lines_per_interval(self):
+        # --progress-ms: one JSON line per interval of what was answered
+        # in it alone.  One freeze of 0.6 s at the 200th of 380 requests
+        # (~2 s): the intervals around it carry it, a later one is fast
+        # again (a cumulative percentile never comes back down); the
+        # HSJSON line stays last.
+        self.assertIn("--progress-ms N", self.hsload("--help")[0])
+        with TestServer(stall_every=200, stall_s=0.6) as s:
+            out, _ = self.hsload(s.url + "/plaintext", "--rate", 100,
+                                 "--duration", 3.8, "--warmup", 0,
+                                 "--connections", 2, "--progress-ms", 500,
+                                 "--quiet")
+        j = hsjson(out)
+        prog = [json.loads(x) for x in out.splitlines()
+                if x.startswith('{"progress":true,')]
+        self.assertGreaterEqual(len(prog), 5, out)
+        keys = {"progress", "t", "elapsed_s", "phase", "measuring",
+                "offered_rps", "answers", "lost", "interval_answers",
+                "interval_lost", "interval_p50_us", "interval_p99_us",
+                "interval_max_us"}
+        for a, b in zip(prog, prog[1:]):
+            self.assertEqual(set(b), keys, b)
+            self.assertGreater(b["t"], a["t"])
+            self.assertEqual(b["answers"] - a["answers"],
+                             b["interval_answers"], (a, b))
+        self.assertEqual(sum(p["interval_answers"] for p in prog),
+                         prog[-1]["answers"])
+        self.assertGreaterEqual(prog[-1]["answers"], j["requests"])
+        self.assertEqual(prog[-1]["lost"], 0)
+        p99 = [p["interval_p99_us"] for p in prog if p["interval_answers"]]
+        peak = max(p99)
+        self.assertGreaterEqual(peak, 300000, p99)
+        after = p99[p99.index(peak) + 1:]
+        self.assertTrue(after and min(after) < peak / 4, p99)
+        self.assertGreaterEqual(j["max_us"], 300000, j)
+        # Bad values are refused.
+        rc, _, err = run([HSLOAD, s.url, "--rate", "1", "--progress-ms",
+                          "5"])
+        self.assertEqual(rc, 2, err)
+        self.assertIn("--progress-ms", err)
+
     def test_no_stall_corrected_close_to_uncorrected(self):
         # The same server without freezes: both views agree that it is
         # fast (the control for the test above).

@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import tempfile
 import threading
+import time
 import unittest
 
 import hstest
@@ -327,6 +328,63 @@ class LoadtestTest(unittest.TestCase):
         # The last state is one version behind for every product written.
         self.assertGreater(j["final_behind"], 0, err)
         self.assertIn("e.g. product", err)
+
+    def test_checker_progress_lines(self):
+        # --progress-ms: one well-formed JSON line per interval during the
+        # load (the dashboard's live stale-read tile), then the summary.
+        # Against the stale fake, so stale_reads must show up in them.
+        self.assertIn("--progress-ms N",
+                      run([CHECKER, "--help"]).stdout.decode())
+        self.assertEqual(run([CHECKER, "--progress-ms", "5"]).returncode, 2)
+        with FakeProducts(n=3, stale=True) as fake:
+            t0 = time.time()
+            r = run([CHECKER, "--url", "http://127.0.0.1:%d" % fake.port,
+                     "--hot", "3", "--readers", "3", "--writers", "1",
+                     "--duration", "1.6", "--settle-ms", "0", "--json",
+                     "--progress-ms", "200"], timeout=60)
+            t1 = time.time()
+        out = r.stdout.decode("utf-8", "replace")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        lines = [json.loads(ln) for ln in out.splitlines()]
+        prog = [j for j in lines if j.get("progress") is True]
+        final = [j for j in lines if "progress" not in j]
+        self.assertEqual(len(final), 1, out)
+        self.assertEqual(lines[-1], final[0], "the summary comes last")
+        # ~8 intervals in 1.6 s; at least a few even on a loaded machine.
+        self.assertGreaterEqual(len(prog), 3, out)
+        self.assertLessEqual(len(prog), 9, out)
+        keys = {"t", "elapsed_s", "reads", "writes", "stale_reads", "errors",
+                "interval_reads", "interval_writes", "interval_read_p50_us",
+                "interval_read_p99_us", "interval_write_p50_us",
+                "interval_write_p99_us"}
+        prev = None
+        for j in prog:
+            self.assertEqual(set(j) - {"progress"}, keys, j)
+            self.assertTrue(all(isinstance(j[k], (int, float)) for k in keys))
+            self.assertTrue(t0 - 1 <= j["t"] <= t1 + 1, j)
+            self.assertLessEqual(j["interval_read_p50_us"],
+                                 j["interval_read_p99_us"])
+            if prev:
+                # Running totals never go back; the interval counts are
+                # the differences.
+                for k in ("t", "elapsed_s", "reads", "writes",
+                          "stale_reads"):
+                    self.assertGreaterEqual(j[k], prev[k], (prev, j))
+                self.assertEqual(j["interval_reads"],
+                                 j["reads"] - prev["reads"])
+            prev = j
+        self.assertEqual(sum(j["interval_reads"] for j in prog),
+                         prog[-1]["reads"])
+        # The last line covers the whole load: it agrees with the summary.
+        self.assertEqual(prog[-1]["reads"], final[0]["reads"], out)
+        self.assertEqual(prog[-1]["stale_reads"], final[0]["stale_reads"])
+        self.assertGreater(prog[-1]["stale_reads"], 0, out)
+        self.assertGreater(prog[-1]["interval_read_p99_us"], 0, out)
+        # Without the option: no progress line at all (checker() asserts
+        # a single JSON line).
+        with FakeProducts(n=2) as fake:
+            self.checker("http://127.0.0.1:%d" % fake.port, "--hot", "2",
+                         duration="0.3")
 
     def test_checker_honest_fake_passes(self):
         # The same server without the bug: proves the previous test fails

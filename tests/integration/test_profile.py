@@ -221,6 +221,43 @@ class FlameGraphTest(unittest.TestCase):
         self.assertIsNotNone(script)
         self.assertIn("zoom", script.text)
 
+    def test_stage_size(self):
+        """font_px=24, the report slide's drawing: every text at 24 px or
+        more, labels fitted to 14.8 px a character (not the laptop's
+        7.4), rows tall enough for the text; the report embeds it."""
+        samples = flame_samples()
+        svg = wt.flamegraph_svg(wt.fold_samples(samples), "fixed profile",
+                                modules=wt.fold_modules(samples), font_px=24)
+        root, frames = frames_of(svg)
+        self.assertEqual(root.get("font-size"), "24")
+        for t in root.iter(SVG_NS + "text"):
+            self.assertGreaterEqual(int(t.get("font-size") or 24), 24)
+        self.assertEqual(len(frames), len(frames_of(flame_svg())[1]))
+        by_name = {f[0]: f for f in frames}
+        self.assertEqual(by_name["db_product_detail"][5], "db_product_detail")
+        for name, mod, fill, x, w, label in frames:
+            room = int((w - 6) // 14.8)
+            if label != name:
+                self.assertLess(room, len(name), (name, w, label))
+                self.assertTrue(label == "" and room < 4 or
+                                len(label) == room and label[-1] == "\u2026",
+                                (name, w, label))
+        heights = {r.get("height") for r in root.iter(SVG_NS + "rect")
+                   if r.get("stroke") == "#fff"}
+        self.assertEqual(heights, {"35"})
+        self.assertIn("CW = 14.8,", svg)
+        out = tempfile.mkdtemp(prefix="hs-flame-")
+        self.addCleanup(shutil.rmtree, out, True)
+        for name in ("flamegraph.svg", "flamegraph-stage.svg"):
+            with open(os.path.join(out, name), "w") as f:
+                f.write(svg)
+        from hslab import report
+        report.build(out, png=False)
+        with open(os.path.join(out, "report.html")) as f:
+            page = f.read()
+        self.assertIn("data='flamegraph-stage.svg'", page)
+        self.assertIn("href='flamegraph.svg'", page)
+
     def test_same_profile_same_bytes(self):
         """Two runs of Python (string hashes differ between runs) draw the
         same file."""
@@ -313,6 +350,11 @@ class FlameGraphTest(unittest.TestCase):
         self.addCleanup(shutil.rmtree, out, True)
         with open(os.path.join(out, "flamegraph.svg"), "w") as f:
             f.write(flame_svg())
+        samples = flame_samples()
+        with open(os.path.join(out, "flamegraph-stage.svg"), "w") as f:
+            f.write(wt.flamegraph_svg(wt.fold_samples(samples),
+                                      "fixed profile", font_px=24,
+                                      modules=wt.fold_modules(samples)))
         rows = [{"step": "3", "setup": "profile", "req_s": 1, "p50_ms": 1,
                  "p99_ms": 1, "errors": 0, "db_queries_s": 1,
                  "cache_hit_pct": "", "stale_reads": 0, "checker_reads": 1,

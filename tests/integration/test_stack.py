@@ -21,7 +21,7 @@ import threading
 
 import hstest
 import hslab
-from hslab import cgroups
+from hslab import cgroups, sampler
 
 STACK = os.path.join(hstest.SRC, "loadtest", "stack.py")
 WALK = os.path.join(hstest.SRC, "loadtest", "walkthrough.py")
@@ -425,6 +425,88 @@ class SamplerTest(unittest.TestCase):
         pts = mem["hs-server-1"]["requests"]
         self.assertGreaterEqual(len(pts), 3)
         self.assertTrue(all(a[0] < b[0] for a, b in zip(pts, pts[1:])))
+        # Per-second percentiles from the differenced histograms, at each
+        # server and at the balancer; the sampler's own /stats polls are
+        # not in the servers' windows.
+        for comp in ("hs-server-1", "hs-server-2", "hs-balancer"):
+            p50 = [v for _, v in mem[comp].get("window.p50_us", [])]
+            p99 = [v for _, v in mem[comp].get("window.p99_us", [])]
+            n = [v for _, v in mem[comp].get("window.requests", [])]
+            self.assertGreaterEqual(len(p99), 2, comp)
+            self.assertTrue(all(0 < a <= b for a, b in zip(p50, p99)),
+                            (comp, p50, p99))
+            self.assertGreater(sum(n), 0, comp)
+        got = mem["hs-server-1"]["requests"]
+        self.assertLess(sum(v for _, v in mem["hs-server-1"][
+            "window.requests"]), got[-1][1] - got[0][1] + 1)
+
+    def test_window_quantiles(self):
+        # 1000 fast requests before, 10 slow ones in this second: the
+        # window's p50 is the slow ones', where the cumulative stays fast.
+        prev = {100: 1000}
+        cur = {100: 1000, 5119: 10}
+        self.assertEqual(sampler.window_quantiles(cur, prev), (10, [5119,
+                                                                   5119]))
+        cur = {100: 1090, 5119: 10}
+        self.assertEqual(sampler.window_quantiles(cur, prev), (100, [100,
+                                                                    5119]))
+        self.assertEqual(sampler.window_quantiles(prev, prev), (0, [0, 0]))
+        # A counter that went back (a restarted server): no window.
+        self.assertIsNone(sampler.window_quantiles({100: 5}, prev))
+        self.assertIsNone(sampler.window_quantiles({5119: 2000}, prev))
+        h = sampler.hist_buckets([{"buckets": "5:2 1007:1"},
+                                  {"buckets": "5:1"}, None, {},
+                                  {"buckets": "x:1 7:"}])
+        self.assertEqual(h, {5: 3, 1007: 1})
+
+    def test_follow_progress_lines(self):
+        # A tool's progress lines in a file become points of a component
+        # at their own times, with rates; an unfinished line waits for
+        # its end; watch() takes in what is left before it retargets.
+        tmp = tempfile.mkdtemp(prefix="hs-follow-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        log = os.path.join(tmp, "checker.txt")
+        with open(log, "w") as f:
+            f.write('$ hs-checker\n{"progress":true,"t":1.0,"reads":1}\n')
+        path = os.path.join(tmp, "series.csv")
+        # Ticks by hand: the thread's own first tick has nothing to read.
+        smp = hslab.Sampler(path, interval=3600, keep_s=1e12).start()
+        smp.watch(step="1b")
+        smp.follow("checker", log)   # from the file's end: not t=1.0
+        with open(log, "a") as f:
+            f.write('{"progress":true,"t":100.0,"reads":10,"stale_reads":0,'
+                    '"interval_read_p99_us":250}\nnoise\n'
+                    '{"progress":true,"t":102.0,"reads":30,"stale_reads":4,'
+                    '"interval_read_p99_us":300}\n{"progress":true,"t":1')
+        smp.sample_once()
+        with open(log, "a") as f:
+            f.write('03.0,"reads":31,"stale_reads":4}\n'
+                    '{"url":"x","stale_reads":4,"result":"stale"}\n')
+        smp.sample_once()
+        with open(log, "a") as f:
+            f.write('{"progress":true,"t":104.0,"reads":40,"stale_reads":6}'
+                    '\n{"progress":true,"t":104.5,"reads":3,"stale_reads":0}'
+                    '\n')   # a restarted tool: its counters start again
+        smp.watch(None)     # the last line belongs to step 1b
+        with open(log, "a") as f:
+            f.write('{"progress":true,"t":105.0,"reads":50}\n')
+        smp.sample_once()    # no longer followed
+        mem = smp.series()
+        self.assertEqual(list(mem), ["checker"])
+        c = mem["checker"]
+        self.assertEqual(c["reads"], [(100.0, 10), (102.0, 30), (103.0, 31),
+                                      (104.0, 40), (104.5, 3)])
+        self.assertEqual(c["stale_reads"][-2], (104.0, 6))
+        # No rate across the restart (not -12/s).
+        self.assertEqual(c["stale_reads/s"], [(102.0, 2.0), (103.0, 0.0),
+                                              (104.0, 2.0)])
+        self.assertEqual(c["interval_read_p99_us"], [(100.0, 250),
+                                                     (102.0, 300)])
+        smp.stop()
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+        self.assertTrue(rows)
+        self.assertEqual({r["step"] for r in rows}, {"1b"})
 
 
 # Fake tools for the front door: each records its name and succeeds;

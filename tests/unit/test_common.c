@@ -134,6 +134,29 @@ test_hist_quantiles(void **state)
 	free(h);
 }
 
+/* The JSON form lists the non-empty buckets, for per-second differences. */
+static void
+test_hist_json_buckets(void **state)
+{
+	struct hs_hist *h = calloc(1, sizeof(*h));
+	struct hs_buf b = HS_BUF_INIT;
+
+	hs_hist_json(&b, h);
+	assert_non_null(strstr(b.data, "\"count\":0,"));
+	assert_non_null(strstr(b.data, ",\"buckets\":\"\"}"));
+	hs_buf_free(&b);
+	hs_hist_record(h, 5);
+	hs_hist_record(h, 5);
+	hs_hist_record(h, 1000);
+	b = (struct hs_buf)HS_BUF_INIT;
+	hs_hist_json(&b, h);
+	/* 5 has its own bucket; 1000 falls in the one from 992 to 1007. */
+	assert_non_null(strstr(b.data, ",\"buckets\":\"5:2 1007:1\"}"));
+	assert_non_null(strstr(b.data, "\"max_us\":1000,"));
+	hs_buf_free(&b);
+	free(h);
+}
+
 /* At most HS_LOG_RATE lines a second per site, then one count of the rest. */
 static void
 test_log_rate(void **state)
@@ -221,6 +244,7 @@ main(void)
 		cmocka_unit_test(test_buf),
 		cmocka_unit_test(test_hist_buckets),
 		cmocka_unit_test(test_hist_quantiles),
+		cmocka_unit_test(test_hist_json_buckets),
 		cmocka_unit_test(test_log_rate),
 		cmocka_unit_test(test_metrics_writer),
 	};
