@@ -45,6 +45,23 @@ def _chown_tree(path, uid):
             os.lchown(os.path.join(root, n), uid, uid)
 
 
+def _check_reachable(path):
+    """Raises LabError unless nobody may traverse every directory down to
+    path (postgres runs as nobody when we are root)."""
+    import stat
+    p = os.path.abspath(path)
+    while True:
+        st = os.stat(p)
+        if not (st.st_mode & stat.S_IXOTH or
+                (st.st_uid == NOBODY and st.st_mode & stat.S_IXUSR)):
+            raise LabError("PostgreSQL runs as nobody here (PostgreSQL "
+                           "refuses root) and cannot enter %s: chmod o+x "
+                           "it, or choose a directory elsewhere" % p)
+        if p == "/":
+            return
+        p = os.path.dirname(p)
+
+
 class Postgres:
     """A running cluster: proc (the postmaster's Proc), port, datadir."""
 
@@ -128,38 +145,37 @@ class Postgres:
             self.proc.stop(timeout, sig=2)
 
 
-def start_postgres(datadir=None, port=None, fsync=False, settings=None,
+def start_postgres(base=None, port=None, fsync=False, settings=None,
                    name="postgres", timeout=None, ready_timeout=60,
                    db="hammerstack"):
-    """initdb (unless datadir already holds a cluster) and postgres on
-    127.0.0.1:port (a free one when port is None, 5 tries), with a
-    database db created when missing (None: none).  Without datadir the
-    cluster lives in a temp dir removed by stop_all().  timeout: a hard
-    limit on the postmaster's life.  Returns a Postgres."""
+    """initdb into base/data (unless a cluster is there already) and
+    postgres on 127.0.0.1:port (a free one when port is None, 5 tries),
+    logging to base/postgres.log, with a database db created when missing
+    (None: none).  Without base the cluster lives in a temp dir removed by
+    stop_all().  timeout: a hard limit on the postmaster's life.  Returns
+    a Postgres."""
     bindir = pg_bindir()
     root = os.geteuid() == 0
-    if datadir is None:
+    if base is None:
         base = mkdtemp("hs-pg-")
-        datadir = os.path.join(base, "data")
     else:
-        base = os.path.dirname(os.path.abspath(datadir))
+        base = os.path.abspath(base)
         os.makedirs(base, exist_ok=True)
+    datadir = os.path.join(base, "data")
     logpath = os.path.join(base, "postgres.log")
     open(logpath, "a").close()
     if root:
         # The user postgres runs as must own its files, and reach them.
-        os.chown(base, NOBODY, NOBODY)
-        os.chown(logpath, NOBODY, NOBODY)
-    fresh = not os.path.exists(os.path.join(datadir, "PG_VERSION"))
-    if fresh:
+        _check_reachable(os.path.dirname(base))
+        os.chmod(base, 0o700)
+        _chown_tree(base, NOBODY)
+    if not os.path.exists(os.path.join(datadir, "PG_VERSION")):
         init = Proc([os.path.join(bindir, "initdb"), "-D", datadir, "-U",
                      USER, "-A", "trust", "-E", "UTF8", "--locale=C",
                      "--no-sync", "--no-instructions"], name="initdb",
                     logpath=logpath, timeout=120, drop_privileges=root)
         if init.wait(120) != 0:
             raise LabError("initdb failed:\n%s" % tail(logpath))
-    elif root:
-        _chown_tree(datadir, NOBODY)
     conf = {
         "listen_addresses": "127.0.0.1",
         "unix_socket_directories": "",

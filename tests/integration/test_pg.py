@@ -5,12 +5,19 @@ server recovers by itself once postgres is back, with every acknowledged
 write still there.  Each test class starts its own cluster (hslab.pg) on
 a free loopback port."""
 
+import json
+import os
+import shutil
+import signal
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 import unittest
 
 import hstest
+import hslab
 import hslab.pg
 
 SCALE = 0.01
@@ -178,6 +185,93 @@ class PostgresKilledTest(ClusterTest):
         # The server counted the failures it answered 503 for.
         st = hstest.request(port, "GET", "/stats").json()
         self.assertGreaterEqual(st["db"]["errors"], 10)
+
+
+STACK = os.path.join(hstest.SRC, "loadtest", "stack.py")
+
+
+class StackPostgresTest(unittest.TestCase):
+    """./hammerstack up --db postgres: the cluster is a child of the stack,
+    started first, stopped by down, and gone with a killed up."""
+
+    def setUp(self):
+        self.run_dir = tempfile.mkdtemp(prefix="hs-run-")
+        # postgres runs as nobody under root: it must reach its directory.
+        os.chmod(self.run_dir, 0o755)
+        self.env = dict(os.environ, HS_RUN_DIR=self.run_dir)
+        self.port = hstest.free_port()
+        self.args = ["--db", "postgres", "--pg-dir",
+                     os.path.join(self.run_dir, "pg"), "--scale", "0.01",
+                     "--servers", "1", "--cache", "off", "--no-balancer",
+                     "--server-port", str(self.port), "--threads", "2",
+                     "--no-dashboard"]
+
+    def tearDown(self):
+        subprocess.run([sys.executable, STACK, "down"], env=self.env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=60)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def children(self):
+        with open(os.path.join(self.run_dir, "stack.json")) as f:
+            st = json.load(f)
+        return st["pid"], {c["name"]: (c["pid"], c["port"])
+                           for c in st["children"]}
+
+    def gone(self, pids, timeout=30):
+        deadline = time.monotonic() + timeout * hstest.SLOW
+        while time.monotonic() < deadline:
+            if not any(hslab.pid_alive(p) for p in pids):
+                return True
+            time.sleep(0.1)
+        return False
+
+    def test_up_down_then_up_again_keeps_the_data(self):
+        up = [sys.executable, STACK, "up", "--detach"] + self.args
+        r = subprocess.run(up, env=self.env, capture_output=True,
+                           timeout=300 * hstest.SLOW)
+        self.assertEqual(r.returncode, 0, r.stderr.decode())
+        sup, kids = self.children()
+        self.assertEqual(sorted(kids), ["hs-server-1", "postgres"])
+        pg_port = kids["postgres"][1]
+        w = put_stock(self.port, 3, 77)
+        self.assertEqual(w.status, 200, w.body)
+        version = w.json()["version"]
+        self.assertEqual(subprocess.run(
+            [sys.executable, STACK, "down"], env=self.env,
+            stdout=subprocess.DEVNULL, timeout=60).returncode, 0)
+        self.assertTrue(self.gone([sup] + [p for p, _ in kids.values()]))
+        self.assertTrue(hslab.port_free(pg_port))
+        # The cluster stays in --pg-dir: the write is there after a new up.
+        r = subprocess.run(up, env=self.env, capture_output=True,
+                           timeout=300 * hstest.SLOW)
+        self.assertEqual(r.returncode, 0, r.stderr.decode())
+        got = hstest.request(self.port, "GET", "/products/3").json()
+        self.assertEqual((got["version"], got["stock"]), (version, 77))
+
+    def test_kill_9_of_up_stops_postgres(self):
+        p = subprocess.Popen([sys.executable, STACK, "up"] + self.args,
+                             env=self.env, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 300 * hstest.SLOW
+            line = ""
+            while "Ctrl-C" not in line and time.monotonic() < deadline:
+                line = p.stdout.readline().decode()
+                if not line and p.poll() is not None:
+                    break
+            self.assertIn("Ctrl-C", line)
+            _, kids = self.children()
+            self.assertIn("postgres", kids)
+            p.send_signal(signal.SIGKILL)
+            p.wait(30)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            p.stdout.close()
+        self.assertTrue(self.gone([pid for pid, _ in kids.values()]),
+                        "children survived their supervisor")
 
 
 if __name__ == "__main__":
