@@ -37,7 +37,8 @@ RUN_DIR = os.environ.get("HS_RUN_DIR") or os.path.join(ROOT, "run")
 DEFAULT_DB = os.path.join(ROOT, "data", "hammerstack.db")
 # --db postgres: a local PostgreSQL cluster, a child of the stack.
 DEFAULT_PG_DIR = os.path.join(ROOT, "data", "pg")
-# Its settings: durable (fsync on), sized for a laptop.
+# Its settings: durable (fsync on), sized for a laptop; wal_level minimal
+# (hslab.pg's default) as no replica streams from it.
 PG_SETTINGS = {"fsync": "on", "full_page_writes": "on",
                "shared_buffers": "128MB", "max_connections": "300"}
 
