@@ -169,12 +169,19 @@ db_pg_fail(struct db *db, PGconn *conn, const PGresult *r, const char *what)
 
 	if (msg == NULL || msg[0] == '\0')
 		msg = PQerrorMessage(conn);
-	/* One line in logs: libpq messages end with (and may hold) newlines. */
+	/*
+	 * One line in logs: libpq messages end with a newline and may hold
+	 * more, with tabs.
+	 */
 	snprintf(clean, sizeof(clean), "%s", msg);
 	for (i = 0; clean[i]; i++)
-		if (clean[i] == '\n' || clean[i] == '\r')
-			clean[i] = i + 1 < sizeof(clean) && clean[i + 1] ? ' '
-									 : '\0';
+		if (clean[i] == '\n' || clean[i] == '\r' || clean[i] == '\t')
+			clean[i] = clean[i + 1] ? ' ' : '\0';
+	if (PQstatus(conn) != CONNECTION_OK && r == NULL &&
+	    strcmp(what, "connect") == 0) {
+		snprintf(db->errmsg, sizeof(db->errmsg), "%s", clean);
+		return DB_ERR;
+	}
 	if (PQstatus(conn) != CONNECTION_OK) {
 		snprintf(db->errmsg, sizeof(db->errmsg),
 			 "%s: connection lost: %s", what, clean);

@@ -447,6 +447,9 @@ def cmd_up(a):
     os.close(r)
     if not msg.startswith(b"ok"):
         raise StackError(msg.decode().strip() or "the stack did not start")
+    if stack.pg_local:
+        # The cluster's URL (its port) is known to the supervisor only.
+        stack.db = (read_state() or {}).get("db", stack.db)
     print_urls(stack)
     if dashboard:
         sys.stdout.write("dashboard: http://%s/\n" % dashboard)

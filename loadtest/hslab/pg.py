@@ -186,7 +186,7 @@ def start_postgres(base=None, port=None, fsync=False, settings=None,
         "shared_buffers": "64MB",
         "max_wal_size": "1GB",
         # No WAL for a COPY into a table created in the same transaction:
-        # the seed takes 5.6 s instead of 7.7 s at scale 1 (db/README.md).
+        # the seed at scale 1 took 5.7 s instead of 6.9 s (db/README.md).
         # Streaming replicas need "replica" (pass it in settings).
         "wal_level": "minimal",
         "max_wal_senders": "0",
