@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "db_internal.h"
 #include "hs_util.h"
@@ -73,6 +74,21 @@ static const struct {
 	{ "reviews", "created_at", "created_at INTEGER NOT NULL DEFAULT 0" },
 	{ "world", "randomNumber", "randomNumber INTEGER NOT NULL DEFAULT 0" },
 };
+
+int
+db_is_url(const char *path)
+{
+	return path != NULL && (strncmp(path, "postgres://", 11) == 0 ||
+				strncmp(path, "postgresql://", 13) == 0);
+}
+
+int
+db_exists(const char *path, char *err, size_t errlen)
+{
+	if (db_is_url(path))
+		return db_pg_exists(path, err, errlen);
+	return access(path, F_OK) == 0;
+}
 
 int64_t
 db_now_ms(void)
@@ -341,9 +357,14 @@ db_open(const char *path, int flags, int busy_timeout_ms, char *err,
 	int oflags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
 	int rc;
 
+	db->busy_timeout_ms = busy_timeout_ms > 0 ? busy_timeout_ms : 5000;
+	if (db_is_url(path)) {
+		if (db_pg_open(db, path, flags, db->busy_timeout_ms) != DB_OK)
+			goto fail;
+		return db;
+	}
 	if (flags & DB_OPEN_CREATE)
 		oflags |= SQLITE_OPEN_CREATE;
-	db->busy_timeout_ms = busy_timeout_ms > 0 ? busy_timeout_ms : 5000;
 	rc = sqlite3_open_v2(path, &db->conn, oflags, NULL);
 	if (rc != SQLITE_OK) {
 		db_fail(db, rc, path);
@@ -390,6 +411,8 @@ db_check(struct db *db)
 {
 	int moved = 0, rc;
 
+	if (db->ops)
+		return db->ops->check(db);
 	db->checked_ns = hs_now_ns();
 	/* One stat(2) of the path, compared with the inode open (unix VFS). */
 	rc = sqlite3_file_control(db->conn, "main", SQLITE_FCNTL_HAS_MOVED,
@@ -417,6 +440,8 @@ db_synchronous(struct db *db)
 {
 	int64_t v;
 
+	if (db->ops)
+		return db->ops->synchronous(db);
 	return db_exec_int(db, "PRAGMA synchronous", &v) == DB_OK ? (int)v : -1;
 }
 
@@ -427,6 +452,8 @@ db_close(struct db *db)
 
 	if (db == NULL)
 		return;
+	if (db->ops)
+		db->ops->close(db);
 	for (i = 0; i < ST_COUNT_; i++)
 		sqlite3_finalize(db->st[i]);
 	sqlite3_close_v2(db->conn);

@@ -46,6 +46,21 @@ enum db_res {
 				 the process, not of the machine) */
 
 /*
+ * 1 when path is a PostgreSQL URL (postgres://USER@HOST:PORT/DB or
+ * postgresql://...; anything libpq accepts after the scheme), 0 when it
+ * is a SQLite file.  Every function below takes either: a URL opens a
+ * libpq connection with the same schema, results and guarantees (db_pg.c;
+ * README, "PostgreSQL").
+ */
+int db_is_url(const char *path);
+/*
+ * 1 when a database is at path (the file exists; for a URL, the schema
+ * is there), 0 when not, -1 when that cannot be told (the PostgreSQL
+ * server cannot be reached; message in err).
+ */
+int db_exists(const char *path, char *err, size_t errlen);
+
+/*
  * Opens path, sets WAL / busy_timeout / synchronous (NORMAL, or FULL with
  * DB_OPEN_SYNC_FULL), and migrates
  * the schema to DB_SCHEMA_VERSION under BEGIN IMMEDIATE (safe when several

@@ -227,6 +227,8 @@ db_product_detail(struct db *db, int64_t id, struct db_product_detail *out)
 	uint64_t t0 = hs_now_ns();
 	int res, fin;
 
+	if (db->ops)
+		return db->ops->product_detail(db, id, out);
 	memset(out, 0, sizeof(*out));
 	if ((res = db_begin(db, 0)) != DB_OK)
 		goto done;
@@ -276,6 +278,8 @@ db_category_top(struct db *db, int64_t category_id,
 	sqlite3_stmt *st;
 	int rc, res, fin;
 
+	if (db->ops)
+		return db->ops->category_top(db, category_id, out);
 	memset(out, 0, sizeof(*out));
 	out->category_id = category_id;
 	if ((res = db_begin(db, 0)) != DB_OK)
@@ -311,6 +315,8 @@ db_product_update(struct db *db, int64_t id, const struct db_product_change *c,
 	sqlite3_stmt *st;
 	int rc, res, found = 0;
 
+	if (db->ops)
+		return db->ops->product_update(db, id, c, after);
 	if (after)
 		memset(after, 0, sizeof(*after));
 	if ((res = db_begin(db, 1)) != DB_OK)
@@ -376,6 +382,9 @@ db_review_add(struct db *db, int64_t product_id, int rating, const char *body,
 	sqlite3_stmt *st;
 	int rc, res;
 
+	if (db->ops)
+		return db->ops->review_add(db, product_id, rating, body, out,
+					    category_id);
 	if (body == NULL)
 		body = "";
 	if ((res = db_begin(db, 1)) != DB_OK)
@@ -428,6 +437,8 @@ db_product_delete(struct db *db, int64_t id, int64_t *category_id)
 	sqlite3_stmt *st;
 	int rc, res;
 
+	if (db->ops)
+		return db->ops->product_delete(db, id, category_id);
 	if ((res = db_begin(db, 1)) != DB_OK)
 		goto done;
 	if ((st = db_stmt(db, ST_PRODUCT_DELETE)) == NULL) {
@@ -460,8 +471,12 @@ int
 db_world_get(struct db *db, int32_t id, int32_t *random_number)
 {
 	uint64_t t0 = hs_now_ns();
-	sqlite3_stmt *st = db_stmt(db, ST_WORLD_GET);
+	sqlite3_stmt *st;
 	int rc, res = DB_OK;
+
+	if (db->ops)
+		return db->ops->world_get(db, id, random_number);
+	st = db_stmt(db, ST_WORLD_GET);
 
 	if (st == NULL) {
 		res = DB_ERR;
@@ -491,6 +506,8 @@ db_world_update(struct db *db, const int32_t *ids, const int32_t *numbers,
 	sqlite3_stmt *st;
 	int i, rc, res;
 
+	if (db->ops)
+		return db->ops->world_update(db, ids, numbers, n);
 	if ((res = db_begin(db, 1)) != DB_OK)
 		goto done;
 	for (i = 0; i < n && res == DB_OK; i++) {
@@ -517,8 +534,12 @@ int
 db_counts(struct db *db, struct db_counts *out)
 {
 	uint64_t t0 = hs_now_ns();
-	sqlite3_stmt *st = db_stmt(db, ST_COUNTS);
+	sqlite3_stmt *st;
 	int rc, res = DB_OK;
+
+	if (db->ops)
+		return db->ops->counts(db, out);
+	st = db_stmt(db, ST_COUNTS);
 
 	memset(out, 0, sizeof(*out));
 	if (st == NULL) {

@@ -141,7 +141,8 @@ text_sentence(struct seed_text *t, uint64_t *r, int nwords)
 }
 
 struct seed_ctx {
-	struct db *db;            /* the temp file's connection */
+	struct db *db;            /* where errors are recorded */
+	const struct db_seed_sink *sink;
 	uint64_t rng;
 	const struct db_seed_opts *o;
 	int64_t ncat, nprod, nrev;
@@ -162,49 +163,20 @@ seed_count(double base, double scale)
 	return v < 1.0 ? 1 : (int64_t)v;
 }
 
-static sqlite3_stmt *
-seed_prepare(struct seed_ctx *c, const char *sql)
-{
-	sqlite3_stmt *st = NULL;
-	int rc = sqlite3_prepare_v2(c->db->conn, sql, -1, &st, NULL);
-
-	if (rc != SQLITE_OK) {
-		db_fail(c->db, rc, "prepare");
-		return NULL;
-	}
-	return st;
-}
-
-static int
-seed_step(struct seed_ctx *c, sqlite3_stmt *st, const char *what)
-{
-	int rc = sqlite3_step(st);
-
-	sqlite3_reset(st);
-	return rc == SQLITE_DONE ? DB_OK : db_fail(c->db, rc, what);
-}
-
 static int
 seed_categories(struct seed_ctx *c)
 {
-	sqlite3_stmt *st;
 	struct seed_text t;
 	int64_t i;
 	int res = DB_OK;
 
-	st = seed_prepare(c, "INSERT INTO categories(id, name) VALUES (?1, ?2)");
-	if (st == NULL)
-		return DB_ERR;
 	for (i = 1; i <= c->ncat && res == DB_OK; i++) {
 		t.len = 0;
 		t.buf[0] = '\0';
 		text_word(&t, &c->rng, seed_adjectives, NELEM(seed_adjectives));
 		text_word(&t, &c->rng, seed_departments, NELEM(seed_departments));
-		sqlite3_bind_int64(st, 1, i);
-		sqlite3_bind_text(st, 2, t.buf, (int)t.len, SQLITE_STATIC);
-		res = seed_step(c, st, "insert category");
+		res = c->sink->category(c->sink->arg, i, t.buf, t.len);
 	}
-	sqlite3_finalize(st);
 	seed_progress(c, "categories", 1.0);
 	return res;
 }
@@ -242,41 +214,48 @@ seed_review_counts(struct seed_ctx *c)
 	return w;
 }
 
-/* Inserts product id with its random fields. */
+/*
+ * Generates product id with its random fields.  The draws happen in
+ * statement order (category, name, description, price, stock, time):
+ * that order is the data.
+ */
 static int
-seed_product(struct seed_ctx *c, sqlite3_stmt *sp, int64_t id)
+seed_product(struct seed_ctx *c, int64_t id)
 {
-	struct seed_text t;
+	struct db_seed_row_product p;
+	struct seed_text name, desc;
 
-	t.len = 0;
-	t.buf[0] = '\0';
-	sqlite3_bind_int64(sp, 1, id);
-	sqlite3_bind_int64(sp, 2, 1 + hs_rng_below(&c->rng, (uint32_t)c->ncat));
-	text_word(&t, &c->rng, seed_adjectives, NELEM(seed_adjectives));
-	text_word(&t, &c->rng, seed_materials, NELEM(seed_materials));
-	text_word(&t, &c->rng, seed_nouns, NELEM(seed_nouns));
-	sqlite3_bind_text(sp, 3, t.buf, (int)t.len, SQLITE_TRANSIENT);
-	t.len = 0;
-	t.buf[0] = '\0';
-	text_sentence(&t, &c->rng, 8 + (int)hs_rng_below(&c->rng, 12));
-	text_sentence(&t, &c->rng, 6 + (int)hs_rng_below(&c->rng, 10));
-	t.buf[0] = (char)(t.buf[0] - 'a' + 'A');
-	sqlite3_bind_text(sp, 4, t.buf, (int)t.len, SQLITE_STATIC);
+	name.len = 0;
+	name.buf[0] = '\0';
+	desc.len = 0;
+	desc.buf[0] = '\0';
+	p.id = id;
+	p.category_id = 1 + hs_rng_below(&c->rng, (uint32_t)c->ncat);
+	text_word(&name, &c->rng, seed_adjectives, NELEM(seed_adjectives));
+	text_word(&name, &c->rng, seed_materials, NELEM(seed_materials));
+	text_word(&name, &c->rng, seed_nouns, NELEM(seed_nouns));
+	text_sentence(&desc, &c->rng, 8 + (int)hs_rng_below(&c->rng, 12));
+	text_sentence(&desc, &c->rng, 6 + (int)hs_rng_below(&c->rng, 10));
+	desc.buf[0] = (char)(desc.buf[0] - 'a' + 'A');
 	/* $0.99 .. $999.99, most of them cheap. */
-	sqlite3_bind_int64(sp, 5, 100ll * (1 + hs_rng_below(&c->rng,
-			   1 + hs_rng_below(&c->rng, 1000))) - 1);
-	sqlite3_bind_int64(sp, 6, hs_rng_below(&c->rng, 20) == 0 ? 0 :
-			   hs_rng_below(&c->rng, 500));
-	sqlite3_bind_int64(sp, 7, SEED_BASE_MS +
-			   (int64_t)(hs_rng_next(&c->rng) % SEED_SPAN_MS));
-	return seed_step(c, sp, "insert product");
+	p.price_cents = 100ll * (1 + hs_rng_below(&c->rng,
+				1 + hs_rng_below(&c->rng, 1000))) - 1;
+	p.stock = hs_rng_below(&c->rng, 20) == 0 ? 0 :
+		  hs_rng_below(&c->rng, 500);
+	p.updated_at = SEED_BASE_MS +
+		       (int64_t)(hs_rng_next(&c->rng) % SEED_SPAN_MS);
+	p.name = name.buf;
+	p.name_len = name.len;
+	p.description = desc.buf;
+	p.description_len = desc.len;
+	return c->sink->product(c->sink->arg, &p);
 }
 
-/* Inserts n reviews of product id; *rid is the last review id used. */
+/* Generates n reviews of product id; *rid is the last review id used. */
 static int
-seed_reviews(struct seed_ctx *c, sqlite3_stmt *sr, int64_t id, uint32_t n,
-	     int64_t *rid)
+seed_reviews(struct seed_ctx *c, int64_t id, uint32_t n, int64_t *rid)
 {
+	struct db_seed_row_review r;
 	struct seed_text t;
 	uint32_t quality, k;
 	int rating, j, res = DB_OK;
@@ -297,13 +276,14 @@ seed_reviews(struct seed_ctx *c, sqlite3_stmt *sr, int64_t id, uint32_t n,
 		t.buf[0] = '\0';
 		text_word(&t, &c->rng, seed_openers[rating - 1], 3);
 		text_sentence(&t, &c->rng, 3 + (int)hs_rng_below(&c->rng, 10));
-		sqlite3_bind_int64(sr, 1, ++*rid);
-		sqlite3_bind_int64(sr, 2, id);
-		sqlite3_bind_int(sr, 3, rating);
-		sqlite3_bind_text(sr, 4, t.buf, (int)t.len, SQLITE_STATIC);
-		sqlite3_bind_int64(sr, 5, SEED_BASE_MS +
-				   (int64_t)(hs_rng_next(&c->rng) % SEED_SPAN_MS));
-		res = seed_step(c, sr, "insert review");
+		r.id = ++*rid;
+		r.product_id = id;
+		r.rating = rating;
+		r.body = t.buf;
+		r.body_len = t.len;
+		r.created_at = SEED_BASE_MS +
+			       (int64_t)(hs_rng_next(&c->rng) % SEED_SPAN_MS);
+		res = c->sink->review(c->sink->arg, &r);
 	}
 	return res;
 }
@@ -312,58 +292,169 @@ seed_reviews(struct seed_ctx *c, sqlite3_stmt *sr, int64_t id, uint32_t n,
 static int
 seed_products(struct seed_ctx *c)
 {
-	sqlite3_stmt *sp = NULL, *sr = NULL;
 	uint32_t *nrev = NULL;
 	int64_t id, rid = 0, step, next_report;
 	int res = DB_OK;
 
-	sp = seed_prepare(c,
-		"INSERT INTO products(id, category_id, name, description,"
-		" price_cents, stock, version, updated_at)"
-		" VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7)");
-	sr = seed_prepare(c,
-		"INSERT INTO reviews(id, product_id, rating, body, created_at)"
-		" VALUES (?1, ?2, ?3, ?4, ?5)");
-	if (sp == NULL || sr == NULL) {
-		res = DB_ERR;
-		goto out;
-	}
 	nrev = seed_review_counts(c);
 	step = c->nprod / 100 > 0 ? c->nprod / 100 : 1;
 	next_report = step;
 	for (id = 1; id <= c->nprod && res == DB_OK; id++) {
-		res = seed_product(c, sp, id);
+		res = seed_product(c, id);
 		if (res == DB_OK)
-			res = seed_reviews(c, sr, id, nrev[id - 1], &rid);
+			res = seed_reviews(c, id, nrev[id - 1], &rid);
 		if (id >= next_report) {
 			seed_progress(c, "products and reviews",
 				      (double)id / (double)c->nprod);
 			next_report += step;
 		}
 	}
-out:
 	free(nrev);
-	sqlite3_finalize(sp);
-	sqlite3_finalize(sr);
 	return res;
 }
 
 static int
 seed_world(struct seed_ctx *c)
 {
-	sqlite3_stmt *st;
 	int i, res = DB_OK;
 
-	st = seed_prepare(c, "INSERT INTO world(id, randomNumber) VALUES (?1, ?2)");
-	if (st == NULL)
-		return DB_ERR;
-	for (i = 1; i <= DB_WORLD_ROWS && res == DB_OK; i++) {
-		sqlite3_bind_int(st, 1, i);
-		sqlite3_bind_int(st, 2, 1 + (int)hs_rng_below(&c->rng, 10000));
-		res = seed_step(c, st, "insert world");
-	}
-	sqlite3_finalize(st);
+	for (i = 1; i <= DB_WORLD_ROWS && res == DB_OK; i++)
+		res = c->sink->world(c->sink->arg, i,
+				     1 + (int32_t)hs_rng_below(&c->rng, 10000));
 	seed_progress(c, "world", 1.0);
+	return res;
+}
+
+int
+db_seed_generate(const struct db_seed_opts *o, const struct db_seed_sink *sink,
+		 struct db *errdb)
+{
+	double scale = o && o->scale != 0 ? o->scale : 1.0;
+	struct seed_ctx c;
+	int res;
+
+	memset(&c, 0, sizeof(c));
+	c.db = errdb;
+	c.sink = sink;
+	c.o = o;
+	c.rng = o && o->seed ? o->seed : SEED_DEFAULT;
+	c.ncat = seed_count(100, scale);
+	c.nprod = seed_count(100000, scale);
+	c.nrev = seed_count(1000000, scale);
+	res = seed_categories(&c);
+	if (res == DB_OK)
+		res = seed_products(&c);
+	if (res == DB_OK)
+		res = seed_world(&c);
+	return res;
+}
+
+/* The SQLite sink: one prepared INSERT per table. */
+struct seed_sq {
+	struct db *db;
+	sqlite3_stmt *cat, *prod, *rev, *world;
+};
+
+static sqlite3_stmt *
+seed_prepare(struct db *db, const char *sql)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(db->conn, sql, -1, &st, NULL);
+
+	if (rc != SQLITE_OK) {
+		db_fail(db, rc, "prepare");
+		return NULL;
+	}
+	return st;
+}
+
+static int
+seed_step(struct db *db, sqlite3_stmt *st, const char *what)
+{
+	int rc = sqlite3_step(st);
+
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? DB_OK : db_fail(db, rc, what);
+}
+
+static int
+sq_category(void *arg, int64_t id, const char *name, size_t len)
+{
+	struct seed_sq *q = arg;
+
+	sqlite3_bind_int64(q->cat, 1, id);
+	sqlite3_bind_text(q->cat, 2, name, (int)len, SQLITE_STATIC);
+	return seed_step(q->db, q->cat, "insert category");
+}
+
+static int
+sq_product(void *arg, const struct db_seed_row_product *p)
+{
+	struct seed_sq *q = arg;
+
+	sqlite3_bind_int64(q->prod, 1, p->id);
+	sqlite3_bind_int64(q->prod, 2, p->category_id);
+	sqlite3_bind_text(q->prod, 3, p->name, (int)p->name_len,
+			  SQLITE_STATIC);
+	sqlite3_bind_text(q->prod, 4, p->description, (int)p->description_len,
+			  SQLITE_STATIC);
+	sqlite3_bind_int64(q->prod, 5, p->price_cents);
+	sqlite3_bind_int64(q->prod, 6, p->stock);
+	sqlite3_bind_int64(q->prod, 7, p->updated_at);
+	return seed_step(q->db, q->prod, "insert product");
+}
+
+static int
+sq_review(void *arg, const struct db_seed_row_review *r)
+{
+	struct seed_sq *q = arg;
+
+	sqlite3_bind_int64(q->rev, 1, r->id);
+	sqlite3_bind_int64(q->rev, 2, r->product_id);
+	sqlite3_bind_int(q->rev, 3, r->rating);
+	sqlite3_bind_text(q->rev, 4, r->body, (int)r->body_len, SQLITE_STATIC);
+	sqlite3_bind_int64(q->rev, 5, r->created_at);
+	return seed_step(q->db, q->rev, "insert review");
+}
+
+static int
+sq_world(void *arg, int32_t id, int32_t random_number)
+{
+	struct seed_sq *q = arg;
+
+	sqlite3_bind_int(q->world, 1, id);
+	sqlite3_bind_int(q->world, 2, random_number);
+	return seed_step(q->db, q->world, "insert world");
+}
+
+/* Generates every row into the open temp file through prepared INSERTs. */
+static int
+seed_rows_sqlite(struct seed_ctx *c)
+{
+	struct seed_sq q = { .db = c->db };
+	struct db_seed_sink sink = {
+		.category = sq_category, .product = sq_product,
+		.review = sq_review, .world = sq_world, .arg = &q,
+	};
+	int res = DB_ERR;
+
+	q.cat = seed_prepare(c->db,
+		"INSERT INTO categories(id, name) VALUES (?1, ?2)");
+	q.prod = seed_prepare(c->db,
+		"INSERT INTO products(id, category_id, name, description,"
+		" price_cents, stock, version, updated_at)"
+		" VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7)");
+	q.rev = seed_prepare(c->db,
+		"INSERT INTO reviews(id, product_id, rating, body, created_at)"
+		" VALUES (?1, ?2, ?3, ?4, ?5)");
+	q.world = seed_prepare(c->db,
+		"INSERT INTO world(id, randomNumber) VALUES (?1, ?2)");
+	if (q.cat && q.prod && q.rev && q.world)
+		res = db_seed_generate(c->o, &sink, c->db);
+	sqlite3_finalize(q.cat);
+	sqlite3_finalize(q.prod);
+	sqlite3_finalize(q.rev);
+	sqlite3_finalize(q.world);
 	return res;
 }
 
@@ -405,11 +496,7 @@ seed_fill(struct seed_ctx *c, const char *tmp)
 	if (res == DB_OK)
 		res = seed_exec(c, db_schema_tables_sql, "create tables");
 	if (res == DB_OK)
-		res = seed_categories(c);
-	if (res == DB_OK)
-		res = seed_products(c);
-	if (res == DB_OK)
-		res = seed_world(c);
+		res = seed_rows_sqlite(c);
 	if (res == DB_OK) {
 		seed_progress(c, "indexes", 0.0);
 		res = seed_exec(c, db_schema_indexes_sql, "create indexes");
@@ -555,14 +642,12 @@ seed_file(const char *path, const struct db_seed_opts *o, int replace,
 		db_failf(&scratch, "scale %g out of range (0, 1000]", scale);
 		goto out;
 	}
+	if (db_is_url(path))
+		return db_pg_seed(path, o, replace, err, errlen);
 	if (!replace && stat(path, &sb) == 0) {
 		db_failf(&scratch, "%s already exists", path);
 		goto out;
 	}
-	c.rng = o && o->seed ? o->seed : SEED_DEFAULT;
-	c.ncat = seed_count(100, scale);
-	c.nprod = seed_count(100000, scale);
-	c.nrev = seed_count(1000000, scale);
 
 	tmp = hs_xmalloc(tlen);
 	snprintf(tmp, tlen, "%s.seed-XXXXXX", path);

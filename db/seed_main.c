@@ -32,13 +32,14 @@ static void
 usage(FILE *f)
 {
 	fprintf(f,
-		"usage: hs-seed --db PATH [--scale S] [--seed N] [--force] [--quiet]\n"
+		"usage: hs-seed --db PATH|URL [--scale S] [--seed N] [--force] [--quiet]\n"
 		"\n"
-		"Creates the SQLite database at PATH and fills it with deterministic\n"
-		"data: at scale S, 100*S categories, 100000*S products, 1000000*S\n"
-		"reviews, and 10000 world rows.\n"
+		"Creates the SQLite database at PATH, or the tables of the PostgreSQL\n"
+		"database at URL (postgres://USER@HOST:PORT/DB), and fills it with\n"
+		"deterministic data: at scale S, 100*S categories, 100000*S products,\n"
+		"1000000*S reviews, and 10000 world rows (the same rows in both).\n"
 		"\n"
-		"  -d, --db PATH    database file to create (required)\n"
+		"  -d, --db PATH    database file or URL to create (required)\n"
 		"  -s, --scale S    data size, 0 < S <= 1000 (default 1.0)\n"
 		"  -S, --seed N     PRNG seed, 0 = the fixed default (default 0)\n"
 		"  -f, --force      replace PATH if it exists (running servers refuse\n"
@@ -152,7 +153,7 @@ main(int argc, char **argv)
 
 	if ((rc = parse_args(argc, argv, &cfg)) != 0)
 		return rc == 1 ? 0 : 2;
-	if (!cfg.force && stat(cfg.path, &sb) == 0) {
+	if (!cfg.force && !db_is_url(cfg.path) && stat(cfg.path, &sb) == 0) {
 		fprintf(stderr, "hs-seed: %s already exists (use --force to "
 			"replace it)\n", cfg.path);
 		return 1;
@@ -186,9 +187,11 @@ main(int argc, char **argv)
 	}
 	db_close(db);
 	printf("seeded %s: %lld categories, %lld products, %lld reviews, "
-	       "%lld world rows in %.2f s (%.1f MiB)\n", cfg.path,
+	       "%lld world rows in %.2f s", cfg.path,
 	       (long long)n.categories, (long long)n.products,
-	       (long long)n.reviews, (long long)n.world, secs,
-	       stat(cfg.path, &sb) == 0 ? (double)sb.st_size / 1048576.0 : 0.0);
+	       (long long)n.reviews, (long long)n.world, secs);
+	if (!db_is_url(cfg.path) && stat(cfg.path, &sb) == 0)
+		printf(" (%.1f MiB)", (double)sb.st_size / 1048576.0);
+	printf("\n");
 	return 0;
 }

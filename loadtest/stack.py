@@ -35,6 +35,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("HS_BIN_DIR") or os.path.join(ROOT, "build", "bin")
 RUN_DIR = os.environ.get("HS_RUN_DIR") or os.path.join(ROOT, "run")
 DEFAULT_DB = os.path.join(ROOT, "data", "hammerstack.db")
+# --db postgres: a local PostgreSQL cluster, a child of the stack.
+DEFAULT_PG_DIR = os.path.join(ROOT, "data", "pg")
+# Its settings: durable (fsync on), sized for a laptop; wal_level minimal
+# (hslab.pg's default) as no replica streams from it.
+PG_SETTINGS = {"fsync": "on", "full_page_writes": "on",
+               "shared_buffers": "128MB", "max_connections": "300"}
+
+
+def is_pg_url(db):
+    return db.startswith(("postgres://", "postgresql://"))
 
 StackError = LabError
 
@@ -71,7 +81,7 @@ class Stack:
                  logdir=None, server_args=(), balancer_args=(),
                  threads=None, server_ports=None, memcached_ports=None,
                  db_threads=None, server_cpus=0.0, cache_cpus=0.0,
-                 balancer_cpus=0.0):
+                 balancer_cpus=0.0, pg_dir=None):
         if servers < 1:
             raise StackError("--servers must be at least 1")
         if cache not in ("lease", "naive", "off"):
@@ -80,7 +90,12 @@ class Stack:
         self.cache = cache
         self.nmemcached = memcached if cache != "off" else 0
         self.balancer = balancer
-        self.db = os.path.abspath(db)
+        # "postgres": a cluster in pg_dir, started first and stopped last;
+        # a postgres:// URL: a server run by someone else, maybe elsewhere.
+        self.pg = None
+        self.pg_dir = pg_dir or DEFAULT_PG_DIR
+        self.pg_local = db == "postgres"
+        self.db = db if self.pg_local or is_pg_url(db) else os.path.abspath(db)
         self.scale = scale
         self.balancer_port = balancer_port
         self.server_ports = list(server_ports or
@@ -127,7 +142,25 @@ class Stack:
                     "(./hammerstack down, or ss -ltnp 'sport = :%d')" %
                     (port, what, port))
 
+    def start_postgres(self):
+        from hslab import pg as hpg
+        log("starting PostgreSQL in %s" % self.pg_dir)
+        self.pg = hpg.start_postgres(base=self.pg_dir, fsync=True,
+                                     settings=PG_SETTINGS, db="hammerstack")
+        self.db = self.pg.url()
+        self._started(self.pg.proc, self.pg.port, None)
+
     def seed(self):
+        if is_pg_url(self.db):
+            # hs-seed refuses a seeded database: that is the normal case.
+            r = subprocess.run([os.path.join(BIN, "hs-seed"), "--db",
+                                self.db, "--scale", str(self.scale),
+                                "--quiet"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+            if r.returncode != 0 and "already seeded" not in r.stderr:
+                raise StackError("seeding %s: %s" % (self.db,
+                                                     r.stderr.strip()))
+            return
         if os.path.exists(self.db):
             return
         os.makedirs(os.path.dirname(self.db), exist_ok=True)
@@ -165,8 +198,10 @@ class Stack:
     def start(self):
         os.makedirs(self.logdir, exist_ok=True)
         self.check_ports()
-        self.seed()
         try:
+            if self.pg_local:
+                self.start_postgres()
+            self.seed()
             for i, port in enumerate(self.memcached_ports):
                 name = "memcached-%d" % (i + 1)
                 host = self._host(name)
@@ -237,6 +272,8 @@ class Stack:
             u["server%d" % (i + 1)] = "http://127.0.0.1:%d/" % p
         for i, p in enumerate(self.memcached_ports):
             u["memcached%d" % (i + 1)] = "127.0.0.1:%d" % p
+        if is_pg_url(self.db or ""):
+            u["postgres"] = self.db
         return u
 
     def state(self):
@@ -377,7 +414,7 @@ def cmd_up(a):
                   admin_port=a.admin_port, memcached_port=a.memcached_port,
                   threads=a.threads, db_threads=a.db_threads,
                   server_cpus=a.server_cpus, cache_cpus=a.cache_cpus,
-                  balancer_cpus=a.balancer_cpus)
+                  balancer_cpus=a.balancer_cpus, pg_dir=a.pg_dir)
     stack.check_ports()
     if any(stack.cpus.values()):
         # Said here too, where a detached stack's user sees it.
@@ -410,6 +447,9 @@ def cmd_up(a):
     os.close(r)
     if not msg.startswith(b"ok"):
         raise StackError(msg.decode().strip() or "the stack did not start")
+    if stack.pg_local:
+        # The cluster's URL (its port) is known to the supervisor only.
+        stack.db = (read_state() or {}).get("db", stack.db)
     print_urls(stack)
     if dashboard:
         sys.stdout.write("dashboard: http://%s/\n" % dashboard)
@@ -556,7 +596,13 @@ def main(argv=None):
     up.add_argument("--scale", type=float, default=1.0,
                     help="seed scale when the database is created (default 1)")
     up.add_argument("--db", default=DEFAULT_DB,
-                    help="database file (default data/hammerstack.db)")
+                    help="database file (default data/hammerstack.db), "
+                    "'postgres' (a local PostgreSQL cluster in --pg-dir, "
+                    "started and stopped with the stack) or a "
+                    "postgres://USER@HOST:PORT/DB URL")
+    up.add_argument("--pg-dir", default=DEFAULT_PG_DIR,
+                    help="the local cluster's directory with --db postgres "
+                    "(default data/pg)")
     up.add_argument("--port", type=int, default=8080,
                     help="balancer port (default 8080)")
     up.add_argument("--server-port", type=int, default=8081,

@@ -119,7 +119,8 @@ usage(FILE *f)
 		"  --listen HOST:PORT  address to listen on (default 127.0.0.1:8081;\n"
 		"                      port 0 picks a free port, printed as\n"
 		"                      \"listening on HOST:PORT\")\n"
-		"  --db PATH           database file (default data/hammerstack.db);\n"
+		"  --db PATH|URL       database file (default data/hammerstack.db)\n"
+		"                      or PostgreSQL postgres://USER@HOST:PORT/DB;\n"
 		"                      created and seeded when missing\n"
 		"  --scale S           seed scale when the database is created\n"
 		"                      (default 1.0: 100 categories, 100000 products,\n"
@@ -418,16 +419,23 @@ ensure_db(struct opts *o)
 	struct db_counts n;
 	struct db *db;
 
-	if (access(o->db_path, F_OK) < 0) {
+	int have = db_exists(o->db_path, err, sizeof(err));
+
+	if (have < 0) {
+		log_error("cannot reach %s: %s", o->db_path, err);
+		return -1;
+	}
+	if (have == 0) {
 		struct db_seed_opts so = { .scale = o->scale,
 					   .progress = seed_progress };
 
 		log_info("%s is missing: seeding it at scale %g", o->db_path,
 			 o->scale);
-		make_parent(o->db_path);
+		if (!db_is_url(o->db_path))
+			make_parent(o->db_path);
 		/* Another process may be seeding the same path right now. */
 		if (db_seed_file(o->db_path, &so, err, sizeof(err)) != DB_OK &&
-		    access(o->db_path, F_OK) < 0) {
+		    db_exists(o->db_path, NULL, 0) != 1) {
 			log_error("cannot seed %s: %s", o->db_path, err);
 			return -1;
 		}

@@ -219,11 +219,69 @@ def wait_http(port, path="/healthz", timeout=30, want=200):
 _seeded = {}
 _seed_lock = threading.Lock()
 
+# The database engine the tests run against: HS_TEST_DB=postgres makes
+# seeded_db() hand out databases on a PostgreSQL cluster this process
+# starts (one, on a free port, removed at exit) instead of SQLite files.
+DB_ENGINE = os.environ.get("HS_TEST_DB", "sqlite")
+_pg = []
+_pg_count = [0]
+
+
+def pg_cluster():
+    """The test process's PostgreSQL cluster (an hslab.pg.Postgres),
+    started on first use."""
+    import hslab.pg
+    with _seed_lock:
+        if not _pg:
+            _pg.append(hslab.pg.start_postgres(timeout=1800 * SLOW,
+                                               db=None))
+            atexit.register(_pg[0].stop)
+        return _pg[0]
+
+
+def _seeded_pg(scale):
+    """A fresh PostgreSQL database seeded at scale: the first one is seeded
+    with hs-seed as a template, the others are copies of it (CREATE
+    DATABASE ... TEMPLATE, a file copy)."""
+    pg = pg_cluster()
+    tpl = "tpl_" + str(scale).replace(".", "_")
+    with _seed_lock:
+        if scale not in _seeded:
+            pg.create_db(tpl)
+            subprocess.run([binpath("hs-seed"), "--db", pg.url(tpl),
+                            "--quiet", "--scale", str(scale)], check=True,
+                           stdout=subprocess.DEVNULL, timeout=300 * SLOW)
+            _seeded[scale] = tpl
+        _pg_count[0] += 1
+        name = "hs_%d" % _pg_count[0]
+    pg.psql('CREATE DATABASE %s TEMPLATE %s' % (name, tpl))
+    return pg.url(name)
+
+
+def db_scalar(db, sql, *args):
+    """The first column of the first row of sql (SQLite's ? placeholders,
+    integer arguments) on the database seeded_db() returned, whichever
+    the engine."""
+    if db.startswith("postgres"):
+        for a in args:
+            sql = sql.replace("?", str(int(a)), 1)
+        out = pg_cluster().psql(sql, db=db.rsplit("/", 1)[1])
+        return int(out) if out.lstrip("-").isdigit() else out
+    import sqlite3
+    con = sqlite3.connect(db, timeout=10)
+    try:
+        row = con.execute(sql, args).fetchone()
+        return row[0] if row else None
+    finally:
+        con.close()
+
 
 def seeded_db(scale=0.01, tmpdir=None):
     """Path to a fresh copy of a database seeded at `scale` (seeded once per
     test process with hs-seed, then copied so that tests never share
-    writes)."""
+    writes).  With HS_TEST_DB=postgres, the URL of a fresh database."""
+    if DB_ENGINE == "postgres":
+        return _seeded_pg(scale)
     with _seed_lock:
         if scale not in _seeded:
             d = tempfile.mkdtemp(prefix="hs-seed-")

@@ -1,4 +1,5 @@
-"""hs-server over a real seeded SQLite file, on a free loopback port: every
+"""hs-server over a real seeded SQLite file (or a PostgreSQL database with
+HS_TEST_DB=postgres), on a free loopback port: every
 route with its JSON shape and headers, every bad input, writes visible at
 once, the TechEmpower test types, keep-alive."""
 
@@ -6,7 +7,6 @@ import http.client
 import json
 import re
 import socket
-import sqlite3
 import unittest
 
 import hstest
@@ -19,12 +19,8 @@ SERVER_ID = "test-srv-1"
 
 
 def world_row(db, wid):
-    con = sqlite3.connect(db, timeout=10)
-    try:
-        return con.execute("SELECT randomNumber FROM world WHERE id = ?",
-                           (wid,)).fetchone()[0]
-    finally:
-        con.close()
+    return hstest.db_scalar(db, "SELECT randomNumber FROM world WHERE id = ?",
+                            wid)
 
 
 class ServerTest(unittest.TestCase):
