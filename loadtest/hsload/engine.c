@@ -842,7 +842,7 @@ hsl_run(const struct hsl_run_opts *o, struct hsl_mix *mix,
 	rc = 0;
 out:
 	for (int i = 0; i < e.nclients; i++) {
-		if (e.base)
+		if (e.clients[i].e) /* its timer was assigned */
 			event_del(&e.clients[i].timer);
 		free(e.clients[i].queue.v);
 	}
