@@ -11,7 +11,10 @@ step, and a report folder.
       same CPU budget each; rows 2/1, 2/2, 2/4 with each server's share and
       the part that stops growth
   2b  async vs blocking: one server, --io blocking --threads 8 against
-      --io event, 256 keep-alive clients, the clients left waiting
+      --io event: 256 keep-alive users, each sending 2 req/s on its own
+      schedule (hs-load --per-connection); throughput, p99, the clients
+      never answered and the timeouts; then the same 256 connections
+      sending back to back (wrk), where the pool is CPU bound too
   3   profile: where the time goes now (Server-Timing / stats breakdown,
       and a perf flame graph when perf can sample)
   4   lose the cache: memcached killed under open-loop load, then an empty
@@ -76,7 +79,8 @@ SHOW = {
     "1": "curl -i twice: X-Cache MISS then HIT; /stats: cache.hits",
     "1b": "the checker's stale reads once loaded; /stats: cache.fills",
     "2": "curl -i through hs-balancer; the dashboard: each server's share",
-    "2b": "the dashboard: req/s and p99 with 256 keep-alive clients",
+    "2b": "the dashboard: req/s and p99 with 256 keep-alive users; "
+          "the clients never answered",
     "3": "the profile: where a request's time goes",
     "4": "the dashboard: DB queries/s when memcached dies, hits when an "
          "empty one is back",
@@ -89,7 +93,8 @@ COLUMNS = ["step", "setup", "req_s", "p50_ms", "p99_ms", "errors",
            "host_cpu", "host_throttled_s", "servers", "io",
            "connections", "capacity_rps", "slo_ms", "db_queries_per_req",
            "db_time_pct", "server_share", "limit", "waiting_clients",
-           "timeouts", "correctness_only"]
+           "timeouts", "correctness_only", "offered_rps", "busy_req_s",
+           "busy_p99_ms", "busy_waiting"]
 
 SWEEP_COLUMNS = ["step", "offered_rps", "achieved_rps", "p50_us", "p90_us",
                  "p99_us", "p999_us", "max_us", "errors", "non2xx", "late"]
@@ -779,13 +784,24 @@ def make_stack(step, a, logdir, servers=1, io=None, cache=None):
     extra = []
     threads = a.server_threads
     db_threads = a.server_db_threads
+    server_cpus = a.server_cpus
     if step == "1b":
-        # Every miss sleeps in its worker thread for the fill delay: enough
-        # threads keep the server answering while fills sleep.
-        extra = ["--debug-fill-delay-ms", str(a.fill_delay_ms)]
-        threads = max(16, threads or 0)
-        if db_threads:
-            db_threads = max(16, db_threads)  # the fills sleep there
+        # Every miss sleeps for the fill delay in the thread that fills
+        # it.  On database threads (32: a sleeping thread costs no CPU) the
+        # fills sleep apart from the event loops, so the checker's writes
+        # are not queued behind sleeping fills and land inside their
+        # windows, as the race needs.
+        # --durability normal (no fsync per commit): the race needs the
+        # checker's writes to come often, and on a busy disk an fsync can
+        # take 300 ms.
+        extra = ["--debug-fill-delay-ms", str(a.fill_delay_ms),
+                 "--durability", "normal"]
+        db_threads = max(32, db_threads or 0)
+        # No CPU budget: with the budget spent by wrk, every request waits
+        # for the next quota period (up to 85 ms of each 100 ms at 0.15
+        # core), the checker writes a few times a second, and few writes
+        # land in a fill's window.  1b is a correctness demonstration.
+        server_cpus = 0
     if io == "blocking":
         # One connection per worker until it closes: no database threads.
         extra = ["--io", "blocking"]
@@ -799,7 +815,7 @@ def make_stack(step, a, logdir, servers=1, io=None, cache=None):
                     balancer_port=ports[servers + 1],
                     admin_port=ports[servers + 2], logdir=logdir,
                     server_args=extra, threads=threads,
-                    db_threads=db_threads, server_cpus=a.server_cpus,
+                    db_threads=db_threads, server_cpus=server_cpus,
                     cache_cpus=a.cache_cpus, balancer_cpus=a.balancer_cpus)
 
 
@@ -972,6 +988,8 @@ def base_row(step, title, a, stk, w, d, c, host_cpu, host_thr):
         "server_share": "", "limit": "", "waiting_clients": "",
         "timeouts": w.get("err_timeout", ""),
         "correctness_only": 1 if step == "1b" else 0,
+        "offered_rps": "", "busy_req_s": "", "busy_p99_ms": "",
+        "busy_waiting": "",
     }
 
 
@@ -1046,6 +1064,8 @@ def run_step(step, a, counts, outdir, servers=1, io=None):
     elif base == "3":
         servers = a.servers
         title = "profile, %d servers" % servers
+    elif base == "1b":
+        title = "naive cache, %d ms fill delay" % a.fill_delay_ms
     stk = make_stack(step, a, os.path.join(
         outdir, "logs", "step-" + step.replace("/", "-")), servers, io)
     progress("step %s: %s — starting %d server(s)%s%s" % (
@@ -1063,7 +1083,7 @@ def run_step(step, a, counts, outdir, servers=1, io=None):
         if stk.cache != "off" and a.warmup > 0:
             warm_cache(stk, a, counts, step, mix)
         progress("step %s: %ds of load (wrk -c%d, %s mix)%s" % (
-            step, a.duration, conns, mix, "" if io else
+            step, a.duration, conns, mix, ", then as many users" if io else
             " with the consistency checker beside it"))
         chk = None
         if not io:
@@ -1083,24 +1103,35 @@ def run_step(step, a, counts, outdir, servers=1, io=None):
         else:
             before = snapshot(stk)
             if io:
+                # The connections busy first (it also warms the cache
+                # further), then the same number of users: the row.
                 qw = QueueWatch(stk.server_ports[0])
                 qw.start()
-                w = run_wrk_mix(port, a, counts, a.duration, conns, "read",
-                                os.path.join(outdir, "step-%s-wrk.txt" %
-                                             fname))
+                busy = run_wrk_mix(port, a, counts, a.duration, conns,
+                                   "read", os.path.join(
+                                       outdir, "step-%s-wrk.txt" % fname))
+                waiting = qw.finish()
+                qw = None
+                before = snapshot(stk)
+                w = run_users(port, a, counts, conns, os.path.join(
+                    outdir, "step-%s-users.txt" % fname))
+                d = delta(before, snapshot(stk))
             else:
                 w = run_wrk(port, a, counts, a.duration,
                             os.path.join(outdir, "step-%s-wrk.txt" % fname))
-            d = delta(before, snapshot(stk))
+                d = delta(before, snapshot(stk))
         secs = time.monotonic() - t0
         hosts1, m1 = stk.host_usage(), machine_ticks()
-        waiting = qw.finish() if qw else ""
+        if qw:
+            waiting = qw.finish()
+        elif not io:
+            waiting = ""
         share1 = server_requests(stk)
         host_cpu, host_thr = host_columns(hosts0, hosts1, secs)
         limit = name_limit(hosts0, hosts1, secs, m0, m1)
         if chk:
             chk.join(a.duration + 150)
-        if base != "1b":
+        if base not in ("1b", "2b"):
             points, cap = run_sweep(step, port, a, counts, w["rps"], outdir,
                                     mix, conns)
     finally:
@@ -1116,7 +1147,45 @@ def run_step(step, a, counts, outdir, servers=1, io=None):
                                  for i, g in enumerate(got)),
         "limit": limit, "waiting_clients": waiting,
     })
+    if base == "1b":
+        row["server_cpus"] = 0  # see make_stack
+    if io:
+        row.update({
+            "offered_rps": w["offered_rps"],
+            "waiting_clients": w["clients_starved"],
+            "busy_req_s": round(busy["rps"], 1),
+            "busy_p99_ms": round(busy["p99_us"] / 1000.0, 3),
+            "busy_waiting": waiting,
+        })
     return row, lesson, extra
+
+
+def run_users(port, a, counts, clients, out_path):
+    """Step 2b's load: `clients` keep-alive users of the read mix, each
+    sending --io-client-rate req/s on its own schedule on its own
+    connection (hs-load --per-connection), for --duration.  A request not
+    answered within --io-timeout of its plan is a timeout (the user gave
+    up).  Returns wrk-like fields for the row plus hs-load's own
+    (offered_rps, clients_starved: clients never answered)."""
+    rate = a.io_client_rate * clients
+    cmd = hsload_args(port, a, counts, "read", clients) + [
+        "--per-connection", "--rate", "%g" % rate,
+        "--duration", "%g" % a.duration, "--warmup", "1",
+        "--timeout", "%g" % a.io_timeout]
+    progress("step 2b: %d keep-alive users at %g req/s each (%g req/s "
+             "offered) for %ds" % (clients, a.io_client_rate, rate,
+                                   a.duration))
+    text = hslab.run_wrk_cmd(cmd, a.duration + a.io_timeout + 60, out_path)
+    j = hslab.hsjson(text)
+    if j is None:
+        raise hs.StackError("hs-load printed no HSJSON line:\n%s" %
+                            text[-2000:])
+    return {"rps": j["achieved_rps"], "p50_us": j["p50_us"],
+            "p99_us": j["p99_us"], "errors": j["errors"],
+            "non2xx": j["non2xx"], "err_timeout": j["err_timeout"],
+            "duration_s": max(j["duration_s"], 1e-9),
+            "offered_rps": j["offered_rps"],
+            "clients_starved": j["clients_starved"]}
 
 
 def run_wrk_mix(port, a, counts, duration, connections, mix, out_path):
@@ -1225,6 +1294,11 @@ def run_cache_loss(a, counts, outdir, rate):
         a.sampler.follow("hs-load", out_path)
         p = hslab.Proc(cmd, name="hs-load", logpath=out_path,
                        timeout=dur + 120)
+        # The checker beside the whole scene: the kill, the bypass and the
+        # refill must not serve a stale read (with leases: 0).
+        chk = Checker(port, a, max(1, int(round(dur))), stk.db,
+                      os.path.join(outdir, "step-4-checker.txt"))
+        chk.start()
         before, hosts0 = snapshot(stk), stk.host_usage()
         t0 = time.time()
         event(a, step, "load start")
@@ -1243,6 +1317,7 @@ def run_cache_loss(a, counts, outdir, rate):
         p.wait(dur + 60)
         t1 = time.time()
         event(a, step, "load end")
+        chk.join(dur + 150)
         d = delta(before, snapshot(stk))
         host_cpu, host_thr = host_columns(hosts0, stk.host_usage(), t1 - t0)
         time.sleep(1.2)  # the sampler's last tick of the step
@@ -1255,7 +1330,8 @@ def run_cache_loss(a, counts, outdir, rate):
     w = {"rps": j.get("achieved_rps", 0), "p50_us": j.get("p50_us", 0),
          "p99_us": j.get("p99_us", 0), "errors": j.get("errors", 0),
          "non2xx": j.get("non2xx", 0), "duration_s": max(t1 - t0, 1e-9)}
-    row = base_row(step, title, a, stk, w, d, {}, host_cpu, host_thr)
+    row = base_row(step, title, a, stk, w, d, chk.result or {}, host_cpu,
+                   host_thr)
     row["connections"] = a.connections
     row["limit"] = "offered %d req/s open loop; peak DB %s q/s, min hit %s%%" \
         % (rate, max([x["db_queries_s"] for x in series] or [""]),
@@ -1328,12 +1404,13 @@ def write_summary(outdir, rows, meta, a):
         b, e = by["2b/blocking"], by["2b/event"]
         add("event loop vs blocking pool", "x%.1f" % (
             fnum(e["req_s"]) / max(fnum(b["req_s"]) or 1e-9, 1e-9)),
-            "%s vs %s req/s at %s clients; clients waiting in the accept "
-            "queue %s vs %s; p99 %s vs %s ms" % (
-                e["req_s"], b["req_s"], e["connections"],
-                e["waiting_clients"], b["waiting_clients"], e["p99_ms"],
-                b["p99_ms"]))
-    lease = [r for r in rows if r["step"].split("/")[0] in ("1", "2", "3")]
+            "%s vs %s req/s, %s keep-alive users offering %s; never "
+            "answered %s vs %s; back to back (wrk) %s vs %s req/s" % (
+                e["req_s"], b["req_s"], e["connections"], e["offered_rps"],
+                e["waiting_clients"], b["waiting_clients"], e["busy_req_s"],
+                b["busy_req_s"]))
+    lease = [r for r in rows if r["step"].split("/")[0] in ("1", "2", "3")
+             or (r["step"] == "4" and a.cache == "lease")]
     if lease:
         add("stale reads at the lease steps",
             sum(int(r["stale_reads"]) for r in lease
@@ -1343,7 +1420,9 @@ def write_summary(outdir, rows, meta, a):
         add("stale reads with the naive cache", by["1b"]["stale_reads"],
             "step 1b, a correctness demonstration")
     if "4" in by:
-        add("losing the cache", by["4"]["limit"], by["4"]["setup"])
+        add("losing the cache", by["4"]["limit"], "%s; stale reads %s "
+            "(hs-checker beside the scene)" % (by["4"]["setup"],
+                                               by["4"]["stale_reads"]))
     caps = [{"step": r["step"], "capacity_rps": r["capacity_rps"],
              "req_s": r["req_s"]} for r in rows
             if not r["correctness_only"]]
@@ -1438,6 +1517,13 @@ def main(argv=None):
                     help="step 2b: workers of the blocking server (8)")
     ap.add_argument("--io-connections", type=int, default=256, metavar="C",
                     help="step 2b: keep-alive clients (256)")
+    ap.add_argument("--io-client-rate", type=float, default=2.0,
+                    metavar="R",
+                    help="step 2b: requests per second each client sends on "
+                    "its own schedule, a user pausing between requests (2)")
+    ap.add_argument("--io-timeout", type=float, default=2.0, metavar="S",
+                    help="step 2b: a request unanswered S seconds after its "
+                    "plan is a timeout: the user gave up (2)")
     ap.add_argument("--slo-ms", type=float, default=50.0, metavar="MS",
                     help="the latency objective: a step's capacity is the "
                     "highest offered rate of its sweep with p99 <= MS, no "
@@ -1533,6 +1619,8 @@ def main(argv=None):
             ("--server-db-threads", a.server_db_threads, 0, 1024),
             ("--blocking-threads", a.blocking_threads, 1, 1024),
             ("--io-connections", a.io_connections, 1, 20000),
+            ("--io-client-rate", a.io_client_rate, 0.01, 1000),
+            ("--io-timeout", a.io_timeout, 0.1, 600),
             ("--slo-ms", a.slo_ms, 0.1, 60000),
             ("--sweep-seconds", a.sweep_seconds, 0.1, 600),
             ("--sweep-warmup", a.sweep_warmup, 0, 600),
@@ -1654,12 +1742,18 @@ def main(argv=None):
                 if row["server_share"] and row["servers"] > 1:
                     print("    share: %s" % row["server_share"], flush=True)
                 if row["waiting_clients"] != "":
-                    print("    clients waiting in the accept queue: %s, "
-                          "wrk timeouts: %s" % (row["waiting_clients"],
-                                                row["timeouts"]), flush=True)
-                write_report(outdir, rows, lessons, extra, meta)
+                    print("    %s users offering %s req/s: never answered "
+                          "%s, timeouts %s; sending back to back (wrk): "
+                          "%s req/s, p99 %s ms, %s waiting in the accept "
+                          "queue" % (
+                              row["connections"], row["offered_rps"],
+                              row["waiting_clients"], row["timeouts"],
+                              row["busy_req_s"], row["busy_p99_ms"],
+                              row["busy_waiting"]), flush=True)
+                # The summary first: the report's headline reads it.
                 meta["wall_s"] = round(time.monotonic() - started, 1)
                 write_summary(outdir, rows, meta, a)
+                write_report(outdir, rows, lessons, extra, meta)
     except KeyboardInterrupt:
         sys.stderr.write("walkthrough: interrupted; partial report in %s\n" %
                          outdir)
@@ -1691,8 +1785,9 @@ def main(argv=None):
                 print(("  " + line) if line else "")
     print("\nreport: %s/report.html (results.md, results.csv, series.csv)" %
           outdir)
-    stale = [r for r in rows if r["step"].split("/")[0] in ("1", "2", "3") and
-             r["stale_reads"] not in (0, "n/a")]
+    stale = [r for r in rows if (r["step"].split("/")[0] in ("1", "2", "3")
+                                 or (r["step"] == "4" and a.cache == "lease"))
+             and r["stale_reads"] not in (0, "n/a")]
     if stale:
         sys.stderr.write("walkthrough: stale reads at a lease step: %s\n" %
                          ", ".join(r["step"] for r in stale))

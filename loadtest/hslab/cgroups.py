@@ -91,11 +91,17 @@ def _probe(base):
     return True
 
 
-def find_hierarchy():
+def find_hierarchy(mounts=None):
     """(kind, cpu base, cpuacct base or None, problem): kind "v2" or "v1",
-    or None with problem saying why there is no usable hierarchy."""
+    or None with problem saying why there is no usable hierarchy.  v2 wins
+    where a cgroup2 hierarchy has the cpu controller and is writable; else
+    v1's cpu hierarchy (cpuacct for the CPU used, wherever mounted).
+    mounts: [(fs type, mount point, options)] in place of /proc/mounts
+    (tests)."""
     root = os.environ.get("HS_CGROUP_ROOT")
-    if root:
+    if mounts is not None:
+        cands = mounts
+    elif root:
         if os.path.exists(os.path.join(root, "cgroup.controllers")):
             cands = [("cgroup2", root, set())]
         else:

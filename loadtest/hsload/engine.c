@@ -8,6 +8,20 @@
  * the wait for a connection or by our own lateness pays for it) and from
  * the actual send (uncorrected, what closed-loop tools report).
  *
+ * With a per-connection schedule (--per-connection) each of the C
+ * connections is a client of its own instead: it is opened at the start,
+ * plans its requests at rate/C on its own timer (a random phase, then
+ * uniform or Poisson gaps), and sends them in order on its connection, one
+ * in flight; a request planned while the previous one is unanswered waits
+ * in the client's own queue (its wait counts in its corrected latency), as
+ * a user's browser does on its keep-alive connection, and counts as a
+ * timeout once it has waited --timeout from its plan.  A connection lost
+ * (timeout, error, closed by the server) is opened again for the client's
+ * next request.  This is the load of many users who pause between requests:
+ * a server that gives each connection a worker until it closes serves only
+ * as many clients as it has workers, and the clients it never answers are
+ * counted (clients_starved).
+ *
  * Raw non-blocking sockets with two events each, not bufferevents: a
  * request is one send(2), an answer one or two read(2)s into a fixed
  * buffer, framed by resp.c.  The timer uses EVENT_BASE_FLAG_PRECISE_TIMER
@@ -44,9 +58,29 @@ enum hsl_conn_state {
 
 struct hsl_engine;
 
+/* A FIFO of planned send times. */
+struct hsl_ring {
+	uint64_t *v;
+	size_t head, len, cap;
+};
+
+struct hsl_conn;
+
+/* One client of a per-connection schedule. */
+struct hsl_client {
+	struct hsl_engine *e;
+	struct hsl_conn *conn; /* NULL between connections */
+	struct event timer;
+	uint64_t next_ns;      /* its next planned request */
+	struct hsl_ring queue; /* planned, waiting for its connection */
+	uint64_t answered;     /* answers to its measured requests */
+	int scheduling;        /* still planning requests */
+};
+
 struct hsl_conn {
 	TAILQ_ENTRY(hsl_conn) link;
 	struct hsl_engine *e;
+	struct hsl_client *client; /* per-connection schedule; else NULL */
 	enum hsl_conn_state state;
 	int fd;
 	int wev_on;
@@ -83,8 +117,11 @@ struct hsl_engine {
 	int nconns, nconnecting, nbusy;
 	struct hsl_conn **idle;
 	int nidle;
-	uint64_t *queue; /* ring of planned times */
-	size_t qhead, qlen, qcap;
+	struct hsl_ring queue; /* pool: planned, waiting for a connection */
+	struct hsl_client *clients; /* per-connection schedule, else NULL */
+	int nclients, clients_scheduling;
+	size_t cqueued;        /* the clients' queues, together */
+	double client_gap_ns;
 	uint64_t start_ns, measure_ns, end_ns, drain_ns;
 	uint64_t next_ns, seq;
 	double gap_ns;
@@ -119,31 +156,66 @@ hsl_stats_record(struct hsl_stats *st, uint64_t planned_ns, uint64_t sent_ns,
 /* ------------------------------------------------------------ queue */
 
 static void
-hsl_queue_push(struct hsl_engine *e, uint64_t planned)
+hsl_ring_push(struct hsl_ring *r, uint64_t planned)
 {
-	if (e->qlen == e->qcap) {
-		size_t ncap = e->qcap ? e->qcap * 2 : 1024;
+	if (r->len == r->cap) {
+		size_t ncap = r->cap ? r->cap * 2 : 16;
 		uint64_t *q = hs_xmalloc(ncap * sizeof(*q));
 
-		for (size_t i = 0; i < e->qlen; i++)
-			q[i] = e->queue[(e->qhead + i) % e->qcap];
-		free(e->queue);
-		e->queue = q;
-		e->qcap = ncap;
-		e->qhead = 0;
+		for (size_t i = 0; i < r->len; i++)
+			q[i] = r->v[(r->head + i) % r->cap];
+		free(r->v);
+		r->v = q;
+		r->cap = ncap;
+		r->head = 0;
 	}
-	e->queue[(e->qhead + e->qlen) % e->qcap] = planned;
-	e->qlen++;
+	r->v[(r->head + r->len) % r->cap] = planned;
+	r->len++;
 }
 
 static uint64_t
-hsl_queue_pop(struct hsl_engine *e)
+hsl_ring_pop(struct hsl_ring *r)
 {
-	uint64_t v = e->queue[e->qhead];
+	uint64_t v = r->v[r->head];
 
-	e->qhead = (e->qhead + 1) % e->qcap;
-	e->qlen--;
+	r->head = (r->head + 1) % r->cap;
+	r->len--;
 	return v;
+}
+
+/* Planned requests of r at or after from (the measured ones). */
+static uint64_t
+hsl_ring_count_from(const struct hsl_ring *r, uint64_t from)
+{
+	uint64_t n = 0;
+
+	for (size_t i = 0; i < r->len; i++)
+		if (r->v[(r->head + i) % r->cap] >= from)
+			n++;
+	return n;
+}
+
+/* The queue a request of c (or of the pool, c NULL) waits in. */
+static struct hsl_ring *
+hsl_queue_of(struct hsl_engine *e, struct hsl_client *cl)
+{
+	return cl ? &cl->queue : &e->queue;
+}
+
+static void
+hsl_queue_push(struct hsl_engine *e, struct hsl_client *cl, uint64_t planned)
+{
+	hsl_ring_push(hsl_queue_of(e, cl), planned);
+	if (cl)
+		e->cqueued++;
+}
+
+static uint64_t
+hsl_queue_pop(struct hsl_engine *e, struct hsl_client *cl)
+{
+	if (cl)
+		e->cqueued--;
+	return hsl_ring_pop(hsl_queue_of(e, cl));
 }
 
 /* ------------------------------------------------------------ connections */
@@ -183,7 +255,8 @@ hsl_conn_close(struct hsl_conn *c)
 		e->nconnecting--;
 		break;
 	case HSL_CONN_IDLE:
-		for (int i = 0; i < e->nidle; i++) {
+		/* A client's connection is never on the idle stack. */
+		for (int i = 0; i < e->nidle && !c->client; i++) {
 			if (e->idle[i] == c) {
 				e->idle[i] = e->idle[--e->nidle];
 				break;
@@ -198,14 +271,17 @@ hsl_conn_close(struct hsl_conn *c)
 	if (c->wev_on)
 		event_del(&c->wev);
 	hs_close(&c->fd);
+	if (c->client)
+		c->client->conn = NULL;
 	TAILQ_REMOVE(&e->conns, c, link);
 	e->nconns--;
 	free(c);
 }
 
-/* Starts a connection; -1 (errno set) if no socket could be had. */
+/* Starts a connection (cl's, or the pool's when cl is NULL); -1 (errno
+ * set) if no socket could be had. */
 static int
-hsl_conn_open(struct hsl_engine *e)
+hsl_conn_open(struct hsl_engine *e, struct hsl_client *cl)
 {
 	struct hsl_conn *c;
 	int fd;
@@ -221,6 +297,9 @@ hsl_conn_open(struct hsl_engine *e)
 	}
 	c = hs_xcalloc(1, sizeof(*c));
 	c->e = e;
+	c->client = cl;
+	if (cl)
+		cl->conn = c;
 	c->fd = fd;
 	c->state = HSL_CONN_CONNECTING;
 	c->since_ns = hs_now_ns();
@@ -244,13 +323,27 @@ hsl_conn_open(struct hsl_engine *e)
 	return 0;
 }
 
-/* Grows the pool while requests wait for more connections than are coming. */
+/* Grows the pool while requests wait for more connections than are coming;
+ * with clients, opens again the lost connection of each client that has
+ * requests waiting. */
 static void
 hsl_grow(struct hsl_engine *e)
 {
-	while (e->qlen > (size_t)e->nconnecting &&
-	       e->nconns < e->o->connections && e->ever_connected)
-		if (hsl_conn_open(e) != 0)
+	if (!e->ever_connected)
+		return;
+	if (e->clients) {
+		for (int i = 0; i < e->nclients && e->cqueued > 0; i++) {
+			struct hsl_client *cl = &e->clients[i];
+
+			if (cl->conn == NULL && cl->queue.len > 0 &&
+			    hsl_conn_open(e, cl) != 0)
+				break;
+		}
+		return;
+	}
+	while (e->queue.len > (size_t)e->nconnecting &&
+	       e->nconns < e->o->connections)
+		if (hsl_conn_open(e, NULL) != 0)
 			break;
 }
 
@@ -258,6 +351,7 @@ static void
 hsl_connect_failed(struct hsl_conn *c, int err)
 {
 	struct hsl_engine *e = c->e;
+	struct hsl_client *cl = c->client;
 
 	hsl_conn_close(c);
 	if (!e->ever_connected) {
@@ -270,8 +364,8 @@ hsl_connect_failed(struct hsl_conn *c, int err)
 	}
 	/* Each failed attempt costs one waiting request, so that a dead
 	 * server makes errors, not a reconnect loop. */
-	if (e->qlen > 0) {
-		uint64_t planned = hsl_queue_pop(e);
+	if (hsl_queue_of(e, cl)->len > 0) {
+		uint64_t planned = hsl_queue_pop(e, cl);
 
 		hsl_lost(e, planned >= e->measure_ns, &e->st->err_connect);
 	}
@@ -319,12 +413,13 @@ hsl_conn_ready(struct hsl_conn *c)
 {
 	struct hsl_engine *e = c->e;
 
-	if (e->qlen > 0) {
-		hsl_conn_send(c, hsl_queue_pop(e));
+	if (hsl_queue_of(e, c->client)->len > 0) {
+		hsl_conn_send(c, hsl_queue_pop(e, c->client));
 		return;
 	}
 	c->state = HSL_CONN_IDLE;
-	e->idle[e->nidle++] = c;
+	if (!c->client)
+		e->idle[e->nidle++] = c;
 }
 
 static void hsl_schedule_start(struct hsl_engine *e);
@@ -395,6 +490,8 @@ hsl_conn_done(struct hsl_conn *c)
 		hsl_stats_record(e->st, c->planned_ns, c->since_ns, now,
 				 c->resp.status);
 		e->last_done_ns = now;
+		if (c->client)
+			c->client->answered++;
 	}
 	e->answers++;
 	e->win_answers++;
@@ -411,7 +508,8 @@ hsl_conn_done(struct hsl_conn *c)
 	e->nbusy--;
 	hsl_conn_ready(c);
 	/* Requests fallen due while we read go out now, not at the timer. */
-	if (e->phase == HSL_PHASE_SCHEDULE && e->next_ns <= now)
+	if (!e->clients && e->phase == HSL_PHASE_SCHEDULE &&
+	    e->next_ns <= now)
 		hsl_pump(e, now);
 	hsl_check_end(e);
 	return 0;
@@ -489,7 +587,7 @@ hsl_dispatch(struct hsl_engine *e, uint64_t planned)
 		hsl_conn_send(e->idle[--e->nidle], planned);
 		return;
 	}
-	hsl_queue_push(e, planned);
+	hsl_queue_push(e, NULL, planned);
 	hsl_grow(e);
 }
 
@@ -532,6 +630,76 @@ hsl_on_tick(evutil_socket_t fd, short what, void *arg)
 }
 
 static void
+hsl_drain_start(struct hsl_engine *e, uint64_t now)
+{
+	e->phase = HSL_PHASE_DRAIN;
+	e->drain_ns = now + (uint64_t)(e->o->timeout_s * 1e9);
+	hsl_check_end(e);
+}
+
+static uint64_t
+hsl_client_gap(struct hsl_engine *e)
+{
+	if (e->o->arrival == HSL_ARRIVAL_POISSON)
+		return (uint64_t)(-log(1.0 - hsl_rng_unit(&e->arrivals)) *
+				  e->client_gap_ns);
+	return (uint64_t)e->client_gap_ns;
+}
+
+/* A client's timer: its requests fallen due go out on its connection, or
+ * wait in its queue behind the one in flight. */
+static void
+hsl_client_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct hsl_client *cl = arg;
+	struct hsl_engine *e = cl->e;
+	uint64_t now = hs_now_ns();
+	struct timeval tv;
+	uint64_t d;
+
+	while (e->phase == HSL_PHASE_SCHEDULE && cl->next_ns <= now) {
+		if (cl->next_ns >= e->end_ns) {
+			cl->scheduling = 0;
+			if (--e->clients_scheduling == 0)
+				hsl_drain_start(e, now);
+			return;
+		}
+		if (cl->conn && cl->conn->state == HSL_CONN_IDLE) {
+			hsl_conn_send(cl->conn, cl->next_ns);
+		} else {
+			hsl_queue_push(e, cl, cl->next_ns);
+			if (cl->conn == NULL)
+				hsl_conn_open(e, cl);
+		}
+		cl->next_ns += hsl_client_gap(e);
+	}
+	if (e->phase != HSL_PHASE_SCHEDULE)
+		return;
+	d = cl->next_ns - now;
+	tv.tv_sec = (time_t)(d / 1000000000ULL);
+	tv.tv_usec = (suseconds_t)(d % 1000000000ULL / 1000);
+	evtimer_add(&cl->timer, &tv);
+}
+
+/* Every client opens its connection and starts its schedule at a random
+ * phase within its first gap, so that the clients do not send in step. */
+static void
+hsl_clients_start(struct hsl_engine *e)
+{
+	e->clients_scheduling = e->nclients;
+	for (int i = 0; i < e->nclients; i++) {
+		struct hsl_client *cl = &e->clients[i];
+
+		cl->scheduling = 1;
+		cl->next_ns = e->start_ns + (uint64_t)(hsl_rng_unit(
+			&e->arrivals) * e->client_gap_ns);
+		if (cl->conn == NULL)
+			hsl_conn_open(e, cl);
+		hsl_client_tick(-1, 0, cl);
+	}
+}
+
+static void
 hsl_schedule_start(struct hsl_engine *e)
 {
 	e->phase = HSL_PHASE_SCHEDULE;
@@ -539,13 +707,17 @@ hsl_schedule_start(struct hsl_engine *e)
 	e->measure_ns = e->start_ns + (uint64_t)(e->o->warmup_s * 1e9);
 	e->end_ns = e->measure_ns + (uint64_t)(e->o->duration_s * 1e9);
 	e->next_ns = e->start_ns;
-	hsl_arm(e, e->start_ns);
+	if (e->clients)
+		hsl_clients_start(e);
+	else
+		hsl_arm(e, e->start_ns);
 }
 
 static void
 hsl_check_end(struct hsl_engine *e)
 {
-	if (e->phase == HSL_PHASE_DRAIN && e->qlen == 0 && e->nbusy == 0)
+	if (e->phase == HSL_PHASE_DRAIN && e->queue.len == 0 &&
+	    e->cqueued == 0 && e->nbusy == 0)
 		hsl_end(e);
 }
 
@@ -569,6 +741,17 @@ hsl_on_sweep(evutil_socket_t fd, short what, void *arg)
 		}
 		hsl_lost(e, c->measured, &e->st->err_timeout);
 		hsl_conn_close(c);
+	}
+	/* A client gives up on a request nobody took up within --timeout of
+	 * its plan, as a user does: its wait is a timeout, not a backlog the
+	 * client still sends once its connection is served. */
+	for (int i = 0; i < e->nclients; i++) {
+		struct hsl_client *cl = &e->clients[i];
+
+		while (cl->queue.len > 0 &&
+		       now - cl->queue.v[cl->queue.head] >= limit)
+			hsl_lost(e, hsl_queue_pop(e, cl) >= e->measure_ns,
+				 &e->st->err_timeout);
 	}
 	hsl_grow(e);
 	if (e->phase == HSL_PHASE_DRAIN && now >= e->drain_ns)
@@ -649,6 +832,11 @@ hsl_run(const struct hsl_run_opts *o, struct hsl_mix *mix,
 	hsl_rng_seed(&e.arrivals, o->seed ^ 0x5bd1e995ULL);
 	TAILQ_INIT(&e.conns);
 	e.idle = hs_xcalloc((size_t)o->connections, sizeof(*e.idle));
+	if (o->per_connection) {
+		e.nclients = o->connections;
+		e.clients = hs_xcalloc((size_t)e.nclients, sizeof(*e.clients));
+		e.client_gap_ns = e.gap_ns * e.nclients;
+	}
 	if ((cfg = event_config_new()) == NULL)
 		goto out;
 	event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER);
@@ -675,9 +863,14 @@ hsl_run(const struct hsl_run_opts *o, struct hsl_mix *mix,
 	event_add(e.sweep, &sweep);
 	event_add(e.sigint, NULL);
 	event_add(e.sigterm, NULL);
+	for (int i = 0; i < e.nclients; i++) {
+		e.clients[i].e = &e;
+		evtimer_assign(&e.clients[i].timer, e.base, hsl_client_tick,
+			       &e.clients[i]);
+	}
 
 	res->end = HSL_RUN_DONE;
-	if (hsl_conn_open(&e) != 0) {
+	if (hsl_conn_open(&e, e.clients) != 0) {
 		snprintf(res->error, sizeof(res->error), "cannot open a "
 			 "socket: %s", strerror(errno));
 		res->end = HSL_RUN_NO_CONNECT;
@@ -696,9 +889,16 @@ hsl_run(const struct hsl_run_opts *o, struct hsl_mix *mix,
 			end = e.last_done_ns;
 		res->span_s = (double)(end - e.measure_ns) / 1e9;
 	}
-	for (size_t i = 0; i < e.qlen; i++)
-		if (e.queue[(e.qhead + i) % e.qcap] >= e.measure_ns)
-			st->unfinished++;
+	st->unfinished += hsl_ring_count_from(&e.queue, e.measure_ns);
+	for (int i = 0; i < e.nclients; i++) {
+		struct hsl_client *cl = &e.clients[i];
+
+		st->unfinished += hsl_ring_count_from(&cl->queue, e.measure_ns);
+		if (cl->answered > 0)
+			st->clients_answered++;
+		else
+			st->clients_starved++;
+	}
 	while ((c = TAILQ_FIRST(&e.conns)) != NULL) {
 		if (c->state == HSL_CONN_BUSY && c->measured)
 			st->unfinished++;
@@ -709,6 +909,12 @@ out:
 	if (e.progress)
 		event_free(e.progress);
 	free(e.win);
+	for (int i = 0; i < e.nclients; i++) {
+		if (e.clients[i].e) /* its timer was assigned */
+			event_del(&e.clients[i].timer);
+		free(e.clients[i].queue.v);
+	}
+	free(e.clients);
 	if (e.tick)
 		event_free(e.tick);
 	if (e.sweep)
@@ -721,7 +927,7 @@ out:
 		event_base_free(e.base);
 	if (cfg)
 		event_config_free(cfg);
-	free(e.queue);
+	free(e.queue.v);
 	free(e.idle);
 	return rc;
 }

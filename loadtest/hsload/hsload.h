@@ -164,7 +164,9 @@ int hsl_resp_eof(struct hsl_resp *r);
 	X(err_timeout, "requests without an answer within --timeout")          \
 	X(unfinished, "planned requests still queued or in flight at the end") \
 	X(late, "requests sent more than 1 ms after their planned time")       \
-	X(connections, "connections opened")
+	X(connections, "connections opened")                                    \
+	X(clients_answered, "per-connection: clients answered at least once") \
+	X(clients_starved, "per-connection: clients never answered")
 
 struct hsl_stats {
 	struct hs_hist corrected;   /* done - planned send time */
@@ -196,7 +198,8 @@ struct hsl_run_opts {
 	double duration_s;  /* measured window */
 	double warmup_s;    /* scheduled and sent before it, not measured */
 	double timeout_s;   /* per request, from its send; also the drain */
-	int connections;    /* pool limit */
+	int connections;    /* pool limit, or the clients (per_connection) */
+	int per_connection; /* each connection a client at rate/connections */
 	enum hsl_arrival arrival;
 	uint64_t seed;      /* arrival gaps (the mix has its own stream) */
 	int quiet;          /* no per-second progress on stderr */

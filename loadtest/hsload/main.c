@@ -40,6 +40,7 @@ struct hsl_opts {
 	int sweep;
 	double duration_s, warmup_s, timeout_s;
 	int connections;
+	int per_connection;
 	enum hsl_arrival arrival;
 	struct hsl_mix_opts mix;
 	const char *out;
@@ -67,6 +68,11 @@ hsl_usage(FILE *f)
 "  --connections C        most keep-alive connections, one request in flight\n"
 "                         each; the pool grows to C while requests wait\n"
 "                         (default 64)\n"
+"  --per-connection       each of the C connections is a client with its own\n"
+"                         schedule at R/C req/s (random phase), sending in\n"
+"                         order on its keep-alive connection, like users who\n"
+"                         pause between requests; counts the clients never\n"
+"                         answered (clients_starved)\n"
 "  --arrival KIND         uniform (default) or poisson request spacing\n"
 "  --timeout S            an answer later than S after its send is an error;\n"
 "                         also the longest drain after a point (default 5)\n"
@@ -199,7 +205,7 @@ hsl_parse_args(struct hsl_opts *o, int argc, char **argv)
 	enum { O_RATE = 256, O_DURATION, O_WARMUP, O_CONNS, O_ARRIVAL,
 	       O_TIMEOUT, O_SWEEP, O_OUT, O_MIX, O_PRODUCTS, O_CATEGORIES,
 	       O_TOP, O_PUT, O_REVIEW, O_S, O_SCATTER, O_ID, O_SEED, O_DUMP,
-	       O_QUIET, O_PROGRESS, O_HELP };
+	       O_QUIET, O_PROGRESS, O_PER_CONN, O_HELP };
 	static const struct option lo[] = {
 		{ "rate", required_argument, NULL, O_RATE },
 		{ "duration", required_argument, NULL, O_DURATION },
@@ -223,6 +229,7 @@ hsl_parse_args(struct hsl_opts *o, int argc, char **argv)
 		{ "dump-requests", required_argument, NULL, O_DUMP },
 		{ "quiet", no_argument, NULL, O_QUIET },
 		{ "progress-ms", required_argument, NULL, O_PROGRESS },
+		{ "per-connection", no_argument, NULL, O_PER_CONN },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -281,6 +288,9 @@ hsl_parse_args(struct hsl_opts *o, int argc, char **argv)
 			break;
 		case O_OUT:
 			o->out = optarg;
+			break;
+		case O_PER_CONN:
+			o->per_connection = 1;
 			break;
 		case O_MIX:
 			if (hsl_mix_parse_kind(optarg, &o->mix.kind) != 0)
@@ -474,6 +484,10 @@ hsl_point_text(const struct hsl_point *p)
 	       (unsigned long long)hsl_non2xx(st),
 	       (unsigned long long)st->unfinished,
 	       (unsigned long long)st->connections);
+	if (st->clients_answered + st->clients_starved > 0)
+		printf("  clients answered at least once %llu, never answered "
+		       "%llu\n", (unsigned long long)st->clients_answered,
+		       (unsigned long long)st->clients_starved);
 }
 
 static void
@@ -516,10 +530,13 @@ hsl_print_json(const struct hsl_opts *o, const struct hsl_point *pts, int n,
 	hs_buf_puts(&b, "HSJSON {\"tool\":\"hs-load\",\"url\":");
 	hs_buf_json_str(&b, o->url);
 	hs_buf_printf(&b, ",\"mix\":\"%s\",\"arrival\":\"%s\","
-		      "\"max_connections\":%d,\"warmup_s\":%.3f,",
+		      "\"max_connections\":%d,\"schedule\":\"%s\","
+		      "\"warmup_s\":%.3f,",
 		      hsl_mix_kind_name(o->mix.kind),
 		      o->arrival == HSL_ARRIVAL_POISSON ? "poisson" : "uniform",
-		      o->connections, o->warmup_s);
+		      o->connections,
+		      o->per_connection ? "per-connection" : "pool",
+		      o->warmup_s);
 	if (!o->sweep && n == 1) {
 		hsl_point_json(&b, &pts[0]);
 	} else {
@@ -701,14 +718,17 @@ main(int argc, char **argv)
 	ro.timeout_s = o.timeout_s;
 	ro.connections = o.connections;
 	ro.progress_ms = o.progress_ms;
+	ro.per_connection = o.per_connection;
 	ro.arrival = o.arrival;
 	ro.seed = o.mix.seed;
 	if (!o.quiet)
 		printf("hs-load: %s, mix %s, %s arrivals, %.3g s warm-up + "
-		       "%.3g s per point, up to %d connections\n", o.url,
+		       "%.3g s per point, %s %d connections\n", o.url,
 		       hsl_mix_kind_name(o.mix.kind),
 		       o.arrival == HSL_ARRIVAL_POISSON ? "poisson" : "uniform",
-		       o.warmup_s, o.duration_s, o.connections);
+		       o.warmup_s, o.duration_s,
+		       o.per_connection ? "one client on each of" : "up to",
+		       o.connections);
 	rc = hsl_points(&o, &ro, mix, pts, csv, &n);
 	/* Whatever was measured is printed, also when a later point failed. */
 	if (n > 0)

@@ -278,3 +278,39 @@ class BenchTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+@unittest.skipUnless(HAVE_WRK, "wrk is not installed")
+class ScaleOutCheckTest(unittest.TestCase):
+    """loadtest/scaleout-check at smoke size: a stack per server count
+    through stack.py up/down, one line per round and count, the medians
+    and the ratio, the limit named; every stack it started is gone.
+    (Its numbers are measured, never asserted.)"""
+
+    def test_rounds_medians_ratio_and_nothing_left(self):
+        tmp = tempfile.mkdtemp(prefix="hs-scaleout-test-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        db = hstest.seeded_db(0.01, tmpdir=tmp)
+        r = run([os.path.join(LOADTEST, "scaleout-check"), "--servers",
+                 "1,2", "--rounds", "2", "--duration", "1", "--warmup", "0",
+                 "--connections", "8", "--server-cpus", "0.5", "--mix",
+                 "read", "--db", db, "--log", os.path.join(tmp, "log")],
+                300, tmpdir=tmp)
+        out = r.stdout.decode("utf-8", "replace")
+        self.assertEqual(r.returncode, 0, out)
+        for rnd in (1, 2):
+            for n in (1, 2):
+                self.assertRegex(out, r"round %d, %d server\(s\): \d+ req/s"
+                                 r".*limit: " % (rnd, n))
+        self.assertIn("hs-server-2 ", out)
+        self.assertIn("GET /products/{id}", out)
+        self.assertRegex(out, r"2 server\(s\): median \d+ req/s")
+        self.assertRegex(out, r"ratio 2/1 servers: x[0-9.]+ of the medians "
+                         r"\(rounds: x[0-9.]+, x[0-9.]+\)")
+        self.assertEqual(procs_with(db), [])
+
+    def test_bad_options(self):
+        for args in (["--servers", "0"], ["--servers", "a"],
+                     ["--rounds", "0"], ["--mix", "x"]):
+            r = run([os.path.join(LOADTEST, "scaleout-check")] + args, 30)
+            self.assertEqual(r.returncode, 2, (args, r.stdout))

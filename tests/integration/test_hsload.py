@@ -57,6 +57,7 @@ class TestServer(hstest.FakeHTTP):
                  close_every=0):
         self.lock = threading.Lock()
         self.seen = []       # (method, path, body)
+        self.peers = collections.Counter()  # requests per client port
         self.count = 0
         srv = self
 
@@ -80,6 +81,7 @@ class TestServer(hstest.FakeHTTP):
                     srv.count += 1
                     k = srv.count
                     srv.seen.append((self.command, self.path, body))
+                    srv.peers[self.client_address[1]] += 1
                     if stall_every and k % stall_every == 0:
                         time.sleep(stall_s)
                 data = b'{"ok":true}'
@@ -203,6 +205,56 @@ class HsLoadTest(unittest.TestCase):
         self.assertEqual(j["errors"], 0, j)
         self.assertGreaterEqual(j["requests"], 300 * 0.7, j)
         self.assertLess(j["p50_us"], 30000 * hstest.SLOW, j)
+
+    # ------------------------------------------------ per-connection clients
+
+    def test_per_connection_each_client_its_own_schedule(self):
+        # 8 clients at 80 req/s in all: each connection carries its own
+        # 10 req/s (about 20 requests in 2 s), where the shared pool would
+        # send most requests on the one or two connections that are idle.
+        with TestServer() as s:
+            out, _ = self.hsload(s.url + "/plaintext", "--rate", 80,
+                                 "--duration", 2, "--warmup", 0,
+                                 "--connections", 8, "--per-connection")
+            peers = dict(s.peers)
+        j = hsjson(out)
+        self.assertEqual(j["schedule"], "per-connection", j)
+        self.assertEqual(j["errors"], 0, j)
+        self.assertEqual(j["connections"], 8, j)
+        self.assertEqual((j["clients_answered"], j["clients_starved"]),
+                         (8, 0), j)
+        self.assertEqual(len(peers), 8, peers)
+        for port, n in peers.items():
+            self.assertTrue(15 <= n <= 25, (port, n, peers))
+        self.assertIn("clients answered at least once 8, never answered 0",
+                      out)
+
+    def per_connection_against(self, io):
+        # /plaintext from 6 keep-alive clients at 20 req/s each to a server
+        # with 2 workers or 2 event loops.
+        p, port = hstest.start_server(hstest.seeded_db(0.01), "--io", io,
+                                      "--threads", "2")
+        self.addCleanup(p.cleanup)
+        out, _ = self.hsload("http://127.0.0.1:%d/plaintext" % port,
+                             "--rate", 120, "--duration", 3, "--warmup", 0,
+                             "--connections", 6, "--per-connection",
+                             "--timeout", 2 * hstest.SLOW, timeout=120)
+        return hsjson(out)
+
+    def test_per_connection_counts_clients_a_blocking_pool_never_serves(self):
+        # Two blocking workers, each held by the first client it accepted
+        # (they never close): the other four wait in the listen backlog
+        # for the whole run and every request they plan times out.
+        j = self.per_connection_against("blocking")
+        self.assertEqual((j["clients_answered"], j["clients_starved"]),
+                         (2, 4), j)
+        self.assertGreater(j["err_timeout"], 0, j)
+        self.assertEqual(j["non2xx"], 0, j)
+        # The control: event loops answer every client.
+        j = self.per_connection_against("event")
+        self.assertEqual((j["clients_answered"], j["clients_starved"]),
+                         (6, 0), j)
+        self.assertEqual(j["errors"], 0, j)
 
     # ------------------------------------------------ framing, pool
 

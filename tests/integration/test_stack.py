@@ -731,16 +731,22 @@ class WalkthroughTest(unittest.TestCase):
                 rows = list(csv.DictReader(f))
             self.assertEqual([x["step"] for x in rows], self.STEPS)
             by = {x["step"]: x for x in rows}
-            # 0 stale reads at every lease step; 1b is kept apart.
-            for step in ("1", "2/1", "2/2", "3"):
+            # 0 stale reads at every lease step, step 4 (memcached killed
+            # and back, leases) included; 1b is kept apart and shows the
+            # race (its fills sleep on database threads, no budget).
+            for step in ("1", "2/1", "2/2", "3", "4"):
                 self.assertEqual(by[step]["stale_reads"], "0", step)
+            self.assertGreater(int(by["1b"]["stale_reads"]), 0)
+            self.assertEqual(by["1b"]["server_cpus"], "0")
             self.assertEqual(by["1b"]["correctness_only"], "1")
             self.assertEqual(by["1"]["correctness_only"], "0")
             for x in rows:
                 self.assertGreater(float(x["req_s"]), 0, x)
-                if x["step"] != "4":   # its failure scene may answer 503
+                # Step 4's failure scene may answer 503; the blocking
+                # pool's unserved users time out (its point).
+                if x["step"] not in ("4", "2b/blocking"):
                     self.assertEqual(x["errors"], "0", x)
-                if not x["step"].startswith(("2b", "4")):
+                if not x["step"].startswith("2b"):
                     self.assertGreater(int(x["checker_reads"]), 0, x)
             # The cache takes DB work away: fewer queries per request.
             self.assertLess(float(by["1"]["db_queries_per_req"]),
@@ -754,12 +760,21 @@ class WalkthroughTest(unittest.TestCase):
             self.assertIn("s2=", by["2/2"]["server_share"])
             for step in ("2/1", "2/2"):
                 self.assertTrue(by[step]["limit"], step)
-            # Async vs blocking: the blocking pool leaves clients waiting in
-            # the accept queue (256 clients, 8 workers).
-            self.assertEqual(by["2b/blocking"]["io"], "blocking")
-            self.assertEqual(by["2b/event"]["io"], "event")
-            self.assertGreater(int(by["2b/blocking"]["waiting_clients"]), 0)
-            self.assertGreaterEqual(int(by["2b/event"]["waiting_clients"]), 0)
+            # Async vs blocking, 256 keep-alive users and 8 workers: each
+            # worker is held by the user it accepted, so most users are
+            # never answered and their requests time out; the event loops
+            # answer more of them.  (Their throughputs are not compared:
+            # performance is measured, not asserted.)
+            b, e = by["2b/blocking"], by["2b/event"]
+            self.assertEqual((b["io"], e["io"]), ("blocking", "event"))
+            self.assertEqual(b["offered_rps"], e["offered_rps"])
+            self.assertGreaterEqual(int(b["waiting_clients"]), 256 - 2 * 8)
+            self.assertGreater(int(b["timeouts"]), 0)
+            self.assertLess(int(e["waiting_clients"]),
+                            int(b["waiting_clients"]))
+            for x in (b, e):
+                self.assertGreater(float(x["busy_req_s"]), 0, x)
+            self.assertGreater(int(b["busy_waiting"]), 0)
             # Each host's CPU use in the row; the series of every step.
             self.assertIn("hs-server-1=", by["0"]["host_cpu"])
             self.assertIn("memcached-1=", by["1"]["host_throttled_s"])
@@ -785,11 +800,13 @@ class WalkthroughTest(unittest.TestCase):
                     float(x["time"]) > back + 0.5]
             self.assertGreater(max(hits + [0]), 0, "no recovery")
             # Open-loop sweeps: points and a capacity for every measured
-            # step; the headline numbers.
+            # step (2b's load is its users, at one offered rate); the
+            # headline numbers.
             with open(os.path.join(out, "sweeps.csv")) as f:
                 swept = {x["step"] for x in csv.DictReader(f)}
+            self.assertFalse(swept & {"2b/blocking", "2b/event"}, swept)
             for x in rows:
-                if x["step"] in ("1b", "4"):
+                if x["step"] in ("1b", "4", "2b/blocking", "2b/event"):
                     continue
                 self.assertIn(x["step"], swept)
                 self.assertGreaterEqual(int(x["capacity_rps"]), 0, x)
