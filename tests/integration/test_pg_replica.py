@@ -8,7 +8,11 @@ it is on."""
 
 import json
 import os
+import shutil
+import signal
 import subprocess
+import sys
+import tempfile
 import time
 import unittest
 
@@ -197,6 +201,100 @@ class ReplicaReadsTest(unittest.TestCase):
         hstest.request(port, "GET", "/products/900")
         self.assertEqual(self.stats(port)["replicas"]["list"][0]["reads"],
                          reads + 1)
+
+
+STACK = os.path.join(hstest.SRC, "loadtest", "stack.py")
+
+
+class StackReplicasTest(unittest.TestCase):
+    """./hammerstack up --db postgres --replicas 1: the replica is a child
+    of the stack, the server reads from it, and down or a killed up leaves
+    no process and no replica directory."""
+
+    def setUp(self):
+        self.run_dir = tempfile.mkdtemp(prefix="hs-run-")
+        os.chmod(self.run_dir, 0o755)   # postgres may run as nobody
+        self.env = dict(os.environ, HS_RUN_DIR=self.run_dir)
+        self.port = free_port()
+        self.pg_dir = os.path.join(self.run_dir, "pg")
+        self.args = ["--db", "postgres", "--pg-dir", self.pg_dir,
+                     "--replicas", "1", "--scale", "0.01", "--servers", "1",
+                     "--cache", "off", "--no-balancer", "--server-port",
+                     str(self.port), "--threads", "2", "--no-dashboard"]
+
+    def tearDown(self):
+        subprocess.run([sys.executable, STACK, "down"], env=self.env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=60)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def children(self):
+        with open(os.path.join(self.run_dir, "stack.json")) as f:
+            st = json.load(f)
+        return st, {c["name"]: c["pid"] for c in st["children"]}
+
+    def all_pids(self, kids):
+        out = []
+        for pid in kids.values():
+            out += family(pid)
+        return out
+
+    def gone(self, pids, timeout=30):
+        deadline = time.monotonic() + timeout * hstest.SLOW
+        while time.monotonic() < deadline:
+            if not any(alive(p) for p in pids):
+                return True
+            time.sleep(0.1)
+        return False
+
+    def test_up_reads_from_the_replica_and_down_cleans(self):
+        r = subprocess.run([sys.executable, STACK, "up", "--detach"] +
+                           self.args, env=self.env, capture_output=True,
+                           text=True, timeout=300 * hstest.SLOW)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        st, kids = self.children()
+        self.assertEqual(sorted(kids),
+                         ["hs-server-1", "pg-replica-1", "postgres"])
+        url = st["urls"]["replica1"]
+        self.assertIn("replica1", r.stdout)
+        self.assertIn(url, r.stdout)
+        self.assertEqual(hstest.request(self.port, "GET",
+                                        "/products/2").status, 200)
+        reps = hstest.request(self.port, "GET",
+                              "/stats").json()["db"]["replicas"]
+        self.assertEqual(reps["list"][0]["url"], url)
+        self.assertEqual(reps["list"][0]["reads"], 1)
+        pids = [st["pid"]] + self.all_pids(kids)
+        self.assertEqual(subprocess.run(
+            [sys.executable, STACK, "down"], env=self.env,
+            stdout=subprocess.DEVNULL, timeout=60).returncode, 0)
+        self.assertTrue(self.gone(pids), "left behind")
+        self.assertFalse(os.path.exists(os.path.join(self.pg_dir,
+                                                     "replica1")))
+
+    def test_kill_9_of_up_stops_the_replica(self):
+        p = subprocess.Popen([sys.executable, STACK, "up"] + self.args,
+                             env=self.env, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 300 * hstest.SLOW
+            line = ""
+            while "Ctrl-C" not in line and time.monotonic() < deadline:
+                line = p.stdout.readline().decode()
+                if not line and p.poll() is not None:
+                    break
+            self.assertIn("Ctrl-C", line)
+            _, kids = self.children()
+            self.assertIn("pg-replica-1", kids)
+            pids = self.all_pids(kids)
+            p.send_signal(signal.SIGKILL)
+            p.wait(30)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            p.stdout.close()
+        self.assertTrue(self.gone(pids), "children survived their supervisor")
 
 
 if __name__ == "__main__":
