@@ -83,6 +83,52 @@ class ReplicaStartTest(unittest.TestCase):
         self.assertEqual([p for p in pids if alive(p)], [], "left behind")
 
 
+class ReplicaKilledTest(unittest.TestCase):
+    """kill -9 of the replica under a server reading from it: the reads
+    go to the primary (200, no crash), counted as replica errors."""
+
+    def test_kill9_replica_reads_from_primary(self):
+        pg = hslab.pg.start_postgres(settings=hslab.pg.REPLICATION_SETTINGS,
+                                     timeout=300 * hstest.SLOW, db="hs")
+        srv = None
+        try:
+            subprocess.run(
+                [hstest.binpath("hs-seed"), "--db", pg.url("hs"), "--quiet",
+                 "--scale", str(SCALE)], check=True,
+                stdout=subprocess.DEVNULL, timeout=300 * hstest.SLOW)
+            rep = hslab.pg.start_replica(pg, timeout=300 * hstest.SLOW)
+            hslab.pg.wait_replayed(pg, [rep], db="hs",
+                                   timeout=60 * hstest.SLOW)
+            srv, port = hstest.start_server(pg.url("hs"), "--threads", "1",
+                                            "--db-read", rep.url("hs"))
+            self.assertEqual(hstest.request(port, "GET",
+                                            "/products/1").status, 200)
+            pids = family(rep.proc.pid)
+            rep.kill9()
+            # Its backends exit once they see the postmaster gone (each in
+            # a session of its own); until then the server's connection
+            # would still answer.
+            deadline = time.monotonic() + 30 * hstest.SLOW
+            while any(alive(p) for p in pids):
+                self.assertLess(time.monotonic(), deadline, "replica lives")
+                time.sleep(0.05)
+            for pid in (1, 2, 3, 4):
+                r = hstest.request(port, "GET", "/products/%d" % pid)
+                self.assertEqual(r.status, 200, r.body)
+            st = hstest.request(port, "GET",
+                                "/stats").json()["db"]["replicas"]
+            self.assertEqual(st["list"][0]["reads"], 1)
+            self.assertEqual(st["list"][0]["errors"], 1)
+            self.assertFalse(st["list"][0]["up"])
+            self.assertEqual(st["primary_reads"], 4)
+            self.assertIsNone(srv.poll())
+        finally:
+            if srv is not None:
+                srv.stop()
+                srv.cleanup()
+            pg.stop()
+
+
 class ReplicaReadsTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
