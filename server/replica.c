@@ -147,7 +147,8 @@ srv_read_retry(struct srv_worker *w, uint64_t key, int ri, int res)
 	if (ri < 0) {
 		/* Served by the primary: a mark whose position was not known
 		   can now be set from the primary's, which is past the write. */
-		if (reps && reps->marks[key % SRV_MARKS] == MARK_UNKNOWN &&
+		if (reps && __atomic_load_n(&reps->marks[key % SRV_MARKS],
+					    __ATOMIC_RELAXED) == MARK_UNKNOWN &&
 		    res >= 0 && w->db && db_repl_status(w->db, &st) == DB_OK) {
 			uint64_t unk = MARK_UNKNOWN;
 
