@@ -201,6 +201,25 @@ int db_review_add(struct db *db, int64_t product_id, int rating,
 /* Deletes a product and its reviews; *category_id receives its category. */
 int db_product_delete(struct db *db, int64_t id, int64_t *category_id);
 
+/*
+ * Where a PostgreSQL server is in its write-ahead log, for reads from
+ * streaming replicas (hs-server --db-read).  On a primary, lsn is the WAL
+ * written so far (pg_current_wal_lsn(): every commit acknowledged before
+ * the call ends at or below it); on a hot standby, the WAL replayed so
+ * far (pg_last_wal_replay_lsn()): a standby with lsn >= L shows every
+ * commit that ended at or before L.  Both in bytes from the start of the
+ * WAL.  replay_age_ms: on a standby, now() minus the commit time of the
+ * last transaction replayed (-1 when none yet, or on a primary); it grows
+ * while the primary is idle, so it measures lag only under writes.
+ * DB_ERR on SQLite (no replicas).
+ */
+struct db_repl {
+	int standby;
+	uint64_t lsn;
+	int64_t replay_age_ms;
+};
+int db_repl_status(struct db *db, struct db_repl *out);
+
 /* TechEmpower: world rows have ids 1..DB_WORLD_ROWS. */
 int db_world_get(struct db *db, int32_t id, int32_t *random_number);
 /* Sets each ids[i] to numbers[i], all in one transaction. */

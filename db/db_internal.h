@@ -78,6 +78,7 @@ struct db_ops {
 	int (*world_get)(struct db *db, int32_t id, int32_t *random_number);
 	int (*world_update)(struct db *db, const int32_t *ids,
 			    const int32_t *numbers, int n);
+	int (*repl_status)(struct db *db, struct db_repl *out);
 };
 
 extern const struct db_ops db_pg_ops;

@@ -48,6 +48,7 @@ enum pg_stmt_id {
 	PS_WORLD_GET,
 	PS_WORLD_SET,
 	PS_COUNTS,
+	PS_REPL,
 	PS_COUNT_
 };
 
@@ -68,6 +69,14 @@ struct db_pg {
  * column in PostgreSQL, hence count(r.rating) = 0 spelled out.
  */
 static const char *const pg_stmt_sql[PS_COUNT_] = {
+	/* pg_lsn - pg_lsn is numeric: bytes between them. */
+	[PS_REPL] =
+		"SELECT pg_is_in_recovery(),"
+		" ((CASE WHEN pg_is_in_recovery()"
+		" THEN coalesce(pg_last_wal_replay_lsn(), '0/0')"
+		" ELSE pg_current_wal_lsn() END) - '0/0'::pg_lsn)::int8,"
+		" coalesce((extract(epoch FROM now() -"
+		" pg_last_xact_replay_timestamp()) * 1000)::int8, -1)",
 	[PS_PRODUCT_GET] =
 		"SELECT " PG_PRODUCT_COLS " FROM products WHERE id = $1",
 	[PS_REVIEW_SUMMARY] =
@@ -647,6 +656,26 @@ done:
 }
 
 static int
+pg_repl_status(struct db *db, struct db_repl *out)
+{
+	uint64_t t0 = hs_now_ns();
+	PGresult *r;
+	int res;
+
+	if ((res = pg_ready(db)) != DB_OK)
+		goto done;
+	if ((res = pg_run(db, PS_REPL, 0, NULL, &r, "wal position")) != DB_OK)
+		goto done;
+	out->standby = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+	out->lsn = (uint64_t)pg_i64(r, 0, 1);
+	out->replay_age_ms = out->standby ? pg_i64(r, 0, 2) : -1;
+	PQclear(r);
+done:
+	db->time_ns += hs_now_ns() - t0;
+	return res;
+}
+
+static int
 pg_counts(struct db *db, struct db_counts *out)
 {
 	uint64_t t0 = hs_now_ns();
@@ -715,6 +744,7 @@ const struct db_ops db_pg_ops = {
 	.product_delete = pg_product_delete,
 	.world_get = pg_world_get,
 	.world_update = pg_world_update,
+	.repl_status = pg_repl_status,
 };
 
 /*

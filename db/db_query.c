@@ -531,6 +531,16 @@ done:
 }
 
 int
+db_repl_status(struct db *db, struct db_repl *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->replay_age_ms = -1;
+	if (db->ops && db->ops->repl_status)
+		return db->ops->repl_status(db, out);
+	return db_failf(db, "SQLite has no replicas");
+}
+
+int
 db_counts(struct db *db, struct db_counts *out)
 {
 	uint64_t t0 = hs_now_ns();

@@ -18,6 +18,7 @@ Used by `./hammerstack up|down|status` and, as a library, by the walkthrough.
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -81,7 +82,7 @@ class Stack:
                  logdir=None, server_args=(), balancer_args=(),
                  threads=None, server_ports=None, memcached_ports=None,
                  db_threads=None, server_cpus=0.0, cache_cpus=0.0,
-                 balancer_cpus=0.0, pg_dir=None):
+                 balancer_cpus=0.0, pg_dir=None, replicas=0):
         if servers < 1:
             raise StackError("--servers must be at least 1")
         if cache not in ("lease", "naive", "off"):
@@ -95,6 +96,11 @@ class Stack:
         self.pg = None
         self.pg_dir = pg_dir or DEFAULT_PG_DIR
         self.pg_local = db == "postgres"
+        # Streaming replicas of the local cluster (pg_dir/replicaN, made
+        # afresh by every up, removed by stop); servers read from them.
+        self.nreplicas = replicas if self.pg_local else 0
+        self.replicas = []
+        self.replica_urls = None     # a detached stack's, from its state
         self.db = db if self.pg_local or is_pg_url(db) else os.path.abspath(db)
         self.scale = scale
         self.balancer_port = balancer_port
@@ -145,10 +151,25 @@ class Stack:
     def start_postgres(self):
         from hslab import pg as hpg
         log("starting PostgreSQL in %s" % self.pg_dir)
+        settings = dict(PG_SETTINGS)
+        if self.nreplicas:
+            settings.update(hpg.REPLICATION_SETTINGS)
         self.pg = hpg.start_postgres(base=self.pg_dir, fsync=True,
-                                     settings=PG_SETTINGS, db="hammerstack")
+                                     settings=settings, db="hammerstack")
         self.db = self.pg.url()
         self._started(self.pg.proc, self.pg.port, None)
+
+    def start_replicas(self):
+        from hslab import pg as hpg
+        for k in range(1, self.nreplicas + 1):
+            log("starting PostgreSQL replica %d" % k)
+            r = hpg.start_replica(self.pg, base=self.replica_dir(k),
+                                  name="pg-replica-%d" % k)
+            self.replicas.append(r)
+            self._started(r.proc, r.port, None)
+
+    def replica_dir(self, k):
+        return os.path.join(self.pg_dir, "replica%d" % k)
 
     def seed(self):
         if is_pg_url(self.db):
@@ -202,6 +223,8 @@ class Stack:
             if self.pg_local:
                 self.start_postgres()
             self.seed()
+            if self.nreplicas:
+                self.start_replicas()
             for i, port in enumerate(self.memcached_ports):
                 name = "memcached-%d" % (i + 1)
                 host = self._host(name)
@@ -220,6 +243,8 @@ class Stack:
                     args += ["--threads", str(self.threads)]
                 if self.db_threads:
                     args += ["--db-threads", str(self.db_threads)]
+                for r in self.replicas:
+                    args += ["--db-read", r.url()]
                 c = self._spawn("hs-server-%d" % (i + 1),
                                 args + self.server_args, port)
                 wait_http(port, "/healthz", 30, c)
@@ -242,6 +267,9 @@ class Stack:
         for c in reversed(self.children):
             c.stop()
         self.children = []
+        for k in range(1, len(self.replicas) + 1):
+            shutil.rmtree(self.replica_dir(k), ignore_errors=True)
+        self.replicas = []
         self.budgets.remove()
 
     def host_usage(self):
@@ -274,6 +302,9 @@ class Stack:
             u["memcached%d" % (i + 1)] = "127.0.0.1:%d" % p
         if is_pg_url(self.db or ""):
             u["postgres"] = self.db
+        for k, url in enumerate(self.replica_urls or
+                                [r.url() for r in self.replicas], 1):
+            u["replica%d" % k] = url
         return u
 
     def state(self):
@@ -414,7 +445,8 @@ def cmd_up(a):
                   admin_port=a.admin_port, memcached_port=a.memcached_port,
                   threads=a.threads, db_threads=a.db_threads,
                   server_cpus=a.server_cpus, cache_cpus=a.cache_cpus,
-                  balancer_cpus=a.balancer_cpus, pg_dir=a.pg_dir)
+                  balancer_cpus=a.balancer_cpus, pg_dir=a.pg_dir,
+                  replicas=a.replicas)
     stack.check_ports()
     if any(stack.cpus.values()):
         # Said here too, where a detached stack's user sees it.
@@ -449,7 +481,10 @@ def cmd_up(a):
         raise StackError(msg.decode().strip() or "the stack did not start")
     if stack.pg_local:
         # The cluster's URL (its port) is known to the supervisor only.
-        stack.db = (read_state() or {}).get("db", stack.db)
+        st = read_state() or {}
+        stack.db = st.get("db", stack.db)
+        stack.replica_urls = [v for k, v in st.get("urls", {}).items()
+                              if k.startswith("replica")]
     print_urls(stack)
     if dashboard:
         sys.stdout.write("dashboard: http://%s/\n" % dashboard)
@@ -565,6 +600,10 @@ def check_up(up, a):
                             ("--db-threads", a.db_threads, 0, 1024)):
         if v is not None and not lo <= v <= hi:
             up.error("%s must be in %d..%d" % (name, lo, hi))
+    if not 0 <= a.replicas <= 8:
+        up.error("--replicas must be in 0..8")
+    if a.replicas and a.db != "postgres":
+        up.error("--replicas needs --db postgres (a local cluster)")
     if not 0.0001 <= a.scale <= 100:
         up.error("--scale must be in 0.0001..100")
     check_cpus(up, a)
@@ -603,6 +642,10 @@ def main(argv=None):
     up.add_argument("--pg-dir", default=DEFAULT_PG_DIR,
                     help="the local cluster's directory with --db postgres "
                     "(default data/pg)")
+    up.add_argument("--replicas", type=int, default=0, metavar="N",
+                    help="with --db postgres: N streaming read replicas "
+                    "(pg_basebackup, hot standby); the servers read from "
+                    "them with --db-read (default 0)")
     up.add_argument("--port", type=int, default=8080,
                     help="balancer port (default 8080)")
     up.add_argument("--server-port", type=int, default=8081,

@@ -20,10 +20,13 @@
 #include "hs_log.h"
 #include "hs_util.h"
 #include "srv.h"
+#include "srv_replica.h"
 
 struct opts {
 	struct srv_config srv;
 	const char *db_path;
+	const char *db_read[SRV_READ_MAX]; /* --db-read, in order */
+	int ndb_read;
 	const char *id;
 	double scale;
 	int log_level;
@@ -43,6 +46,7 @@ enum opt_kind {
 	OPT_SIZE,      /* a size_t, from an int64 in [min, max] */
 	OPT_DOUBLE,    /* a double in [dmin, dmax] */
 	OPT_STR,       /* a non-empty string (borrowed from argv) */
+	OPT_READ,      /* --db-read: one more replica URL */
 	OPT_ID,        /* --id: 1..200 bytes without CR or LF (a header) */
 	OPT_WORD,      /* one of words[], kept as the string */
 	OPT_CHOICE,    /* one of words[]: the int values[] at its index */
@@ -67,6 +71,10 @@ static const struct opt_def opt_defs[] = {
 	{ "listen", OPT_LISTEN, 0, 0, 0, 0, 0, { NULL }, { 0 },
 	  "--listen (want HOST:PORT)" },
 	{ "db", OPT_STR, O(db_path), 0, 0, 0, 0, { NULL }, { 0 }, "--db" },
+	{ "db-read", OPT_READ, 0, 0, 0, 0, 0, { NULL }, { 0 },
+	  "--db-read (want postgres://USER@HOST:PORT/DB, at most 8)" },
+	{ "read-your-writes", OPT_CHOICE, O(srv.read_your_writes), 0, 0, 0, 0,
+	  { "on", "off" }, { 1, 0 }, "--read-your-writes (want on|off)" },
 	{ "scale", OPT_DOUBLE, O(scale), 0, 0, 0.0001, 100.0, { NULL }, { 0 },
 	  "--scale (want 0.0001..100)" },
 	{ "threads", OPT_INT, O(srv.threads), 1, 1024, 0, 0, { NULL }, { 0 },
@@ -122,6 +130,17 @@ usage(FILE *f)
 		"  --db PATH|URL       database file (default data/hammerstack.db)\n"
 		"                      or PostgreSQL postgres://USER@HOST:PORT/DB;\n"
 		"                      created and seeded when missing\n"
+		"  --db-read URL       a streaming replica of a PostgreSQL --db\n"
+		"                      (repeat for more, up to 8): product and\n"
+		"                      category reads go to them round robin,\n"
+		"                      writes to --db; a replica that fails is\n"
+		"                      skipped for a second (reads go elsewhere)\n"
+		"  --read-your-writes on|off\n"
+		"                      with --db-read: a read of a product or\n"
+		"                      category written through this server goes\n"
+		"                      to the primary until a replica has replayed\n"
+		"                      the write (default on; off shows the stale\n"
+		"                      reads replication lag makes)\n"
 		"  --scale S           seed scale when the database is created\n"
 		"                      (default 1.0: 100 categories, 100000 products,\n"
 		"                      1000000 reviews)\n"
@@ -247,6 +266,11 @@ opt_set(const struct opt_def *d, const char *arg, struct opts *o)
 		else if (rc == 0)
 			*(int *)(void *)at = d->values[i];
 		break;
+	case OPT_READ:
+		rc = o->ndb_read < SRV_READ_MAX && db_is_url(arg) ? 0 : -1;
+		if (rc == 0)
+			o->db_read[o->ndb_read++] = arg;
+		break;
 	case OPT_LISTEN:
 		rc = hs_parse_hostport(arg, o->srv.host, sizeof(o->srv.host),
 				       &o->srv.port);
@@ -269,6 +293,11 @@ check_args(struct opts *o)
 		fprintf(stderr, "hs-server: --db-threads needs --io event (a "
 				"blocking worker runs its own queries; see "
 				"--help)\n");
+		return ARGS_FAIL;
+	}
+	if (o->ndb_read > 0 && !db_is_url(o->db_path)) {
+		fprintf(stderr, "hs-server: --db-read needs a PostgreSQL --db "
+				"(postgres://...; see --help)\n");
 		return ARGS_FAIL;
 	}
 	if (o->cache == NULL)
@@ -501,6 +530,8 @@ main(int argc, char **argv)
 		return 1;
 	}
 	o.srv.db_path = o.db_path;
+	o.srv.db_read = o.db_read;
+	o.srv.ndb_read = o.ndb_read;
 	o.srv.id = o.id;
 	o.srv.cache = cache;
 	o.srv.cache_mode = o.cache;

@@ -17,6 +17,17 @@
 #include "srv_resp.h"
 #include "srv_worker.h"
 
+/* A write committed: reads of the product and its category wait for
+   replicas to replay it (srv_replica.h). */
+static void
+mark_written(struct srv_ctx *c, int64_t product_id, int64_t category_id)
+{
+	uint64_t keys[2] = { srv_key_product(product_id),
+			     srv_key_category(category_id) };
+
+	srv_read_wrote(c->w, keys, 2);
+}
+
 static void
 product_fields(struct hs_buf *b, const struct db_product *p)
 {
@@ -36,9 +47,15 @@ int
 srv_product_body(struct srv_worker *w, int64_t id, struct hs_buf *out)
 {
 	struct db_product_detail d;
-	struct db *db = srv_worker_db(w);
-	int res = db ? db_product_detail(db, id, &d) : DB_ERR;
 	const struct db_review_summary *s = &d.summary;
+	uint64_t key = srv_key_product(id);
+	struct db *db;
+	int res, ri;
+
+	do {
+		db = srv_read_db(w, key, &ri);
+		res = db ? db_product_detail(db, id, &d) : DB_ERR;
+	} while (srv_read_retry(w, key, ri, res));
 
 	if (res != DB_OK)
 		return srv_db_fail_body(w, res, "product detail",
@@ -72,8 +89,14 @@ int
 srv_category_top_body(struct srv_worker *w, int64_t id, struct hs_buf *out)
 {
 	struct db_category_top t;
-	struct db *db = srv_worker_db(w);
-	int res = db ? db_category_top(db, id, &t) : DB_ERR;
+	uint64_t key = srv_key_category(id);
+	struct db *db;
+	int res, ri;
+
+	do {
+		db = srv_read_db(w, key, &ri);
+		res = db ? db_category_top(db, id, &t) : DB_ERR;
+	} while (srv_read_retry(w, key, ri, res));
 
 	if (res != DB_OK)
 		return srv_db_fail_body(w, res, "category top",
@@ -174,7 +197,10 @@ srv_h_product_put(struct srv_ctx *c, struct srv_resp *r)
 			    "product not found");
 		goto out;
 	}
-	/* Committed: now (never before) drop the cached bodies it changed. */
+	/* Committed: now (never before) drop the cached bodies it changed,
+	   once the keys are marked (a fill after the drop must not read a
+	   replica that has not replayed this write). */
+	mark_written(c, c->rq->id, after.category_id);
 	srv_cache_invalidate_product(c, r, c->rq->id, after.category_id);
 	r->status = 200;
 	hs_buf_puts(&r->body, "{");
@@ -220,6 +246,7 @@ srv_h_review_post(struct srv_ctx *c, struct srv_resp *r)
 		goto out;
 	}
 	/* The ratings changed: the detail and the category's top list. */
+	mark_written(c, c->rq->id, category_id);
 	srv_cache_invalidate_product(c, r, c->rq->id, category_id);
 	r->status = 201;
 	hs_buf_printf(&r->body,
@@ -244,6 +271,7 @@ srv_h_product_delete(struct srv_ctx *c, struct srv_resp *r)
 			    "product not found");
 		return;
 	}
+	mark_written(c, c->rq->id, category_id);
 	srv_cache_invalidate_product(c, r, c->rq->id, category_id);
 	r->status = 204;
 	hs_buf_reset(&r->body);

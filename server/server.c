@@ -55,6 +55,7 @@ srv_config_defaults(struct srv_config *c)
 	c->max_body = 65536;
 	c->busy_timeout_ms = 5000;
 	c->durability_full = 1;   /* README, "Durability" */
+	c->read_your_writes = 1;  /* srv_replica.h */
 	c->conn_limit = 8192;
 	/* Half the table: one address cannot lock the others out, and a
 	   proxy in front (every request from one address) still gets 4096. */
@@ -289,6 +290,14 @@ srv_new(const struct srv_config *c, char *err, size_t errlen)
 		s->loops[i].watch_fd = -1;
 	}
 	s->ips = srv_ip_table_new();
+	if (s->cfg.ndb_read > 0) {
+		s->reps = hs_xcalloc(1, sizeof(*s->reps));
+		s->reps->n = s->cfg.ndb_read < SRV_READ_MAX ? s->cfg.ndb_read
+							    : SRV_READ_MAX;
+		s->reps->ryw = s->cfg.read_your_writes;
+		for (int i = 0; i < s->reps->n; i++)
+			s->reps->r[i].url = s->cfg.db_read[i];
+	}
 	if (s->cfg.db_threads < 0)
 		s->cfg.db_threads = 0;
 	s->wake_fd = eventfd(0, EFD_CLOEXEC);
@@ -347,6 +356,7 @@ fail:
 	srv_ip_table_free(s->ips);
 	pthread_mutex_destroy(&s->wlock);
 	free(s->loops);
+	free(s->reps);
 	free(s);
 	return NULL;
 }
@@ -398,6 +408,7 @@ srv_free(struct srv *s)
 	srv_workers_free(s);
 	srv_ip_table_free(s->ips);
 	free(s->loops);
+	free(s->reps);
 	pthread_mutex_destroy(&s->wlock);
 	free(s);
 }

@@ -29,6 +29,11 @@ struct srv_config {
 	char host[256];          /* listen address, default 127.0.0.1 */
 	int port;                /* 0 picks a free port */
 	const char *db_path;     /* borrowed; must exist (main seeds it) */
+	const char *const *db_read; /* replicas' URLs (borrowed): product
+				       and category reads go there */
+	int ndb_read;            /* 0..SRV_READ_MAX (srv_replica.h) */
+	int read_your_writes;    /* with replicas: reads of a key written
+				    here wait for its replay (default 1) */
 	int threads;             /* event loop threads (or blocking
 				    workers), >= 1 */
 	enum srv_io io;          /* SRV_IO_BLOCKING refuses db_threads > 0 */

@@ -44,6 +44,7 @@ struct srv {
 	int stopped;
 	pthread_mutex_t wlock;       /* guards workers (taken once per thread) */
 	struct srv_worker *workers;
+	struct srv_replicas *reps;   /* NULL without --db-read */
 	struct srv_pool *pool;       /* the database threads */
 	struct srv_blocking *blocking; /* --io blocking's workers, else NULL */
 	unsigned blocking_busy;      /* ... serving a connection now (atomic) */

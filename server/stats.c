@@ -17,6 +17,7 @@
 #include "srv_core.h"
 #include "srv_handlers.h"
 #include "srv_req.h"
+#include "srv_replica.h"
 #include "srv_resp.h"
 #include "srv_stats.h"
 #include "srv_worker.h"
@@ -265,7 +266,9 @@ srv_h_stats(struct srv_ctx *c, struct srv_resp *r)
 	hs_buf_puts(b, ",\"db\":{");
 	nr = srv_rows(s, &v, SRV_G_DB, rows);
 	hs_metrics_json(b, rows, nr, 1);
-	hs_buf_printf(b, ",\"durability\":\"%s\"}", stats_durability(c->w));
+	hs_buf_printf(b, ",\"durability\":\"%s\"", stats_durability(c->w));
+	srv_replicas_stats(c->w, b);
+	hs_buf_puts(b, "}");
 	hs_buf_printf(b,
 		      ",\"data\":{\"products\":%" PRId64
 		      ",\"categories\":%" PRId64 "}",

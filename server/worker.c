@@ -74,13 +74,22 @@ srv_worker_db_reset(struct srv_worker *w)
 uint64_t
 srv_worker_db_ns(struct srv_worker *w)
 {
-	return w->closed_time_ns + (w->db ? db_time_ns(w->db) : 0);
+	uint64_t t = w->closed_time_ns + (w->db ? db_time_ns(w->db) : 0);
+
+	for (int i = 0; i < SRV_READ_MAX; i++)
+		if (w->rdb[i] != NULL)
+			t += db_time_ns(w->rdb[i]);
+	return t;
 }
 
 void
 srv_worker_publish(struct srv_worker *w)
 {
 	uint64_t q = w->closed_queries + (w->db ? db_queries(w->db) : 0);
+
+	for (int i = 0; i < SRV_READ_MAX; i++)
+		if (w->rdb[i] != NULL)
+			q += db_queries(w->rdb[i]);
 
 	__atomic_store_n(&w->pub_queries, q, __ATOMIC_RELAXED);
 	__atomic_store_n(&w->pub_time_ns, srv_worker_db_ns(w),
@@ -122,6 +131,7 @@ srv_workers_free(struct srv *s)
 	for (w = s->workers; w != NULL; w = next) {
 		next = w->next;
 		db_close(w->db);
+		srv_worker_rdb_close(w);
 		free(w);
 	}
 	s->workers = NULL;

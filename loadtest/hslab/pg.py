@@ -14,10 +14,17 @@ written before the commit returns), only a crash of the machine would.
 runs CMD with HS_TEST_PG_URL set to a fresh cluster's database NAME
 (default hammerstack), and exits with CMD's status: how ctest runs the C
 unit tests of the PostgreSQL engine.
+
+Streaming replicas: a primary started with REPLICATION_SETTINGS serves
+start_replica() (pg_basebackup -R over loopback, then a hot standby on its
+own free port, as the same user, stopped by stop_all() like the primary).
+pause_replay()/resume_replay() on a replica make replication lag on
+demand, which is how the tests show stale reads.
 """
 
 import glob
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -210,6 +217,94 @@ def start_postgres(base=None, port=None, fsync=False, settings=None,
                       db.replace("'", "''")) != "1":
         pg.create_db(db)
     return pg
+
+
+# What a primary needs to serve streaming replicas: WAL with enough detail
+# for a standby to replay it, and walsenders (one per replica, plus one
+# for each pg_basebackup running).
+REPLICATION_SETTINGS = {"wal_level": "replica", "max_wal_senders": "10",
+                        "hot_standby": "on"}
+
+
+def start_replica(primary, base=None, port=None, name="pg-replica",
+                  timeout=None, ready_timeout=60):
+    """A hot standby of primary (started with REPLICATION_SETTINGS):
+    pg_basebackup -R from it into base/data (a temp dir removed by
+    stop_all() without base; with base, whatever was there is removed
+    first: a replica is a copy, never worth keeping), then postgres on
+    127.0.0.1:port (a free one when None) streaming from the primary.
+    Returns a Postgres whose url() reads what the primary committed once
+    it is replayed."""
+    if primary.settings.get("wal_level") == "minimal":
+        raise LabError("the primary runs with wal_level=minimal: start it "
+                       "with settings=REPLICATION_SETTINGS for replicas")
+    bindir = pg_bindir()
+    root = os.geteuid() == 0
+    if base is None:
+        base = mkdtemp("hs-pgr-")
+    else:
+        base = os.path.abspath(base)
+        shutil.rmtree(base, ignore_errors=True)
+        os.makedirs(base)
+    datadir = os.path.join(base, "data")
+    logpath = os.path.join(base, "postgres.log")
+    open(logpath, "a").close()
+    if root:
+        _check_reachable(os.path.dirname(base))
+        os.chmod(base, 0o700)
+        _chown_tree(base, NOBODY)
+    bb = Proc([os.path.join(bindir, "pg_basebackup"), "-D", datadir, "-R",
+               "-X", "stream", "-c", "fast", "--no-sync", "-h", "127.0.0.1",
+               "-p", str(primary.port), "-U", USER], name="pg_basebackup",
+              logpath=logpath, timeout=300, drop_privileges=root)
+    if bb.wait(300) != 0:
+        raise LabError("pg_basebackup failed:\n%s" % tail(logpath))
+    conf = dict(primary.settings)
+    conf["hot_standby"] = "on"
+    pg = Postgres(datadir, port, conf, logpath, timeout, name)
+    last = None
+    for _ in range(1 if port else 5):
+        pg.port = port or free_port()
+        try:
+            pg.launch(ready_timeout)
+            break
+        except LabError as e:
+            last = e
+            pg.stop()
+    else:
+        raise LabError("could not start the replica: %s" % last)
+    return pg
+
+
+def start_replicas(primary, n, base=None, **kw):
+    """n replicas of primary (base/replicaK with base, else temp dirs)."""
+    return [start_replica(primary, base=os.path.join(base, "replica%d" % k)
+                          if base else None, name="pg-replica-%d" % k, **kw)
+            for k in range(1, n + 1)]
+
+
+def wait_replayed(primary, replicas, db="postgres", timeout=30):
+    """Waits until every replica has replayed the primary's WAL up to its
+    position now; raises LabError past timeout."""
+    target = primary.psql("SELECT pg_current_wal_lsn()", db=db)
+    deadline = time.monotonic() + timeout
+    for r in replicas:
+        while r.psql("SELECT pg_last_wal_replay_lsn() >= '%s'" % target,
+                     db=db) != "t":
+            if time.monotonic() > deadline:
+                raise LabError("replica on port %d has not replayed %s "
+                               "within %.0fs" % (r.port, target, timeout))
+            time.sleep(0.05)
+
+
+def pause_replay(replica):
+    """Stops WAL replay on a replica (it still receives WAL): what it
+    serves stays as it is now, however much the primary commits."""
+    replica.psql("SELECT pg_wal_replay_pause()")
+
+
+def resume_replay(replica):
+    replica.psql("SELECT pg_wal_replay_resume()")
 
 
 def _main(argv):

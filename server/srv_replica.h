@@ -1,0 +1,75 @@
+/*
+ * Reads from streaming replicas (replica.c): hs-server --db-read URL
+ * (repeatable) sends the product and category reads to hot standbys, round
+ * robin per call, and every write to --db.  A replica that cannot be
+ * reached or fails a query is skipped for a second (the read goes to the
+ * next one, or to the primary: counted, never an error by itself).
+ *
+ * Read your writes (--read-your-writes on, the default): after a commit
+ * the server records the primary's WAL position L against the keys the
+ * write invalidated (a fixed table of slots: two keys sharing a slot only
+ * send more reads to the primary).  A read of such a key goes to a replica
+ * only once that replica has replayed L, else to the primary; so a read
+ * that starts after a write was acknowledged, or a cache fill after its
+ * invalidation, never sees the older version through this server (the
+ * "remote marker" of Scaling Memcache at Facebook, section 5).  Other
+ * servers do not see this server's marks.
+ */
+#ifndef HS_SRV_REPLICA_H
+#define HS_SRV_REPLICA_H
+
+#include <stdint.h>
+
+struct db;
+struct hs_buf;
+struct srv;
+struct srv_worker;
+
+#define SRV_READ_MAX 8        /* --db-read URLs */
+#define SRV_MARKS 4096        /* slots of the write marks */
+
+/* What one replica did; counters are atomic, read by /stats. */
+struct srv_replica {
+	const char *url;             /* borrowed from the config */
+	uint64_t reads;              /* reads it answered */
+	uint64_t errors;             /* reads it failed (then retried elsewhere) */
+	uint64_t behind;             /* reads sent to the primary instead: it
+					had not replayed the key's last write */
+	uint64_t replayed_lsn;       /* highest replay position seen (bytes) */
+};
+
+/* The server's replicas (s->cfg.ndb_read of them) and write marks. */
+struct srv_replicas {
+	int n;
+	int ryw;                     /* read your writes */
+	struct srv_replica r[SRV_READ_MAX];
+	uint64_t primary_reads;      /* reads the primary served: no replica
+					up, or none had replayed (atomic) */
+	uint64_t marks[SRV_MARKS];   /* WAL position of the last write per
+					key slot; UINT64_MAX: not known */
+};
+
+/* Key slots of the read paths. */
+uint64_t srv_key_product(int64_t id);
+uint64_t srv_key_category(int64_t id);
+
+/*
+ * The connection a read of key should use: a replica's (*ri its index) or,
+ * *ri = -1, the worker's primary connection.  NULL when even that cannot
+ * be opened.
+ */
+struct db *srv_read_db(struct srv_worker *w, uint64_t key, int *ri);
+/*
+ * After a read on srv_read_db(w, key, &ri) returned res: 1 when it failed
+ * on a replica (now skipped for a while) and must be asked again, 0 when
+ * res stands.  Loop: do { db = srv_read_db(); res = ...; } while (retry).
+ */
+int srv_read_retry(struct srv_worker *w, uint64_t key, int ri, int res);
+/* After a write committed on the primary: marks keys[0..n-1]. */
+void srv_read_wrote(struct srv_worker *w, const uint64_t *keys, int n);
+/* /stats: samples each replica's lag and writes ,"replicas":{...}. */
+void srv_replicas_stats(struct srv_worker *w, struct hs_buf *b);
+/* Closes the worker's replica connections (adding their totals). */
+void srv_worker_rdb_close(struct srv_worker *w);
+
+#endif
