@@ -58,6 +58,7 @@ function config(c) {
     x: axis(c.x.title, cat ? {} : { type: "linear" }, cat),
     y: axis(c.y.title, c.y.log ? { type: "logarithmic" } : { beginAtZero: true, grace: "10%" }),
   };
+  if (c.x.integer) scales.x.ticks.stepSize = 1;   // counts: no 1.5 servers
   if (c.y2) scales.y2 = axis(c.y2.title, { position: "right", beginAtZero: true, grace: "10%", grid: { drawOnChartArea: false } });
   const datasets = c.datasets.map((d, i) => {
     const col = d.color || PALETTE[i % PALETTE.length];

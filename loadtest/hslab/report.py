@@ -173,7 +173,8 @@ def charts_from(outdir, rows, sweeps, series, events, meta):
         out.append({
             "id": "scaleout", "title": "Scale-out: servers vs throughput",
             "kind": "line",
-            "x": {"title": "hs-server processes behind the balancer"},
+            "x": {"title": "hs-server processes behind the balancer",
+                  "integer": True},
             "y": {"title": "requests per second (req/s)"},
             "datasets": [
                 {"label": "measured", "data": [[n, r] for n, r in scale]},
@@ -384,6 +385,9 @@ def svg(chart, width=1280, height=720):
     else:
         xs = [p[0] for d in ds for p in d["data"]] or [0, 1]
         xt = _ticks(min(xs), max(xs))
+        if chart["x"].get("integer"):  # counts: no ticks between them
+            xt = list(range(int(math.floor(min(xs))),
+                            int(math.ceil(max(xs))) + 1))
         xlo, xhi = xt[0], xt[-1]
 
         def xmap(x):
