@@ -1,7 +1,8 @@
 # Test registration shared by every module's CMakeLists.txt.
 #
 #   hs_unit_test(NAME LIBS...)   builds tests/unit/NAME.c (cmocka) and runs it
-#   hs_py_test(NAME)             runs tests/integration/NAME.py against build/bin
+#   hs_py_test(NAME [NOT_SANITIZED])
+#                                runs tests/integration/NAME.py against build/bin
 #   hs_fuzz_target(NAME SRC LIB) a libFuzzer target over LIB (see below)
 #
 # Every test gets a hard timeout so that a hung process cannot stall CI.
@@ -25,6 +26,12 @@ function(hs_unit_test name)
 endfunction()
 
 function(hs_py_test name)
+  # NOT_SANITIZED: a test of the harness, the pages or the benchmarks, whose
+  # C code paths the sanitized build already runs in other tests; it runs
+  # in the normal build only, which keeps CI's time down.
+  if(HS_SANITIZE AND "NOT_SANITIZED" IN_LIST ARGN)
+    return()
+  endif()
   add_test(NAME integration.${name}
            COMMAND ${Python3_EXECUTABLE} -m unittest -v ${name}
            WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}/tests/integration)
