@@ -18,10 +18,10 @@
  * nothing could be checked (no successful read or write); 2 usage error or
  * the URL / products not usable at start.
  */
-#include <getopt.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +32,7 @@
 #include "hs_buf.h"
 #include "hs_hist.h"
 #include "hs_log.h"
+#include "hs_opt.h"
 #include "hs_rng.h"
 #include "hs_util.h"
 
@@ -45,6 +46,8 @@ struct chk_opts {
 	int port;
 	int64_t ids[CHK_MAX_PRODUCTS];
 	int nids;
+	int hot;                 /* --hot N: products 1..N */
+	int have_list;           /* --products was given (wins over --hot) */
 	int readers, writers;
 	double duration_s;
 	int write_interval_ms;
@@ -206,34 +209,59 @@ chk_parse_list(struct chk_opts *o, const char *list)
 	return rc;
 }
 
+static int
+chk_set_url(void *opts, const char *arg)
+{
+	return chk_parse_url(opts, arg);
+}
+
+static int
+chk_set_products(void *opts, const char *arg)
+{
+	struct chk_opts *o = opts;
+
+	o->have_list = 1;
+	return chk_parse_list(o, arg);
+}
+
+#define O(f) offsetof(struct chk_opts, f)
+static const struct hs_opt chk_opt_defs[] = {
+	{ "url", HS_OPT_FUNC, 0, 0, 0, 0, 0, chk_set_url,
+	  "--url must be http://HOST:PORT" },
+	{ "products", HS_OPT_FUNC, 0, 0, 0, 0, 0, chk_set_products,
+	  "--products must be a list of 1..1000 positive ids, e.g. 1,2,3" },
+	{ "hot", HS_OPT_INT, O(hot), 1, CHK_MAX_PRODUCTS, 0, 0, NULL,
+	  "--hot must be 1..1000" },
+	{ "readers", HS_OPT_INT, O(readers), 0, CHK_MAX_THREADS, 0, 0, NULL,
+	  "--readers must be 0..512" },
+	{ "writers", HS_OPT_INT, O(writers), 0, CHK_MAX_THREADS, 0, 0, NULL,
+	  "--writers must be 0..512" },
+	{ "duration", HS_OPT_DOUBLE, O(duration_s), 0, 0, 0.1, 86400, NULL,
+	  "--duration must be 0.1..86400 seconds" },
+	{ "write-interval-ms", HS_OPT_INT, O(write_interval_ms), 0, 60000, 0,
+	  0, NULL, "--write-interval-ms must be 0..60000" },
+	{ "read-interval-ms", HS_OPT_INT, O(read_interval_ms), 0, 60000, 0, 0,
+	  NULL, "--read-interval-ms must be 0..60000" },
+	{ "db", HS_OPT_STR, O(db_path), 0, 0, 0, 0, NULL, NULL },
+	{ "settle-ms", HS_OPT_INT, O(settle_ms), 0, 600000, 0, 0, NULL,
+	  "--settle-ms must be 0..600000" },
+	{ "timeout-ms", HS_OPT_INT, O(timeout_ms), 10, 600000, 0, 0, NULL,
+	  "--timeout-ms must be 10..600000" },
+	{ "json", HS_OPT_FLAG, O(json), 0, 0, 0, 0, NULL, NULL },
+	{ "verbose", HS_OPT_FLAG, O(verbose), 0, 0, 0, 0, NULL, NULL },
+	{ "progress-ms", HS_OPT_INT, O(progress_ms), 100, 60000, 0, 0, NULL,
+	  "--progress-ms must be 100..60000" },
+};
+#undef O
+
 /* Returns 0 to run, 1 to exit 0 (--help), -1 on a usage error. */
 static int
 chk_parse_args(struct chk_opts *o, int argc, char **argv)
 {
-	enum { O_URL = 256, O_PRODUCTS, O_HOT, O_READERS, O_WRITERS,
-	       O_DURATION, O_WINT, O_RINT, O_DB, O_SETTLE, O_TIMEOUT, O_JSON,
-	       O_VERBOSE, O_PROGRESS, O_HELP };
-	static const struct option lo[] = {
-		{ "url", required_argument, NULL, O_URL },
-		{ "products", required_argument, NULL, O_PRODUCTS },
-		{ "hot", required_argument, NULL, O_HOT },
-		{ "readers", required_argument, NULL, O_READERS },
-		{ "writers", required_argument, NULL, O_WRITERS },
-		{ "duration", required_argument, NULL, O_DURATION },
-		{ "write-interval-ms", required_argument, NULL, O_WINT },
-		{ "read-interval-ms", required_argument, NULL, O_RINT },
-		{ "db", required_argument, NULL, O_DB },
-		{ "settle-ms", required_argument, NULL, O_SETTLE },
-		{ "timeout-ms", required_argument, NULL, O_TIMEOUT },
-		{ "json", no_argument, NULL, O_JSON },
-		{ "verbose", no_argument, NULL, O_VERBOSE },
-		{ "progress-ms", required_argument, NULL, O_PROGRESS },
-		{ "help", no_argument, NULL, O_HELP },
-		{ NULL, 0, NULL, 0 },
-	};
-	int c, hot = 4, have_list = 0;
+	int rc;
 
 	memset(o, 0, sizeof(*o));
+	o->hot = 4;
 	o->readers = 8;
 	o->writers = 2;
 	o->duration_s = 5;
@@ -241,84 +269,11 @@ chk_parse_args(struct chk_opts *o, int argc, char **argv)
 	o->timeout_ms = 5000;
 	if (chk_parse_url(o, "http://127.0.0.1:8080") != 0)
 		return -1;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-		const char *bad = NULL;
-
-		switch (c) {
-		case O_URL:
-			if (chk_parse_url(o, optarg) != 0)
-				bad = "--url must be http://HOST:PORT";
-			break;
-		case O_PRODUCTS:
-			if (chk_parse_list(o, optarg) != 0)
-				bad = "--products must be a list of 1..1000 "
-				      "positive ids, e.g. 1,2,3";
-			have_list = 1;
-			break;
-		case O_HOT:
-			if (hs_parse_int(optarg, 1, CHK_MAX_PRODUCTS, &hot))
-				bad = "--hot must be 1..1000";
-			break;
-		case O_READERS:
-			if (hs_parse_int(optarg, 0, CHK_MAX_THREADS,
-					 &o->readers))
-				bad = "--readers must be 0..512";
-			break;
-		case O_WRITERS:
-			if (hs_parse_int(optarg, 0, CHK_MAX_THREADS,
-					 &o->writers))
-				bad = "--writers must be 0..512";
-			break;
-		case O_DURATION:
-			if (hs_parse_double(optarg, 0.1, 86400, &o->duration_s))
-				bad = "--duration must be 0.1..86400 seconds";
-			break;
-		case O_WINT:
-			if (hs_parse_int(optarg, 0, 60000,
-					 &o->write_interval_ms))
-				bad = "--write-interval-ms must be 0..60000";
-			break;
-		case O_RINT:
-			if (hs_parse_int(optarg, 0, 60000,
-					 &o->read_interval_ms))
-				bad = "--read-interval-ms must be 0..60000";
-			break;
-		case O_DB:
-			o->db_path = optarg;
-			break;
-		case O_SETTLE:
-			if (hs_parse_int(optarg, 0, 600000, &o->settle_ms))
-				bad = "--settle-ms must be 0..600000";
-			break;
-		case O_TIMEOUT:
-			if (hs_parse_int(optarg, 10, 600000, &o->timeout_ms))
-				bad = "--timeout-ms must be 10..600000";
-			break;
-		case O_JSON:
-			o->json = 1;
-			break;
-		case O_VERBOSE:
-			o->verbose = 1;
-			break;
-		case O_PROGRESS:
-			if (hs_parse_int(optarg, 100, 60000, &o->progress_ms))
-				bad = "--progress-ms must be 100..60000";
-			break;
-		case O_HELP:
-			chk_usage(stdout);
-			return 1;
-		default:
-			fprintf(stderr, "hs-checker: unknown or incomplete "
-				"option '%s' (see --help)\n", argv[optind - 1]);
-			return -1;
-		}
-		if (bad != NULL) {
-			fprintf(stderr, "hs-checker: %s (got '%s')\n", bad,
-				optarg);
-			return -1;
-		}
-	}
+	rc = hs_opt_parse("hs-checker", chk_opt_defs,
+			  sizeof(chk_opt_defs) / sizeof(chk_opt_defs[0]), argc,
+			  argv, o, chk_usage);
+	if (rc != 0)
+		return rc;
 	if (optind < argc) {
 		fprintf(stderr, "hs-checker: unexpected argument '%s'\n",
 			argv[optind]);
@@ -329,9 +284,9 @@ chk_parse_args(struct chk_opts *o, int argc, char **argv)
 			"writer\n");
 		return -1;
 	}
-	if (!have_list) {
-		o->nids = hot;
-		for (int i = 0; i < hot; i++)
+	if (!o->have_list) {
+		o->nids = o->hot;
+		for (int i = 0; i < o->hot; i++)
 			o->ids[i] = i + 1;
 	}
 	return 0;
