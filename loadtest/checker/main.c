@@ -753,38 +753,11 @@ chk_report(const struct chk_run *r, const struct chk_final *f, double secs,
 	fflush(stdout);
 }
 
-int
-main(int argc, char **argv)
+static struct chk_run *
+chk_run_new(const struct chk_opts *o)
 {
-	struct chk_opts *o = hs_xcalloc(1, sizeof(*o));
-	struct chk_run *r = NULL;
-	struct chk_thread *th = NULL;
-	struct chk_final fin;
-	struct chk_progress *pr = NULL;
-	struct sigaction sa;
-	uint64_t t0, deadline;
-	double secs;
-	int nth, started = 0, rc = 2, verdict;
+	struct chk_run *r = hs_xcalloc(1, sizeof(*r));
 
-	hs_log_init("hs-checker", HS_LOG_WARN);
-	switch (chk_parse_args(o, argc, argv)) {
-	case 1:
-		rc = 0;
-		goto out;
-	case -1:
-		goto out;
-	}
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = SIG_IGN;
-	sigaction(SIGPIPE, &sa, NULL);
-	sa.sa_handler = chk_on_signal;
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-
-	if (chk_preflight(o) != 0)
-		goto out;
-
-	r = hs_xcalloc(1, sizeof(*r));
 	r->o = o;
 	pthread_mutex_init(&r->mu, NULL);
 	r->next_value = (uint64_t)time(NULL) % 1000000 * 1000;
@@ -793,7 +766,35 @@ main(int argc, char **argv)
 		pthread_mutex_init(&r->hot[i].mu, NULL);
 		r->hot[i].id = o->ids[i];
 	}
-	nth = o->readers + o->writers;
+	return r;
+}
+
+static void
+chk_run_free(struct chk_run *r)
+{
+	if (r == NULL)
+		return;
+	for (int i = 0; i < r->o->nids; i++)
+		pthread_mutex_destroy(&r->hot[i].mu);
+	pthread_mutex_destroy(&r->mu);
+	free(r->hot);
+	free(r);
+}
+
+/*
+ * The load: the readers and writers for --duration (or until a signal),
+ * with the --progress-ms lines.  Its length goes to *secs.  Returns 0, or
+ * -1 when not every thread could start.
+ */
+static int
+chk_load(struct chk_run *r, double *secs)
+{
+	const struct chk_opts *o = r->o;
+	struct chk_thread *th;
+	struct chk_progress *pr = NULL;
+	uint64_t t0, deadline;
+	int nth = o->readers + o->writers, started = 0;
+
 	th = hs_xcalloc((size_t)nth, sizeof(*th));
 	t0 = hs_now_ns();
 	for (int i = 0; i < nth; i++) {
@@ -828,18 +829,46 @@ main(int argc, char **argv)
 		pthread_join(th[i].tid, NULL);
 	if (pr != NULL)
 		chk_progress_line(r, pr, t0);  /* the load's last interval */
-	secs = (double)(hs_now_ns() - t0) / 1e9;
-	if (started != nth) {
-		rc = 2;
+	*secs = (double)(hs_now_ns() - t0) / 1e9;
+	free(pr);
+	free(th);
+	return started == nth ? 0 : -1;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct chk_opts *o = hs_xcalloc(1, sizeof(*o));
+	struct chk_run *r = NULL;
+	struct chk_final fin;
+	struct sigaction sa;
+	double secs;
+	int rc = 2, verdict;
+
+	hs_log_init("hs-checker", HS_LOG_WARN);
+	switch (chk_parse_args(o, argc, argv)) {
+	case 1:
+		rc = 0;
+		goto out;
+	case -1:
 		goto out;
 	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGPIPE, &sa, NULL);
+	sa.sa_handler = chk_on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
 
+	if (chk_preflight(o) != 0)
+		goto out;
+	r = chk_run_new(o);
+	if (chk_load(r, &secs) != 0)
+		goto out;
 	if (o->settle_ms > 0 && !chk_interrupted)
 		chk_sleep_ms(o->settle_ms);
-	if (chk_final_check(r, &fin) != 0) {
-		rc = 2;
+	if (chk_final_check(r, &fin) != 0)
 		goto out;
-	}
 	/* A run that read nothing (or, with writers, wrote nothing) proved
 	 * nothing: say so rather than pass. */
 	if ((o->readers > 0 && r->reads == 0) ||
@@ -852,15 +881,7 @@ main(int argc, char **argv)
 	chk_report(r, &fin, secs, verdict);
 	rc = verdict == 0 ? 0 : 1;
 out:
-	if (r != NULL) {
-		for (int i = 0; i < o->nids; i++)
-			pthread_mutex_destroy(&r->hot[i].mu);
-		pthread_mutex_destroy(&r->mu);
-		free(r->hot);
-		free(r);
-	}
-	free(pr);
-	free(th);
+	chk_run_free(r);
 	free(o);
 	return rc;
 }
