@@ -52,8 +52,11 @@ hs_opt_parse(const char *prog, const struct hs_opt *defs, size_t n,
 					 no_argument : required_argument,
 					 NULL, HS_OPT_VAL0 + (int)i };
 	lo[n] = (struct option){ "help", no_argument, NULL, 'h' };
-	/* No short options: "-h" is as unknown as any other. */
+	/* No short options: "-h" is as unknown as any other.  optind 0
+	   restarts getopt's scan, so that one process can parse several
+	   argv (the unit tests do). */
 	opterr = 0;
+	optind = 0;
 	while (rc == 0 && (c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		if (c == 'h') {
 			usage(stdout);
