@@ -18,10 +18,10 @@
  * nothing could be checked (no successful read or write); 2 usage error or
  * the URL / products not usable at start.
  */
-#include <getopt.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +32,7 @@
 #include "hs_buf.h"
 #include "hs_hist.h"
 #include "hs_log.h"
+#include "hs_opt.h"
 #include "hs_rng.h"
 #include "hs_util.h"
 
@@ -45,6 +46,8 @@ struct chk_opts {
 	int port;
 	int64_t ids[CHK_MAX_PRODUCTS];
 	int nids;
+	int hot;                 /* --hot N: products 1..N */
+	int have_list;           /* --products was given (wins over --hot) */
 	int readers, writers;
 	double duration_s;
 	int write_interval_ms;
@@ -206,34 +209,59 @@ chk_parse_list(struct chk_opts *o, const char *list)
 	return rc;
 }
 
+static int
+chk_set_url(void *opts, const char *arg)
+{
+	return chk_parse_url(opts, arg);
+}
+
+static int
+chk_set_products(void *opts, const char *arg)
+{
+	struct chk_opts *o = opts;
+
+	o->have_list = 1;
+	return chk_parse_list(o, arg);
+}
+
+#define O(f) offsetof(struct chk_opts, f)
+static const struct hs_opt chk_opt_defs[] = {
+	{ "url", HS_OPT_FUNC, 0, 0, 0, 0, 0, chk_set_url,
+	  "--url must be http://HOST:PORT" },
+	{ "products", HS_OPT_FUNC, 0, 0, 0, 0, 0, chk_set_products,
+	  "--products must be a list of 1..1000 positive ids, e.g. 1,2,3" },
+	{ "hot", HS_OPT_INT, O(hot), 1, CHK_MAX_PRODUCTS, 0, 0, NULL,
+	  "--hot must be 1..1000" },
+	{ "readers", HS_OPT_INT, O(readers), 0, CHK_MAX_THREADS, 0, 0, NULL,
+	  "--readers must be 0..512" },
+	{ "writers", HS_OPT_INT, O(writers), 0, CHK_MAX_THREADS, 0, 0, NULL,
+	  "--writers must be 0..512" },
+	{ "duration", HS_OPT_DOUBLE, O(duration_s), 0, 0, 0.1, 86400, NULL,
+	  "--duration must be 0.1..86400 seconds" },
+	{ "write-interval-ms", HS_OPT_INT, O(write_interval_ms), 0, 60000, 0,
+	  0, NULL, "--write-interval-ms must be 0..60000" },
+	{ "read-interval-ms", HS_OPT_INT, O(read_interval_ms), 0, 60000, 0, 0,
+	  NULL, "--read-interval-ms must be 0..60000" },
+	{ "db", HS_OPT_STR, O(db_path), 0, 0, 0, 0, NULL, NULL },
+	{ "settle-ms", HS_OPT_INT, O(settle_ms), 0, 600000, 0, 0, NULL,
+	  "--settle-ms must be 0..600000" },
+	{ "timeout-ms", HS_OPT_INT, O(timeout_ms), 10, 600000, 0, 0, NULL,
+	  "--timeout-ms must be 10..600000" },
+	{ "json", HS_OPT_FLAG, O(json), 0, 0, 0, 0, NULL, NULL },
+	{ "verbose", HS_OPT_FLAG, O(verbose), 0, 0, 0, 0, NULL, NULL },
+	{ "progress-ms", HS_OPT_INT, O(progress_ms), 100, 60000, 0, 0, NULL,
+	  "--progress-ms must be 100..60000" },
+};
+#undef O
+
 /* Returns 0 to run, 1 to exit 0 (--help), -1 on a usage error. */
 static int
 chk_parse_args(struct chk_opts *o, int argc, char **argv)
 {
-	enum { O_URL = 256, O_PRODUCTS, O_HOT, O_READERS, O_WRITERS,
-	       O_DURATION, O_WINT, O_RINT, O_DB, O_SETTLE, O_TIMEOUT, O_JSON,
-	       O_VERBOSE, O_PROGRESS, O_HELP };
-	static const struct option lo[] = {
-		{ "url", required_argument, NULL, O_URL },
-		{ "products", required_argument, NULL, O_PRODUCTS },
-		{ "hot", required_argument, NULL, O_HOT },
-		{ "readers", required_argument, NULL, O_READERS },
-		{ "writers", required_argument, NULL, O_WRITERS },
-		{ "duration", required_argument, NULL, O_DURATION },
-		{ "write-interval-ms", required_argument, NULL, O_WINT },
-		{ "read-interval-ms", required_argument, NULL, O_RINT },
-		{ "db", required_argument, NULL, O_DB },
-		{ "settle-ms", required_argument, NULL, O_SETTLE },
-		{ "timeout-ms", required_argument, NULL, O_TIMEOUT },
-		{ "json", no_argument, NULL, O_JSON },
-		{ "verbose", no_argument, NULL, O_VERBOSE },
-		{ "progress-ms", required_argument, NULL, O_PROGRESS },
-		{ "help", no_argument, NULL, O_HELP },
-		{ NULL, 0, NULL, 0 },
-	};
-	int c, hot = 4, have_list = 0;
+	int rc;
 
 	memset(o, 0, sizeof(*o));
+	o->hot = 4;
 	o->readers = 8;
 	o->writers = 2;
 	o->duration_s = 5;
@@ -241,84 +269,11 @@ chk_parse_args(struct chk_opts *o, int argc, char **argv)
 	o->timeout_ms = 5000;
 	if (chk_parse_url(o, "http://127.0.0.1:8080") != 0)
 		return -1;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-		const char *bad = NULL;
-
-		switch (c) {
-		case O_URL:
-			if (chk_parse_url(o, optarg) != 0)
-				bad = "--url must be http://HOST:PORT";
-			break;
-		case O_PRODUCTS:
-			if (chk_parse_list(o, optarg) != 0)
-				bad = "--products must be a list of 1..1000 "
-				      "positive ids, e.g. 1,2,3";
-			have_list = 1;
-			break;
-		case O_HOT:
-			if (hs_parse_int(optarg, 1, CHK_MAX_PRODUCTS, &hot))
-				bad = "--hot must be 1..1000";
-			break;
-		case O_READERS:
-			if (hs_parse_int(optarg, 0, CHK_MAX_THREADS,
-					 &o->readers))
-				bad = "--readers must be 0..512";
-			break;
-		case O_WRITERS:
-			if (hs_parse_int(optarg, 0, CHK_MAX_THREADS,
-					 &o->writers))
-				bad = "--writers must be 0..512";
-			break;
-		case O_DURATION:
-			if (hs_parse_double(optarg, 0.1, 86400, &o->duration_s))
-				bad = "--duration must be 0.1..86400 seconds";
-			break;
-		case O_WINT:
-			if (hs_parse_int(optarg, 0, 60000,
-					 &o->write_interval_ms))
-				bad = "--write-interval-ms must be 0..60000";
-			break;
-		case O_RINT:
-			if (hs_parse_int(optarg, 0, 60000,
-					 &o->read_interval_ms))
-				bad = "--read-interval-ms must be 0..60000";
-			break;
-		case O_DB:
-			o->db_path = optarg;
-			break;
-		case O_SETTLE:
-			if (hs_parse_int(optarg, 0, 600000, &o->settle_ms))
-				bad = "--settle-ms must be 0..600000";
-			break;
-		case O_TIMEOUT:
-			if (hs_parse_int(optarg, 10, 600000, &o->timeout_ms))
-				bad = "--timeout-ms must be 10..600000";
-			break;
-		case O_JSON:
-			o->json = 1;
-			break;
-		case O_VERBOSE:
-			o->verbose = 1;
-			break;
-		case O_PROGRESS:
-			if (hs_parse_int(optarg, 100, 60000, &o->progress_ms))
-				bad = "--progress-ms must be 100..60000";
-			break;
-		case O_HELP:
-			chk_usage(stdout);
-			return 1;
-		default:
-			fprintf(stderr, "hs-checker: unknown or incomplete "
-				"option '%s' (see --help)\n", argv[optind - 1]);
-			return -1;
-		}
-		if (bad != NULL) {
-			fprintf(stderr, "hs-checker: %s (got '%s')\n", bad,
-				optarg);
-			return -1;
-		}
-	}
+	rc = hs_opt_parse("hs-checker", chk_opt_defs,
+			  sizeof(chk_opt_defs) / sizeof(chk_opt_defs[0]), argc,
+			  argv, o, chk_usage);
+	if (rc != 0)
+		return rc;
 	if (optind < argc) {
 		fprintf(stderr, "hs-checker: unexpected argument '%s'\n",
 			argv[optind]);
@@ -329,9 +284,9 @@ chk_parse_args(struct chk_opts *o, int argc, char **argv)
 			"writer\n");
 		return -1;
 	}
-	if (!have_list) {
-		o->nids = hot;
-		for (int i = 0; i < hot; i++)
+	if (!o->have_list) {
+		o->nids = o->hot;
+		for (int i = 0; i < o->hot; i++)
 			o->ids[i] = i + 1;
 	}
 	return 0;
@@ -798,38 +753,11 @@ chk_report(const struct chk_run *r, const struct chk_final *f, double secs,
 	fflush(stdout);
 }
 
-int
-main(int argc, char **argv)
+static struct chk_run *
+chk_run_new(const struct chk_opts *o)
 {
-	struct chk_opts *o = hs_xcalloc(1, sizeof(*o));
-	struct chk_run *r = NULL;
-	struct chk_thread *th = NULL;
-	struct chk_final fin;
-	struct chk_progress *pr = NULL;
-	struct sigaction sa;
-	uint64_t t0, deadline;
-	double secs;
-	int nth, started = 0, rc = 2, verdict;
+	struct chk_run *r = hs_xcalloc(1, sizeof(*r));
 
-	hs_log_init("hs-checker", HS_LOG_WARN);
-	switch (chk_parse_args(o, argc, argv)) {
-	case 1:
-		rc = 0;
-		goto out;
-	case -1:
-		goto out;
-	}
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = SIG_IGN;
-	sigaction(SIGPIPE, &sa, NULL);
-	sa.sa_handler = chk_on_signal;
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-
-	if (chk_preflight(o) != 0)
-		goto out;
-
-	r = hs_xcalloc(1, sizeof(*r));
 	r->o = o;
 	pthread_mutex_init(&r->mu, NULL);
 	r->next_value = (uint64_t)time(NULL) % 1000000 * 1000;
@@ -838,7 +766,35 @@ main(int argc, char **argv)
 		pthread_mutex_init(&r->hot[i].mu, NULL);
 		r->hot[i].id = o->ids[i];
 	}
-	nth = o->readers + o->writers;
+	return r;
+}
+
+static void
+chk_run_free(struct chk_run *r)
+{
+	if (r == NULL)
+		return;
+	for (int i = 0; i < r->o->nids; i++)
+		pthread_mutex_destroy(&r->hot[i].mu);
+	pthread_mutex_destroy(&r->mu);
+	free(r->hot);
+	free(r);
+}
+
+/*
+ * The load: the readers and writers for --duration (or until a signal),
+ * with the --progress-ms lines.  Its length goes to *secs.  Returns 0, or
+ * -1 when not every thread could start.
+ */
+static int
+chk_load(struct chk_run *r, double *secs)
+{
+	const struct chk_opts *o = r->o;
+	struct chk_thread *th;
+	struct chk_progress *pr = NULL;
+	uint64_t t0, deadline;
+	int nth = o->readers + o->writers, started = 0;
+
 	th = hs_xcalloc((size_t)nth, sizeof(*th));
 	t0 = hs_now_ns();
 	for (int i = 0; i < nth; i++) {
@@ -873,18 +829,46 @@ main(int argc, char **argv)
 		pthread_join(th[i].tid, NULL);
 	if (pr != NULL)
 		chk_progress_line(r, pr, t0);  /* the load's last interval */
-	secs = (double)(hs_now_ns() - t0) / 1e9;
-	if (started != nth) {
-		rc = 2;
+	*secs = (double)(hs_now_ns() - t0) / 1e9;
+	free(pr);
+	free(th);
+	return started == nth ? 0 : -1;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct chk_opts *o = hs_xcalloc(1, sizeof(*o));
+	struct chk_run *r = NULL;
+	struct chk_final fin;
+	struct sigaction sa;
+	double secs;
+	int rc = 2, verdict;
+
+	hs_log_init("hs-checker", HS_LOG_WARN);
+	switch (chk_parse_args(o, argc, argv)) {
+	case 1:
+		rc = 0;
+		goto out;
+	case -1:
 		goto out;
 	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGPIPE, &sa, NULL);
+	sa.sa_handler = chk_on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
 
+	if (chk_preflight(o) != 0)
+		goto out;
+	r = chk_run_new(o);
+	if (chk_load(r, &secs) != 0)
+		goto out;
 	if (o->settle_ms > 0 && !chk_interrupted)
 		chk_sleep_ms(o->settle_ms);
-	if (chk_final_check(r, &fin) != 0) {
-		rc = 2;
+	if (chk_final_check(r, &fin) != 0)
 		goto out;
-	}
 	/* A run that read nothing (or, with writers, wrote nothing) proved
 	 * nothing: say so rather than pass. */
 	if ((o->readers > 0 && r->reads == 0) ||
@@ -897,15 +881,7 @@ main(int argc, char **argv)
 	chk_report(r, &fin, secs, verdict);
 	rc = verdict == 0 ? 0 : 1;
 out:
-	if (r != NULL) {
-		for (int i = 0; i < o->nids; i++)
-			pthread_mutex_destroy(&r->hot[i].mu);
-		pthread_mutex_destroy(&r->mu);
-		free(r->hot);
-		free(r);
-	}
-	free(pr);
-	free(th);
+	chk_run_free(r);
 	free(o);
 	return rc;
 }

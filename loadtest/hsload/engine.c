@@ -809,66 +809,150 @@ hsl_on_signal(evutil_socket_t sig, short what, void *arg)
 	hsl_end(e);
 }
 
+/* The engine of one run before its event base: the schedule, the pools. */
+static void
+hsl_engine_init(struct hsl_engine *e, const struct hsl_run_opts *o,
+		struct hsl_mix *mix, struct hsl_stats *st,
+		struct hsl_result *res)
+{
+	memset(e, 0, sizeof(*e));
+	memset(st, 0, sizeof(*st));
+	memset(res, 0, sizeof(*res));
+	e->o = o;
+	e->mix = mix;
+	e->st = st;
+	e->res = res;
+	e->phase = HSL_PHASE_CONNECT;
+	e->gap_ns = 1e9 / o->rate;
+	hsl_rng_seed(&e->arrivals, o->seed ^ 0x5bd1e995ULL);
+	TAILQ_INIT(&e->conns);
+	e->idle = hs_xcalloc((size_t)o->connections, sizeof(*e->idle));
+	if (o->per_connection) {
+		e->nclients = o->connections;
+		e->clients = hs_xcalloc((size_t)e->nclients,
+					sizeof(*e->clients));
+		e->client_gap_ns = e->gap_ns * e->nclients;
+	}
+}
+
+/* The event base and its timers and signals; -1 if libevent fails. */
+static int
+hsl_engine_events(struct hsl_engine *e)
+{
+	const struct hsl_run_opts *o = e->o;
+	struct event_config *cfg;
+	struct timeval sweep = { 0, HSL_SWEEP_MS * 1000 };
+
+	if ((cfg = event_config_new()) == NULL)
+		return -1;
+	event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER);
+	event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
+	e->base = event_base_new_with_config(cfg);
+	event_config_free(cfg);  /* the base keeps no reference to it */
+	if (e->base == NULL)
+		return -1;
+	e->tick = evtimer_new(e->base, hsl_on_tick, e);
+	e->sweep = event_new(e->base, -1, EV_PERSIST, hsl_on_sweep, e);
+	e->sigint = evsignal_new(e->base, SIGINT, hsl_on_signal, e);
+	e->sigterm = evsignal_new(e->base, SIGTERM, hsl_on_signal, e);
+	if (!e->tick || !e->sweep || !e->sigint || !e->sigterm)
+		return -1;
+	if (o->progress_ms > 0) {
+		struct timeval every = { o->progress_ms / 1000,
+					 o->progress_ms % 1000 * 1000 };
+
+		e->win = hs_xcalloc(1, sizeof(*e->win));
+		e->progress = event_new(e->base, -1, EV_PERSIST,
+					hsl_on_progress, e);
+		if (e->progress == NULL)
+			return -1;
+		event_add(e->progress, &every);
+	}
+	event_add(e->sweep, &sweep);
+	event_add(e->sigint, NULL);
+	event_add(e->sigterm, NULL);
+	for (int i = 0; i < e->nclients; i++) {
+		e->clients[i].e = e;
+		evtimer_assign(&e->clients[i].timer, e->base, hsl_client_tick,
+			       &e->clients[i]);
+	}
+	return 0;
+}
+
+/* After the loop: the measured window, and what was left unanswered. */
+static void
+hsl_engine_account(struct hsl_engine *e)
+{
+	struct hsl_stats *st = e->st;
+	struct hsl_result *res = e->res;
+	struct hsl_conn *c;
+	uint64_t now;
+
+	if (e->win != NULL && e->win_answers + e->win_lost > 0)
+		hsl_progress_line(e);  /* the run's last, shorter interval */
+	now = hs_now_ns();
+	if (e->start_ns != 0 && now > e->measure_ns) {
+		uint64_t end = now < e->end_ns ? now : e->end_ns;
+
+		res->elapsed_s = (double)(end - e->measure_ns) / 1e9;
+		if (e->last_done_ns > end)
+			end = e->last_done_ns;
+		res->span_s = (double)(end - e->measure_ns) / 1e9;
+	}
+	st->unfinished += hsl_ring_count_from(&e->queue, e->measure_ns);
+	for (int i = 0; i < e->nclients; i++) {
+		struct hsl_client *cl = &e->clients[i];
+
+		st->unfinished += hsl_ring_count_from(&cl->queue,
+						      e->measure_ns);
+		if (cl->answered > 0)
+			st->clients_answered++;
+		else
+			st->clients_starved++;
+	}
+	while ((c = TAILQ_FIRST(&e->conns)) != NULL) {
+		if (c->state == HSL_CONN_BUSY && c->measured)
+			st->unfinished++;
+		hsl_conn_close(c);
+	}
+}
+
+static void
+hsl_engine_free(struct hsl_engine *e)
+{
+	if (e->progress)
+		event_free(e->progress);
+	free(e->win);
+	for (int i = 0; i < e->nclients; i++) {
+		if (e->clients[i].e) /* its timer was assigned */
+			event_del(&e->clients[i].timer);
+		free(e->clients[i].queue.v);
+	}
+	free(e->clients);
+	if (e->tick)
+		event_free(e->tick);
+	if (e->sweep)
+		event_free(e->sweep);
+	if (e->sigint)
+		event_free(e->sigint);
+	if (e->sigterm)
+		event_free(e->sigterm);
+	if (e->base)
+		event_base_free(e->base);
+	free(e->queue.v);
+	free(e->idle);
+}
+
 int
 hsl_run(const struct hsl_run_opts *o, struct hsl_mix *mix,
 	struct hsl_stats *st, struct hsl_result *res)
 {
 	struct hsl_engine e;
-	struct event_config *cfg = NULL;
-	struct timeval sweep = { 0, HSL_SWEEP_MS * 1000 };
-	struct hsl_conn *c;
-	uint64_t now;
 	int rc = -1;
 
-	memset(&e, 0, sizeof(e));
-	memset(st, 0, sizeof(*st));
-	memset(res, 0, sizeof(*res));
-	e.o = o;
-	e.mix = mix;
-	e.st = st;
-	e.res = res;
-	e.phase = HSL_PHASE_CONNECT;
-	e.gap_ns = 1e9 / o->rate;
-	hsl_rng_seed(&e.arrivals, o->seed ^ 0x5bd1e995ULL);
-	TAILQ_INIT(&e.conns);
-	e.idle = hs_xcalloc((size_t)o->connections, sizeof(*e.idle));
-	if (o->per_connection) {
-		e.nclients = o->connections;
-		e.clients = hs_xcalloc((size_t)e.nclients, sizeof(*e.clients));
-		e.client_gap_ns = e.gap_ns * e.nclients;
-	}
-	if ((cfg = event_config_new()) == NULL)
+	hsl_engine_init(&e, o, mix, st, res);
+	if (hsl_engine_events(&e) != 0)
 		goto out;
-	event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER);
-	event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
-	if ((e.base = event_base_new_with_config(cfg)) == NULL)
-		goto out;
-	e.tick = evtimer_new(e.base, hsl_on_tick, &e);
-	e.sweep = event_new(e.base, -1, EV_PERSIST, hsl_on_sweep, &e);
-	e.sigint = evsignal_new(e.base, SIGINT, hsl_on_signal, &e);
-	e.sigterm = evsignal_new(e.base, SIGTERM, hsl_on_signal, &e);
-	if (!e.tick || !e.sweep || !e.sigint || !e.sigterm)
-		goto out;
-	if (o->progress_ms > 0) {
-		struct timeval every = { o->progress_ms / 1000,
-					 o->progress_ms % 1000 * 1000 };
-
-		e.win = hs_xcalloc(1, sizeof(*e.win));
-		e.progress = event_new(e.base, -1, EV_PERSIST, hsl_on_progress,
-				       &e);
-		if (e.progress == NULL)
-			goto out;
-		event_add(e.progress, &every);
-	}
-	event_add(e.sweep, &sweep);
-	event_add(e.sigint, NULL);
-	event_add(e.sigterm, NULL);
-	for (int i = 0; i < e.nclients; i++) {
-		e.clients[i].e = &e;
-		evtimer_assign(&e.clients[i].timer, e.base, hsl_client_tick,
-			       &e.clients[i]);
-	}
-
 	res->end = HSL_RUN_DONE;
 	if (hsl_conn_open(&e, e.clients) != 0) {
 		snprintf(res->error, sizeof(res->error), "cannot open a "
@@ -877,57 +961,9 @@ hsl_run(const struct hsl_run_opts *o, struct hsl_mix *mix,
 	} else {
 		event_base_dispatch(e.base);
 	}
-
-	if (e.win != NULL && e.win_answers + e.win_lost > 0)
-		hsl_progress_line(&e);  /* the run's last, shorter interval */
-	now = hs_now_ns();
-	if (e.start_ns != 0 && now > e.measure_ns) {
-		uint64_t end = now < e.end_ns ? now : e.end_ns;
-
-		res->elapsed_s = (double)(end - e.measure_ns) / 1e9;
-		if (e.last_done_ns > end)
-			end = e.last_done_ns;
-		res->span_s = (double)(end - e.measure_ns) / 1e9;
-	}
-	st->unfinished += hsl_ring_count_from(&e.queue, e.measure_ns);
-	for (int i = 0; i < e.nclients; i++) {
-		struct hsl_client *cl = &e.clients[i];
-
-		st->unfinished += hsl_ring_count_from(&cl->queue, e.measure_ns);
-		if (cl->answered > 0)
-			st->clients_answered++;
-		else
-			st->clients_starved++;
-	}
-	while ((c = TAILQ_FIRST(&e.conns)) != NULL) {
-		if (c->state == HSL_CONN_BUSY && c->measured)
-			st->unfinished++;
-		hsl_conn_close(c);
-	}
+	hsl_engine_account(&e);
 	rc = 0;
 out:
-	if (e.progress)
-		event_free(e.progress);
-	free(e.win);
-	for (int i = 0; i < e.nclients; i++) {
-		if (e.clients[i].e) /* its timer was assigned */
-			event_del(&e.clients[i].timer);
-		free(e.clients[i].queue.v);
-	}
-	free(e.clients);
-	if (e.tick)
-		event_free(e.tick);
-	if (e.sweep)
-		event_free(e.sweep);
-	if (e.sigint)
-		event_free(e.sigint);
-	if (e.sigterm)
-		event_free(e.sigterm);
-	if (e.base)
-		event_base_free(e.base);
-	if (cfg)
-		event_config_free(cfg);
-	free(e.queue.v);
-	free(e.idle);
+	hsl_engine_free(&e);
 	return rc;
 }

@@ -5,16 +5,18 @@
  * with --out).  See usage() for the options and the exit statuses.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <netdb.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "hs_buf.h"
 #include "hs_log.h"
+#include "hs_opt.h"
 #include "hs_util.h"
 #include "hsload.h"
 
@@ -44,7 +46,8 @@ struct hsl_opts {
 	enum hsl_arrival arrival;
 	struct hsl_mix_opts mix;
 	const char *out;
-	long dump;         /* --dump-requests N: print N requests, send none */
+	int64_t dump;      /* --dump-requests N: print N requests, send none */
+	int have_rate;     /* --rate was given */
 	int quiet;
 	int progress_ms;
 };
@@ -198,43 +201,100 @@ hsl_parse_rates(struct hsl_opts *o, const char *list)
 	return rc;
 }
 
+static int
+hsl_set_rate(void *opts, const char *arg)
+{
+	struct hsl_opts *o = opts;
+
+	o->have_rate = 1;
+	return hs_parse_double(arg, 0.001, HSL_MAX_RATE, &o->rates[0]);
+}
+
+static int
+hsl_set_sweep(void *opts, const char *arg)
+{
+	struct hsl_opts *o = opts;
+
+	o->sweep = 1;
+	return hsl_parse_rates(o, arg);
+}
+
+static int
+hsl_set_arrival(void *opts, const char *arg)
+{
+	struct hsl_opts *o = opts;
+
+	if (strcmp(arg, "uniform") == 0)
+		o->arrival = HSL_ARRIVAL_UNIFORM;
+	else if (strcmp(arg, "poisson") == 0)
+		o->arrival = HSL_ARRIVAL_POISSON;
+	else
+		return -1;
+	return 0;
+}
+
+static int
+hsl_set_mix(void *opts, const char *arg)
+{
+	return hsl_mix_parse_kind(arg, &((struct hsl_opts *)opts)->mix.kind);
+}
+
+#define O(f) offsetof(struct hsl_opts, f)
+static const struct hs_opt hsl_opt_defs[] = {
+	{ "rate", HS_OPT_FUNC, 0, 0, 0, 0, 0, hsl_set_rate,
+	  "--rate must be a number of requests per second, > 0 and <= "
+	  "10000000" },
+	{ "duration", HS_OPT_DOUBLE, O(duration_s), 0, 0, 0.01, 86400, NULL,
+	  "--duration must be 0.01..86400 seconds" },
+	{ "warmup", HS_OPT_DOUBLE, O(warmup_s), 0, 0, 0, 3600, NULL,
+	  "--warmup must be 0..3600 seconds" },
+	{ "connections", HS_OPT_INT, O(connections), 1, HSL_MAX_CONNS, 0, 0,
+	  NULL, "--connections must be 1..10000" },
+	{ "arrival", HS_OPT_FUNC, 0, 0, 0, 0, 0, hsl_set_arrival,
+	  "--arrival must be uniform or poisson" },
+	{ "timeout", HS_OPT_DOUBLE, O(timeout_s), 0, 0, 0.01, 3600, NULL,
+	  "--timeout must be 0.01..3600 seconds" },
+	{ "sweep", HS_OPT_FUNC, 0, 0, 0, 0, 0, hsl_set_sweep,
+	  "--sweep must be a comma-separated list of 1..64 rates > 0, e.g. "
+	  "1000,2000,4000" },
+	{ "out", HS_OPT_STR, O(out), 0, 0, 0, 0, NULL, NULL },
+	{ "mix", HS_OPT_FUNC, 0, 0, 0, 0, 0, hsl_set_mix,
+	  "--mix must be plain, read, update or hot" },
+	{ "products", HS_OPT_I64, O(mix.products), 1, 10000000, 0, 0, NULL,
+	  "--products must be 1..10000000" },
+	{ "categories", HS_OPT_I64, O(mix.categories), 1, 10000000, 0, 0, NULL,
+	  "--categories must be 1..10000000" },
+	{ "top", HS_OPT_DOUBLE, O(mix.top), 0, 0, 0, 1, NULL,
+	  "--top must be a share in 0..1" },
+	{ "put", HS_OPT_DOUBLE, O(mix.put), 0, 0, 0, 1, NULL,
+	  "--put must be a share in 0..1" },
+	{ "review", HS_OPT_DOUBLE, O(mix.review), 0, 0, 0, 1, NULL,
+	  "--review must be a share in 0..1" },
+	{ "s", HS_OPT_DOUBLE, O(mix.s), 0, 0, 0, 10, NULL, "--s must be 0..10" },
+	{ "zipf-s", HS_OPT_DOUBLE, O(mix.s), 0, 0, 0, 10, NULL,
+	  "--s must be 0..10" },
+	{ "scatter", HS_OPT_INT, O(mix.scatter), 0, 1, 0, 0, NULL,
+	  "--scatter must be 0 or 1" },
+	{ "id", HS_OPT_I64, O(mix.id), 1, INT64_MAX / 2, 0, 0, NULL,
+	  "--id must be a positive product id" },
+	/* A uint64_t, stored as the int64_t it is read as (0..INT64_MAX). */
+	{ "seed", HS_OPT_I64, O(mix.seed), 0, INT64_MAX, 0, 0, NULL,
+	  "--seed must be a non-negative integer" },
+	{ "dump-requests", HS_OPT_I64, O(dump), 1, 100000000, 0, 0, NULL,
+	  "--dump-requests must be 1..100000000" },
+	{ "quiet", HS_OPT_FLAG, O(quiet), 0, 0, 0, 0, NULL, NULL },
+	{ "progress-ms", HS_OPT_INT, O(progress_ms), 100, 60000, 0, 0, NULL,
+	  "--progress-ms must be 100..60000" },
+	{ "per-connection", HS_OPT_FLAG, O(per_connection), 0, 0, 0, 0, NULL,
+	  NULL },
+};
+#undef O
+
 /* Returns 0 to run, 1 to exit 0 (--help), -1 on a usage error. */
 static int
 hsl_parse_args(struct hsl_opts *o, int argc, char **argv)
 {
-	enum { O_RATE = 256, O_DURATION, O_WARMUP, O_CONNS, O_ARRIVAL,
-	       O_TIMEOUT, O_SWEEP, O_OUT, O_MIX, O_PRODUCTS, O_CATEGORIES,
-	       O_TOP, O_PUT, O_REVIEW, O_S, O_SCATTER, O_ID, O_SEED, O_DUMP,
-	       O_QUIET, O_PROGRESS, O_PER_CONN, O_HELP };
-	static const struct option lo[] = {
-		{ "rate", required_argument, NULL, O_RATE },
-		{ "duration", required_argument, NULL, O_DURATION },
-		{ "warmup", required_argument, NULL, O_WARMUP },
-		{ "connections", required_argument, NULL, O_CONNS },
-		{ "arrival", required_argument, NULL, O_ARRIVAL },
-		{ "timeout", required_argument, NULL, O_TIMEOUT },
-		{ "sweep", required_argument, NULL, O_SWEEP },
-		{ "out", required_argument, NULL, O_OUT },
-		{ "mix", required_argument, NULL, O_MIX },
-		{ "products", required_argument, NULL, O_PRODUCTS },
-		{ "categories", required_argument, NULL, O_CATEGORIES },
-		{ "top", required_argument, NULL, O_TOP },
-		{ "put", required_argument, NULL, O_PUT },
-		{ "review", required_argument, NULL, O_REVIEW },
-		{ "s", required_argument, NULL, O_S },
-		{ "zipf-s", required_argument, NULL, O_S },
-		{ "scatter", required_argument, NULL, O_SCATTER },
-		{ "id", required_argument, NULL, O_ID },
-		{ "seed", required_argument, NULL, O_SEED },
-		{ "dump-requests", required_argument, NULL, O_DUMP },
-		{ "quiet", no_argument, NULL, O_QUIET },
-		{ "progress-ms", required_argument, NULL, O_PROGRESS },
-		{ "per-connection", no_argument, NULL, O_PER_CONN },
-		{ "help", no_argument, NULL, O_HELP },
-		{ NULL, 0, NULL, 0 },
-	};
-	int c, have_rate = 0, ival;
-	int64_t lval;
+	int rc;
 
 	memset(o, 0, sizeof(*o));
 	o->duration_s = 10;
@@ -243,123 +303,11 @@ hsl_parse_args(struct hsl_opts *o, int argc, char **argv)
 	o->connections = 64;
 	o->arrival = HSL_ARRIVAL_UNIFORM;
 	hsl_mix_defaults(&o->mix);
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-		const char *bad = NULL;
-
-		switch (c) {
-		case O_RATE:
-			if (hs_parse_double(optarg, 0.001, HSL_MAX_RATE,
-					    &o->rates[0]) != 0)
-				bad = "--rate must be a number of requests per "
-				      "second, > 0 and <= 10000000";
-			have_rate = 1;
-			break;
-		case O_DURATION:
-			if (hs_parse_double(optarg, 0.01, 86400, &o->duration_s))
-				bad = "--duration must be 0.01..86400 seconds";
-			break;
-		case O_WARMUP:
-			if (hs_parse_double(optarg, 0, 3600, &o->warmup_s))
-				bad = "--warmup must be 0..3600 seconds";
-			break;
-		case O_TIMEOUT:
-			if (hs_parse_double(optarg, 0.01, 3600, &o->timeout_s))
-				bad = "--timeout must be 0.01..3600 seconds";
-			break;
-		case O_CONNS:
-			if (hs_parse_int(optarg, 1, HSL_MAX_CONNS,
-					 &o->connections))
-				bad = "--connections must be 1..10000";
-			break;
-		case O_ARRIVAL:
-			if (strcmp(optarg, "uniform") == 0)
-				o->arrival = HSL_ARRIVAL_UNIFORM;
-			else if (strcmp(optarg, "poisson") == 0)
-				o->arrival = HSL_ARRIVAL_POISSON;
-			else
-				bad = "--arrival must be uniform or poisson";
-			break;
-		case O_SWEEP:
-			if (hsl_parse_rates(o, optarg) != 0)
-				bad = "--sweep must be a comma-separated list of "
-				      "1..64 rates > 0, e.g. 1000,2000,4000";
-			o->sweep = 1;
-			break;
-		case O_OUT:
-			o->out = optarg;
-			break;
-		case O_PER_CONN:
-			o->per_connection = 1;
-			break;
-		case O_MIX:
-			if (hsl_mix_parse_kind(optarg, &o->mix.kind) != 0)
-				bad = "--mix must be plain, read, update or hot";
-			break;
-		case O_PRODUCTS:
-			if (hs_parse_i64(optarg, 1, 10000000, &o->mix.products))
-				bad = "--products must be 1..10000000";
-			break;
-		case O_CATEGORIES:
-			if (hs_parse_i64(optarg, 1, 10000000,
-					 &o->mix.categories))
-				bad = "--categories must be 1..10000000";
-			break;
-		case O_TOP:
-			if (hs_parse_double(optarg, 0, 1, &o->mix.top))
-				bad = "--top must be a share in 0..1";
-			break;
-		case O_PUT:
-			if (hs_parse_double(optarg, 0, 1, &o->mix.put))
-				bad = "--put must be a share in 0..1";
-			break;
-		case O_REVIEW:
-			if (hs_parse_double(optarg, 0, 1, &o->mix.review))
-				bad = "--review must be a share in 0..1";
-			break;
-		case O_S:
-			if (hs_parse_double(optarg, 0, 10, &o->mix.s))
-				bad = "--s must be 0..10";
-			break;
-		case O_SCATTER:
-			if (hs_parse_int(optarg, 0, 1, &ival))
-				bad = "--scatter must be 0 or 1";
-			o->mix.scatter = ival;
-			break;
-		case O_ID:
-			if (hs_parse_i64(optarg, 1, INT64_MAX / 2, &o->mix.id))
-				bad = "--id must be a positive product id";
-			break;
-		case O_SEED:
-			if (hs_parse_i64(optarg, 0, INT64_MAX, &lval))
-				bad = "--seed must be a non-negative integer";
-			o->mix.seed = (uint64_t)lval;
-			break;
-		case O_DUMP:
-			if (hs_parse_i64(optarg, 1, 100000000, &lval))
-				bad = "--dump-requests must be 1..100000000";
-			o->dump = (long)lval;
-			break;
-		case O_QUIET:
-			o->quiet = 1;
-			break;
-		case O_PROGRESS:
-			if (hs_parse_int(optarg, 100, 60000, &o->progress_ms))
-				bad = "--progress-ms must be 100..60000";
-			break;
-		case O_HELP:
-			hsl_usage(stdout);
-			return 1;
-		default:
-			fprintf(stderr, "hs-load: unknown or incomplete option "
-				"'%s' (see --help)\n", argv[optind - 1]);
-			return -1;
-		}
-		if (bad != NULL) {
-			fprintf(stderr, "hs-load: %s (got '%s')\n", bad, optarg);
-			return -1;
-		}
-	}
+	rc = hs_opt_parse("hs-load", hsl_opt_defs,
+			  sizeof(hsl_opt_defs) / sizeof(hsl_opt_defs[0]), argc,
+			  argv, o, hsl_usage);
+	if (rc != 0)
+		return rc;
 	if (optind >= argc) {
 		fprintf(stderr, "hs-load: a URL is required (see --help)\n");
 		return -1;
@@ -374,7 +322,7 @@ hsl_parse_args(struct hsl_opts *o, int argc, char **argv)
 			"http://HOST[:PORT][/PATH])\n", argv[optind]);
 		return -1;
 	}
-	if (o->dump == 0 && have_rate == o->sweep) {
+	if (o->dump == 0 && o->have_rate == o->sweep) {
 		fprintf(stderr, "hs-load: give either --rate or --sweep "
 			"(see --help)\n");
 		return -1;
@@ -563,7 +511,7 @@ hsl_dump(const struct hsl_opts *o, struct hsl_mix *mix)
 	char req[HSL_REQ_MAX];
 	enum hsl_kind kind;
 
-	for (long i = 0; i < o->dump; i++) {
+	for (int64_t i = 0; i < o->dump; i++) {
 		size_t n = hsl_mix_next(mix, req, sizeof(req), &kind);
 		char *eol = memchr(req, '\r', n);
 

@@ -1290,50 +1290,61 @@ bw_submit(struct cache_batcher *b, int *done, struct cache_batch_req *r,
 #define B1 "{\"id\":1,\"version\":4}"
 #define B2 "{\"gone\":2}"
 
-static void
-test_batcher(void **state)
-{
-	struct group *g = *state;
-	struct cache_opts o;
+static const char *const bt_keys[10] = { "tb:1", "tb:2", "tb:3", "tb:1",
+					  "tb:1", "tb:3", "tb:2", "tb:1",
+					  "tb:9", "tb:1" };
+
+/* One batcher of 4 keys per multi-get, over tb:1 (200) and tb:2 (404). */
+struct bt {
 	struct cache_shared *s;
 	struct cache *c;
 	struct cache_batcher *b;
-	struct cache_stats st;
-	int done = 0;
-	static const char *const keys[10] = { "tb:1", "tb:2", "tb:3", "tb:1",
-					      "tb:1", "tb:3", "tb:2", "tb:1",
-					      "tb:9", "tb:1" };
+	int done;
 	struct cache_batch_req r[60];
+};
+
+static void
+bt_open(struct bt *t, struct group *g)
+{
+	struct cache_opts o;
 	char err[160];
+
+	memset(t, 0, sizeof(*t));
+	test_opts(&o, g);
+	t->s = mk_shared(&o);
+	t->c = cache_new(t->s);
+	assert_null(cache_batcher_new(t->s, 0, err, sizeof(err)));
+	assert_non_null(strstr(err, "1..1000"));
+	assert_null(cache_batcher_new(t->s, 1001, err, sizeof(err)));
+	assert_int_equal(cache_store(t->c, "tb:1", 200, B1, strlen(B1)), 0);
+	assert_int_equal(cache_store(t->c, "tb:2", 404, B2, strlen(B2)), 0);
+	t->b = cache_batcher_new(t->s, 4, err, sizeof(err));
+	assert_non_null(t->b);
+}
+
+/* Nothing is asked for until the owner runs the batch. */
+static void
+bt_run(struct bt *t)
+{
+	struct cache_batch_req *r = t->r;
+	struct cache_stats st;
 	int hits = 0;
 
-	test_opts(&o, g);
-	s = mk_shared(&o);
-	c = cache_new(s);
-	assert_null(cache_batcher_new(s, 0, err, sizeof(err)));
-	assert_non_null(strstr(err, "1..1000"));
-	assert_null(cache_batcher_new(s, 1001, err, sizeof(err)));
-	assert_int_equal(cache_store(c, "tb:1", 200, B1, strlen(B1)), 0);
-	assert_int_equal(cache_store(c, "tb:2", 404, B2, strlen(B2)), 0);
-	b = cache_batcher_new(s, 4, err, sizeof(err));
-	assert_non_null(b);
-
-	/* Nothing is asked for until the owner runs the batch. */
 	for (int i = 0; i < 10; i++)
-		bw_submit(b, &done, &r[i], keys[i]);
-	assert_int_equal(done, 0);
-	assert_int_equal(cache_batcher_run(b), 10);
-	assert_int_equal(done, 10);
-	assert_int_equal(cache_batcher_run(b), 0);
+		bw_submit(t->b, &t->done, &r[i], bt_keys[i]);
+	assert_int_equal(t->done, 0);
+	assert_int_equal(cache_batcher_run(t->b), 10);
+	assert_int_equal(t->done, 10);
+	assert_int_equal(cache_batcher_run(t->b), 0);
 	for (int i = 0; i < 10; i++) {
 		/* In submission order, max_keys per multi-get. */
 		assert_int_equal(r[i].batch_size, i < 8 ? 4 : 2);
-		if (strcmp(keys[i], "tb:1") == 0) {
+		if (strcmp(bt_keys[i], "tb:1") == 0) {
 			assert_int_equal(r[i].res, CACHE_HIT);
 			assert_int_equal(r[i].value.status, 200);
 			expect_body(&r[i].value, 1, 4);
 			hits++;
-		} else if (strcmp(keys[i], "tb:2") == 0) {
+		} else if (strcmp(bt_keys[i], "tb:2") == 0) {
 			assert_int_equal(r[i].res, CACHE_HIT);
 			assert_int_equal(r[i].value.status, 404);
 			assert_string_equal(r[i].value.body, B2);
@@ -1345,25 +1356,31 @@ test_batcher(void **state)
 		}
 		cache_value_release(&r[i].value);
 	}
-	cache_stats_get(s, &st);
+	cache_stats_get(t->s, &st);
 	assert_int_equal(st.batch_keys, 10);
 	assert_int_equal(st.batches, 3);
 	assert_int_equal(st.hits, (uint64_t)hits);
 	assert_int_equal(st.negative_hits, 2);
 	assert_int_equal(st.misses, 0);
 	assert_int_equal(st.fills, 0);
+}
 
-	/* A cancelled request is never asked for nor answered, wherever it
-	   stood in the queue; the queue stays usable. */
+/* A cancelled request is never asked for nor answered, wherever it stood
+   in the queue; the queue stays usable. */
+static void
+bt_cancel(struct bt *t)
+{
+	struct cache_batch_req *r = t->r;
+
 	for (int i = 0; i < 5; i++)
-		bw_submit(b, &done, &r[i], keys[i]);
-	cache_batch_cancel(b, &r[4]);      /* the tail */
-	cache_batch_cancel(b, &r[0]);      /* the head */
-	cache_batch_cancel(b, &r[2]);      /* the middle */
-	cache_batch_cancel(b, &r[2]);      /* no longer queued: no-op */
-	bw_submit(b, &done, &r[5], keys[5]);
-	assert_int_equal(cache_batcher_run(b), 3);
-	assert_int_equal(done, 13);
+		bw_submit(t->b, &t->done, &r[i], bt_keys[i]);
+	cache_batch_cancel(t->b, &r[4]);      /* the tail */
+	cache_batch_cancel(t->b, &r[0]);      /* the head */
+	cache_batch_cancel(t->b, &r[2]);      /* the middle */
+	cache_batch_cancel(t->b, &r[2]);      /* no longer queued: no-op */
+	bw_submit(t->b, &t->done, &r[5], bt_keys[5]);
+	assert_int_equal(cache_batcher_run(t->b), 3);
+	assert_int_equal(t->done, 13);
 	for (int i = 0; i < 6; i++) {
 		if (i == 0 || i == 2 || i == 4) {
 			assert_int_equal(r[i].batch_size, 0);
@@ -1372,28 +1389,46 @@ test_batcher(void **state)
 		assert_int_equal(r[i].batch_size, 3);
 		cache_value_release(&r[i].value);
 	}
-	cache_batch_cancel(b, &r[1]);      /* already answered: no-op */
+	cache_batch_cancel(t->b, &r[1]);      /* already answered: no-op */
+}
 
-	/* Stopping answers everything still queued before it returns. */
+/* Stopping answers everything still queued before it returns; then the
+   batcher refuses, and the caller reads on its own. */
+static void
+bt_stop(struct bt *t)
+{
+	struct cache_batch_req *r = t->r;
+
 	for (int i = 10; i < 60; i++)
-		bw_submit(b, &done, &r[i], keys[i % 10]);
-	cache_batcher_stop(b);
-	assert_int_equal(done, 63);
+		bw_submit(t->b, &t->done, &r[i], bt_keys[i % 10]);
+	cache_batcher_stop(t->b);
+	assert_int_equal(t->done, 63);
 	for (int i = 10; i < 60; i++) {
-		assert_int_equal(r[i].res, strcmp(keys[i % 10], "tb:3") == 0 ||
-					   strcmp(keys[i % 10], "tb:9") == 0
-					   ? CACHE_MISS : CACHE_HIT);
+		assert_int_equal(r[i].res,
+				 strcmp(bt_keys[i % 10], "tb:3") == 0 ||
+				 strcmp(bt_keys[i % 10], "tb:9") == 0
+				 ? CACHE_MISS : CACHE_HIT);
 		cache_value_release(&r[i].value);
 	}
-	/* Then it refuses: the caller reads on its own. */
 	memset(&r[0], 0, sizeof(r[0]));
 	r[0].done = bw_done;
-	assert_int_equal(cache_batch_submit(b, &r[0]), -1);
-	cache_batcher_stop(b);
-	cache_batcher_free(b);
+	assert_int_equal(cache_batch_submit(t->b, &r[0]), -1);
+	cache_batcher_stop(t->b);
+}
+
+static void
+test_batcher(void **state)
+{
+	struct bt t;
+
+	bt_open(&t, *state);
+	bt_run(&t);
+	bt_cancel(&t);
+	bt_stop(&t);
+	cache_batcher_free(t.b);
 	cache_batcher_free(NULL);
-	cache_free(c);
-	cache_shared_free(s);
+	cache_free(t.c);
+	cache_shared_free(t.s);
 }
 
 /* ---- faults --------------------------------------------------------------- */

@@ -7,8 +7,10 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -16,6 +18,7 @@
 #include "hs_hist.h"
 #include "hs_log.h"
 #include "hs_metrics.h"
+#include "hs_opt.h"
 #include "hs_util.h"
 
 static void
@@ -234,6 +237,99 @@ test_metrics_writer(void **state)
 	hs_buf_free(&b);
 }
 
+/* ---- table-driven options (hs_opt.h) ---- */
+
+struct topts {
+	int flag, n;
+	int64_t big;
+	double d;
+	const char *str;
+	int funcs;
+};
+
+static int usage_calls;
+
+static void
+topt_usage(FILE *f)
+{
+	(void)f;
+	usage_calls++;
+}
+
+static int
+topt_even(void *opts, const char *arg)
+{
+	struct topts *o = opts;
+
+	o->funcs++;
+	return strcmp(arg, "even") == 0 ? 0 : -1;
+}
+
+#define TO(f) offsetof(struct topts, f)
+static const struct hs_opt topt_defs[] = {
+	{ "flag", HS_OPT_FLAG, TO(flag), 0, 0, 0, 0, NULL, NULL },
+	{ "n", HS_OPT_INT, TO(n), -5, 5, 0, 0, NULL, "--n must be -5..5" },
+	{ "big", HS_OPT_I64, TO(big), 1, INT64_MAX, 0, 0, NULL, "--big" },
+	{ "d", HS_OPT_DOUBLE, TO(d), 0, 0, 0.5, 1.5, NULL, "--d" },
+	{ "str", HS_OPT_STR, TO(str), 0, 0, 0, 0, NULL, NULL },
+	{ "even", HS_OPT_FUNC, 0, 0, 0, 0, 0, topt_even, "--even" },
+};
+#undef TO
+
+static int
+topt_parse(struct topts *o, int argc, char **argv)
+{
+	memset(o, 0, sizeof(*o));
+	return hs_opt_parse("test", topt_defs,
+			    sizeof(topt_defs) / sizeof(topt_defs[0]), argc,
+			    argv, o, topt_usage);
+}
+
+static void
+test_opt_parse(void **state)
+{
+	char *good[] = { "p", "--flag", "--n", "-5", "op1", "--big",
+			 "9223372036854775807", "--d=1.5", "--str", "",
+			 "--even", "even", "op2", NULL };
+	char *bad_n[] = { "p", "--n", "6", NULL };
+	char *bad_d[] = { "p", "--d", "0.4", NULL };
+	char *bad_f[] = { "p", "--even", "odd", NULL };
+	char *unknown[] = { "p", "--nope", NULL };
+	char *short_h[] = { "p", "-h", NULL };
+	char *no_val[] = { "p", "--n", NULL };
+	char *flag_val[] = { "p", "--flag=1", NULL };
+	char *help[] = { "p", "--str", "x", "--help", "--nope", NULL };
+	struct topts o;
+
+	(void)state;
+	assert_int_equal(topt_parse(&o, 13, good), 0);
+	assert_int_equal(o.flag, 1);
+	assert_int_equal(o.n, -5);
+	assert_true(o.big == INT64_MAX);
+	assert_true(o.d == 1.5);
+	assert_string_equal(o.str, "");
+	assert_int_equal(o.funcs, 1);
+	/* The operands are moved behind the options. */
+	assert_int_equal(optind, 11);
+	assert_string_equal(good[11], "op1");
+	assert_string_equal(good[12], "op2");
+
+	assert_int_equal(topt_parse(&o, 3, bad_n), -1);
+	assert_int_equal(o.n, 0);
+	assert_int_equal(topt_parse(&o, 3, bad_d), -1);
+	assert_int_equal(topt_parse(&o, 3, bad_f), -1);
+	assert_int_equal(o.funcs, 1);
+	assert_int_equal(topt_parse(&o, 2, unknown), -1);
+	assert_int_equal(topt_parse(&o, 2, short_h), -1);
+	assert_int_equal(topt_parse(&o, 2, no_val), -1);
+	assert_int_equal(topt_parse(&o, 2, flag_val), -1);
+	assert_int_equal(usage_calls, 0);
+	/* --help stops the scan at once: what follows is not looked at. */
+	assert_int_equal(topt_parse(&o, 5, help), 1);
+	assert_int_equal(usage_calls, 1);
+	assert_string_equal(o.str, "x");
+}
+
 int
 main(void)
 {
@@ -247,6 +343,7 @@ main(void)
 		cmocka_unit_test(test_hist_json_buckets),
 		cmocka_unit_test(test_log_rate),
 		cmocka_unit_test(test_metrics_writer),
+		cmocka_unit_test(test_opt_parse),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
