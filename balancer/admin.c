@@ -27,9 +27,13 @@ static const char *const class_names[6] = { "none", "1xx", "2xx",
 					    "3xx",  "4xx", "5xx" };
 
 /* The BAL_COUNTERS / BAL_BACKEND_COUNTERS rows of one object (p->f). */
-#define BAL_ROW(f, ctype, json, prom, type, unit, help)                       \
-	r[n++] = (struct hs_metric){ json, prom, help, HS_##type,             \
-				     HS_UNIT_##unit, labels,                  \
+#define BAL_ROW(f, ctype, json, prom, type, unit, help) \
+	r[n++] = (struct hs_metric){ json,              \
+				     prom,              \
+				     help,              \
+				     HS_##type,         \
+				     HS_UNIT_##unit,    \
+				     labels,            \
 				     (int64_t)BAL_GET(&p->f) };
 
 static size_t
@@ -76,7 +80,8 @@ bal_stats_json(struct bal_app *app, struct hs_buf *out)
 			      bal_err_status[i],
 			      (long long)BAL_GET(&app->errors[i]));
 	hs_buf_puts(out, "},\"backends\":[");
-	TAILQ_FOREACH(b, &app->backends, all) {
+	TAILQ_FOREACH(b, &app->backends, all)
+	{
 		hs_buf_printf(out, "%s{\"name\":", first ? "" : ",");
 		first = 0;
 		hs_buf_json_str(out, b->name);
@@ -109,7 +114,7 @@ bal_stats_prom(struct bal_app *app, struct hs_buf *out)
 	bal_label *lab;
 
 	TAILQ_FOREACH(b, &app->backends, all)
-		nb++;
+	nb++;
 	fam = hs_xcalloc(nb * 5 + BAL_NERR, sizeof(*fam));
 	lab = hs_xcalloc(nb * 6 + BAL_NERR, sizeof(*lab));
 	hs_metrics_prom(out, "hs_balancer_", rows, app_rows(app, rows));
@@ -117,19 +122,23 @@ bal_stats_prom(struct bal_app *app, struct hs_buf *out)
 		snprintf(lab[i], sizeof(lab[i]), "status=\"%d\"",
 			 bal_err_status[i]);
 		fam[i] = (struct hs_metric){
-			NULL, "errors_total",
+			NULL,
+			"errors_total",
 			"Error answers made by the balancer itself, by status.",
-			HS_COUNTER, HS_UNIT_COUNT, lab[i],
+			HS_COUNTER,
+			HS_UNIT_COUNT,
+			lab[i],
 			BAL_GET(&app->errors[i])
 		};
 	}
 	hs_metrics_prom(out, "hs_balancer_", fam, BAL_NERR);
 	i = 0;
 	TAILQ_FOREACH(b, &app->backends, all)
-		snprintf(lab[i++], sizeof(lab[0]), "backend=\"%s\"", b->name);
+	snprintf(lab[i++], sizeof(lab[0]), "backend=\"%s\"", b->name);
 	for (int k = 0; k < BAL_NBROWS; k++) {
 		i = 0;
-		TAILQ_FOREACH(b, &app->backends, all) {
+		TAILQ_FOREACH(b, &app->backends, all)
+		{
 			backend_rows(b, lab[i], rows);
 			fam[i++] = rows[k];
 		}
@@ -137,26 +146,30 @@ bal_stats_prom(struct bal_app *app, struct hs_buf *out)
 	}
 	i = 0;
 	TAILQ_FOREACH(b, &app->backends, all)
-		for (int k = 1; k < 6; k++, i++) {
-			snprintf(lab[nb + i], sizeof(lab[0]),
-				 "backend=\"%s\",class=\"%s\"", b->name,
-				 class_names[k]);
-			fam[i] = (struct hs_metric){
-				NULL, "backend_responses_total",
-				"Responses from the backend, by status class.",
-				HS_COUNTER, HS_UNIT_COUNT, lab[nb + i],
-				BAL_GET(&b->resp[k])
-			};
-		}
+	for (int k = 1; k < 6; k++, i++) {
+		snprintf(lab[nb + i], sizeof(lab[0]),
+			 "backend=\"%s\",class=\"%s\"", b->name,
+			 class_names[k]);
+		fam[i] = (struct hs_metric){
+			NULL,
+			"backend_responses_total",
+			"Responses from the backend, by status class.",
+			HS_COUNTER,
+			HS_UNIT_COUNT,
+			lab[nb + i],
+			BAL_GET(&b->resp[k])
+		};
+	}
 	hs_metrics_prom(out, "hs_balancer_", fam, i);
 	hs_metrics_prom_head(out, "hs_balancer_", "backend_latency_seconds",
 			     "Time to the backend's answer, by backend.",
 			     "histogram");
-	TAILQ_FOREACH(b, &app->backends, all) {
+	TAILQ_FOREACH(b, &app->backends, all)
+	{
 		char labels[BAL_HOST_MAX + 32];
 		snprintf(labels, sizeof(labels), "backend=\"%s\"", b->name);
-		hs_hist_prom(out, &b->lat, "hs_balancer_backend_latency_seconds",
-			     labels);
+		hs_hist_prom(out, &b->lat,
+			     "hs_balancer_backend_latency_seconds", labels);
 	}
 	free(lab);
 	free(fam);
@@ -179,7 +192,8 @@ static void
 admin_cb(struct evhttp_request *req, void *arg)
 {
 	struct bal_admin *a = arg;
-	const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+	const char *path =
+		evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
 	struct hs_buf b = HS_BUF_INIT;
 
 	if (path != NULL && strcmp(path, "/stats") == 0) {

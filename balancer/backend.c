@@ -57,8 +57,8 @@ resolve(struct bal_backend *b)
 
 /* Reads the backends file: one spec per line, '#' comments, blank lines. */
 static int
-read_file(const char *path, struct bal_spec *specs, int *n, int max,
-	  char *err, size_t errlen)
+read_file(const char *path, struct bal_spec *specs, int *n, int max, char *err,
+	  size_t errlen)
 {
 	FILE *f = fopen(path, "r");
 	char line[BAL_HOST_MAX + 64];
@@ -104,8 +104,8 @@ find_backend(struct bal_app *app, const struct bal_spec *s)
 	struct bal_backend *b;
 
 	TAILQ_FOREACH(b, &app->backends, all)
-		if (b->port == s->port && strcmp(b->host, s->host) == 0)
-			return b;
+	if (b->port == s->port && strcmp(b->host, s->host) == 0)
+		return b;
 	return NULL;
 }
 
@@ -163,7 +163,8 @@ bal_set_load(struct bal_app *app, char *err, size_t errlen)
 	}
 	/* Backends left out of the new set stop taking requests. */
 	struct bal_backend *b;
-	TAILQ_FOREACH(b, &app->backends, all) {
+	TAILQ_FOREACH(b, &app->backends, all)
+	{
 		int in = 0;
 		for (int j = 0; j < set->n; j++)
 			in |= set->b[j] == b;

@@ -29,8 +29,8 @@ struct evconnlistener;
 struct bal_hc;
 
 #define BAL_MAX_BACKENDS 256
-#define BAL_HOST_MAX 256
-#define BAL_MAX_DENY 32
+#define BAL_HOST_MAX     256
+#define BAL_MAX_DENY     32
 /*
  * Descriptors kept out of --max-conns (listeners, loop internals, the admin
  * port and its clients, health checks), besides 8 per worker and one per
@@ -87,13 +87,13 @@ struct bal_config {
  * JSON key or Prometheus name leaves the row out of that export; type and
  * unit are hs_metrics.h's without the HS_ / HS_UNIT_ prefix.
  */
-#define BAL_COUNTERS(X)                                                       \
-	X(conns, int64_t, "connections", "connections", GAUGE, COUNT,         \
-	  "Client connections open.")                                         \
-	X(accepted, int64_t, "accepted", "accepted_total", COUNTER, COUNT,    \
-	  "Client connections accepted.")                                     \
-	X(rejected, int64_t, "rejected", "rejected_total", COUNTER, COUNT,    \
-	  "Client connections answered 503 at --max-conns.")                  \
+#define BAL_COUNTERS(X)                                                    \
+	X(conns, int64_t, "connections", "connections", GAUGE, COUNT,      \
+	  "Client connections open.")                                      \
+	X(accepted, int64_t, "accepted", "accepted_total", COUNTER, COUNT, \
+	  "Client connections accepted.")                                  \
+	X(rejected, int64_t, "rejected", "rejected_total", COUNTER, COUNT, \
+	  "Client connections answered 503 at --max-conns.")               \
 	X(draining, int, "draining", NULL, GAUGE, BOOL, NULL)
 
 #define BAL_BACKEND_COUNTERS(X)                                               \
@@ -108,7 +108,8 @@ struct bal_config {
 	X(requests, int64_t, "requests", "backend_requests_total", COUNTER,   \
 	  COUNT, "Requests sent to the backend.")                             \
 	X(failures, int64_t, "failures", "backend_failures_total", COUNTER,   \
-	  COUNT, "Attempts on the backend that failed (connect, I/O, "        \
+	  COUNT,                                                              \
+	  "Attempts on the backend that failed (connect, I/O, "               \
 	  "timeout).")                                                        \
 	X(retries, int64_t, "retries", "backend_retries_total", COUNTER,      \
 	  COUNT, "Requests retried after a failure on the backend.")
@@ -147,8 +148,8 @@ struct bal_app {
 	pthread_mutex_t reload_lock;
 	TAILQ_HEAD(, bal_backend) backends;
 	int next_id;
-	BAL_COUNTERS(BAL_FIELD)            /* global, atomic */
-	int64_t errors[BAL_NERR];          /* our own error answers */
+	BAL_COUNTERS(BAL_FIELD)   /* global, atomic */
+	int64_t errors[BAL_NERR]; /* our own error answers */
 	int nworkers;
 	struct bal_worker **workers;
 	struct event_base *base; /* worker 0's: signals, health, admin */
@@ -173,7 +174,7 @@ bal_set_current(struct bal_app *app)
 void bal_backends_free(struct bal_app *app);
 
 #define BAL_INC(p, n) __atomic_fetch_add((p), (n), __ATOMIC_RELAXED)
-#define BAL_GET(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define BAL_GET(p)    __atomic_load_n((p), __ATOMIC_RELAXED)
 
 /* May a policy pick b: up, still in the set, and not already tried? */
 static inline int
@@ -205,8 +206,8 @@ void bal_health_sync(struct bal_app *app);
 void bal_health_stop(struct bal_app *app);
 
 /* Admin listener (admin.c).  Returns NULL and logs on failure. */
-struct bal_admin *bal_admin_new(struct bal_app *app, const char *host,
-				int port, int *bound);
+struct bal_admin *bal_admin_new(struct bal_app *app, const char *host, int port,
+				int *bound);
 void bal_admin_free(struct bal_admin *a);
 /* Renders /stats or /metrics into out. */
 struct hs_buf;

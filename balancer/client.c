@@ -19,8 +19,8 @@
 #include "hs_util.h"
 
 #define BIT(s) (1u << (s))
-#define CS(s) BIT(BAL_CS_##s)
-#define BS(s) BIT(BAL_BS_##s)
+#define CS(s)  BIT(BAL_CS_##s)
+#define BS(s)  BIT(BAL_BS_##s)
 
 /*
  * Where each client state may go (besides staying).  A request runs
@@ -32,8 +32,8 @@
 const unsigned bal_client_next[BAL_CS_COUNT] = {
 	[BAL_CS_NEW] = CS(HEAD) | CS(CLOSED),
 	[BAL_CS_IDLE] = CS(HEAD) | CS(FULL) | CS(CLOSING) | CS(CLOSED),
-	[BAL_CS_HEAD] = CS(BODY) | CS(WAIT) | CS(IDLE) | CS(CLOSING) |
-			CS(CLOSED),
+	[BAL_CS_HEAD] =
+		CS(BODY) | CS(WAIT) | CS(IDLE) | CS(CLOSING) | CS(CLOSED),
 	[BAL_CS_BODY] = CS(WAIT) | CS(CLOSING) | CS(CLOSED),
 	[BAL_CS_WAIT] = CS(IDLE) | CS(CLOSING) | CS(CLOSED),
 	[BAL_CS_FULL] = CS(IDLE) | CS(CLOSED),
@@ -74,7 +74,8 @@ int
 bal_client_state_refused(const struct bal_client *c, enum bal_client_state to)
 {
 	log_warnx_rl("client %s: illegal state change %s -> %s", c->ip,
-		     bal_client_state_name(c->state), bal_client_state_name(to));
+		     bal_client_state_name(c->state),
+		     bal_client_state_name(to));
 	return -1;
 }
 
@@ -91,18 +92,30 @@ const char *
 bal_reason(int status)
 {
 	switch (status) {
-	case 400: return "Bad Request";
-	case 404: return "Not Found";
-	case 408: return "Request Timeout";
-	case 413: return "Content Too Large";
-	case 414: return "URI Too Long";
-	case 431: return "Request Header Fields Too Large";
-	case 501: return "Not Implemented";
-	case 502: return "Bad Gateway";
-	case 503: return "Service Unavailable";
-	case 504: return "Gateway Timeout";
-	case 505: return "HTTP Version Not Supported";
-	default: return "Error";
+	case 400:
+		return "Bad Request";
+	case 404:
+		return "Not Found";
+	case 408:
+		return "Request Timeout";
+	case 413:
+		return "Content Too Large";
+	case 414:
+		return "URI Too Long";
+	case 431:
+		return "Request Header Fields Too Large";
+	case 501:
+		return "Not Implemented";
+	case 502:
+		return "Bad Gateway";
+	case 503:
+		return "Service Unavailable";
+	case 504:
+		return "Gateway Timeout";
+	case 505:
+		return "HTTP Version Not Supported";
+	default:
+		return "Error";
 	}
 }
 

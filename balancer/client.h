@@ -30,38 +30,38 @@
 #include "parse.h"
 
 /* Back-pressure: stop reading a side while the other's output exceeds it. */
-#define BAL_HIGH_WM (256 * 1024)
-#define BAL_LOW_WM (64 * 1024)
+#define BAL_HIGH_WM       (256 * 1024)
+#define BAL_LOW_WM        (64 * 1024)
 #define BAL_MAX_RESP_HEAD (64 * 1024)
-#define BAL_MAX_TRIES 8
-#define BAL_POOL_IDLE_MS 15000
+#define BAL_MAX_TRIES     8
+#define BAL_POOL_IDLE_MS  15000
 
 /*
  * A client connection's states, X(name, what it means); the timer that
  * runs in each is named after it.  The legal transitions are the table in
  * client.c.
  */
-#define BAL_CLIENT_STATES(X)                                                  \
-	X(NEW, "accepted, no byte yet: the head deadline runs from accept")   \
-	X(IDLE, "keep-alive, between requests: idle timeout")                 \
-	X(HEAD, "a request head is arriving: head deadline")                  \
-	X(BODY, "its body is arriving: head timeout per progress")            \
-	X(WAIT, "request sent, waiting for or relaying the response")         \
-	X(FULL, "answered, but the client is not reading: the next "          \
-		"pipelined request waits until its output drains below "      \
-		"BAL_LOW_WM (idle timeout)")                                  \
-	X(CLOSING, "flushing a last answer before closing")                   \
-	X(LINGER, "our side shut: discarding input until the peer closes")    \
+#define BAL_CLIENT_STATES(X)                                                \
+	X(NEW, "accepted, no byte yet: the head deadline runs from accept") \
+	X(IDLE, "keep-alive, between requests: idle timeout")               \
+	X(HEAD, "a request head is arriving: head deadline")                \
+	X(BODY, "its body is arriving: head timeout per progress")          \
+	X(WAIT, "request sent, waiting for or relaying the response")       \
+	X(FULL, "answered, but the client is not reading: the next "        \
+		"pipelined request waits until its output drains below "    \
+		"BAL_LOW_WM (idle timeout)")                                \
+	X(CLOSING, "flushing a last answer before closing")                 \
+	X(LINGER, "our side shut: discarding input until the peer closes")  \
 	X(CLOSED, "closed: freed by bal_worker_reap()")
 #define BAL_CS_ENUM(name, doc) BAL_CS_##name,
 enum bal_client_state { BAL_CLIENT_STATES(BAL_CS_ENUM) BAL_CS_COUNT };
 
 /* A backend connection's states. */
-#define BAL_BCONN_STATES(X)                                                   \
-	X(CONNECTING, "connect(2) in progress: connect timeout")              \
-	X(IDLE, "in its worker's pool, no request: pool idle timeout")        \
-	X(SENT, "carrying a request, no final response head yet")             \
-	X(BODY, "relaying the response body to the client")                   \
+#define BAL_BCONN_STATES(X)                                            \
+	X(CONNECTING, "connect(2) in progress: connect timeout")       \
+	X(IDLE, "in its worker's pool, no request: pool idle timeout") \
+	X(SENT, "carrying a request, no final response head yet")      \
+	X(BODY, "relaying the response body to the client")            \
 	X(CLOSED, "closed: freed by bal_worker_reap()")
 #define BAL_BS_ENUM(name, doc) BAL_BS_##name,
 enum bal_bconn_state { BAL_BCONN_STATES(BAL_BS_ENUM) BAL_BS_COUNT };
@@ -94,7 +94,7 @@ struct bal_client {
 	/* The request in progress. */
 	enum bal_method method;
 	int version_minor;
-	int req_ka;       /* the client wants keep-alive */
+	int req_ka; /* the client wants keep-alive */
 	enum bal_body body_kind;
 	int body_done;    /* the whole body went to the backend */
 	int resp_started; /* a byte of the answer is queued to the client */
@@ -241,7 +241,7 @@ void bal_worker_reap(struct bal_worker *w);
 const char *bal_reason(int status);
 /* Appends the response to out, counts it in /stats; returns out->len. */
 struct hs_buf;
-size_t bal_error_response(struct bal_app *app, struct hs_buf *out,
-			  int status, const char *why, int close);
+size_t bal_error_response(struct bal_app *app, struct hs_buf *out, int status,
+			  const char *why, int close);
 
 #endif

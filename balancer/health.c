@@ -91,7 +91,7 @@ hc_event(struct bufferevent *bev, short what, void *arg)
 		return;
 	hc_result(hc, 0,
 		  (what & BEV_EVENT_TIMEOUT) ? "health check timed out"
-					      : "health check failed");
+					     : "health check failed");
 }
 
 static void
@@ -115,8 +115,7 @@ hc_tick(evutil_socket_t fd, short what, void *arg)
 			    "User-Agent: hs-balancer-health\r\n"
 			    "Connection: close\r\n\r\n",
 			    app->cfg.health_path, hc->b->name);
-	if (bufferevent_socket_connect(hc->bev,
-				       (struct sockaddr *)&hc->b->addr,
+	if (bufferevent_socket_connect(hc->bev, (struct sockaddr *)&hc->b->addr,
 				       (int)hc->b->addrlen) < 0) {
 		if (bal_err_local(errno)) {
 			/* No socket to check with says nothing of the backend. */
@@ -146,7 +145,8 @@ bal_health_sync(struct bal_app *app)
 	int ms = app->cfg.health_interval_ms;
 	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
 
-	TAILQ_FOREACH(b, &app->backends, all) {
+	TAILQ_FOREACH(b, &app->backends, all)
+	{
 		int removed = BAL_GET(&b->removed);
 		if (removed && b->hc != NULL) {
 			hc_free(b->hc);
@@ -169,6 +169,6 @@ bal_health_stop(struct bal_app *app)
 	struct bal_backend *b;
 
 	TAILQ_FOREACH(b, &app->backends, all)
-		if (b->hc != NULL)
-			hc_free(b->hc);
+	if (b->hc != NULL)
+		hc_free(b->hc);
 }

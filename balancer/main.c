@@ -205,8 +205,10 @@ opt_help(struct bal_config *cfg, int *log_level, const struct opt *o,
 }
 
 #define ARG required_argument
-#define INT(name, field, lo, hi)                                              \
-	{ name, ARG, opt_int, offsetof(struct bal_config, field), lo, hi }
+#define INT(name, field, lo, hi)                                               \
+	{                                                                      \
+		name, ARG, opt_int, offsetof(struct bal_config, field), lo, hi \
+	}
 #define MS 3600000 /* the longest timeout or interval, in ms */
 
 static const struct opt opts[] = {
@@ -224,11 +226,11 @@ static const struct opt opts[] = {
 	INT("idle-timeout-ms", idle_timeout_ms, 1, MS),
 	INT("backend-timeout-ms", backend_timeout_ms, 1, MS),
 	INT("drain-timeout-ms", drain_timeout_ms, 0, MS),
-	{ "max-conns", ARG, opt_max_conns, offsetof(struct bal_config,
-						    max_conns), 0, 10000000 },
+	{ "max-conns", ARG, opt_max_conns,
+	  offsetof(struct bal_config, max_conns), 0, 10000000 },
 	{ "max-body", ARG, opt_max_body, 0, 0, 0 },
-	{ "max-line", ARG, opt_size, offsetof(struct bal_config,
-					      lim.max_line), 64, 1 << 20 },
+	{ "max-line", ARG, opt_size, offsetof(struct bal_config, lim.max_line),
+	  64, 1 << 20 },
 	{ "max-header-size", ARG, opt_size,
 	  offsetof(struct bal_config, lim.max_head), 64, 1 << 20 },
 	INT("max-headers", lim.max_headers, 1, BAL_MAX_HEADERS),
@@ -243,7 +245,8 @@ static const struct opt opts[] = {
 static int
 bad(const char *opt, const char *val)
 {
-	fprintf(stderr, "hs-balancer: invalid value for --%s: '%s'\n", opt, val);
+	fprintf(stderr, "hs-balancer: invalid value for --%s: '%s'\n", opt,
+		val);
 	return -1;
 }
 
@@ -294,8 +297,9 @@ parse_args(int argc, char **argv, struct bal_config *cfg, int *log_level)
 		if (ch == 'h')
 			return opt_help(cfg, log_level, NULL, NULL);
 		if (ch < 256 || ch >= 256 + (int)NOPTS) {
-			fprintf(stderr, "hs-balancer: unknown or incomplete "
-					"option '%s' (see --help)\n",
+			fprintf(stderr,
+				"hs-balancer: unknown or incomplete "
+				"option '%s' (see --help)\n",
 				argv[optind - 1]);
 			return -1;
 		}
@@ -347,15 +351,16 @@ fit_descriptors(struct bal_config *cfg, int nbackends)
 	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 100000000)
 		return;
 	avail = ((long)rl.rlim_cur - BAL_FD_RESERVE - 8L * cfg->workers -
-		 nbackends) * 3 / 4;
+		 nbackends) *
+		3 / 4;
 	if (avail < 1)
 		avail = 1;
 	if (cfg->max_conns != 0 && cfg->max_conns <= avail)
 		return;
 	if (cfg->max_conns_given)
 		log_warnx("--max-conns %d lowered to %ld to fit the descriptor "
-			  "limit of %ld (ulimit -n)", cfg->max_conns, avail,
-			  (long)rl.rlim_cur);
+			  "limit of %ld (ulimit -n)",
+			  cfg->max_conns, avail, (long)rl.rlim_cur);
 	else
 		log_info("at most %ld clients at a time (descriptor limit %ld)",
 			 avail, (long)rl.rlim_cur);

@@ -17,19 +17,17 @@
 static const unsigned char tchar[256] = {
 	['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1,
 	['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1,
-	['`'] = 1, ['|'] = 1, ['~'] = 1,
-	['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1,
-	['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
-	['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1,
-	['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1,
-	['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1,
-	['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
-	['Y'] = 1, ['Z'] = 1,
-	['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1,
-	['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1,
-	['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1,
-	['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
-	['y'] = 1, ['z'] = 1,
+	['`'] = 1, ['|'] = 1, ['~'] = 1, ['0'] = 1, ['1'] = 1, ['2'] = 1,
+	['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1,
+	['9'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1,
+	['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1,
+	['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1,
+	['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1,
+	['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1,
+	['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1,
+	['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1,
+	['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1,
+	['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
 };
 
 static const char *const method_names[BAL_M_COUNT] = {
@@ -61,11 +59,11 @@ eq_ci(const char *p, size_t n, const char *lit)
 	return strlen(lit) == n && strncasecmp(p, lit, n) == 0;
 }
 
-#define FAIL(st, msg)                                                          \
-	do {                                                                   \
-		if (why)                                                       \
-			*why = (msg);                                          \
-		return -(st);                                                  \
+#define FAIL(st, msg)                 \
+	do {                          \
+		if (why)              \
+			*why = (msg); \
+		return -(st);         \
 	} while (0)
 
 /*
@@ -196,7 +194,8 @@ host_ok(const unsigned char *v, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = v[i];
 		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		      (c >= '0' && c <= '9') || strchr("-._~!$&'()*+,;=:[]%", c)))
+		      (c >= '0' && c <= '9') ||
+		      strchr("-._~!$&'()*+,;=:[]%", c)))
 			return 0;
 		if (c == 0)
 			return 0;
@@ -490,8 +489,8 @@ bal_parse_request(const char *buf, size_t len, const struct bal_limits *lim,
 		FAIL(400, "malformed request target");
 	}
 	m->status = 0;
-	r = parse_fields(buf, len, pos, lim->max_head, lim->max_headers, 400,
-			 m, why);
+	r = parse_fields(buf, len, pos, lim->max_head, lim->max_headers, 400, m,
+			 why);
 	if (r <= 0)
 		return r;
 	m->head_len = (size_t)r;
@@ -561,19 +560,28 @@ incomplete:
 }
 
 enum {
-	CH_SIZE = 0, CH_EXT, CH_SIZE_LF, CH_DATA, CH_DATA_CR, CH_DATA_LF,
-	CH_TRAILER, CH_TRAILER_NAME, CH_TRAILER_LINE, CH_TRAILER_LF, CH_END_LF,
+	CH_SIZE = 0,
+	CH_EXT,
+	CH_SIZE_LF,
+	CH_DATA,
+	CH_DATA_CR,
+	CH_DATA_LF,
+	CH_TRAILER,
+	CH_TRAILER_NAME,
+	CH_TRAILER_LINE,
+	CH_TRAILER_LF,
+	CH_END_LF,
 	CH_DONE
 };
 
 #define CHUNK_LINE_MAX 4096
 
 #undef FAIL
-#define FAIL(msg)                                                              \
-	do {                                                                   \
-		if (why)                                                       \
-			*why = (msg);                                          \
-		return -1;                                                     \
+#define FAIL(msg)                     \
+	do {                          \
+		if (why)              \
+			*why = (msg); \
+		return -1;            \
 	} while (0)
 
 /* One byte of a size line or of the CRLF after data; NULL or an error. */

@@ -20,12 +20,19 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define BAL_MAX_HEADERS 100
+#define BAL_MAX_HEADERS     100
 #define BAL_MAX_CONN_TOKENS 8
 
 enum bal_method {
-	BAL_M_GET, BAL_M_HEAD, BAL_M_POST, BAL_M_PUT, BAL_M_DELETE,
-	BAL_M_OPTIONS, BAL_M_PATCH, BAL_M_TRACE, BAL_M_COUNT
+	BAL_M_GET,
+	BAL_M_HEAD,
+	BAL_M_POST,
+	BAL_M_PUT,
+	BAL_M_DELETE,
+	BAL_M_OPTIONS,
+	BAL_M_PATCH,
+	BAL_M_TRACE,
+	BAL_M_COUNT
 };
 
 /* Header flags set by the parsers. */
@@ -47,8 +54,8 @@ struct bal_limits {
 };
 
 struct bal_msg {
-	size_t head_len;     /* bytes up to and including the blank line */
-	int version_minor;   /* 0 or 1 */
+	size_t head_len;   /* bytes up to and including the blank line */
+	int version_minor; /* 0 or 1 */
 	/* Requests. */
 	enum bal_method method;
 	uint32_t target_off, target_len;

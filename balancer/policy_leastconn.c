@@ -29,8 +29,8 @@ lc_pick(void *st, const struct bal_set *set, const unsigned char *tried)
 	int64_t best_act = 0;
 
 	for (int k = 0; k < set->n; k++) {
-		struct bal_backend *b = set->b[(*start + (unsigned)k) %
-						(unsigned)set->n];
+		struct bal_backend *b =
+			set->b[(*start + (unsigned)k) % (unsigned)set->n];
 		int64_t act;
 		if (!bal_backend_usable(b, tried))
 			continue;
@@ -45,5 +45,8 @@ lc_pick(void *st, const struct bal_set *set, const unsigned char *tried)
 }
 
 const struct bal_policy_ops bal_policy_leastconn = {
-	"leastconn", lc_new, lc_free, lc_pick,
+	"leastconn",
+	lc_new,
+	lc_free,
+	lc_pick,
 };

@@ -43,5 +43,8 @@ rr_pick(void *st, const struct bal_set *set, const unsigned char *tried)
 }
 
 const struct bal_policy_ops bal_policy_rr = {
-	"roundrobin", rr_new, rr_free, rr_pick,
+	"roundrobin",
+	rr_new,
+	rr_free,
+	rr_pick,
 };

@@ -42,8 +42,7 @@ static void client_next(struct bal_client *c);
  * on with the next pipelined request.
  */
 static void
-answer_error(struct bal_client *c, int status, const char *why,
-	     int close_after)
+answer_error(struct bal_client *c, int status, const char *why, int close_after)
 {
 	if (bal_client_queue_error(c, status, why, close_after)) {
 		bal_client_close_after_flush(c);
@@ -285,7 +284,8 @@ get_bconn(struct bal_client *c)
 	}
 	for (int i = 0; i < set->n; i++)
 		if (BAL_GET(&set->b[i]->up) && !BAL_GET(&set->b[i]->removed)) {
-			answer_error(c, 502, "no backend could take the request",
+			answer_error(c, 502,
+				     "no backend could take the request",
 				     !c->body_done);
 			return NULL;
 		}
@@ -355,7 +355,8 @@ check_request(struct bal_client *c, const char *p, const struct bal_msg *m,
 	if (c->body_kind == BAL_BODY_CHUNKED) {
 		/* Check what is here already before a byte goes out. */
 		struct bal_chunk tmp = c->chunk;
-		ssize_t s = bal_scan_chunks(c->io.in, &tmp, cfg->max_body, &why);
+		ssize_t s =
+			bal_scan_chunks(c->io.in, &tmp, cfg->max_body, &why);
 		if (s < 0) {
 			answer_error(c, s == -2 ? 413 : 400, why, 1);
 			return -1;
@@ -854,14 +855,14 @@ client_on_timer(struct bal_client *c, evutil_socket_t fd)
  * The event callbacks: each runs its handler, then frees what the handler
  * closed, the one place where clients and backend connections are freed.
  */
-#define REAPING_CB(linkage, cb, type, handler)                                \
-	linkage void cb(evutil_socket_t fd, short what, void *arg)            \
-	{                                                                     \
-		type *o = arg;                                                \
-		struct bal_worker *w = o->w;                                  \
-                                                                              \
-		handler(o, fd);                                               \
-		bal_worker_reap(w);                                           \
+#define REAPING_CB(linkage, cb, type, handler)                     \
+	linkage void cb(evutil_socket_t fd, short what, void *arg) \
+	{                                                          \
+		type *o = arg;                                     \
+		struct bal_worker *w = o->w;                       \
+                                                                   \
+		handler(o, fd);                                    \
+		bal_worker_reap(w);                                \
 	}
 
 REAPING_CB(static, bconn_read_cb, struct bal_bconn, bconn_on_read)

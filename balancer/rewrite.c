@@ -10,10 +10,10 @@
 #include "hs_util.h"
 #include "rewrite.h"
 
-#define PUT(o, n, s, l)                                                        \
-	do {                                                                   \
-		memcpy((o) + (n), (s), (l));                                   \
-		(n) += (l);                                                    \
+#define PUT(o, n, s, l)                      \
+	do {                                 \
+		memcpy((o) + (n), (s), (l)); \
+		(n) += (l);                  \
 	} while (0)
 #define PUTS(o, n, lit) PUT(o, n, lit, sizeof(lit) - 1)
 
@@ -96,8 +96,7 @@ bal_forward_head(struct bal_client *c, const char *p, const struct bal_msg *m)
 
 /* The head sent to the client: hop-by-hop fields out, our Connection in. */
 size_t
-bal_response_head(struct bal_client *c, const char *p,
-		    const struct bal_msg *m)
+bal_response_head(struct bal_client *c, const char *p, const struct bal_msg *m)
 {
 	char *o = bal_scratch(c->w, m->head_len + m->nhdrs + 64);
 	size_t n = 0;
@@ -121,7 +120,7 @@ bal_response_head(struct bal_client *c, const char *p,
  */
 ssize_t
 bal_scan_chunks(struct evbuffer *in, struct bal_chunk *st, int64_t max,
-	    const char **why)
+		const char **why)
 {
 	size_t total = 0, len = evbuffer_get_length(in);
 
@@ -179,4 +178,3 @@ bal_path_denied(struct bal_client *c, const char *p, const struct bal_msg *m)
 			return 1;
 	return 0;
 }
-

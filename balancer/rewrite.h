@@ -22,8 +22,8 @@ size_t bal_response_head(struct bal_client *c, const char *p,
  * number of bytes that belong to the message, -1 on bad framing, -2 when
  * the body exceeds max (max < 0: no limit).
  */
-ssize_t bal_scan_chunks(struct evbuffer *in, struct bal_chunk *st,
-			int64_t max, const char **why);
+ssize_t bal_scan_chunks(struct evbuffer *in, struct bal_chunk *st, int64_t max,
+			const char **why);
 /* Whether the request's path is one --deny-path keeps from clients. */
 int bal_path_denied(struct bal_client *c, const char *p,
 		    const struct bal_msg *m);

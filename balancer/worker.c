@@ -33,7 +33,8 @@ reject(struct bal_app *app, int fd)
 	close(fd);
 	BAL_INC(&app->rejected, 1);
 	log_warnx_rl("%d clients connected (--max-conns): answering new ones "
-		     "503", app->cfg.max_conns);
+		     "503",
+		     app->cfg.max_conns);
 }
 
 static void

@@ -12,10 +12,10 @@
 #include "hs_util.h"
 
 struct cache_batcher {
-	struct cache *c;                 /* the batcher's own connections */
+	struct cache *c; /* the batcher's own connections */
 	unsigned max_keys;
 	struct cache_batch_req *head, **tail;
-	bool stopping;                   /* no new requests */
+	bool stopping; /* no new requests */
 	/* scratch arrays, max_keys each */
 	struct cache_batch_req **reqs;
 	const char **keys;
@@ -48,7 +48,7 @@ run_batch(struct cache_batcher *b, size_t n)
 			cache_count_res(b->c, CACHE_HIT, &r->value);
 			hs_hist_record(&b->c->sh->fetch_hist, info.cache_us);
 		}
-		r->done(r);   /* r may be gone from here on */
+		r->done(r); /* r may be gone from here on */
 	}
 }
 

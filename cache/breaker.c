@@ -16,9 +16,12 @@ const char *
 cache_brk_state_name(int st)
 {
 	switch (st) {
-	case BRK_CLOSED: return "closed";
-	case BRK_OPEN: return "open";
-	default: return "half-open";
+	case BRK_CLOSED:
+		return "closed";
+	case BRK_OPEN:
+		return "open";
+	default:
+		return "half-open";
 	}
 }
 
@@ -58,7 +61,8 @@ cache_brk_ok(struct cache_breaker *b)
 void
 cache_brk_fail(struct cache_shared *s, struct cache_breaker *b)
 {
-	uint64_t until = hs_now_ns() + (uint64_t)s->o.breaker_open_ms * 1000000u;
+	uint64_t until =
+		hs_now_ns() + (uint64_t)s->o.breaker_open_ms * 1000000u;
 	int st = atomic_load(&b->state);
 
 	if (st == BRK_HALF) {
@@ -76,7 +80,7 @@ cache_brk_fail(struct cache_shared *s, struct cache_breaker *b)
 		atomic_store(&b->fails, 0);
 		CNT_INC(s, breaker_opens);
 		log_warnx_rl("cache: memcached %s failing; breaker open, reads "
-			     "bypass it (probe every %u ms)", b->name,
-			     s->o.breaker_open_ms);
+			     "bypass it (probe every %u ms)",
+			     b->name, s->o.breaker_open_ms);
 	}
 }

@@ -59,9 +59,12 @@ const char *
 cache_res_name(enum cache_res r)
 {
 	switch (r) {
-	case CACHE_HIT: return "HIT";
-	case CACHE_MISS: return "MISS";
-	default: return "BYPASS";
+	case CACHE_HIT:
+		return "HIT";
+	case CACHE_MISS:
+		return "MISS";
+	default:
+		return "BYPASS";
 	}
 }
 
@@ -96,19 +99,36 @@ cache_ttl_jitter(unsigned ttl, double frac, uint64_t *rng)
 static int
 key_fmt(char *buf, const char *kind, int64_t id)
 {
-	return snprintf(buf, CACHE_KEY_MAX, CACHE_KEY_PREFIX "%s:%" PRId64, kind, id);
+	return snprintf(buf, CACHE_KEY_MAX, CACHE_KEY_PREFIX "%s:%" PRId64,
+			kind, id);
 }
 
-int cache_key_product(char *buf, int64_t id) { return key_fmt(buf, "p", id); }
-int cache_key_category(char *buf, int64_t id) { return key_fmt(buf, "c", id); }
-int cache_key_world(char *buf, int64_t id) { return key_fmt(buf, "w", id); }
+int
+cache_key_product(char *buf, int64_t id)
+{
+	return key_fmt(buf, "p", id);
+}
+int
+cache_key_category(char *buf, int64_t id)
+{
+	return key_fmt(buf, "c", id);
+}
+int
+cache_key_world(char *buf, int64_t id)
+{
+	return key_fmt(buf, "w", id);
+}
 
 /* ---- options and handles ---------------------------------------------- */
 
 static int
 check_opts(const struct cache_opts *o, char *err, size_t errlen)
 {
-#define BAD(...) do { snprintf(err, errlen, __VA_ARGS__); return -1; } while (0)
+#define BAD(...)                                    \
+	do {                                        \
+		snprintf(err, errlen, __VA_ARGS__); \
+		return -1;                          \
+	} while (0)
 	if (o->servers == NULL || o->servers[0] == '\0')
 		BAD("cache: empty memcached server list");
 	if (o->mode != CACHE_MODE_LEASE && o->mode != CACHE_MODE_NAIVE)
@@ -150,7 +170,8 @@ set_behaviors(memcached_st *mc)
 	rc = memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED, 1);
 	if (memcached_failed(rc))
 		return rc;
-	return memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_REMOVE_FAILED_SERVERS,
+	return memcached_behavior_set(mc,
+				      MEMCACHED_BEHAVIOR_REMOVE_FAILED_SERVERS,
 				      0);
 }
 
@@ -169,14 +190,17 @@ add_servers(struct cache_shared *s, char *err, size_t errlen)
 	while ((tok = strsep(&rest, ",")) != NULL) {
 		if (hs_parse_hostport(tok, host, sizeof(host), &port) < 0 ||
 		    port == 0) {
-			snprintf(err, errlen, "cache: bad memcached address '%s' "
-				 "(want HOST:PORT[,HOST:PORT...])", tok);
+			snprintf(err, errlen,
+				 "cache: bad memcached address '%s' "
+				 "(want HOST:PORT[,HOST:PORT...])",
+				 tok);
 			goto out;
 		}
 		if (memcached_failed(memcached_server_add(s->proto, host,
 							  (in_port_t)port))) {
-			snprintf(err, errlen, "cache: cannot add server '%s': %s",
-				 tok, memcached_last_error_message(s->proto));
+			snprintf(err, errlen,
+				 "cache: cannot add server '%s': %s", tok,
+				 memcached_last_error_message(s->proto));
 			goto out;
 		}
 		/* libmemcached keeps servers in insertion order. */

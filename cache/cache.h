@@ -59,20 +59,20 @@ enum cache_res { CACHE_HIT = 0, CACHE_MISS = 1, CACHE_ERR = 2 };
 enum cache_mode { CACHE_MODE_LEASE = 0, CACHE_MODE_NAIVE = 1 };
 
 struct cache_opts {
-	const char *servers;       /* "HOST:PORT[,HOST:PORT...]"; copied */
-	enum cache_mode mode;      /* lease */
-	unsigned ttl_s;            /* 300: TTL of 200 bodies */
-	double ttl_jitter;         /* 0.1: TTL drawn from [ttl*(1-j), ttl] */
-	unsigned neg_ttl_s;        /* 5: TTL of 404 bodies (negative entries) */
-	unsigned lease_ttl_s;      /* 3: lifetime of a lease marker */
-	unsigned lease_wait_ms;    /* 300: longest a loser waits for the winner */
-	unsigned lease_poll_ms;    /* 5: longest pause between a loser's re-gets
+	const char *servers;    /* "HOST:PORT[,HOST:PORT...]"; copied */
+	enum cache_mode mode;   /* lease */
+	unsigned ttl_s;         /* 300: TTL of 200 bodies */
+	double ttl_jitter;      /* 0.1: TTL drawn from [ttl*(1-j), ttl] */
+	unsigned neg_ttl_s;     /* 5: TTL of 404 bodies (negative entries) */
+	unsigned lease_ttl_s;   /* 3: lifetime of a lease marker */
+	unsigned lease_wait_ms; /* 300: longest a loser waits for the winner */
+	unsigned lease_poll_ms; /* 5: longest pause between a loser's re-gets
 				      (they start at 0.5 ms and double) */
 	unsigned connect_timeout_ms; /* 50 */
-	unsigned io_timeout_ms;    /* 50: poll / send / receive timeout */
-	unsigned breaker_errors;   /* 5: consecutive errors that open a breaker */
-	unsigned breaker_open_ms;  /* 250: open time before a half-open probe */
-	unsigned fill_delay_ms;    /* 0: sleep between fill and store (tests/talks) */
+	unsigned io_timeout_ms;      /* 50: poll / send / receive timeout */
+	unsigned breaker_errors; /* 5: consecutive errors that open a breaker */
+	unsigned breaker_open_ms; /* 250: open time before a half-open probe */
+	unsigned fill_delay_ms; /* 0: sleep between fill and store (tests/talks) */
 };
 
 /* Fills o with the defaults above (servers = "127.0.0.1:11211"). */
@@ -107,7 +107,7 @@ struct cache *cache_thread_handle(struct cache_shared *s);
 /* A response body with its HTTP status (200 or 404 from the cache). */
 struct cache_value {
 	int status;
-	char *body;  /* malloc'd, owned by the holder; NUL-terminated */
+	char *body; /* malloc'd, owned by the holder; NUL-terminated */
 	size_t len;
 };
 /* Frees v->body (free(3) works too) and zeroes v.  NULL-safe. */
@@ -123,18 +123,18 @@ void cache_value_release(struct cache_value *v);
 typedef int (*cache_fill_fn)(void *arg, size_t idx, char **body, size_t *len);
 
 struct cache_fetch_info {
-	enum cache_res res;    /* same as the return value */
-	bool negative;         /* served a cached 404 */
-	bool filled;           /* fill was called */
-	bool stored;           /* the filled body went into memcached */
-	bool lease_won;        /* this call filled under its own lease */
-	bool lease_waited;     /* found another filler's lease and waited */
-	bool lease_fallback;   /* waited out the bound, filled without storing */
-	bool fill_conflict;    /* cas refused: an update deleted our lease */
-	bool breaker_open;     /* bypassed without asking memcached */
-	uint64_t cache_us;     /* time in memcached calls */
-	uint64_t wait_us;      /* time sleeping on another filler's lease */
-	uint64_t fill_us;      /* time in fill (without fill_delay_ms) */
+	enum cache_res res;  /* same as the return value */
+	bool negative;       /* served a cached 404 */
+	bool filled;         /* fill was called */
+	bool stored;         /* the filled body went into memcached */
+	bool lease_won;      /* this call filled under its own lease */
+	bool lease_waited;   /* found another filler's lease and waited */
+	bool lease_fallback; /* waited out the bound, filled without storing */
+	bool fill_conflict;  /* cas refused: an update deleted our lease */
+	bool breaker_open;   /* bypassed without asking memcached */
+	uint64_t cache_us;   /* time in memcached calls */
+	uint64_t wait_us;    /* time sleeping on another filler's lease */
+	uint64_t fill_us;    /* time in fill (without fill_delay_ms) */
 };
 
 /*
@@ -193,7 +193,7 @@ const char *cache_res_name(enum cache_res r);
 
 /* Keys: a format version prefix so that a body format change starts cold. */
 #define CACHE_KEY_PREFIX "hs1:"
-#define CACHE_KEY_MAX 48
+#define CACHE_KEY_MAX    48
 /* Write "hs1:p:<id>" etc. into buf (CACHE_KEY_MAX bytes); return the length. */
 int cache_key_product(char *buf, int64_t id);
 int cache_key_category(char *buf, int64_t id);
@@ -226,14 +226,14 @@ struct cache_batch_req {
 	void (*done)(struct cache_batch_req *r);
 	void *arg;
 	/* set by cache_batch_submit */
-	uint64_t submit_us;        /* when it was queued (hs_now_us) */
+	uint64_t submit_us; /* when it was queued (hs_now_us) */
 	/* the answer */
-	enum cache_res res;        /* HIT: value is set; MISS (or a lease
+	enum cache_res res;       /* HIT: value is set; MISS (or a lease
 				      marker); ERR (memcached unusable) */
-	struct cache_value value;  /* the caller releases it */
-	uint64_t cache_us;         /* the round trip of the batch */
-	uint64_t queue_us;         /* queued before that multi-get started */
-	unsigned batch_size;       /* keys in that multi-get */
+	struct cache_value value; /* the caller releases it */
+	uint64_t cache_us;        /* the round trip of the batch */
+	uint64_t queue_us;        /* queued before that multi-get started */
+	unsigned batch_size;      /* keys in that multi-get */
 	/* private */
 	struct cache_batch_req *next;
 };
@@ -266,29 +266,30 @@ void cache_batcher_free(struct cache_batcher *b);
  * (cache_int.h), the getter and both exports (hs_cache_<name>_total), so
  * adding a counter is adding a line here and counting it.
  */
-#define CACHE_COUNTERS(X)                                                     \
-	X(hits, "Reads served from memcached (including negative hits)")      \
-	X(negative_hits, "Reads served from a cached 404")                    \
-	X(misses, "Reads that had to run the database fill")                  \
-	X(fills, "Database fills run by the cache")                           \
-	X(sets, "Bodies stored in memcached")                                 \
-	X(set_errors, "Stores that failed with a memcached error")            \
-	X(lease_wins, "Misses that won the fill lease")                       \
-	X(lease_waits, "Reads that waited on another reader's lease")         \
-	X(lease_fallbacks,                                                    \
-	  "Lease waits that timed out and filled without storing")            \
-	X(fill_conflicts,                                                     \
-	  "Fills not stored because an update deleted the lease")             \
-	X(invalidations, "Keys deleted after updates")                        \
-	X(invalidation_retries, "Delete retries after memcached errors")      \
-	X(invalidation_failures, "Deletes that failed after all retries")     \
-	X(errors, "memcached operation errors")                               \
-	X(bypasses,                                                           \
-	  "Reads served from the database because memcached was unusable")    \
-	X(breaker_opens, "Times a circuit breaker opened")                    \
-	X(batches, "Multi-gets sent by the read batcher")                     \
-	X(batch_keys, "Keys asked for in the read batcher's multi-gets")      \
-	X(protocol_errors, "memcached replies that broke the protocol "       \
+#define CACHE_COUNTERS(X)                                                  \
+	X(hits, "Reads served from memcached (including negative hits)")   \
+	X(negative_hits, "Reads served from a cached 404")                 \
+	X(misses, "Reads that had to run the database fill")               \
+	X(fills, "Database fills run by the cache")                        \
+	X(sets, "Bodies stored in memcached")                              \
+	X(set_errors, "Stores that failed with a memcached error")         \
+	X(lease_wins, "Misses that won the fill lease")                    \
+	X(lease_waits, "Reads that waited on another reader's lease")      \
+	X(lease_fallbacks,                                                 \
+	  "Lease waits that timed out and filled without storing")         \
+	X(fill_conflicts,                                                  \
+	  "Fills not stored because an update deleted the lease")          \
+	X(invalidations, "Keys deleted after updates")                     \
+	X(invalidation_retries, "Delete retries after memcached errors")   \
+	X(invalidation_failures, "Deletes that failed after all retries")  \
+	X(errors, "memcached operation errors")                            \
+	X(bypasses,                                                        \
+	  "Reads served from the database because memcached was unusable") \
+	X(breaker_opens, "Times a circuit breaker opened")                 \
+	X(batches, "Multi-gets sent by the read batcher")                  \
+	X(batch_keys, "Keys asked for in the read batcher's multi-gets")   \
+	X(protocol_errors,                                                 \
+	  "memcached replies that broke the protocol "                     \
 	  "(connection closed, read served from the database)")
 
 /* Counters, summed over every handle of a cache_shared. */

@@ -23,10 +23,10 @@ enum { BRK_CLOSED = 0, BRK_OPEN = 1, BRK_HALF = 2 };
 
 struct cache_breaker {
 	atomic_int state;
-	atomic_uint fails;       /* consecutive errors while closed */
+	atomic_uint fails;             /* consecutive errors while closed */
 	atomic_uint_fast64_t until_ns; /* open until / probe deadline */
-	char name[80];           /* "HOST:PORT" */
-	char host[64];           /* where mc.c connects */
+	char name[80];                 /* "HOST:PORT" */
+	char host[64];                 /* where mc.c connects */
 	int port;
 };
 
@@ -37,13 +37,14 @@ struct cache_counters {
 #undef CACHE_CNT_FIELD
 };
 
-#define CNT_INC(s, f) atomic_fetch_add_explicit(&(s)->cnt.f, 1, memory_order_relaxed)
+#define CNT_INC(s, f) \
+	atomic_fetch_add_explicit(&(s)->cnt.f, 1, memory_order_relaxed)
 
 struct cache_shared {
 	struct cache_opts o;
-	char *servers;           /* o.servers points here */
-	memcached_st *proto;     /* configured once, cloned per handle */
-	pthread_mutex_t mu;      /* guards proto cloning and the handle list */
+	char *servers;       /* o.servers points here */
+	memcached_st *proto; /* configured once, cloned per handle */
+	pthread_mutex_t mu;  /* guards proto cloning and the handle list */
 	pthread_key_t tkey;
 	LIST_HEAD(, cache) thandles;
 	unsigned nbrk;
@@ -56,9 +57,9 @@ struct mc_conn;
 
 struct cache {
 	struct cache_shared *sh;
-	memcached_st *mc;        /* key distribution only; I/O is mc.c's */
-	struct mc_conn *conns;   /* one per server, in brk order */
-	uint64_t rng;            /* hs_rng.h state: jitter, lease tokens */
+	memcached_st *mc;      /* key distribution only; I/O is mc.c's */
+	struct mc_conn *conns; /* one per server, in brk order */
+	uint64_t rng;          /* hs_rng.h state: jitter, lease tokens */
 	bool is_thread;
 	LIST_ENTRY(cache) link;
 	char err[160];
@@ -76,12 +77,12 @@ struct cache {
 enum cache_mc_verb { CACHE_MC_SET, CACHE_MC_ADD, CACHE_MC_CAS };
 
 struct cache_mc_item {
-	size_t idx;          /* index of the key in the request */
-	const char *key;     /* the key (NUL-terminated), as asked */
+	size_t idx;      /* index of the key in the request */
+	const char *key; /* the key (NUL-terminated), as asked */
 	size_t klen;
 	uint32_t flags;
 	uint64_t cas;
-	char *value;         /* malloc'd, NUL-terminated; take it by setting
+	char *value; /* malloc'd, NUL-terminated; take it by setting
 				value to NULL, else it is freed after cb */
 	size_t vlen;
 };
@@ -107,21 +108,22 @@ memcached_return_t cache_mc_delete(struct cache *c, const char *key,
  */
 memcached_return_t cache_mc_gets(struct cache *c, const char *const *keys,
 				 const size_t *lens, size_t n,
-				 memcached_return_t *srv_rc, cache_mc_item_fn cb,
-				 void *arg);
+				 memcached_return_t *srv_rc,
+				 cache_mc_item_fn cb, void *arg);
 
 /* fetch.c: the pieces of the read protocol that mget.c reuses */
 /* Runs expr (libmemcached calls) and adds its duration to info->cache_us. */
-#define TIMED(info, expr)                                                     \
-	do {                                                                  \
-		uint64_t t0_ = hs_now_us();                                   \
-		expr;                                                         \
-		(info)->cache_us += hs_now_us() - t0_;                        \
+#define TIMED(info, expr)                              \
+	do {                                           \
+		uint64_t t0_ = hs_now_us();            \
+		expr;                                  \
+		(info)->cache_us += hs_now_us() - t0_; \
 	} while (0)
 
 enum lease_res { L_DONE, L_LOST, L_ERR, L_ERR_FILLED };
 
-struct cache_breaker *cache_brk_of(struct cache *c, const char *key, size_t klen);
+struct cache_breaker *cache_brk_of(struct cache *c, const char *key,
+				   size_t klen);
 void cache_drop_conns(struct cache *c);
 void cache_run_fill(struct cache *c, cache_fill_fn fill, void *arg, size_t idx,
 		    struct cache_value *out, struct cache_fetch_info *info);

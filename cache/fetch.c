@@ -144,7 +144,7 @@ do_get(struct cache *c, struct cache_breaker *b, const char *key, size_t klen,
 
 void
 cache_run_fill(struct cache *c, cache_fill_fn fill, void *arg, size_t idx,
-	 struct cache_value *out, struct cache_fetch_info *info)
+	       struct cache_value *out, struct cache_fetch_info *info)
 {
 	uint64_t t0 = hs_now_us();
 
@@ -202,9 +202,9 @@ lease_cas(struct cache *c, const char *key, size_t klen, const char *token,
  * and cas the body in.  out is filled unless L_LOST or L_ERR is returned.
  */
 enum lease_res
-cache_lease_try(struct cache *c, struct cache_breaker *b, const char *key, size_t klen,
-	  cache_fill_fn fill, void *arg, size_t idx, struct cache_value *out,
-	  struct cache_fetch_info *info)
+cache_lease_try(struct cache *c, struct cache_breaker *b, const char *key,
+		size_t klen, cache_fill_fn fill, void *arg, size_t idx,
+		struct cache_value *out, struct cache_fetch_info *info)
 {
 	struct cache_shared *s = c->sh;
 	char token[64];
@@ -213,7 +213,8 @@ cache_lease_try(struct cache *c, struct cache_breaker *b, const char *key, size_
 	uint64_t cas = 0;
 	bool have_cas = false;
 
-	tlen = (size_t)snprintf(token, sizeof(token), LEASE_PREFIX "%016" PRIx64,
+	tlen = (size_t)snprintf(token, sizeof(token),
+				LEASE_PREFIX "%016" PRIx64,
 				hs_rng_next(&c->rng));
 	TIMED(info, rc = cache_mc_store(c, CACHE_MC_ADD, key, klen, token, tlen,
 					CACHE_FLAG_LEASE, s->o.lease_ttl_s, 0));
@@ -275,8 +276,8 @@ cache_lease_try(struct cache *c, struct cache_breaker *b, const char *key, size_
 /* naive: fill, fill_delay, set; no protection against a concurrent update. */
 void
 cache_naive_fill(struct cache *c, struct cache_breaker *b, const char *key,
-	   size_t klen, cache_fill_fn fill, void *arg, size_t idx,
-	   struct cache_value *out, struct cache_fetch_info *info)
+		 size_t klen, cache_fill_fn fill, void *arg, size_t idx,
+		 struct cache_value *out, struct cache_fetch_info *info)
 {
 	memcached_return_t rc;
 
@@ -318,7 +319,8 @@ struct lease_wait {
 static void
 sleep_us(uint64_t us)
 {
-	struct timespec ts = { (time_t)(us / 1000000), (long)(us % 1000000) * 1000L };
+	struct timespec ts = { (time_t)(us / 1000000),
+			       (long)(us % 1000000) * 1000L };
 
 	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 		;
@@ -332,7 +334,8 @@ sleep_us(uint64_t us)
 static bool
 wait_turn(struct cache *c, struct lease_wait *w, struct cache_fetch_info *info)
 {
-	uint64_t now = hs_now_us(), max_us = (uint64_t)c->sh->o.lease_poll_ms * 1000;
+	uint64_t now = hs_now_us(),
+		 max_us = (uint64_t)c->sh->o.lease_poll_ms * 1000;
 	uint64_t us;
 
 	if (!info->lease_waited) {
@@ -386,7 +389,8 @@ fetch(struct cache *c, const char *key, cache_fill_fn fill, void *arg,
 		}
 		r = CACHE_MISS;
 		if (c->sh->o.mode == CACHE_MODE_NAIVE) {
-			cache_naive_fill(c, b, key, klen, fill, arg, 0, out, info);
+			cache_naive_fill(c, b, key, klen, fill, arg, 0, out,
+					 info);
 			goto done;
 		}
 		/*
@@ -395,7 +399,8 @@ fetch(struct cache *c, const char *key, cache_fill_fn fill, void *arg,
 		 * means someone else is filling.
 		 */
 		if (g == G_MISS) {
-			switch (cache_lease_try(c, b, key, klen, fill, arg, 0, out, info)) {
+			switch (cache_lease_try(c, b, key, klen, fill, arg, 0,
+						out, info)) {
 			case L_DONE:
 				goto done;
 			case L_ERR:
@@ -501,7 +506,8 @@ cache_invalidate(struct cache *c, const char *const *keys, size_t n)
 			CNT_INC(s, invalidation_failures);
 			failed++;
 			log_warnx_rl("cache: delete %s failed: %s (counted in "
-				     "invalidation_failures)", keys[i], c->err);
+				     "invalidation_failures)",
+				     keys[i], c->err);
 		}
 	}
 	return failed;

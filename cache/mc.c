@@ -32,9 +32,9 @@
 #include "hs_log.h"
 #include "hs_util.h"
 
-#define MC_RBUF 16384        /* read buffer; holds any reply line */
-#define MC_LINE_MAX 1024     /* longest reply line accepted */
-#define MC_KEY_MAX 250       /* the protocol's key limit */
+#define MC_RBUF     16384 /* read buffer; holds any reply line */
+#define MC_LINE_MAX 1024  /* longest reply line accepted */
+#define MC_KEY_MAX  250   /* the protocol's key limit */
 /*
  * io_timeout_ms bounds each wait for the socket; a command and its whole
  * reply get this many of them at most, so that a peer that trickles bytes
@@ -44,8 +44,8 @@
 
 struct mc_conn {
 	int fd;
-	uint64_t deadline_ns;    /* the current command's end */
-	size_t off, len;         /* unread bytes are rbuf[off, len) */
+	uint64_t deadline_ns; /* the current command's end */
+	size_t off, len;      /* unread bytes are rbuf[off, len) */
 	char rbuf[MC_RBUF];
 };
 
@@ -98,7 +98,8 @@ proto_err(struct cache *c, unsigned srv, const char *what)
 	snprintf(c->err, sizeof(c->err), "%s: protocol error: %s", b->name,
 		 what);
 	log_warnx_rl("cache: memcached %s: %s; connection closed "
-		     "(counted in protocol_errors)", b->name, what);
+		     "(counted in protocol_errors)",
+		     b->name, what);
 	return MEMCACHED_PROTOCOL_ERROR;
 }
 
@@ -134,16 +135,17 @@ connect_one(const struct addrinfo *ai, unsigned ms)
 	int fd, one = 1, err = 0;
 	socklen_t elen = sizeof(err);
 
-	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	fd = socket(ai->ai_family,
+		    ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
 		    ai->ai_protocol);
 	if (fd < 0)
 		return -1;
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
 		return fd;
-	if (errno == EINPROGRESS && wait_fd(fd, POLLOUT, ms, 0) ==
-	    MEMCACHED_SUCCESS && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err,
-					    &elen) == 0 && err == 0)
+	if (errno == EINPROGRESS &&
+	    wait_fd(fd, POLLOUT, ms, 0) == MEMCACHED_SUCCESS &&
+	    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) == 0 && err == 0)
 		return fd;
 	close(fd);
 	return -1;
@@ -188,10 +190,12 @@ conn_ready(struct cache *c, unsigned srv)
 
 	if (m->fd >= 0) {
 		if (m->len > m->off)
-			return proto_err(c, srv, "unasked bytes before a command");
+			return proto_err(c, srv,
+					 "unasked bytes before a command");
 		n = recv(m->fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT);
 		if (n > 0)
-			return proto_err(c, srv, "unasked bytes before a command");
+			return proto_err(c, srv,
+					 "unasked bytes before a command");
 		if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
 			conn_close(m);
 	}
@@ -202,7 +206,8 @@ conn_ready(struct cache *c, unsigned srv)
 			return rc;
 	}
 	m->deadline_ns = hs_now_ns() + (uint64_t)MC_CMD_WAITS *
-			 c->sh->o.io_timeout_ms * 1000000u;
+					       c->sh->o.io_timeout_ms *
+					       1000000u;
 	return MEMCACHED_SUCCESS;
 }
 
@@ -305,7 +310,8 @@ read_line(struct cache *c, unsigned srv, const char **line, size_t *len)
 
 			if (n == 0 || p[n - 1] != '\r' || n - 1 > MC_LINE_MAX ||
 			    memchr(p, '\0', n) != NULL)
-				return proto_err(c, srv, "malformed reply line");
+				return proto_err(c, srv,
+						 "malformed reply line");
 			*line = p;
 			*len = n - 1;
 			m->off += n + 1;
@@ -450,8 +456,9 @@ cache_mc_store(struct cache *c, enum cache_mc_verb verb, const char *key,
 	if (rc != MEMCACHED_SUCCESS)
 		return rc;
 	if (verb == CACHE_MC_CAS)
-		tl = snprintf(tail, sizeof(tail), " %" PRIu32 " %u %zu %" PRIu64
-			      "\r\n", flags, exptime, vlen, cas);
+		tl = snprintf(tail, sizeof(tail),
+			      " %" PRIu32 " %u %zu %" PRIu64 "\r\n", flags,
+			      exptime, vlen, cas);
 	else
 		tl = snprintf(tail, sizeof(tail), " %" PRIu32 " %u %zu\r\n",
 			      flags, exptime, vlen);
@@ -556,8 +563,8 @@ parse_value_line(const char *line, size_t len, struct cache_mc_item *it)
 		if (i == len)
 			return false; /* trailing space */
 	}
-	if (nf != 5 || (size_t)(f[4] + fl[4] - line) != len ||
-	    fl[0] != 5 || memcmp(f[0], "VALUE", 5) != 0)
+	if (nf != 5 || (size_t)(f[4] + fl[4] - line) != len || fl[0] != 5 ||
+	    memcmp(f[0], "VALUE", 5) != 0)
 		return false;
 	if (!key_ok(f[1], fl[1]))
 		return false;
@@ -573,7 +580,7 @@ parse_value_line(const char *line, size_t len, struct cache_mc_item *it)
 }
 
 struct srv_keys {
-	size_t *idx;     /* indexes into the caller's keys, in the order sent */
+	size_t *idx; /* indexes into the caller's keys, in the order sent */
 	size_t n;
 };
 
@@ -588,8 +595,8 @@ read_gets(struct cache *c, unsigned srv, const char *const *keys,
 	  const size_t *lens, const struct srv_keys *sk, cache_mc_item_fn cb,
 	  void *arg)
 {
-	struct cache_mc_item *items = hs_xcalloc(sk->n ? sk->n : 1,
-						 sizeof(*items));
+	struct cache_mc_item *items =
+		hs_xcalloc(sk->n ? sk->n : 1, sizeof(*items));
 	size_t nit = 0, next = 0;
 	memcached_return_t rc;
 
@@ -607,7 +614,8 @@ read_gets(struct cache *c, unsigned srv, const char *const *keys,
 		if (!line_starts(line, len, "VALUE")) {
 			rc = server_error(c, srv, line, len);
 			if (rc == MEMCACHED_SUCCESS)
-				rc = proto_err(c, srv, "unexpected reply to gets");
+				rc = proto_err(c, srv,
+					       "unexpected reply to gets");
 			goto out;
 		}
 		memset(&it, 0, sizeof(it));
@@ -616,9 +624,9 @@ read_gets(struct cache *c, unsigned srv, const char *const *keys,
 			goto out;
 		}
 		/* Only a key we asked for, and only in the order asked. */
-		while (next < sk->n && !(lens[sk->idx[next]] == it.klen &&
-					 memcmp(keys[sk->idx[next]], it.key,
-						it.klen) == 0))
+		while (next < sk->n &&
+		       !(lens[sk->idx[next]] == it.klen &&
+			 memcmp(keys[sk->idx[next]], it.key, it.klen) == 0))
 			next++;
 		if (next == sk->n) {
 			rc = proto_err(c, srv, "VALUE for a key not asked for");

@@ -79,8 +79,8 @@ mget_deliver(void *arg, struct cache_mc_item *it)
 
 size_t
 cache_mget_timed(struct cache *c, const char *const *keys, size_t n,
-	   struct cache_value *out, enum cache_res *r,
-	   struct cache_fetch_info *info)
+		 struct cache_value *out, enum cache_res *r,
+		 struct cache_fetch_info *info)
 {
 	struct cache_shared *s = c->sh;
 	struct kref *refs = hs_xcalloc(n ? n : 1, sizeof(*refs));
@@ -249,7 +249,8 @@ cache_mfetch(struct cache *c, const char *const *keys, size_t n,
 		} else if (res[i] == CACHE_ERR) {
 			cache_run_fill(c, fill, arg, i, &out[i], info);
 		} else if (res[i] == CACHE_MISS) {
-			res[i] = mfetch_one(c, keys[i], fill, arg, i, &out[i], info);
+			res[i] = mfetch_one(c, keys[i], fill, arg, i, &out[i],
+					    info);
 		}
 		cache_count_res(c, res[i], &out[i]);
 		any_err |= res[i] == CACHE_ERR;
@@ -260,4 +261,3 @@ cache_mfetch(struct cache *c, const char *const *keys, size_t n,
 	hs_hist_record(&c->sh->fetch_hist, info->cache_us);
 	return info->res;
 }
-

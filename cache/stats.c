@@ -70,13 +70,15 @@ cache_stats_json(struct cache_shared *s, struct hs_buf *b,
 		      reads ? (double)st.hits / (double)reads : 0.0);
 	hs_buf_printf(b, ",\"fetch_us_p50\":%llu,\"fetch_us_p99\":%llu",
 		      (unsigned long long)hs_hist_quantile(&s->fetch_hist, 0.5),
-		      (unsigned long long)hs_hist_quantile(&s->fetch_hist, 0.99));
+		      (unsigned long long)hs_hist_quantile(&s->fetch_hist,
+							   0.99));
 	hs_buf_puts(b, ",\"servers\":[");
 	for (unsigned i = 0; i < s->nbrk; i++) {
 		hs_buf_printf(b, "%s{\"server\":", i ? "," : "");
 		hs_buf_json_str(b, s->brk[i].name);
 		hs_buf_printf(b, ",\"breaker\":\"%s\"}",
-			      cache_brk_state_name(atomic_load(&s->brk[i].state)));
+			      cache_brk_state_name(
+				      atomic_load(&s->brk[i].state)));
 	}
 	hs_buf_puts(b, "]");
 	hs_metrics_json(b, extra, n, 0);
@@ -90,8 +92,8 @@ cache_stats_prom(struct cache_shared *s, struct hs_buf *b)
 	struct hs_metric rows[CACHE_NROWS];
 	unsigned nb = s->nbrk ? s->nbrk : 1;
 	struct hs_metric *brk = hs_xcalloc(nb, sizeof(*brk));
-	char(*labels)[sizeof(s->brk[0].name) + 16] = hs_xcalloc(nb,
-								sizeof(*labels));
+	char(*labels)[sizeof(s->brk[0].name) + 16] =
+		hs_xcalloc(nb, sizeof(*labels));
 
 	cache_stats_get(s, &st);
 	stat_rows(&st, rows);
@@ -100,9 +102,13 @@ cache_stats_prom(struct cache_shared *s, struct hs_buf *b)
 		snprintf(labels[i], sizeof(labels[i]), "server=\"%s\"",
 			 s->brk[i].name);
 		brk[i] = (struct hs_metric){
-			NULL, "breaker_state", "Circuit breaker per memcached "
-			"server (0 closed, 1 open, 2 half-open)", HS_GAUGE,
-			HS_UNIT_COUNT, labels[i],
+			NULL,
+			"breaker_state",
+			"Circuit breaker per memcached "
+			"server (0 closed, 1 open, 2 half-open)",
+			HS_GAUGE,
+			HS_UNIT_COUNT,
+			labels[i],
 			atomic_load(&s->brk[i].state)
 		};
 	}

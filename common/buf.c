@@ -71,11 +71,21 @@ hs_buf_json_str(struct hs_buf *b, const char *s)
 		char esc[6] = { '\\', 'u', '0', '0', 0, 0 };
 
 		switch (*p) {
-		case '"': hs_buf_append(b, "\\\"", 2); break;
-		case '\\': hs_buf_append(b, "\\\\", 2); break;
-		case '\n': hs_buf_append(b, "\\n", 2); break;
-		case '\r': hs_buf_append(b, "\\r", 2); break;
-		case '\t': hs_buf_append(b, "\\t", 2); break;
+		case '"':
+			hs_buf_append(b, "\\\"", 2);
+			break;
+		case '\\':
+			hs_buf_append(b, "\\\\", 2);
+			break;
+		case '\n':
+			hs_buf_append(b, "\\n", 2);
+			break;
+		case '\r':
+			hs_buf_append(b, "\\r", 2);
+			break;
+		case '\t':
+			hs_buf_append(b, "\\t", 2);
+			break;
 		default:
 			if (*p < 0x20) {
 				esc[4] = hex[*p >> 4];

@@ -6,7 +6,7 @@
 
 #include "hs_hist.h"
 
-#define LOAD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define LOAD(p)   __atomic_load_n((p), __ATOMIC_RELAXED)
 #define ADD(p, v) __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
 
 int
@@ -83,7 +83,8 @@ hs_hist_quantile(const struct hs_hist *h, double q)
 	for (int i = 0; i < HS_HIST_BUCKETS; i++) {
 		seen += LOAD(&h->b[i]);
 		if (seen >= rank) {
-			uint64_t m = hs_hist_bucket_max(i), max = LOAD(&h->max_us);
+			uint64_t m = hs_hist_bucket_max(i),
+				 max = LOAD(&h->max_us);
 			return m < max ? m : max;
 		}
 	}
@@ -94,21 +95,24 @@ void
 hs_hist_prom(struct hs_buf *out, const struct hs_hist *h, const char *name,
 	     const char *labels)
 {
-	static const uint64_t le_us[] = { 100,	  250,	  500,	   1000,   2500,
-					  5000,	  10000,  25000,   50000,  100000,
-					  250000, 500000, 1000000, 2500000, 10000000 };
+	static const uint64_t le_us[] = { 100,     250,     500,     1000,
+					  2500,    5000,    10000,   25000,
+					  50000,   100000,  250000,  500000,
+					  1000000, 2500000, 10000000 };
 	const char *sep = labels[0] ? "," : "";
 	uint64_t cum = 0;
 	int i = 0;
 
 	for (size_t j = 0; j < sizeof(le_us) / sizeof(le_us[0]); j++) {
-		for (; i < HS_HIST_BUCKETS && hs_hist_bucket_max(i) <= le_us[j]; i++)
+		for (; i < HS_HIST_BUCKETS && hs_hist_bucket_max(i) <= le_us[j];
+		     i++)
 			cum += LOAD(&h->b[i]);
-		hs_buf_printf(out, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels,
-			      sep, (double)le_us[j] / 1e6, (unsigned long long)cum);
+		hs_buf_printf(out, "%s_bucket{%s%sle=\"%g\"} %llu\n", name,
+			      labels, sep, (double)le_us[j] / 1e6,
+			      (unsigned long long)cum);
 	}
-	hs_buf_printf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep,
-		      (unsigned long long)LOAD(&h->count));
+	hs_buf_printf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels,
+		      sep, (unsigned long long)LOAD(&h->count));
 	hs_buf_printf(out, "%s_sum{%s} %.6f\n", name, labels,
 		      (double)LOAD(&h->sum_us) / 1e6);
 	hs_buf_printf(out, "%s_count{%s} %llu\n", name, labels,

@@ -14,7 +14,10 @@ struct hs_buf {
 	size_t cap;
 };
 
-#define HS_BUF_INIT { NULL, 0, 0 }
+#define HS_BUF_INIT        \
+	{                  \
+		NULL, 0, 0 \
+	}
 
 void hs_buf_reserve(struct hs_buf *b, size_t extra);
 void hs_buf_append(struct hs_buf *b, const void *p, size_t n);

@@ -12,7 +12,7 @@
 
 #include "hs_buf.h"
 
-#define HS_HIST_SUB 32
+#define HS_HIST_SUB     32
 #define HS_HIST_BUCKETS (64 + 32 * HS_HIST_SUB)
 
 struct hs_hist {
@@ -37,8 +37,8 @@ uint64_t hs_hist_bucket_max(int idx);
  * "name_count" in seconds, with fixed le bounds from 100us to 10s.
  * labels may be "" or e.g. "route=\"/db\"".
  */
-void hs_hist_prom(struct hs_buf *out, const struct hs_hist *h,
-		  const char *name, const char *labels);
+void hs_hist_prom(struct hs_buf *out, const struct hs_hist *h, const char *name,
+		  const char *labels);
 /*
  * Appends {"count":..,"mean_us":..,"p50_us":..,"p90_us":..,"p99_us":..,
  * "max_us":..,"buckets":"UPPER_US:COUNT UPPER_US:COUNT ..."}: the quantiles

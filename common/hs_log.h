@@ -26,10 +26,10 @@ void hs_log_emit(int level, int with_errno, const char *fmt, ...)
 void hs_fatal(int with_errno, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3), noreturn, cold));
 
-#define HS_LOG_(lvl, e, ...)                                                   \
-	do {                                                                   \
-		if ((lvl) <= hs_log_level)                                     \
-			hs_log_emit((lvl), (e), __VA_ARGS__);                  \
+#define HS_LOG_(lvl, e, ...)                                  \
+	do {                                                  \
+		if ((lvl) <= hs_log_level)                    \
+			hs_log_emit((lvl), (e), __VA_ARGS__); \
 	} while (0)
 
 /* log_warn and fatal append strerror(errno); the x variants do not. */
@@ -52,9 +52,9 @@ void hs_fatal(int with_errno, const char *fmt, ...)
 #define HS_LOG_RATE 10
 
 struct hs_log_rate {
-	long sec;         /* the one-second window being counted */
-	int n;            /* lines written in it */
-	long suppressed;  /* dropped since the last line written */
+	long sec;        /* the one-second window being counted */
+	int n;           /* lines written in it */
+	long suppressed; /* dropped since the last line written */
 };
 
 /*
@@ -64,17 +64,16 @@ struct hs_log_rate {
 int hs_log_rate_pass(struct hs_log_rate *rl, long now_sec, long *suppressed);
 /* hs_log_rate_pass() at the current monotonic second. */
 int hs_log_rate_now(struct hs_log_rate *rl, long *suppressed);
-void hs_log_emit_rl(int level, int with_errno, long suppressed,
-		    const char *fmt, ...)
-	__attribute__((format(printf, 4, 5), cold));
+void hs_log_emit_rl(int level, int with_errno, long suppressed, const char *fmt,
+		    ...) __attribute__((format(printf, 4, 5), cold));
 
-#define HS_LOG_RL_(lvl, e, ...)                                                \
-	do {                                                                   \
-		static struct hs_log_rate hs_log_rl_;                          \
-		long hs_log_sup_;                                              \
-		if ((lvl) <= hs_log_level &&                                   \
-		    hs_log_rate_now(&hs_log_rl_, &hs_log_sup_))                \
-			hs_log_emit_rl((lvl), (e), hs_log_sup_, __VA_ARGS__);  \
+#define HS_LOG_RL_(lvl, e, ...)                                               \
+	do {                                                                  \
+		static struct hs_log_rate hs_log_rl_;                         \
+		long hs_log_sup_;                                             \
+		if ((lvl) <= hs_log_level &&                                  \
+		    hs_log_rate_now(&hs_log_rl_, &hs_log_sup_))               \
+			hs_log_emit_rl((lvl), (e), hs_log_sup_, __VA_ARGS__); \
 	} while (0)
 
 #define log_debug_rl(...) HS_LOG_RL_(HS_LOG_DEBUG, 0, __VA_ARGS__)

@@ -19,15 +19,15 @@ enum hs_metric_type { HS_COUNTER, HS_GAUGE };
  * unit their key names: JSON milliseconds or seconds, Prometheus seconds.
  */
 enum hs_metric_unit {
-	HS_UNIT_COUNT,  /* an integer in both */
-	HS_UNIT_BOOL,   /* JSON true / false, Prometheus 1 / 0 */
-	HS_UNIT_NS_MS,  /* JSON ms (%.3f), Prometheus seconds (%.6f) */
-	HS_UNIT_NS_S,   /* JSON s (%.3f), Prometheus seconds (%.3f) */
+	HS_UNIT_COUNT, /* an integer in both */
+	HS_UNIT_BOOL,  /* JSON true / false, Prometheus 1 / 0 */
+	HS_UNIT_NS_MS, /* JSON ms (%.3f), Prometheus seconds (%.6f) */
+	HS_UNIT_NS_S,  /* JSON s (%.3f), Prometheus seconds (%.3f) */
 };
 
 struct hs_metric {
-	const char *json;   /* JSON key; NULL: not in JSON */
-	const char *prom;   /* Prometheus name after the prefix; NULL: not there */
+	const char *json; /* JSON key; NULL: not in JSON */
+	const char *prom; /* Prometheus name after the prefix; NULL: not there */
 	const char *help;
 	enum hs_metric_type type;
 	enum hs_metric_unit unit;

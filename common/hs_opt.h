@@ -23,11 +23,11 @@ enum hs_opt_kind {
 struct hs_opt {
 	const char *name;
 	enum hs_opt_kind kind;
-	size_t off;                 /* offsetof(the tool's opts, field) */
-	int64_t min, max;           /* HS_OPT_INT, HS_OPT_I64 */
-	double dmin, dmax;          /* HS_OPT_DOUBLE */
+	size_t off;        /* offsetof(the tool's opts, field) */
+	int64_t min, max;  /* HS_OPT_INT, HS_OPT_I64 */
+	double dmin, dmax; /* HS_OPT_DOUBLE */
 	int (*set)(void *opts, const char *arg); /* HS_OPT_FUNC: -1 if bad */
-	const char *bad;            /* the error when the value is bad */
+	const char *bad; /* the error when the value is bad */
 };
 
 /*

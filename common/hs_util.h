@@ -17,7 +17,11 @@ char *hs_xstrdup(const char *s);
 
 /* Monotonic clock. */
 uint64_t hs_now_ns(void);
-static inline uint64_t hs_now_us(void) { return hs_now_ns() / 1000; }
+static inline uint64_t
+hs_now_us(void)
+{
+	return hs_now_ns() / 1000;
+}
 
 /* The value of one hex digit, or -1 (also for a negative char). */
 static inline int

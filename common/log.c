@@ -51,26 +51,30 @@ log_vemit(int level, int errnum, long suppressed, const char *fmt, va_list ap)
 	gettimeofday(&tv, NULL);
 	gmtime_r(&tv.tv_sec, &tm);
 	n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
-	r = snprintf(line + n, sizeof(line) - n, ".%03ldZ %s[%d] %s: ",
-		     (long)(tv.tv_usec / 1000), log_component, (int)getpid(),
-		     level_names[level]);
+	r = snprintf(line + n, sizeof(line) - n,
+		     ".%03ldZ %s[%d] %s: ", (long)(tv.tv_usec / 1000),
+		     log_component, (int)getpid(), level_names[level]);
 	if (r > 0 && (size_t)r < sizeof(line) - n)
 		n += (size_t)r;
 	r = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
 	if (r > 0)
-		n += (size_t)r < sizeof(line) - n ? (size_t)r : sizeof(line) - n - 1;
+		n += (size_t)r < sizeof(line) - n ? (size_t)r
+						  : sizeof(line) - n - 1;
 	if (errnum && n < sizeof(line) - 1) {
-		r = snprintf(line + n, sizeof(line) - n, ": %s", strerror(errnum));
+		r = snprintf(line + n, sizeof(line) - n, ": %s",
+			     strerror(errnum));
 		if (r > 0)
-			n += (size_t)r < sizeof(line) - n ? (size_t)r
-							  : sizeof(line) - n - 1;
+			n += (size_t)r < sizeof(line) - n
+				     ? (size_t)r
+				     : sizeof(line) - n - 1;
 	}
 	if (suppressed > 0 && n < sizeof(line) - 1) {
 		r = snprintf(line + n, sizeof(line) - n,
 			     " (suppressed %ld similar lines)", suppressed);
 		if (r > 0)
-			n += (size_t)r < sizeof(line) - n ? (size_t)r
-							  : sizeof(line) - n - 1;
+			n += (size_t)r < sizeof(line) - n
+				     ? (size_t)r
+				     : sizeof(line) - n - 1;
 	}
 	if (n >= sizeof(line) - 1)
 		n = sizeof(line) - 2;
@@ -119,8 +123,7 @@ hs_log_rate_now(struct hs_log_rate *rl, long *suppressed)
 }
 
 void
-hs_log_emit_rl(int level, int with_errno, long suppressed, const char *fmt,
-	       ...)
+hs_log_emit_rl(int level, int with_errno, long suppressed, const char *fmt, ...)
 {
 	int saved = errno;
 	va_list ap;

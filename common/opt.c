@@ -26,10 +26,14 @@ hs_opt_set(const struct hs_opt *d, const char *arg, void *opts)
 		return 0;
 	case HS_OPT_I64:
 		return hs_parse_i64(arg, d->min, d->max,
-				    (int64_t *)(void *)at) != 0 ? -1 : 0;
+				    (int64_t *)(void *)at) != 0
+			       ? -1
+			       : 0;
 	case HS_OPT_DOUBLE:
 		return hs_parse_double(arg, d->dmin, d->dmax,
-				       (double *)(void *)at) != 0 ? -1 : 0;
+				       (double *)(void *)at) != 0
+			       ? -1
+			       : 0;
 	case HS_OPT_STR:
 		*(const char **)(void *)at = arg;
 		return 0;
@@ -40,16 +44,17 @@ hs_opt_set(const struct hs_opt *d, const char *arg, void *opts)
 }
 
 int
-hs_opt_parse(const char *prog, const struct hs_opt *defs, size_t n,
-	     int argc, char **argv, void *opts, void (*usage)(FILE *))
+hs_opt_parse(const char *prog, const struct hs_opt *defs, size_t n, int argc,
+	     char **argv, void *opts, void (*usage)(FILE *))
 {
 	struct option *lo = hs_xcalloc(n + 2, sizeof(*lo));
 	int c, rc = 0;
 
 	for (size_t i = 0; i < n; i++)
 		lo[i] = (struct option){ defs[i].name,
-					 defs[i].kind == HS_OPT_FLAG ?
-					 no_argument : required_argument,
+					 defs[i].kind == HS_OPT_FLAG
+						 ? no_argument
+						 : required_argument,
 					 NULL, HS_OPT_VAL0 + (int)i };
 	lo[n] = (struct option){ "help", no_argument, NULL, 'h' };
 	/* No short options: "-h" is as unknown as any other.  optind 0
@@ -62,11 +67,13 @@ hs_opt_parse(const char *prog, const struct hs_opt *defs, size_t n,
 			usage(stdout);
 			rc = 1;
 		} else if (c < HS_OPT_VAL0 || c >= HS_OPT_VAL0 + (int)n) {
-			fprintf(stderr, "%s: unknown or incomplete option '%s' "
-				"(see --help)\n", prog, argv[optind - 1]);
+			fprintf(stderr,
+				"%s: unknown or incomplete option '%s' "
+				"(see --help)\n",
+				prog, argv[optind - 1]);
 			rc = -1;
-		} else if (hs_opt_set(&defs[c - HS_OPT_VAL0], optarg,
-				      opts) != 0) {
+		} else if (hs_opt_set(&defs[c - HS_OPT_VAL0], optarg, opts) !=
+			   0) {
 			fprintf(stderr, "%s: %s (got '%s')\n", prog,
 				defs[c - HS_OPT_VAL0].bad, optarg);
 			rc = -1;

@@ -126,7 +126,8 @@ hs_parse_hostport(const char *s, char *host, size_t hostlen, int *port)
 		colon = rb + 1;
 	} else {
 		colon = strrchr(s, ':');
-		if (colon == NULL || memchr(s, ':', (size_t)(colon - s)) != NULL)
+		if (colon == NULL ||
+		    memchr(s, ':', (size_t)(colon - s)) != NULL)
 			return -1;
 		hl = (size_t)(colon - s);
 	}
@@ -154,15 +155,16 @@ hs_http_date(char buf[30])
 		struct tm tm;
 
 		gmtime_r(&now, &tm);
-		strftime(cached, sizeof(cached), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+		strftime(cached, sizeof(cached), "%a, %d %b %Y %H:%M:%S GMT",
+			 &tm);
 		cached_sec = now;
 	}
 	memcpy(buf, cached, 30);
 }
 
 static int
-listen_tcp(const char *host, int port, int backlog, int nonblock,
-	   int reuseport, int *bound)
+listen_tcp(const char *host, int port, int backlog, int nonblock, int reuseport,
+	   int *bound)
 {
 	struct addrinfo hints, *res = NULL, *ai;
 	struct sockaddr_storage ss;
@@ -208,9 +210,10 @@ listen_tcp(const char *host, int port, int backlog, int nonblock,
 			errno = err;
 			return -1;
 		}
-		*bound = ss.ss_family == AF_INET6
-				 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
-				 : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+		*bound =
+			ss.ss_family == AF_INET6
+				? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+				: ntohs(((struct sockaddr_in *)&ss)->sin_port);
 	}
 	return fd;
 }

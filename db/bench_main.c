@@ -22,7 +22,7 @@ struct bench_cfg {
 	int n, rounds, writes, writers;
 };
 
-#define HOT_PRODUCTS 10   /* the rows the --writers processes fight over */
+#define HOT_PRODUCTS 10 /* the rows the --writers processes fight over */
 
 static void
 usage(FILE *f)
@@ -59,20 +59,23 @@ parse_args(int argc, char **argv, struct bench_cfg *cfg)
 	int ch;
 
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, ":d:n:r:wP:h", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, ":d:n:r:wP:h", opts, NULL)) !=
+	       -1) {
 		switch (ch) {
 		case 'd':
 			cfg->path = optarg;
 			break;
 		case 'n':
 			if (hs_parse_int(optarg, 1, 10000000, &cfg->n) != 0) {
-				fprintf(stderr, "hs-db-bench: bad --n '%s'\n", optarg);
+				fprintf(stderr, "hs-db-bench: bad --n '%s'\n",
+					optarg);
 				return 2;
 			}
 			break;
 		case 'r':
 			if (hs_parse_int(optarg, 1, 1000, &cfg->rounds) != 0) {
-				fprintf(stderr, "hs-db-bench: bad --rounds '%s'\n",
+				fprintf(stderr,
+					"hs-db-bench: bad --rounds '%s'\n",
 					optarg);
 				return 2;
 			}
@@ -82,8 +85,10 @@ parse_args(int argc, char **argv, struct bench_cfg *cfg)
 			break;
 		case 'P':
 			if (hs_parse_int(optarg, 1, 256, &cfg->writers) != 0) {
-				fprintf(stderr, "hs-db-bench: bad --writers '%s' "
-					"(1..256)\n", optarg);
+				fprintf(stderr,
+					"hs-db-bench: bad --writers '%s' "
+					"(1..256)\n",
+					optarg);
 				return 2;
 			}
 			break;
@@ -91,13 +96,15 @@ parse_args(int argc, char **argv, struct bench_cfg *cfg)
 			usage(stdout);
 			return 1;
 		default:
-			fprintf(stderr, "hs-db-bench: bad option '%s' (see --help)\n",
+			fprintf(stderr,
+				"hs-db-bench: bad option '%s' (see --help)\n",
 				argv[optind - 1]);
 			return 2;
 		}
 	}
 	if (optind < argc || cfg->path == NULL) {
-		fprintf(stderr, "hs-db-bench: --db PATH is required (see --help)\n");
+		fprintf(stderr,
+			"hs-db-bench: --db PATH is required (see --help)\n");
 		return 2;
 	}
 	return 0;
@@ -114,8 +121,8 @@ bench_rand(uint64_t *s)
 
 enum { Q_DETAIL, Q_TOP, Q_WORLD, Q_UPDATE, Q_REVIEW, Q_N };
 static const char *const qnames[Q_N] = {
-	"product_detail", "category_top", "world_get", "product_update",
-	"review_add",
+	"product_detail", "category_top", "world_get",
+	"product_update", "review_add",
 };
 
 static int
@@ -134,10 +141,13 @@ bench_one(struct db *db, int q, const struct db_counts *cnt, uint64_t *rs)
 	case Q_DETAIL:
 		return db_product_detail(db, pid, &d);
 	case Q_TOP:
-		return db_category_top(db, 1 + (int64_t)(bench_rand(rs) %
-					(uint64_t)cnt->categories), &t);
+		return db_category_top(db,
+				       1 + (int64_t)(bench_rand(rs) %
+						     (uint64_t)cnt->categories),
+				       &t);
 	case Q_WORLD:
-		return db_world_get(db, 1 + (int32_t)(bench_rand(rs) % 10000), &num);
+		return db_world_get(db, 1 + (int32_t)(bench_rand(rs) % 10000),
+				    &num);
 	case Q_UPDATE:
 		c.stock = (int64_t)(bench_rand(rs) % 500);
 		return db_product_update(db, pid, &c, &p);
@@ -186,7 +196,8 @@ writer_main(const struct bench_cfg *cfg, int which, struct writer_result *res)
 		id = 1 + (int64_t)(bench_rand(&rs) % HOT_PRODUCTS);
 		t0 = hs_now_ns();
 		if (i % 2) {
-			rc = db_review_add(db, id, 1 + i % 5, "writer", &r, &cat);
+			rc = db_review_add(db, id, 1 + i % 5, "writer", &r,
+					   &cat);
 		} else {
 			c.stock = i;
 			rc = db_product_update(db, id, &c, &p);
@@ -212,8 +223,8 @@ run_writers(const struct bench_cfg *cfg, struct db *db)
 	pid_t pid;
 	int i, status, ok;
 
-	res = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-		   -1, 0);
+	res = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (res == MAP_FAILED) {
 		perror("hs-db-bench: mmap");
 		return -1;
@@ -245,9 +256,10 @@ run_writers(const struct bench_cfg *cfg, struct db *db)
 	     after - before == (int64_t)tot.acked;
 	printf("writers %d x %d on %d rows: %.2f s, %.0f writes/s, p50=%lluus "
 	       "p99=%lluus max=%lluus, busy=%llu errors=%llu, version delta "
-	       "%lld for %llu acknowledged writes: %s\n", cfg->writers, cfg->n,
-	       HOT_PRODUCTS, (double)wall / 1e9,
-	       (double)(tot.acked + tot.busy + tot.errors) / ((double)wall / 1e9),
+	       "%lld for %llu acknowledged writes: %s\n",
+	       cfg->writers, cfg->n, HOT_PRODUCTS, (double)wall / 1e9,
+	       (double)(tot.acked + tot.busy + tot.errors) /
+		       ((double)wall / 1e9),
 	       (unsigned long long)hs_hist_quantile(&tot.h, 0.5),
 	       (unsigned long long)hs_hist_quantile(&tot.h, 0.99),
 	       (unsigned long long)tot.h.max_us, (unsigned long long)tot.busy,
@@ -305,8 +317,9 @@ main(int argc, char **argv)
 			}
 			wall = hs_now_ns() - wall;
 			printf("round %d %-15s n=%d mean=%.1fus p50=%lluus "
-			       "p99=%lluus max=%lluus %.0f/s%s\n", round,
-			       qnames[q], cfg.n, (double)wall / 1000.0 / cfg.n,
+			       "p99=%lluus max=%lluus %.0f/s%s\n",
+			       round, qnames[q], cfg.n,
+			       (double)wall / 1000.0 / cfg.n,
 			       (unsigned long long)hs_hist_quantile(h, 0.5),
 			       (unsigned long long)hs_hist_quantile(h, 0.99),
 			       (unsigned long long)h->max_us,

@@ -226,9 +226,9 @@ db_has_column(struct db *db, const char *table, const char *column, int *has)
 	sqlite3_stmt *st = NULL;
 	int rc, res = DB_OK;
 
-	rc = sqlite3_prepare_v2(db->conn,
-		"SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2", -1,
-		&st, NULL);
+	rc = sqlite3_prepare_v2(
+		db->conn, "SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2",
+		-1, &st, NULL);
 	if (rc != SQLITE_OK)
 		return db_fail(db, rc, "table_info");
 	sqlite3_bind_text(st, 1, table, -1, SQLITE_STATIC);
@@ -291,14 +291,16 @@ db_migrate(struct db *db)
 	if ((res = db_exec_int(db, "PRAGMA user_version", &ver)) != DB_OK)
 		goto fail;
 	if (ver > DB_SCHEMA_VERSION) {
-		res = db_failf(db, "database schema version %lld is newer than "
-			       "this program's (%d)", (long long)ver,
-			       DB_SCHEMA_VERSION);
+		res = db_failf(db,
+			       "database schema version %lld is newer than "
+			       "this program's (%d)",
+			       (long long)ver, DB_SCHEMA_VERSION);
 		goto fail;
 	}
 	if (ver < 1 && (res = db_migrate_v1(db)) != DB_OK)
 		goto fail;
-	snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", DB_SCHEMA_VERSION);
+	snprintf(sql, sizeof(sql), "PRAGMA user_version = %d",
+		 DB_SCHEMA_VERSION);
 	if ((res = db_exec(db, sql, "set user_version")) != DB_OK)
 		goto fail;
 	if ((res = db_exec(db, "COMMIT", "commit migration")) != DB_OK)
@@ -322,8 +324,8 @@ db_set_wal(struct db *db)
 {
 	sqlite3_stmt *st = NULL;
 	const unsigned char *mode;
-	uint64_t deadline = hs_now_ns() +
-			    (uint64_t)db->busy_timeout_ms * 1000000ull;
+	uint64_t deadline =
+		hs_now_ns() + (uint64_t)db->busy_timeout_ms * 1000000ull;
 	struct timespec ts = { 0, 2 * 1000 * 1000 };
 	int rc, res = DB_OK;
 
@@ -342,8 +344,10 @@ db_set_wal(struct db *db)
 	} else {
 		mode = sqlite3_column_text(st, 0);
 		if (mode == NULL || strcmp((const char *)mode, "wal") != 0)
-			res = db_failf(db, "cannot switch to WAL (journal mode "
-				       "is %s)", mode ? (const char *)mode : "?");
+			res = db_failf(db,
+				       "cannot switch to WAL (journal mode "
+				       "is %s)",
+				       mode ? (const char *)mode : "?");
 	}
 	sqlite3_finalize(st);
 	return res;
@@ -385,14 +389,17 @@ db_open(const char *path, int flags, int busy_timeout_ms, char *err,
 	 * crash of the process but the last ones may be lost with the
 	 * machine; FULL syncs the WAL at every commit (README, "Durability").
 	 */
-	if (db_exec(db, (flags & DB_OPEN_SYNC_FULL) ?
-		    "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
+	if (db_exec(db,
+		    (flags & DB_OPEN_SYNC_FULL) ? "PRAGMA synchronous = FULL"
+						: "PRAGMA synchronous = NORMAL",
 		    path) != DB_OK)
 		goto fail;
-	if (db_exec(db, "PRAGMA foreign_keys = OFF;"
+	if (db_exec(db,
+		    "PRAGMA foreign_keys = OFF;"
 		    "PRAGMA temp_store = MEMORY;"
 		    "PRAGMA cache_size = -16384;"
-		    "PRAGMA mmap_size = 0;", path) != DB_OK)
+		    "PRAGMA mmap_size = 0;",
+		    path) != DB_OK)
 		goto fail;
 	if (db_set_wal(db) != DB_OK)
 		goto fail;
@@ -423,7 +430,8 @@ db_check(struct db *db)
 		return DB_OK;
 	snprintf(db->errmsg, sizeof(db->errmsg),
 		 "the database file %s was deleted or replaced under this "
-		 "connection", sqlite3_db_filename(db->conn, "main"));
+		 "connection",
+		 sqlite3_db_filename(db->conn, "main"));
 	return DB_MOVED;
 }
 

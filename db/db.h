@@ -33,15 +33,16 @@ enum db_res {
 };
 
 #define DB_SCHEMA_VERSION 1
-#define DB_NAME_MAX 200      /* longest product/category name accepted */
-#define DB_BODY_MAX 2000     /* longest review body accepted */
-#define DB_TOP_N 10          /* products in a category top list */
-#define DB_RECENT_N 5        /* newest reviews in a product detail */
-#define DB_WORLD_ROWS 10000  /* TechEmpower world table, at every scale */
+#define DB_NAME_MAX       200   /* longest product/category name accepted */
+#define DB_BODY_MAX       2000  /* longest review body accepted */
+#define DB_TOP_N          10    /* products in a category top list */
+#define DB_RECENT_N       5     /* newest reviews in a product detail */
+#define DB_WORLD_ROWS     10000 /* TechEmpower world table, at every scale */
 
 /* db_open flags */
-#define DB_OPEN_CREATE 0x1   /* create the file if missing (schema only) */
-#define DB_OPEN_SYNC_FULL 0x2 /* synchronous=FULL: a commit survives power
+#define DB_OPEN_CREATE 0x1 /* create the file if missing (schema only) */
+#define DB_OPEN_SYNC_FULL \
+	0x2 /* synchronous=FULL: a commit survives power
 				 loss (default NORMAL: survives a crash of
 				 the process, not of the machine) */
 
@@ -67,8 +68,8 @@ int db_exists(const char *path, char *err, size_t errlen);
  * processes open the same file at once).  busy_timeout_ms <= 0 means 5000.
  * Returns NULL with a message in err on failure.  Free with db_close().
  */
-struct db *db_open(const char *path, int flags, int busy_timeout_ms,
-		   char *err, size_t errlen);
+struct db *db_open(const char *path, int flags, int busy_timeout_ms, char *err,
+		   size_t errlen);
 /*
  * Finalizes every statement and closes.  db_close(NULL) is a no-op.  (On
  * a connection whose file was replaced SQLite skips the checkpoint and
@@ -104,8 +105,8 @@ int db_counts(struct db *db, struct db_counts *out);
  * fraction done.
  */
 struct db_seed_opts {
-	double scale;          /* default 1.0 */
-	uint64_t seed;         /* PRNG seed; 0 means the fixed default */
+	double scale;  /* default 1.0 */
+	uint64_t seed; /* PRNG seed; 0 means the fixed default */
 	void (*progress)(void *arg, const char *phase, double frac);
 	void *arg;
 };
@@ -143,15 +144,15 @@ struct db_review {
 
 struct db_review_summary {
 	int64_t count;
-	double average;        /* 0 when count is 0 */
-	int64_t histogram[5];  /* histogram[r-1] = reviews with rating r */
+	double average;       /* 0 when count is 0 */
+	int64_t histogram[5]; /* histogram[r-1] = reviews with rating r */
 };
 
 struct db_product_detail {
 	struct db_product product;
 	struct db_review_summary summary;
 	int nrecent;
-	struct db_review recent[DB_RECENT_N];  /* newest first */
+	struct db_review recent[DB_RECENT_N]; /* newest first */
 };
 
 /* Product row + review summary + the DB_RECENT_N newest reviews. */
@@ -191,13 +192,15 @@ struct db_product_change {
  * category_id tells the caller what else to invalidate).
  */
 int db_product_update(struct db *db, int64_t id,
-		      const struct db_product_change *c, struct db_product *after);
+		      const struct db_product_change *c,
+		      struct db_product *after);
 /*
  * Adds a review (rating 1..5) and bumps the product's version, in one
  * transaction.  *out receives the review; *category_id the product's.
  */
 int db_review_add(struct db *db, int64_t product_id, int rating,
-		  const char *body, struct db_review *out, int64_t *category_id);
+		  const char *body, struct db_review *out,
+		  int64_t *category_id);
 /* Deletes a product and its reviews; *category_id receives its category. */
 int db_product_delete(struct db *db, int64_t id, int64_t *category_id);
 

@@ -42,15 +42,15 @@ struct db {
 	 * engine's table otherwise, which every public function hands over to.
 	 */
 	const struct db_ops *ops;
-	struct db_pg *pg;         /* the PostgreSQL engine's state (db_pg.c) */
+	struct db_pg *pg; /* the PostgreSQL engine's state (db_pg.c) */
 	sqlite3 *conn;
 	sqlite3_stmt *st[ST_COUNT_];
 	int busy_timeout_ms;
-	uint64_t busy_start_ns;   /* when the current busy wait began */
-	uint64_t queries;         /* statements executed */
-	uint64_t time_ns;         /* wall time inside the query functions */
-	uint64_t checked_ns;      /* last db_check(), for reads */
-	int writing;              /* the open transaction is BEGIN IMMEDIATE */
+	uint64_t busy_start_ns; /* when the current busy wait began */
+	uint64_t queries;       /* statements executed */
+	uint64_t time_ns;       /* wall time inside the query functions */
+	uint64_t checked_ns;    /* last db_check(), for reads */
+	int writing;            /* the open transaction is BEGIN IMMEDIATE */
 	char errmsg[256];
 };
 
@@ -84,8 +84,7 @@ struct db_ops {
 extern const struct db_ops db_pg_ops;
 
 /* Opens a PostgreSQL URL into db (db_pg.c); DB_OK or DB_ERR with errmsg. */
-int db_pg_open(struct db *db, const char *url, int flags,
-	       int busy_timeout_ms);
+int db_pg_open(struct db *db, const char *url, int flags, int busy_timeout_ms);
 
 /*
  * The seed generator's output, one call per row in generation order

@@ -28,8 +28,8 @@
 
 /* SQLSTATEs that mean "try again": the caller answers 503 + Retry-After. */
 #define PG_SERIALIZATION_FAILURE "40001"
-#define PG_DEADLOCK_DETECTED "40P01"
-#define PG_LOCK_NOT_AVAILABLE "55P03"
+#define PG_DEADLOCK_DETECTED     "40P01"
+#define PG_LOCK_NOT_AVAILABLE    "55P03"
 
 /* pg_advisory_xact_lock key serialising schema changes ("hsdb"). */
 #define PG_SCHEMA_LOCK "1752392802"
@@ -54,11 +54,11 @@ enum pg_stmt_id {
 
 struct db_pg {
 	PGconn *conn;
-	char prepared[PS_COUNT_];  /* prepared on this connection */
+	char prepared[PS_COUNT_]; /* prepared on this connection */
 };
 
-#define PG_PRODUCT_COLS                                                        \
-	"id, category_id, name, description, price_cents, stock, version, "    \
+#define PG_PRODUCT_COLS                                                     \
+	"id, category_id, name, description, price_cents, stock, version, " \
 	"updated_at"
 
 /*
@@ -70,13 +70,12 @@ struct db_pg {
  */
 static const char *const pg_stmt_sql[PS_COUNT_] = {
 	/* pg_lsn - pg_lsn is numeric: bytes between them. */
-	[PS_REPL] =
-		"SELECT pg_is_in_recovery(),"
-		" ((CASE WHEN pg_is_in_recovery()"
-		" THEN coalesce(pg_last_wal_replay_lsn(), '0/0')"
-		" ELSE pg_current_wal_lsn() END) - '0/0'::pg_lsn)::int8,"
-		" coalesce((extract(epoch FROM now() -"
-		" pg_last_xact_replay_timestamp()) * 1000)::int8, -1)",
+	[PS_REPL] = "SELECT pg_is_in_recovery(),"
+		    " ((CASE WHEN pg_is_in_recovery()"
+		    " THEN coalesce(pg_last_wal_replay_lsn(), '0/0')"
+		    " ELSE pg_current_wal_lsn() END) - '0/0'::pg_lsn)::int8,"
+		    " coalesce((extract(epoch FROM now() -"
+		    " pg_last_xact_replay_timestamp()) * 1000)::int8, -1)",
 	[PS_PRODUCT_GET] =
 		"SELECT " PG_PRODUCT_COLS " FROM products WHERE id = $1",
 	[PS_REVIEW_SUMMARY] =
@@ -87,10 +86,9 @@ static const char *const pg_stmt_sql[PS_COUNT_] = {
 		" count(*) FILTER (WHERE rating = 4),"
 		" count(*) FILTER (WHERE rating = 5)"
 		" FROM reviews WHERE product_id = $1",
-	[PS_REVIEW_RECENT] =
-		"SELECT id, rating, body, created_at FROM reviews"
-		" WHERE product_id = $1"
-		" ORDER BY created_at DESC, id DESC LIMIT $2",
+	[PS_REVIEW_RECENT] = "SELECT id, rating, body, created_at FROM reviews"
+			     " WHERE product_id = $1"
+			     " ORDER BY created_at DESC, id DESC LIMIT $2",
 	[PS_CATEGORY_GET] = "SELECT name FROM categories WHERE id = $1",
 	[PS_CATEGORY_TOP] =
 		"WITH t AS ("
@@ -123,11 +121,10 @@ static const char *const pg_stmt_sql[PS_COUNT_] = {
 	[PS_REVIEW_DELETE] = "DELETE FROM reviews WHERE product_id = $1",
 	[PS_WORLD_GET] = "SELECT randomnumber FROM world WHERE id = $1",
 	[PS_WORLD_SET] = "UPDATE world SET randomnumber = $1 WHERE id = $2",
-	[PS_COUNTS] =
-		"SELECT (SELECT count(*) FROM categories),"
-		" (SELECT count(*) FROM products),"
-		" (SELECT count(*) FROM reviews),"
-		" (SELECT count(*) FROM world)",
+	[PS_COUNTS] = "SELECT (SELECT count(*) FROM categories),"
+		      " (SELECT count(*) FROM products),"
+		      " (SELECT count(*) FROM reviews),"
+		      " (SELECT count(*) FROM world)",
 };
 
 /*
@@ -279,15 +276,16 @@ pg_run(struct db *db, enum pg_stmt_id id, int n, const char *const *vals,
 static int64_t
 pg_i64(const PGresult *r, int row, int col)
 {
-	return PQgetisnull(r, row, col) ? 0 :
-		strtoll(PQgetvalue(r, row, col), NULL, 10);
+	return PQgetisnull(r, row, col)
+		       ? 0
+		       : strtoll(PQgetvalue(r, row, col), NULL, 10);
 }
 
 static double
 pg_f8(const PGresult *r, int row, int col)
 {
-	return PQgetisnull(r, row, col) ? 0.0 :
-		strtod(PQgetvalue(r, row, col), NULL);
+	return PQgetisnull(r, row, col) ? 0.0
+					: strtod(PQgetvalue(r, row, col), NULL);
 }
 
 static void
@@ -302,7 +300,8 @@ pg_text(const PGresult *r, int row, int col, char *dst, size_t n)
 }
 
 /* Decimal text of an integer parameter, in a caller's buffer. */
-#define PG_I64(buf, v) (snprintf((buf), sizeof(buf), "%lld", (long long)(v)), (buf))
+#define PG_I64(buf, v) \
+	(snprintf((buf), sizeof(buf), "%lld", (long long)(v)), (buf))
 
 static int
 pg_begin(struct db *db, const char *sql)
@@ -361,16 +360,16 @@ pg_detail_parts(struct db *db, int64_t id, struct db_product_detail *out)
 	PQclear(r);
 	if (res != DB_OK)
 		return res;
-	if ((res = pg_run(db, PS_REVIEW_SUMMARY, 1, v, &r,
-			  "review summary")) != DB_OK)
+	if ((res = pg_run(db, PS_REVIEW_SUMMARY, 1, v, &r, "review summary")) !=
+	    DB_OK)
 		return res;
 	out->summary.count = pg_i64(r, 0, 0);
 	out->summary.average = out->summary.count ? pg_f8(r, 0, 1) : 0.0;
 	for (i = 0; i < 5; i++)
 		out->summary.histogram[i] = pg_i64(r, 0, 2 + i);
 	PQclear(r);
-	if ((res = pg_run(db, PS_REVIEW_RECENT, 2, v, &r,
-			  "recent reviews")) != DB_OK)
+	if ((res = pg_run(db, PS_REVIEW_RECENT, 2, v, &r, "recent reviews")) !=
+	    DB_OK)
 		return res;
 	for (i = 0; i < PQntuples(r) && out->nrecent < DB_RECENT_N; i++) {
 		rv = &out->recent[out->nrecent++];
@@ -421,8 +420,8 @@ pg_top_parts(struct db *db, int64_t category_id, struct db_category_top *out)
 	PQclear(r);
 	if (res != DB_OK)
 		return res;
-	if ((res = pg_run(db, PS_CATEGORY_TOP, 2, v, &r,
-			  "category top")) != DB_OK)
+	if ((res = pg_run(db, PS_CATEGORY_TOP, 2, v, &r, "category top")) !=
+	    DB_OK)
 		return res;
 	for (i = 0; i < PQntuples(r) && out->n < DB_TOP_N; i++) {
 		e = &out->top[out->n++];
@@ -437,8 +436,7 @@ pg_top_parts(struct db *db, int64_t category_id, struct db_category_top *out)
 }
 
 static int
-pg_category_top(struct db *db, int64_t category_id,
-		struct db_category_top *out)
+pg_category_top(struct db *db, int64_t category_id, struct db_category_top *out)
 {
 	uint64_t t0 = hs_now_ns();
 	int res, fin;
@@ -466,7 +464,7 @@ pg_product_update(struct db *db, int64_t id, const struct db_product_change *c,
 	uint64_t t0 = hs_now_ns();
 	char price[24], stock[24], now[24], pid[24];
 	const char *v[8] = {
-		c->has_name ? "t" : "f", c->has_name ? c->name : NULL,
+		c->has_name ? "t" : "f",  c->has_name ? c->name : NULL,
 		c->has_price ? "t" : "f", PG_I64(price, c->price_cents),
 		c->has_stock ? "t" : "f", PG_I64(stock, c->stock),
 		PG_I64(now, db_now_ms()), PG_I64(pid, id),
@@ -478,8 +476,8 @@ pg_product_update(struct db *db, int64_t id, const struct db_product_change *c,
 		memset(after, 0, sizeof(*after));
 	if ((res = pg_ready(db)) != DB_OK)
 		goto done;
-	if ((res = pg_run(db, PS_PRODUCT_UPDATE, 8, v, &r,
-			  "update product")) != DB_OK)
+	if ((res = pg_run(db, PS_PRODUCT_UPDATE, 8, v, &r, "update product")) !=
+	    DB_OK)
 		goto done;
 	if (PQntuples(r) == 0)
 		res = DB_NOTFOUND;
@@ -493,8 +491,8 @@ done:
 
 /* A write returning the touched product's category_id (RETURNING). */
 static int
-pg_run_category(struct db *db, enum pg_stmt_id id, int n,
-		const char *const *v, const char *what, int64_t *cat)
+pg_run_category(struct db *db, enum pg_stmt_id id, int n, const char *const *v,
+		const char *what, int64_t *cat)
 {
 	PGresult *r;
 	int res = pg_run(db, id, n, v, &r, what);
@@ -528,9 +526,8 @@ pg_review_add(struct db *db, int64_t product_id, int rating, const char *body,
 		goto done;
 	res = pg_run_category(db, PS_PRODUCT_BUMP, 2, bump, "bump product",
 			      &cat);
-	if (res == DB_OK &&
-	    (res = pg_run(db, PS_REVIEW_INSERT, 4, ins, &r,
-			  "insert review")) == DB_OK) {
+	if (res == DB_OK && (res = pg_run(db, PS_REVIEW_INSERT, 4, ins, &r,
+					  "insert review")) == DB_OK) {
 		rid = pg_i64(r, 0, 0);
 		PQclear(r);
 	}
@@ -565,9 +562,8 @@ pg_product_delete(struct db *db, int64_t id, int64_t *category_id)
 		goto done;
 	res = pg_run_category(db, PS_PRODUCT_DELETE, 1, v, "delete product",
 			      &cat);
-	if (res == DB_OK &&
-	    (res = pg_run(db, PS_REVIEW_DELETE, 1, v, &r,
-			  "delete reviews")) == DB_OK)
+	if (res == DB_OK && (res = pg_run(db, PS_REVIEW_DELETE, 1, v, &r,
+					  "delete reviews")) == DB_OK)
 		PQclear(r);
 	if ((res = pg_end(db, res)) == DB_OK && category_id)
 		*category_id = cat;
@@ -757,8 +753,9 @@ PGconn *
 db_pg_connect(struct db *db, const char *url, int busy_timeout_ms)
 {
 	char opts[96];
-	const char *keys[] = { "dbname", "connect_timeout", "client_encoding",
-			       "application_name", "options", NULL };
+	const char *keys[] = { "dbname",          "connect_timeout",
+			       "client_encoding", "application_name",
+			       "options",         NULL };
 	const char *vals[] = { url, "3", "UTF8", "hammerstack", opts, NULL };
 	PGconn *conn;
 
@@ -826,13 +823,17 @@ pg_migrate(struct db *db, PGconn *conn)
 		return DB_OK;
 	if (v < 0)
 		return DB_ERR;
-	res = db_pg_exec(db, conn, "BEGIN; SELECT pg_advisory_xact_lock("
-			 PG_SCHEMA_LOCK ")", "begin migration");
+	res = db_pg_exec(db, conn,
+			 "BEGIN; SELECT pg_advisory_xact_lock(" PG_SCHEMA_LOCK
+			 ")",
+			 "begin migration");
 	if (res == DB_OK && (v = db_pg_schema_version(db, conn)) < 0)
 		res = DB_ERR;
 	if (res == DB_OK && v > DB_SCHEMA_VERSION)
-		res = db_failf(db, "database schema version %d is newer than "
-			       "this program's (%d)", v, DB_SCHEMA_VERSION);
+		res = db_failf(db,
+			       "database schema version %d is newer than "
+			       "this program's (%d)",
+			       v, DB_SCHEMA_VERSION);
 	if (res == DB_OK && v == 0) {
 		res = db_pg_exec(db, conn, db_pg_schema_tables_sql,
 				 "create tables");
@@ -840,7 +841,8 @@ pg_migrate(struct db *db, PGconn *conn)
 			res = db_pg_exec(db, conn, db_pg_schema_indexes_sql,
 					 "create indexes");
 		if (res == DB_OK)
-			res = db_pg_exec(db, conn,
+			res = db_pg_exec(
+				db, conn,
 				"CREATE TABLE hs_schema(version integer NOT NULL);"
 				"INSERT INTO hs_schema VALUES (1)",
 				"set schema version");

@@ -43,11 +43,20 @@ copy_text(struct hs_buf *b, const char *s, size_t n)
 
 	for (i = 0; i < n; i++) {
 		switch (s[i]) {
-		case '\\': esc[1] = '\\'; break;
-		case '\t': esc[1] = 't'; break;
-		case '\n': esc[1] = 'n'; break;
-		case '\r': esc[1] = 'r'; break;
-		default: continue;
+		case '\\':
+			esc[1] = '\\';
+			break;
+		case '\t':
+			esc[1] = 't';
+			break;
+		case '\n':
+			esc[1] = 'n';
+			break;
+		case '\r':
+			esc[1] = 'r';
+			break;
+		default:
+			continue;
 		}
 		hs_buf_append(b, s + from, i - from);
 		hs_buf_append(b, esc, 2);
@@ -171,34 +180,45 @@ pg_seed_tx(struct pg_seed *p, const struct db_seed_opts *o, int replace,
 	   const char *url)
 {
 	struct db_seed_sink sink = {
-		.category = sink_category, .product = sink_product,
-		.review = sink_review, .world = sink_world, .arg = p,
+		.category = sink_category,
+		.product = sink_product,
+		.review = sink_review,
+		.world = sink_world,
+		.arg = p,
 	};
 	int res, v;
 
-	res = db_pg_exec(p->db, p->conn, "SELECT pg_advisory_xact_lock("
-			 "1752392802)", "lock");
+	res = db_pg_exec(p->db, p->conn,
+			 "SELECT pg_advisory_xact_lock("
+			 "1752392802)",
+			 "lock");
 	if (res != DB_OK)
 		return res;
 	if ((v = db_pg_schema_version(p->db, p->conn)) < 0)
 		return DB_ERR;
 	if (v > 0 && !replace)
-		return db_failf(p->db, "%s is already seeded (use --force to "
-				"replace it)", url);
-	if (v > 0 && (res = db_pg_exec(p->db, p->conn,
-			"DROP TABLE IF EXISTS reviews, products, categories,"
-			" world, hs_schema", "drop tables")) != DB_OK)
+		return db_failf(p->db,
+				"%s is already seeded (use --force to "
+				"replace it)",
+				url);
+	if (v > 0 &&
+	    (res = db_pg_exec(
+		     p->db, p->conn,
+		     "DROP TABLE IF EXISTS reviews, products, categories,"
+		     " world, hs_schema",
+		     "drop tables")) != DB_OK)
 		return res;
 	/* Index builds in memory; the setting ends with the transaction. */
 	res = db_pg_exec(p->db, p->conn,
-			 "SET LOCAL maintenance_work_mem = '256MB'", "settings");
+			 "SET LOCAL maintenance_work_mem = '256MB'",
+			 "settings");
 	if (res == DB_OK)
 		res = db_pg_exec(p->db, p->conn, db_pg_schema_tables_sql,
 				 "create tables");
 	if (res != DB_OK)
 		return res;
 	if ((res = copy_begin(p, "COPY reviews(id, product_id, rating, body,"
-			      " created_at) FROM STDIN (FREEZE)")) != DB_OK)
+				 " created_at) FROM STDIN (FREEZE)")) != DB_OK)
 		return res;
 	res = db_seed_generate(o, &sink, p->db);
 	if (res == DB_OK)
@@ -208,12 +228,15 @@ pg_seed_tx(struct pg_seed *p, const struct db_seed_opts *o, int replace,
 	res = copy_table(p, "COPY categories(id, name) FROM STDIN (FREEZE)",
 			 &p->categories);
 	if (res == DB_OK)
-		res = copy_table(p, "COPY products(id, category_id, name,"
+		res = copy_table(p,
+				 "COPY products(id, category_id, name,"
 				 " description, price_cents, stock, updated_at)"
-				 " FROM STDIN (FREEZE)", &p->products);
+				 " FROM STDIN (FREEZE)",
+				 &p->products);
 	if (res == DB_OK)
-		res = copy_table(p, "COPY world(id, randomnumber) FROM STDIN (FREEZE)",
-				 &p->world);
+		res = copy_table(
+			p, "COPY world(id, randomnumber) FROM STDIN (FREEZE)",
+			&p->world);
 	if (o && o->progress)
 		o->progress(o->arg, "indexes", 0.0);
 	if (res == DB_OK)
@@ -221,14 +244,16 @@ pg_seed_tx(struct pg_seed *p, const struct db_seed_opts *o, int replace,
 				 "create indexes");
 	/* Rows the server adds get ids after the seeded ones. */
 	if (res == DB_OK)
-		res = db_pg_exec(p->db, p->conn,
+		res = db_pg_exec(
+			p->db, p->conn,
 			"SELECT setval(pg_get_serial_sequence('reviews', 'id'),"
 			" greatest((SELECT max(id) FROM reviews), 1));"
 			"SELECT setval(pg_get_serial_sequence('products', 'id'),"
 			" greatest((SELECT max(id) FROM products), 1));"
 			"CREATE TABLE hs_schema(version integer NOT NULL);"
 			"INSERT INTO hs_schema VALUES (1);"
-			"ANALYZE", "finish");
+			"ANALYZE",
+			"finish");
 	if (res == DB_OK && o && o->progress)
 		o->progress(o->arg, "indexes", 1.0);
 	return res;

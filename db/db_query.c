@@ -12,8 +12,8 @@
 #include "db_internal.h"
 #include "hs_util.h"
 
-#define DB_PRODUCT_COLS                                                        \
-	"id, category_id, name, description, price_cents, stock, version, "    \
+#define DB_PRODUCT_COLS                                                     \
+	"id, category_id, name, description, price_cents, stock, version, " \
 	"updated_at"
 
 const char *const db_stmt_sql[ST_COUNT_] = {
@@ -27,10 +27,9 @@ const char *const db_stmt_sql[ST_COUNT_] = {
 		"SELECT count(*), avg(rating), sum(rating = 1), sum(rating = 2),"
 		" sum(rating = 3), sum(rating = 4), sum(rating = 5)"
 		" FROM reviews WHERE product_id = ?1",
-	[ST_REVIEW_RECENT] =
-		"SELECT id, rating, body, created_at FROM reviews"
-		" WHERE product_id = ?1"
-		" ORDER BY created_at DESC, id DESC LIMIT ?2",
+	[ST_REVIEW_RECENT] = "SELECT id, rating, body, created_at FROM reviews"
+			     " WHERE product_id = ?1"
+			     " ORDER BY created_at DESC, id DESC LIMIT ?2",
 	[ST_CATEGORY_GET] = "SELECT name FROM categories WHERE id = ?1",
 	/*
 	 * The aggregate runs on indexes only (products_category holds the
@@ -68,11 +67,10 @@ const char *const db_stmt_sql[ST_COUNT_] = {
 	[ST_REVIEW_DELETE] = "DELETE FROM reviews WHERE product_id = ?1",
 	[ST_WORLD_GET] = "SELECT randomNumber FROM world WHERE id = ?1",
 	[ST_WORLD_SET] = "UPDATE world SET randomNumber = ?1 WHERE id = ?2",
-	[ST_COUNTS] =
-		"SELECT (SELECT count(*) FROM categories),"
-		" (SELECT count(*) FROM products),"
-		" (SELECT count(*) FROM reviews),"
-		" (SELECT count(*) FROM world)",
+	[ST_COUNTS] = "SELECT (SELECT count(*) FROM categories),"
+		      " (SELECT count(*) FROM products),"
+		      " (SELECT count(*) FROM reviews),"
+		      " (SELECT count(*) FROM world)",
 };
 
 /* Runs a statement that returns no rows (transaction control, plain DML). */
@@ -262,7 +260,8 @@ db_get_top(struct db *db, int64_t category_id, struct db_category_top *out)
 		db_col_text(st, 1, e->name, sizeof(e->name));
 		e->price_cents = sqlite3_column_int64(st, 2);
 		e->review_count = sqlite3_column_int64(st, 3);
-		e->average = e->review_count ? sqlite3_column_double(st, 4) : 0.0;
+		e->average =
+			e->review_count ? sqlite3_column_double(st, 4) : 0.0;
 	}
 	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
 		res = db_fail(db, rc, "category top");
@@ -271,8 +270,7 @@ db_get_top(struct db *db, int64_t category_id, struct db_category_top *out)
 }
 
 int
-db_category_top(struct db *db, int64_t category_id,
-		struct db_category_top *out)
+db_category_top(struct db *db, int64_t category_id, struct db_category_top *out)
 {
 	uint64_t t0 = hs_now_ns();
 	sqlite3_stmt *st;
@@ -384,7 +382,7 @@ db_review_add(struct db *db, int64_t product_id, int rating, const char *body,
 
 	if (db->ops)
 		return db->ops->review_add(db, product_id, rating, body, out,
-					    category_id);
+					   category_id);
 	if (body == NULL)
 		body = "";
 	if ((res = db_begin(db, 1)) != DB_OK)

@@ -24,71 +24,85 @@
 #include "hs_rng.h"
 #include "hs_util.h"
 
-#define SEED_DEFAULT 0x68616d6d65727374ull   /* "hammerst" */
-#define SEED_BASE_MS 1672531200000ll          /* 2023-01-01T00:00:00Z */
-#define SEED_SPAN_MS (730ll * 86400 * 1000)   /* two years of history */
+#define SEED_DEFAULT 0x68616d6d65727374ull  /* "hammerst" */
+#define SEED_BASE_MS 1672531200000ll        /* 2023-01-01T00:00:00Z */
+#define SEED_SPAN_MS (730ll * 86400 * 1000) /* two years of history */
 
 struct seed_word {
 	const char *s;
 	size_t len;
 };
-#define W(x) { x, sizeof(x) - 1 }
+#define W(x)                     \
+	{                        \
+		x, sizeof(x) - 1 \
+	}
 
 static const struct seed_word seed_adjectives[] = {
-	W("Ergonomic"), W("Rustic"), W("Sleek"), W("Compact"), W("Durable"),
-	W("Handmade"), W("Vintage"), W("Modern"), W("Classic"), W("Portable"),
-	W("Heavy-Duty"), W("Lightweight"), W("Premium"), W("Essential"),
-	W("Deluxe"), W("Smart"), W("Quiet"), W("Foldable"), W("Waterproof"),
-	W("Wireless"), W("Organic"), W("Recycled"), W("Minimalist"),
-	W("Professional"), W("Elegant"), W("Sturdy"), W("Cozy"), W("Bold"),
-	W("Bright"), W("Gentle"), W("Rugged"), W("Refined"),
+	W("Ergonomic"), W("Rustic"),    W("Sleek"),      W("Compact"),
+	W("Durable"),   W("Handmade"),  W("Vintage"),    W("Modern"),
+	W("Classic"),   W("Portable"),  W("Heavy-Duty"), W("Lightweight"),
+	W("Premium"),   W("Essential"), W("Deluxe"),     W("Smart"),
+	W("Quiet"),     W("Foldable"),  W("Waterproof"), W("Wireless"),
+	W("Organic"),   W("Recycled"),  W("Minimalist"), W("Professional"),
+	W("Elegant"),   W("Sturdy"),    W("Cozy"),       W("Bold"),
+	W("Bright"),    W("Gentle"),    W("Rugged"),     W("Refined"),
 };
 static const struct seed_word seed_materials[] = {
-	W("Steel"), W("Oak"), W("Bamboo"), W("Cotton"), W("Leather"),
-	W("Ceramic"), W("Glass"), W("Copper"), W("Wool"), W("Linen"),
-	W("Aluminum"), W("Walnut"), W("Granite"), W("Silicone"), W("Carbon"),
-	W("Marble"),
+	W("Steel"),   W("Oak"),      W("Bamboo"),   W("Cotton"),
+	W("Leather"), W("Ceramic"),  W("Glass"),    W("Copper"),
+	W("Wool"),    W("Linen"),    W("Aluminum"), W("Walnut"),
+	W("Granite"), W("Silicone"), W("Carbon"),   W("Marble"),
 };
 static const struct seed_word seed_nouns[] = {
-	W("Chair"), W("Lamp"), W("Kettle"), W("Backpack"), W("Desk"),
-	W("Mug"), W("Blanket"), W("Speaker"), W("Knife"), W("Bottle"),
-	W("Jacket"), W("Clock"), W("Pillow"), W("Shelf"), W("Pan"),
-	W("Notebook"), W("Headphones"), W("Keyboard"), W("Tent"), W("Bench"),
-	W("Vase"), W("Rug"), W("Watch"), W("Wallet"), W("Umbrella"),
-	W("Toaster"), W("Stool"), W("Basket"), W("Mirror"), W("Grinder"),
-	W("Planter"), W("Sofa"),
+	W("Chair"),      W("Lamp"),     W("Kettle"),  W("Backpack"),
+	W("Desk"),       W("Mug"),      W("Blanket"), W("Speaker"),
+	W("Knife"),      W("Bottle"),   W("Jacket"),  W("Clock"),
+	W("Pillow"),     W("Shelf"),    W("Pan"),     W("Notebook"),
+	W("Headphones"), W("Keyboard"), W("Tent"),    W("Bench"),
+	W("Vase"),       W("Rug"),      W("Watch"),   W("Wallet"),
+	W("Umbrella"),   W("Toaster"),  W("Stool"),   W("Basket"),
+	W("Mirror"),     W("Grinder"),  W("Planter"), W("Sofa"),
 };
 static const struct seed_word seed_departments[] = {
-	W("Kitchen"), W("Garden"), W("Office"), W("Outdoor"), W("Home"),
-	W("Travel"), W("Audio"), W("Bath"), W("Workshop"), W("Studio"),
-	W("Camping"), W("Dining"), W("Bedroom"), W("Fitness"), W("Pet"),
-	W("Kids"),
+	W("Kitchen"),  W("Garden"),  W("Office"),  W("Outdoor"),
+	W("Home"),     W("Travel"),  W("Audio"),   W("Bath"),
+	W("Workshop"), W("Studio"),  W("Camping"), W("Dining"),
+	W("Bedroom"),  W("Fitness"), W("Pet"),     W("Kids"),
 };
 static const struct seed_word seed_words[] = {
-	W("the"), W("it"), W("works"), W("well"), W("quality"), W("price"),
-	W("for"), W("and"), W("very"), W("really"), W("not"), W("quite"),
-	W("after"), W("a"), W("week"), W("month"), W("of"), W("use"),
-	W("arrived"), W("quickly"), W("packaging"), W("was"), W("fine"),
-	W("broke"), W("feels"), W("solid"), W("cheap"), W("looks"), W("great"),
-	W("size"), W("smaller"), W("larger"), W("than"), W("expected"),
-	W("would"), W("buy"), W("again"), W("recommend"), W("this"), W("to"),
-	W("friends"), W("color"), W("matches"), W("photos"), W("instructions"),
-	W("were"), W("clear"), W("confusing"), W("assembly"), W("took"),
-	W("minutes"), W("hours"), W("my"), W("family"), W("loves"), W("daily"),
-	W("sturdy"), W("flimsy"), W("comfortable"), W("noisy"), W("silent"),
-	W("battery"), W("lasts"), W("long"), W("short"), W("value"), W("money"),
-	W("but"), W("so"), W("overall"), W("happy"), W("disappointed"),
-	W("returned"), W("kept"), W("gift"), W("perfect"), W("okay"), W("good"),
-	W("bad"), W("design"), W("finish"), W("material"), W("smell"),
-	W("easy"), W("clean"), W("hard"), W("handle"), W("light"), W("heavy"),
-	W("support"), W("helpful"), W("slow"), W("fast"), W("shipping"),
-	W("exactly"), W("described"), W("better"), W("worse"), W("sturdier"),
-	W("durable"), W("stylish"), W("practical"), W("every"), W("day"),
-	W("kitchen"), W("office"), W("travel"), W("outdoors"), W("home"),
-	W("still"), W("working"), W("stopped"), W("fits"), W("perfectly"),
-	W("loose"), W("tight"), W("soft"), W("warm"), W("cold"), W("bright"),
-	W("dim"), W("worth"), W("every"), W("penny"), W("bit"), W("more"),
-	W("less"), W("than"), W("hoped"),
+	W("the"),          W("it"),        W("works"),       W("well"),
+	W("quality"),      W("price"),     W("for"),         W("and"),
+	W("very"),         W("really"),    W("not"),         W("quite"),
+	W("after"),        W("a"),         W("week"),        W("month"),
+	W("of"),           W("use"),       W("arrived"),     W("quickly"),
+	W("packaging"),    W("was"),       W("fine"),        W("broke"),
+	W("feels"),        W("solid"),     W("cheap"),       W("looks"),
+	W("great"),        W("size"),      W("smaller"),     W("larger"),
+	W("than"),         W("expected"),  W("would"),       W("buy"),
+	W("again"),        W("recommend"), W("this"),        W("to"),
+	W("friends"),      W("color"),     W("matches"),     W("photos"),
+	W("instructions"), W("were"),      W("clear"),       W("confusing"),
+	W("assembly"),     W("took"),      W("minutes"),     W("hours"),
+	W("my"),           W("family"),    W("loves"),       W("daily"),
+	W("sturdy"),       W("flimsy"),    W("comfortable"), W("noisy"),
+	W("silent"),       W("battery"),   W("lasts"),       W("long"),
+	W("short"),        W("value"),     W("money"),       W("but"),
+	W("so"),           W("overall"),   W("happy"),       W("disappointed"),
+	W("returned"),     W("kept"),      W("gift"),        W("perfect"),
+	W("okay"),         W("good"),      W("bad"),         W("design"),
+	W("finish"),       W("material"),  W("smell"),       W("easy"),
+	W("clean"),        W("hard"),      W("handle"),      W("light"),
+	W("heavy"),        W("support"),   W("helpful"),     W("slow"),
+	W("fast"),         W("shipping"),  W("exactly"),     W("described"),
+	W("better"),       W("worse"),     W("sturdier"),    W("durable"),
+	W("stylish"),      W("practical"), W("every"),       W("day"),
+	W("kitchen"),      W("office"),    W("travel"),      W("outdoors"),
+	W("home"),         W("still"),     W("working"),     W("stopped"),
+	W("fits"),         W("perfectly"), W("loose"),       W("tight"),
+	W("soft"),         W("warm"),      W("cold"),        W("bright"),
+	W("dim"),          W("worth"),     W("every"),       W("penny"),
+	W("bit"),          W("more"),      W("less"),        W("than"),
+	W("hoped"),
 };
 /* A first sentence that agrees with the rating. */
 static const struct seed_word seed_openers[5][3] = {
@@ -119,8 +133,8 @@ text_add(struct seed_text *t, const char *s, size_t len)
 }
 
 static void
-text_word(struct seed_text *t, uint64_t *r,
-	  const struct seed_word *list, size_t n)
+text_word(struct seed_text *t, uint64_t *r, const struct seed_word *list,
+	  size_t n)
 {
 	const struct seed_word *w = &list[hs_rng_below(r, (uint32_t)n)];
 
@@ -141,7 +155,7 @@ text_sentence(struct seed_text *t, uint64_t *r, int nwords)
 }
 
 struct seed_ctx {
-	struct db *db;            /* where errors are recorded */
+	struct db *db; /* where errors are recorded */
 	const struct db_seed_sink *sink;
 	uint64_t rng;
 	const struct db_seed_opts *o;
@@ -174,7 +188,8 @@ seed_categories(struct seed_ctx *c)
 		t.len = 0;
 		t.buf[0] = '\0';
 		text_word(&t, &c->rng, seed_adjectives, NELEM(seed_adjectives));
-		text_word(&t, &c->rng, seed_departments, NELEM(seed_departments));
+		text_word(&t, &c->rng, seed_departments,
+			  NELEM(seed_departments));
 		res = c->sink->category(c->sink->arg, i, t.buf, t.len);
 	}
 	seed_progress(c, "categories", 1.0);
@@ -238,12 +253,14 @@ seed_product(struct seed_ctx *c, int64_t id)
 	text_sentence(&desc, &c->rng, 6 + (int)hs_rng_below(&c->rng, 10));
 	desc.buf[0] = (char)(desc.buf[0] - 'a' + 'A');
 	/* $0.99 .. $999.99, most of them cheap. */
-	p.price_cents = 100ll * (1 + hs_rng_below(&c->rng,
-				1 + hs_rng_below(&c->rng, 1000))) - 1;
-	p.stock = hs_rng_below(&c->rng, 20) == 0 ? 0 :
-		  hs_rng_below(&c->rng, 500);
-	p.updated_at = SEED_BASE_MS +
-		       (int64_t)(hs_rng_next(&c->rng) % SEED_SPAN_MS);
+	p.price_cents =
+		100ll * (1 + hs_rng_below(&c->rng,
+					  1 + hs_rng_below(&c->rng, 1000))) -
+		1;
+	p.stock =
+		hs_rng_below(&c->rng, 20) == 0 ? 0 : hs_rng_below(&c->rng, 500);
+	p.updated_at =
+		SEED_BASE_MS + (int64_t)(hs_rng_next(&c->rng) % SEED_SPAN_MS);
 	p.name = name.buf;
 	p.name_len = name.len;
 	p.description = desc.buf;
@@ -267,7 +284,7 @@ seed_reviews(struct seed_ctx *c, int64_t id, uint32_t n, int64_t *rid)
 	 * depend on which the compiler evaluates first.)
 	 */
 	quality = 900 - hs_rng_below(&c->rng, 1000) *
-			hs_rng_below(&c->rng, 1000) / 1200;
+				hs_rng_below(&c->rng, 1000) / 1200;
 	for (k = 0; k < n && res == DB_OK; k++) {
 		rating = 1;
 		for (j = 0; j < 4; j++)
@@ -394,8 +411,7 @@ sq_product(void *arg, const struct db_seed_row_product *p)
 
 	sqlite3_bind_int64(q->prod, 1, p->id);
 	sqlite3_bind_int64(q->prod, 2, p->category_id);
-	sqlite3_bind_text(q->prod, 3, p->name, (int)p->name_len,
-			  SQLITE_STATIC);
+	sqlite3_bind_text(q->prod, 3, p->name, (int)p->name_len, SQLITE_STATIC);
 	sqlite3_bind_text(q->prod, 4, p->description, (int)p->description_len,
 			  SQLITE_STATIC);
 	sqlite3_bind_int64(q->prod, 5, p->price_cents);
@@ -433,22 +449,27 @@ seed_rows_sqlite(struct seed_ctx *c)
 {
 	struct seed_sq q = { .db = c->db };
 	struct db_seed_sink sink = {
-		.category = sq_category, .product = sq_product,
-		.review = sq_review, .world = sq_world, .arg = &q,
+		.category = sq_category,
+		.product = sq_product,
+		.review = sq_review,
+		.world = sq_world,
+		.arg = &q,
 	};
 	int res = DB_ERR;
 
 	q.cat = seed_prepare(c->db,
-		"INSERT INTO categories(id, name) VALUES (?1, ?2)");
-	q.prod = seed_prepare(c->db,
+			     "INSERT INTO categories(id, name) VALUES (?1, ?2)");
+	q.prod = seed_prepare(
+		c->db,
 		"INSERT INTO products(id, category_id, name, description,"
 		" price_cents, stock, version, updated_at)"
 		" VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7)");
-	q.rev = seed_prepare(c->db,
+	q.rev = seed_prepare(
+		c->db,
 		"INSERT INTO reviews(id, product_id, rating, body, created_at)"
 		" VALUES (?1, ?2, ?3, ?4, ?5)");
-	q.world = seed_prepare(c->db,
-		"INSERT INTO world(id, randomNumber) VALUES (?1, ?2)");
+	q.world = seed_prepare(
+		c->db, "INSERT INTO world(id, randomNumber) VALUES (?1, ?2)");
 	if (q.cat && q.prod && q.rev && q.world)
 		res = db_seed_generate(c->o, &sink, c->db);
 	sqlite3_finalize(q.cat);
@@ -486,11 +507,13 @@ seed_fill(struct seed_ctx *c, const char *tmp)
 	 * file behind, so durability is switched off while loading; the file
 	 * is synced once at the end.
 	 */
-	res = seed_exec(c, "PRAGMA journal_mode = OFF;"
+	res = seed_exec(c,
+			"PRAGMA journal_mode = OFF;"
 			"PRAGMA synchronous = OFF;"
 			"PRAGMA locking_mode = EXCLUSIVE;"
 			"PRAGMA temp_store = MEMORY;"
-			"PRAGMA cache_size = -262144;", "pragmas");
+			"PRAGMA cache_size = -262144;",
+			"pragmas");
 	if (res == DB_OK)
 		res = seed_exec(c, "BEGIN", "begin");
 	if (res == DB_OK)
@@ -542,8 +565,7 @@ seed_fence(const char *path)
 {
 	sqlite3 *s = NULL;
 
-	if (sqlite3_open_v2(path, &s, SQLITE_OPEN_READWRITE, NULL) !=
-	    SQLITE_OK)
+	if (sqlite3_open_v2(path, &s, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK)
 		goto fail;
 	sqlite3_busy_timeout(s, 5000);
 	if (sqlite3_exec(s, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
@@ -577,8 +599,8 @@ seed_fence_release(sqlite3 *s)
  * put there meanwhile.  Sets *linked when tmp now is path.
  */
 static int
-seed_install(struct db *scratch, const char *path, const char *tmp,
-	     int replace, int *linked)
+seed_install(struct db *scratch, const char *path, const char *tmp, int replace,
+	     int *linked)
 {
 	size_t len = strlen(path) + 8;
 	char *side = hs_xmalloc(len);
@@ -607,7 +629,8 @@ seed_install(struct db *scratch, const char *path, const char *tmp,
 	} else if (link(tmp, path) == 0) {
 		*linked = 1;
 	} else if (errno != EEXIST) {
-		res = db_failf(scratch, "link to %s: %s", path, strerror(errno));
+		res = db_failf(scratch, "link to %s: %s", path,
+			       strerror(errno));
 	}
 	/*
 	 * EEXIST: another process seeded the same path meanwhile, and its
@@ -674,7 +697,8 @@ seed_file(const char *path, const struct db_seed_opts *o, int replace,
 		res = db_failf(&scratch, "fsync %s: %s", tmp, strerror(errno));
 		goto out;
 	}
-	if ((res = seed_install(&scratch, path, tmp, replace, &linked)) != DB_OK)
+	if ((res = seed_install(&scratch, path, tmp, replace, &linked)) !=
+	    DB_OK)
 		goto out;
 	seed_progress(&c, "finishing", 1.0);
 out:
@@ -697,8 +721,8 @@ db_seed_file(const char *path, const struct db_seed_opts *o, char *err,
 }
 
 int
-db_seed_file_replace(const char *path, const struct db_seed_opts *o,
-		     char *err, size_t errlen)
+db_seed_file_replace(const char *path, const struct db_seed_opts *o, char *err,
+		     size_t errlen)
 {
 	return seed_file(path, o, 1, err, errlen);
 }

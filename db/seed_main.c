@@ -71,16 +71,21 @@ parse_args(int argc, char **argv, struct seed_cfg *cfg)
 			cfg->path = optarg;
 			break;
 		case 's':
-			if (hs_parse_double(optarg, 1e-9, 1000, &cfg->scale) != 0) {
-				fprintf(stderr, "hs-seed: bad --scale '%s' "
-					"(a number, 0 < S <= 1000)\n", optarg);
+			if (hs_parse_double(optarg, 1e-9, 1000, &cfg->scale) !=
+			    0) {
+				fprintf(stderr,
+					"hs-seed: bad --scale '%s' "
+					"(a number, 0 < S <= 1000)\n",
+					optarg);
 				return 2;
 			}
 			break;
 		case 'S':
 			if (hs_parse_i64(optarg, 0, INT64_MAX, &seed) != 0) {
-				fprintf(stderr, "hs-seed: bad --seed '%s' "
-					"(a non-negative integer)\n", optarg);
+				fprintf(stderr,
+					"hs-seed: bad --seed '%s' "
+					"(a non-negative integer)\n",
+					optarg);
 				return 2;
 			}
 			cfg->seed = (uint64_t)seed;
@@ -95,22 +100,28 @@ parse_args(int argc, char **argv, struct seed_cfg *cfg)
 			usage(stdout);
 			return 1;
 		case ':':
-			fprintf(stderr, "hs-seed: option '%s' needs a value "
-				"(see --help)\n", argv[optind - 1]);
+			fprintf(stderr,
+				"hs-seed: option '%s' needs a value "
+				"(see --help)\n",
+				argv[optind - 1]);
 			return 2;
 		default:
-			fprintf(stderr, "hs-seed: unknown option '%s' "
-				"(see --help)\n", argv[optind - 1]);
+			fprintf(stderr,
+				"hs-seed: unknown option '%s' "
+				"(see --help)\n",
+				argv[optind - 1]);
 			return 2;
 		}
 	}
 	if (optind < argc) {
-		fprintf(stderr, "hs-seed: unexpected argument '%s' (see --help)\n",
+		fprintf(stderr,
+			"hs-seed: unexpected argument '%s' (see --help)\n",
 			argv[optind]);
 		return 2;
 	}
 	if (cfg->path == NULL || cfg->path[0] == '\0') {
-		fprintf(stderr, "hs-seed: --db PATH is required (see --help)\n");
+		fprintf(stderr,
+			"hs-seed: --db PATH is required (see --help)\n");
 		return 2;
 	}
 	return 0;
@@ -154,8 +165,10 @@ main(int argc, char **argv)
 	if ((rc = parse_args(argc, argv, &cfg)) != 0)
 		return rc == 1 ? 0 : 2;
 	if (!cfg.force && !db_is_url(cfg.path) && stat(cfg.path, &sb) == 0) {
-		fprintf(stderr, "hs-seed: %s already exists (use --force to "
-			"replace it)\n", cfg.path);
+		fprintf(stderr,
+			"hs-seed: %s already exists (use --force to "
+			"replace it)\n",
+			cfg.path);
 		return 1;
 	}
 	o.scale = cfg.scale;
@@ -187,8 +200,8 @@ main(int argc, char **argv)
 	}
 	db_close(db);
 	printf("seeded %s: %lld categories, %lld products, %lld reviews, "
-	       "%lld world rows in %.2f s", cfg.path,
-	       (long long)n.categories, (long long)n.products,
+	       "%lld world rows in %.2f s",
+	       cfg.path, (long long)n.categories, (long long)n.products,
 	       (long long)n.reviews, (long long)n.world, secs);
 	if (!db_is_url(cfg.path) && stat(cfg.path, &sb) == 0)
 		printf(" (%.1f MiB)", (double)sb.st_size / 1048576.0);

@@ -44,15 +44,15 @@ enum blk_state {
 
 struct blk_worker {
 	struct srv_blocking *pool;
-	struct MHD_Daemon *mhd;      /* no listening socket; one connection */
-	enum blk_state state;        /* only its own thread writes it */
+	struct MHD_Daemon *mhd; /* no listening socket; one connection */
+	enum blk_state state;   /* only its own thread writes it */
 	pthread_t thread;
-	int started;                 /* the thread runs (join it) */
+	int started; /* the thread runs (join it) */
 };
 
 struct srv_blocking {
 	struct srv *srv;
-	struct blk_worker *workers;  /* srv->cfg.threads of them */
+	struct blk_worker *workers; /* srv->cfg.threads of them */
 	int n;
 };
 
@@ -71,11 +71,9 @@ blk_set_state(struct blk_worker *w, enum blk_state to)
 	if (w->state == to)
 		return;
 	if (to == BLK_SERVING)
-		__atomic_fetch_add(&p->srv->blocking_busy, 1,
-				   __ATOMIC_RELAXED);
+		__atomic_fetch_add(&p->srv->blocking_busy, 1, __ATOMIC_RELAXED);
 	else if (w->state == BLK_SERVING)
-		__atomic_fetch_sub(&p->srv->blocking_busy, 1,
-				   __ATOMIC_RELAXED);
+		__atomic_fetch_sub(&p->srv->blocking_busy, 1, __ATOMIC_RELAXED);
 	log_debug("blocking worker %d: %s -> %s", (int)(w - p->workers),
 		  blk_state_names[w->state], blk_state_names[to]);
 	w->state = to;
@@ -98,8 +96,7 @@ blk_mhd_log(void *cls, const char *fmt, va_list ap)
 
 /* Open connections, for /stats (as the event loops count them). */
 static void
-blk_on_connection(void *cls, struct MHD_Connection *conn,
-		  void **socket_context,
+blk_on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
 		  enum MHD_ConnectionNotificationCode code)
 {
 	struct srv *s = cls;
@@ -123,7 +120,8 @@ static unsigned
 blk_connections(struct blk_worker *w)
 {
 	const union MHD_DaemonInfo *info =
-		MHD_get_daemon_info(w->mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+		MHD_get_daemon_info(w->mhd,
+				    MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
 
 	return info != NULL ? info->num_connections : 0;
 }
@@ -204,19 +202,23 @@ blk_start_daemon(struct srv_blocking *p, int i, char *err, size_t errlen)
 
 	w->pool = p;
 	w->state = BLK_ACCEPTING;
-	w->mhd = MHD_start_daemon(
-		MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET,
-		0, NULL, NULL, srv_on_access, s,
-		MHD_OPTION_EXTERNAL_LOGGER, blk_mhd_log, s,
-		MHD_OPTION_CONNECTION_LIMIT, 1u,
-		MHD_OPTION_CONNECTION_TIMEOUT, idle_s > 0 ? idle_s : 1u,
-		MHD_OPTION_NOTIFY_COMPLETED, srv_on_completed, s,
-		MHD_OPTION_NOTIFY_CONNECTION, blk_on_connection, s,
-		MHD_OPTION_UNESCAPE_CALLBACK, srv_unescape, s,
-		MHD_OPTION_END);
+	w->mhd = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
+					  MHD_USE_NO_LISTEN_SOCKET,
+				  0, NULL, NULL, srv_on_access, s,
+				  MHD_OPTION_EXTERNAL_LOGGER, blk_mhd_log, s,
+				  MHD_OPTION_CONNECTION_LIMIT, 1u,
+				  MHD_OPTION_CONNECTION_TIMEOUT,
+				  idle_s > 0 ? idle_s : 1u,
+				  MHD_OPTION_NOTIFY_COMPLETED, srv_on_completed,
+				  s, MHD_OPTION_NOTIFY_CONNECTION,
+				  blk_on_connection, s,
+				  MHD_OPTION_UNESCAPE_CALLBACK, srv_unescape, s,
+				  MHD_OPTION_END);
 	if (w->mhd == NULL) {
-		snprintf(err, errlen, "cannot start libmicrohttpd for "
-			 "blocking worker %d", i);
+		snprintf(err, errlen,
+			 "cannot start libmicrohttpd for "
+			 "blocking worker %d",
+			 i);
 		return -1;
 	}
 	/* As the event loops: MHD skips an event whose data is NULL. */

@@ -178,7 +178,8 @@ srv_serve_cacheable(struct srv_ctx *c, struct srv_resp *r, srv_build_fn build,
 
 		/* A batched miss goes on from the lease: no second get. */
 		if (batched && rq->batch.res == CACHE_MISS)
-			res = cache_fetch_missed(ch, k, fill_one, &f, &v, &info);
+			res = cache_fetch_missed(ch, k, fill_one, &f, &v,
+						 &info);
 		else
 			res = cache_fetch(ch, k, fill_one, &f, &v, &info);
 		adopt_body(r, &v);
@@ -210,8 +211,8 @@ invalidate(struct srv_ctx *c, struct srv_resp *r, const char *const *keys,
 }
 
 void
-srv_cache_invalidate_product(struct srv_ctx *c, struct srv_resp *r,
-			     int64_t id, int64_t category_id)
+srv_cache_invalidate_product(struct srv_ctx *c, struct srv_resp *r, int64_t id,
+			     int64_t category_id)
 {
 	char kp[CACHE_KEY_MAX], kc[CACHE_KEY_MAX];
 	const char *keys[2] = { kp, kc };
@@ -228,7 +229,7 @@ void
 srv_cache_invalidate_world(struct srv_ctx *c, struct srv_resp *r,
 			   const int32_t *ids, int n)
 {
-	char (*kbuf)[CACHE_KEY_MAX];
+	char(*kbuf)[CACHE_KEY_MAX];
 	const char **keys;
 
 	if (c->srv->cfg.cache == NULL || n <= 0)
@@ -292,7 +293,7 @@ static void
 mfetch_rows(struct srv_ctx *c, struct srv_resp *r, struct fill_rows *f,
 	    srv_key_fn keyfn, struct cache_value *v, int n)
 {
-	char (*kbuf)[CACHE_KEY_MAX] = hs_xmalloc((size_t)n * sizeof(*kbuf));
+	char(*kbuf)[CACHE_KEY_MAX] = hs_xmalloc((size_t)n * sizeof(*kbuf));
 	const char **keys = hs_xmalloc((size_t)n * sizeof(*keys));
 	enum cache_res *res = hs_xmalloc((size_t)n * sizeof(*res));
 	struct cache_fetch_info info;
@@ -301,9 +302,9 @@ mfetch_rows(struct srv_ctx *c, struct srv_resp *r, struct fill_rows *f,
 		keyfn(kbuf[i], f->keys[i]);
 		keys[i] = kbuf[i];
 	}
-	r->xcache = cache_res_name(cache_mfetch(
-		cache_thread_handle(c->srv->cfg.cache), keys, (size_t)n,
-		fill_rows, f, v, res, &info));
+	r->xcache = cache_res_name(
+		cache_mfetch(cache_thread_handle(c->srv->cfg.cache), keys,
+			     (size_t)n, fill_rows, f, v, res, &info));
 	r->cache_ns = (info.cache_us + info.wait_us) * 1000;
 	count_time(c->srv, info.cache_us, info.wait_us);
 	free(res);

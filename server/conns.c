@@ -33,13 +33,13 @@
 #include "srv_conns.h"
 #include "srv_core.h"
 
-#define SRV_IP_BUCKETS 1024
+#define SRV_IP_BUCKETS   1024
 #define SRV_WATCH_EVENTS 64
 
 /* Clients with at least one open connection. */
 struct srv_ip {
-	unsigned char addr[16];      /* IPv4 as v4-mapped IPv6 */
-	unsigned n;                  /* open connections */
+	unsigned char addr[16]; /* IPv4 as v4-mapped IPv6 */
+	unsigned n;             /* open connections */
 	struct srv_ip *next;
 };
 
@@ -60,8 +60,8 @@ static const char *const state_names[] = {
 static void
 warn_limited(uint64_t *last_ns, const char *what, unsigned long long n)
 {
-	uint64_t now = hs_now_ns(), prev = __atomic_load_n(last_ns,
-							   __ATOMIC_RELAXED);
+	uint64_t now = hs_now_ns(),
+		 prev = __atomic_load_n(last_ns, __ATOMIC_RELAXED);
 
 	if (now - prev < 1000000000ULL ||
 	    !__atomic_compare_exchange_n(last_ns, &prev, now, 0,
@@ -76,7 +76,8 @@ addr_key(const struct sockaddr *sa, unsigned char key[16])
 	memset(key, 0, 16);
 	if (sa->sa_family == AF_INET) {
 		key[10] = key[11] = 0xff;
-		memcpy(key + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+		memcpy(key + 12, &((const struct sockaddr_in *)sa)->sin_addr,
+		       4);
 	} else if (sa->sa_family == AF_INET6) {
 		memcpy(key, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
 	}
@@ -216,7 +217,8 @@ conn_set_state(struct srv_conn *sc, enum srv_conn_state st,
 	       uint64_t deadline_ns)
 {
 	struct srv_loop *l = sc->loop;
-	struct srv_conn_list *from = list_of(l, sc->state), *to = list_of(l, st);
+	struct srv_conn_list *from = list_of(l, sc->state),
+			     *to = list_of(l, st);
 
 	if (sc->state == SRV_CONN_CLOSING)
 		return; /* final: MHD closes it on its next pass */
@@ -241,8 +243,7 @@ conn_close(struct srv_conn *sc, const char *resp, size_t len)
 	if (sc->fd >= 0) {
 		if (resp != NULL &&
 		    send(sc->fd, resp, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
-			log_debug("connection %d: cannot send the 408",
-				  sc->fd);
+			log_debug("connection %d: cannot send the 408", sc->fd);
 		(void)shutdown(sc->fd, SHUT_RDWR);
 	}
 	conn_set_state(sc, SRV_CONN_CLOSING, 0);
@@ -259,8 +260,7 @@ static const char r503[] =
 
 /* Opened and closed connections: slots, the watch set, /stats. */
 void
-srv_on_connection(void *cls, struct MHD_Connection *conn,
-		  void **socket_context,
+srv_on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
 		  enum MHD_ConnectionNotificationCode code)
 {
 	struct srv_loop *l = cls;
@@ -288,15 +288,15 @@ srv_on_connection(void *cls, struct MHD_Connection *conn,
 			return;
 		}
 		conn_set_state(sc, SRV_CONN_HEAD_FIRST,
-			       hs_now_ns() + s->cfg.header_timeout_ms *
-						     1000000ULL);
+			       hs_now_ns() +
+				       s->cfg.header_timeout_ms * 1000000ULL);
 		if (sc->fd >= 0) {
-			struct epoll_event ev = { .events = EPOLLRDHUP |
-							    EPOLLET,
+			struct epoll_event ev = { .events =
+							  EPOLLRDHUP | EPOLLET,
 						  .data.ptr = sc };
 
-			if (epoll_ctl(l->watch_fd, EPOLL_CTL_ADD, sc->fd,
-				      &ev) < 0)
+			if (epoll_ctl(l->watch_fd, EPOLL_CTL_ADD, sc->fd, &ev) <
+			    0)
 				log_warn("cannot watch connection %d", sc->fd);
 		}
 		return;
@@ -323,7 +323,8 @@ struct srv_conn *
 srv_conn_of(struct MHD_Connection *conn)
 {
 	const union MHD_ConnectionInfo *ci =
-		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+		MHD_get_connection_info(conn,
+					MHD_CONNECTION_INFO_SOCKET_CONTEXT);
 	struct srv_conn *sc = ci != NULL ? ci->socket_context : NULL;
 
 	return sc != NULL && sc->loop != NULL ? sc : NULL;
@@ -418,9 +419,9 @@ reap_closed_peers(struct srv_loop *l)
 		n = epoll_wait(l->watch_fd, ev, SRV_WATCH_EVENTS, 0);
 		for (int i = 0; i < n; i++) {
 			struct srv_conn *sc = ev[i].data.ptr;
-			struct epoll_event again = { .events = EPOLLRDHUP |
-							       EPOLLET,
-						     .data.ptr = sc };
+			struct epoll_event again = {
+				.events = EPOLLRDHUP | EPOLLET, .data.ptr = sc
+			};
 
 			sc->peer_closed = 1;
 			/*
@@ -468,8 +469,8 @@ srv_conns_wait_ms(struct srv_loop *l)
 
 	if (a == NULL && b == NULL)
 		return -1;
-	d = a == NULL ? b->deadline_ns
-	    : b == NULL ? a->deadline_ns
+	d = a == NULL                         ? b->deadline_ns
+	    : b == NULL                       ? a->deadline_ns
 	    : a->deadline_ns < b->deadline_ns ? a->deadline_ns
 					      : b->deadline_ns;
 	now = hs_now_ns();

@@ -30,9 +30,9 @@ struct opts {
 	const char *id;
 	double scale;
 	int log_level;
-	const char *memcached;   /* --memcached list, NULL when not given */
-	const char *cache;       /* --cache value, NULL when not given */
-	int cache_ttl_s;         /* 0: the library's default */
+	const char *memcached; /* --memcached list, NULL when not given */
+	const char *cache;     /* --cache value, NULL when not given */
+	int cache_ttl_s;       /* 0: the library's default */
 	int cache_neg_ttl_s;
 	int fill_delay_ms;
 };
@@ -58,59 +58,227 @@ enum opt_kind {
 struct opt_def {
 	const char *name;
 	enum opt_kind kind;
-	size_t off;              /* offsetof(struct opts, ...) */
-	int64_t min, max;        /* OPT_INT, OPT_UINT, OPT_SIZE */
-	double dmin, dmax;       /* OPT_DOUBLE */
-	const char *words[3];    /* OPT_WORD, OPT_CHOICE */
-	int values[3];           /* OPT_CHOICE */
-	const char *what;        /* the error's "--name (want ...)" */
+	size_t off;           /* offsetof(struct opts, ...) */
+	int64_t min, max;     /* OPT_INT, OPT_UINT, OPT_SIZE */
+	double dmin, dmax;    /* OPT_DOUBLE */
+	const char *words[3]; /* OPT_WORD, OPT_CHOICE */
+	int values[3];        /* OPT_CHOICE */
+	const char *what;     /* the error's "--name (want ...)" */
 };
 
 #define O(f) offsetof(struct opts, f)
 static const struct opt_def opt_defs[] = {
-	{ "listen", OPT_LISTEN, 0, 0, 0, 0, 0, { NULL }, { 0 },
+	{ "listen",
+	  OPT_LISTEN,
+	  0,
+	  0,
+	  0,
+	  0,
+	  0,
+	  { NULL },
+	  { 0 },
 	  "--listen (want HOST:PORT)" },
 	{ "db", OPT_STR, O(db_path), 0, 0, 0, 0, { NULL }, { 0 }, "--db" },
-	{ "db-read", OPT_READ, 0, 0, 0, 0, 0, { NULL }, { 0 },
+	{ "db-read",
+	  OPT_READ,
+	  0,
+	  0,
+	  0,
+	  0,
+	  0,
+	  { NULL },
+	  { 0 },
 	  "--db-read (want postgres://USER@HOST:PORT/DB, at most 8)" },
-	{ "read-your-writes", OPT_CHOICE, O(srv.read_your_writes), 0, 0, 0, 0,
-	  { "on", "off" }, { 1, 0 }, "--read-your-writes (want on|off)" },
-	{ "scale", OPT_DOUBLE, O(scale), 0, 0, 0.0001, 100.0, { NULL }, { 0 },
+	{ "read-your-writes",
+	  OPT_CHOICE,
+	  O(srv.read_your_writes),
+	  0,
+	  0,
+	  0,
+	  0,
+	  { "on", "off" },
+	  { 1, 0 },
+	  "--read-your-writes (want on|off)" },
+	{ "scale",
+	  OPT_DOUBLE,
+	  O(scale),
+	  0,
+	  0,
+	  0.0001,
+	  100.0,
+	  { NULL },
+	  { 0 },
 	  "--scale (want 0.0001..100)" },
-	{ "threads", OPT_INT, O(srv.threads), 1, 1024, 0, 0, { NULL }, { 0 },
+	{ "threads",
+	  OPT_INT,
+	  O(srv.threads),
+	  1,
+	  1024,
+	  0,
+	  0,
+	  { NULL },
+	  { 0 },
 	  "--threads (want 1..1024)" },
-	{ "db-threads", OPT_INT, O(srv.db_threads), 0, 1024, 0, 0, { NULL },
-	  { 0 }, "--db-threads (want 0..1024)" },
-	{ "io", OPT_CHOICE, O(srv.io), 0, 0, 0, 0, { "event", "blocking" },
-	  { SRV_IO_EVENT, SRV_IO_BLOCKING }, "--io (want event|blocking)" },
+	{ "db-threads",
+	  OPT_INT,
+	  O(srv.db_threads),
+	  0,
+	  1024,
+	  0,
+	  0,
+	  { NULL },
+	  { 0 },
+	  "--db-threads (want 0..1024)" },
+	{ "io",
+	  OPT_CHOICE,
+	  O(srv.io),
+	  0,
+	  0,
+	  0,
+	  0,
+	  { "event", "blocking" },
+	  { SRV_IO_EVENT, SRV_IO_BLOCKING },
+	  "--io (want event|blocking)" },
 	{ "id", OPT_ID, O(id), 0, 0, 0, 0, { NULL }, { 0 }, "--id" },
-	{ "cache", OPT_WORD, O(cache), 0, 0, 0, 0, { "off", "lease", "naive" },
-	  { 0 }, "--cache (want lease|naive|off)" },
-	{ "memcached", OPT_STR, O(memcached), 0, 0, 0, 0, { NULL }, { 0 },
+	{ "cache",
+	  OPT_WORD,
+	  O(cache),
+	  0,
+	  0,
+	  0,
+	  0,
+	  { "off", "lease", "naive" },
+	  { 0 },
+	  "--cache (want lease|naive|off)" },
+	{ "memcached",
+	  OPT_STR,
+	  O(memcached),
+	  0,
+	  0,
+	  0,
+	  0,
+	  { NULL },
+	  { 0 },
 	  "--memcached (want HOST:PORT[,HOST:PORT...])" },
-	{ "cache-ttl", OPT_INT, O(cache_ttl_s), 1, 86400, 0, 0, { NULL },
-	  { 0 }, "--cache-ttl (want 1..86400 s)" },
-	{ "cache-neg-ttl", OPT_INT, O(cache_neg_ttl_s), 1, 86400, 0, 0,
-	  { NULL }, { 0 }, "--cache-neg-ttl (want 1..86400 s)" },
-	{ "cache-batch", OPT_UINT, O(srv.cache_batch), 0, 1000, 0, 0, { NULL },
-	  { 0 }, "--cache-batch (want 0..1000)" },
-	{ "debug-fill-delay-ms", OPT_INT, O(fill_delay_ms), 0, 60000, 0, 0,
-	  { NULL }, { 0 }, "--debug-fill-delay-ms (want 0..60000)" },
-	{ "max-body", OPT_SIZE, O(srv.max_body), 1, 64 << 20, 0, 0, { NULL },
-	  { 0 }, "--max-body (want 1..67108864)" },
-	{ "busy-timeout", OPT_INT, O(srv.busy_timeout_ms), 1, 600000, 0, 0,
-	  { NULL }, { 0 }, "--busy-timeout (want 1..600000 ms)" },
-	{ "max-conns", OPT_UINT, O(srv.conn_limit), 1, 1000000, 0, 0, { NULL },
-	  { 0 }, "--max-conns (want 1..1000000)" },
-	{ "max-conns-per-ip", OPT_UINT, O(srv.conn_limit_per_ip), 0, 1000000,
-	  0, 0, { NULL }, { 0 }, "--max-conns-per-ip (want 0..1000000)" },
-	{ "header-timeout-ms", OPT_UINT, O(srv.header_timeout_ms), 1, 3600000,
-	  0, 0, { NULL }, { 0 }, "--header-timeout-ms (want 1..3600000 ms)" },
-	{ "idle-timeout-ms", OPT_UINT, O(srv.idle_timeout_ms), 1, 3600000, 0,
-	  0, { NULL }, { 0 }, "--idle-timeout-ms (want 1..3600000 ms)" },
-	{ "durability", OPT_CHOICE, O(srv.durability_full), 0, 0, 0, 0,
-	  { "full", "normal" }, { 1, 0 }, "--durability (want full|normal)" },
-	{ "log-level", OPT_LOG_LEVEL, O(log_level), 0, 0, 0, 0, { NULL }, { 0 },
+	{ "cache-ttl",
+	  OPT_INT,
+	  O(cache_ttl_s),
+	  1,
+	  86400,
+	  0,
+	  0,
+	  { NULL },
+	  { 0 },
+	  "--cache-ttl (want 1..86400 s)" },
+	{ "cache-neg-ttl",
+	  OPT_INT,
+	  O(cache_neg_ttl_s),
+	  1,
+	  86400,
+	  0,
+	  0,
+	  { NULL },
+	  { 0 },
+	  "--cache-neg-ttl (want 1..86400 s)" },
+	{ "cache-batch",
+	  OPT_UINT,
+	  O(srv.cache_batch),
+	  0,
+	  1000,
+	  0,
+	  0,
+	  { NULL },
+	  { 0 },
+	  "--cache-batch (want 0..1000)" },
+	{ "debug-fill-delay-ms",
+	  OPT_INT,
+	  O(fill_delay_ms),
+	  0,
+	  60000,
+	  0,
+	  0,
+	  { NULL },
+	  { 0 },
+	  "--debug-fill-delay-ms (want 0..60000)" },
+	{ "max-body",
+	  OPT_SIZE,
+	  O(srv.max_body),
+	  1,
+	  64 << 20,
+	  0,
+	  0,
+	  { NULL },
+	  { 0 },
+	  "--max-body (want 1..67108864)" },
+	{ "busy-timeout",
+	  OPT_INT,
+	  O(srv.busy_timeout_ms),
+	  1,
+	  600000,
+	  0,
+	  0,
+	  { NULL },
+	  { 0 },
+	  "--busy-timeout (want 1..600000 ms)" },
+	{ "max-conns",
+	  OPT_UINT,
+	  O(srv.conn_limit),
+	  1,
+	  1000000,
+	  0,
+	  0,
+	  { NULL },
+	  { 0 },
+	  "--max-conns (want 1..1000000)" },
+	{ "max-conns-per-ip",
+	  OPT_UINT,
+	  O(srv.conn_limit_per_ip),
+	  0,
+	  1000000,
+	  0,
+	  0,
+	  { NULL },
+	  { 0 },
+	  "--max-conns-per-ip (want 0..1000000)" },
+	{ "header-timeout-ms",
+	  OPT_UINT,
+	  O(srv.header_timeout_ms),
+	  1,
+	  3600000,
+	  0,
+	  0,
+	  { NULL },
+	  { 0 },
+	  "--header-timeout-ms (want 1..3600000 ms)" },
+	{ "idle-timeout-ms",
+	  OPT_UINT,
+	  O(srv.idle_timeout_ms),
+	  1,
+	  3600000,
+	  0,
+	  0,
+	  { NULL },
+	  { 0 },
+	  "--idle-timeout-ms (want 1..3600000 ms)" },
+	{ "durability",
+	  OPT_CHOICE,
+	  O(srv.durability_full),
+	  0,
+	  0,
+	  0,
+	  0,
+	  { "full", "normal" },
+	  { 1, 0 },
+	  "--durability (want full|normal)" },
+	{ "log-level",
+	  OPT_LOG_LEVEL,
+	  O(log_level),
+	  0,
+	  0,
+	  0,
+	  0,
+	  { NULL },
+	  { 0 },
 	  "--log-level (want error|warn|info|debug)" },
 };
 #undef O
@@ -303,8 +471,10 @@ check_args(struct opts *o)
 	if (o->cache == NULL)
 		o->cache = o->memcached ? "lease" : "off";
 	if (strcmp(o->cache, "off") != 0 && o->memcached == NULL) {
-		fprintf(stderr, "hs-server: --cache %s needs --memcached "
-				"HOST:PORT (see --help)\n", o->cache);
+		fprintf(stderr,
+			"hs-server: --cache %s needs --memcached "
+			"HOST:PORT (see --help)\n",
+			o->cache);
 		return ARGS_FAIL;
 	}
 	return ARGS_RUN;
@@ -317,9 +487,9 @@ parse_args(int argc, char **argv, struct opts *o)
 	int ch;
 
 	for (size_t i = 0; i < NOPTS; i++)
-		longopts[i] = (struct option){ opt_defs[i].name,
-					       required_argument, NULL,
-					       OPT_VAL0 + (int)i };
+		longopts[i] =
+			(struct option){ opt_defs[i].name, required_argument,
+					 NULL, OPT_VAL0 + (int)i };
 	longopts[NOPTS] = (struct option){ "help", no_argument, NULL, 'h' };
 	longopts[NOPTS + 1] = (struct option){ NULL, 0, NULL, 0 };
 	opterr = 0;
@@ -331,17 +501,20 @@ parse_args(int argc, char **argv, struct opts *o)
 			usage(stdout);
 			return ARGS_EXIT;
 		} else if (ch == ':') {
-			fprintf(stderr, "hs-server: %s needs a value (see --help)\n",
+			fprintf(stderr,
+				"hs-server: %s needs a value (see --help)\n",
 				argv[optind - 1]);
 			return ARGS_FAIL;
 		} else {
-			fprintf(stderr, "hs-server: unknown option '%s' (see --help)\n",
+			fprintf(stderr,
+				"hs-server: unknown option '%s' (see --help)\n",
 				argv[optind - 1]);
 			return ARGS_FAIL;
 		}
 	}
 	if (optind < argc) {
-		fprintf(stderr, "hs-server: unexpected argument '%s' (see --help)\n",
+		fprintf(stderr,
+			"hs-server: unexpected argument '%s' (see --help)\n",
 			argv[optind]);
 		return ARGS_FAIL;
 	}
@@ -374,8 +547,10 @@ make_cache(const struct opts *o, struct cache_shared **out)
 	co.fill_delay_ms = (unsigned)o->fill_delay_ms;
 	*out = cache_shared_new(&co, err, sizeof(err));
 	if (*out == NULL) {
-		fprintf(stderr, "hs-server: invalid --memcached '%s': %s "
-				"(see --help)\n", o->memcached, err);
+		fprintf(stderr,
+			"hs-server: invalid --memcached '%s': %s "
+			"(see --help)\n",
+			o->memcached, err);
 		return -1;
 	}
 	return 0;
@@ -430,7 +605,8 @@ raise_nofile(struct srv_config *c)
 	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur > reserve &&
 	    c->conn_limit > rl.rlim_cur - reserve) {
 		log_warnx("--max-conns %u lowered to %llu: %llu descriptors "
-			  "allowed", c->conn_limit,
+			  "allowed",
+			  c->conn_limit,
 			  (unsigned long long)(rl.rlim_cur - reserve),
 			  (unsigned long long)rl.rlim_cur);
 		c->conn_limit = (unsigned)(rl.rlim_cur - reserve);
@@ -516,8 +692,8 @@ main(int argc, char **argv)
 	 * Bind before seeding: on a busy port a new database would take
 	 * seconds to seed only for the server to fail right after.
 	 */
-	o.srv.listen_fd = hs_listen_tcp(o.srv.host, o.srv.port, 1024, 1,
-					&o.srv.port);
+	o.srv.listen_fd =
+		hs_listen_tcp(o.srv.host, o.srv.port, 1024, 1, &o.srv.port);
 	if (o.srv.listen_fd < 0) {
 		log_error("cannot listen on %s:%d: %s", o.srv.host, o.srv.port,
 			  strerror(errno));
@@ -547,10 +723,10 @@ main(int argc, char **argv)
 		printf("listening on %s:%d\n", o.srv.host, srv_port(s));
 	fflush(stdout);
 	log_info("serving %s with %d %s and %d database threads as %s, "
-		 "cache %s%s%s", o.db_path, o.srv.threads,
+		 "cache %s%s%s",
+		 o.db_path, o.srv.threads,
 		 o.srv.io == SRV_IO_BLOCKING ? "blocking workers" : "loop",
-		 o.srv.db_threads,
-		 srv_id(s), o.cache, cache ? " on " : "",
+		 o.srv.db_threads, srv_id(s), o.cache, cache ? " on " : "",
 		 cache ? o.memcached : "");
 	while (sigwait(&sigs, &sig) != 0)
 		;

@@ -36,14 +36,10 @@ static const unsigned srv_phase_next[SRV_PH_COUNT] = {
 };
 
 static const char *const srv_phase_names[SRV_PH_COUNT] = {
-	[SRV_PH_HEAD] = "head",
-	[SRV_PH_LOOP] = "loop",
-	[SRV_PH_PARKED] = "parked",
-	[SRV_PH_BATCHED] = "batched",
-	[SRV_PH_OFFLOAD] = "offload",
-	[SRV_PH_QUEUED] = "queued",
-	[SRV_PH_POOL] = "pool",
-	[SRV_PH_BUILT] = "built",
+	[SRV_PH_HEAD] = "head",         [SRV_PH_LOOP] = "loop",
+	[SRV_PH_PARKED] = "parked",     [SRV_PH_BATCHED] = "batched",
+	[SRV_PH_OFFLOAD] = "offload",   [SRV_PH_QUEUED] = "queued",
+	[SRV_PH_POOL] = "pool",         [SRV_PH_BUILT] = "built",
 	[SRV_PH_ANSWERED] = "answered",
 };
 

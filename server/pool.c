@@ -30,7 +30,7 @@
 
 struct srv_pool {
 	struct srv *srv;
-	srv_pool_run_fn run;         /* what a database thread does with rq */
+	srv_pool_run_fn run; /* what a database thread does with rq */
 	void *run_arg;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;

@@ -112,8 +112,9 @@ srv_category_top_body(struct srv_worker *w, int64_t id, struct hs_buf *out)
 		hs_buf_printf(out, "%s{\"id\":%lld,\"name\":", i ? "," : "",
 			      (long long)e->product_id);
 		hs_buf_json_str(out, e->name);
-		hs_buf_printf(out, ",\"price_cents\":%lld,\"review_count\":%lld,"
-				   "\"average\":",
+		hs_buf_printf(out,
+			      ",\"price_cents\":%lld,\"review_count\":%lld,"
+			      "\"average\":",
 			      (long long)e->price_cents,
 			      (long long)e->review_count);
 		srv_json_avg(out, e->average);

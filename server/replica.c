@@ -16,7 +16,7 @@
 
 /* How long a replica that failed is left alone by a worker. */
 #define REPLICA_RETRY_NS 1000000000ull
-#define MARK_UNKNOWN UINT64_MAX
+#define MARK_UNKNOWN     UINT64_MAX
 
 static uint64_t
 key_slot(uint64_t kind, int64_t id)
@@ -54,8 +54,9 @@ store_max(uint64_t *p, uint64_t v)
 {
 	uint64_t cur = __atomic_load_n(p, __ATOMIC_RELAXED);
 
-	while (cur < v && !__atomic_compare_exchange_n(
-		       p, &cur, v, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+	while (cur < v &&
+	       !__atomic_compare_exchange_n(p, &cur, v, 0, __ATOMIC_RELEASE,
+					    __ATOMIC_RELAXED))
 		;
 }
 
@@ -73,7 +74,8 @@ replica_db(struct srv_worker *w, int i)
 			    sizeof(err));
 	if (w->rdb[i] == NULL) {
 		log_warnx_rl("cannot open replica %s: %s; reading from the "
-			    "primary meanwhile", rep->url, err);
+			     "primary meanwhile",
+			     rep->url, err);
 		w->rdown_ns[i] = hs_now_ns() + REPLICA_RETRY_NS;
 	}
 	return w->rdb[i];
@@ -97,8 +99,8 @@ replayed(struct srv_worker *w, int i, struct db *db, uint64_t mark)
 	struct srv_replica *rep = &w->srv->reps->r[i];
 	struct db_repl st;
 
-	if (mark == 0 || __atomic_load_n(&rep->replayed_lsn,
-					 __ATOMIC_ACQUIRE) >= mark)
+	if (mark == 0 ||
+	    __atomic_load_n(&rep->replayed_lsn, __ATOMIC_ACQUIRE) >= mark)
 		return 1;
 	if (mark == MARK_UNKNOWN || db_repl_status(db, &st) != DB_OK)
 		return 0;
@@ -118,7 +120,8 @@ srv_read_db(struct srv_worker *w, uint64_t key, int *ri)
 		return srv_worker_db(w);
 	now = hs_now_ns();
 	mark = reps->ryw ? __atomic_load_n(&reps->marks[key % SRV_MARKS],
-					   __ATOMIC_ACQUIRE) : 0;
+					   __ATOMIC_ACQUIRE)
+			 : 0;
 	for (int k = 0; k < reps->n; k++) {
 		int i = (int)(w->rr++ % (unsigned)reps->n);
 		struct db *db;
@@ -147,15 +150,15 @@ srv_read_retry(struct srv_worker *w, uint64_t key, int ri, int res)
 	if (ri < 0) {
 		/* Served by the primary: a mark whose position was not known
 		   can now be set from the primary's, which is past the write. */
-		if (reps && __atomic_load_n(&reps->marks[key % SRV_MARKS],
-					    __ATOMIC_RELAXED) == MARK_UNKNOWN &&
+		if (reps &&
+		    __atomic_load_n(&reps->marks[key % SRV_MARKS],
+				    __ATOMIC_RELAXED) == MARK_UNKNOWN &&
 		    res >= 0 && w->db && db_repl_status(w->db, &st) == DB_OK) {
 			uint64_t unk = MARK_UNKNOWN;
 
-			__atomic_compare_exchange_n(&reps->marks[key % SRV_MARKS],
-						    &unk, st.lsn, 0,
-						    __ATOMIC_RELEASE,
-						    __ATOMIC_RELAXED);
+			__atomic_compare_exchange_n(
+				&reps->marks[key % SRV_MARKS], &unk, st.lsn, 0,
+				__ATOMIC_RELEASE, __ATOMIC_RELAXED);
 		}
 		return 0;
 	}
@@ -167,7 +170,7 @@ srv_read_retry(struct srv_worker *w, uint64_t key, int ri, int res)
 	   DB_ERR a lost connection.  Either way, ask elsewhere. */
 	inc(&reps->r[ri].errors);
 	log_warnx_rl("read on replica %s failed: %s; reading elsewhere",
-		    reps->r[ri].url, db_errmsg(w->rdb[ri]));
+		     reps->r[ri].url, db_errmsg(w->rdb[ri]));
 	w->rdown_ns[ri] = hs_now_ns() + REPLICA_RETRY_NS;
 	if (res == DB_ERR)
 		replica_reset(w, ri);
@@ -186,8 +189,8 @@ srv_read_wrote(struct srv_worker *w, const uint64_t *keys, int n)
 	/* The primary's written WAL now is at or past this commit's end. */
 	if (w->db == NULL || db_repl_status(w->db, &st) != DB_OK)
 		log_warnx_rl("WAL position after a write: %s; reads of its keys "
-			    "go to the primary",
-			    w->db ? db_errmsg(w->db) : "no connection");
+			     "go to the primary",
+			     w->db ? db_errmsg(w->db) : "no connection");
 	else
 		lsn = st.lsn;
 	for (int i = 0; i < n; i++)
@@ -205,13 +208,14 @@ srv_replicas_stats(struct srv_worker *w, struct hs_buf *b)
 		return;
 	have_prim = w->db != NULL || srv_worker_db(w) != NULL;
 	have_prim = have_prim && db_repl_status(w->db, &prim) == DB_OK;
-	hs_buf_printf(b, ",\"replicas\":{\"read_your_writes\":%s,"
+	hs_buf_printf(b,
+		      ",\"replicas\":{\"read_your_writes\":%s,"
 		      "\"primary_reads\":%" PRIu64 ",\"list\":[",
 		      reps->ryw ? "true" : "false", ld(&reps->primary_reads));
 	for (int i = 0; i < reps->n; i++) {
 		struct srv_replica *rep = &reps->r[i];
-		struct db *db = w->rdown_ns[i] > hs_now_ns() ? NULL
-			       : replica_db(w, i);
+		struct db *db =
+			w->rdown_ns[i] > hs_now_ns() ? NULL : replica_db(w, i);
 		int up = db != NULL && db_repl_status(db, &st) == DB_OK;
 
 		if (db != NULL && !up)
@@ -220,7 +224,8 @@ srv_replicas_stats(struct srv_worker *w, struct hs_buf *b)
 			store_max(&rep->replayed_lsn, st.lsn);
 		hs_buf_printf(b, "%s{\"url\":", i ? "," : "");
 		hs_buf_json_str(b, rep->url);
-		hs_buf_printf(b, ",\"up\":%s,\"reads\":%" PRIu64
+		hs_buf_printf(b,
+			      ",\"up\":%s,\"reads\":%" PRIu64
 			      ",\"errors\":%" PRIu64 ",\"behind\":%" PRIu64,
 			      up ? "true" : "false", ld(&rep->reads),
 			      ld(&rep->errors), ld(&rep->behind));
@@ -228,7 +233,7 @@ srv_replicas_stats(struct srv_worker *w, struct hs_buf *b)
 		if (up && have_prim)
 			hs_buf_printf(b, ",\"lag_bytes\":%" PRIu64,
 				      prim.lsn > st.lsn ? prim.lsn - st.lsn
-				      : 0);
+							: 0);
 		else
 			hs_buf_puts(b, ",\"lag_bytes\":null");
 		if (up && st.replay_age_ms >= 0)

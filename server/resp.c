@@ -62,8 +62,8 @@ srv_db_fail_body(struct srv_worker *w, int res, const char *what,
 }
 
 void
-srv_db_fail(struct srv_worker *w, struct srv_resp *r, int res,
-	    const char *what, const char *notfound_msg)
+srv_db_fail(struct srv_worker *w, struct srv_resp *r, int res, const char *what,
+	    const char *notfound_msg)
 {
 	r->status = srv_db_fail_body(w, res, what, notfound_msg, &r->body);
 	if (r->status == 503)
@@ -98,8 +98,9 @@ is_json_type(const char *ct)
 json_t *
 srv_parse_json_object(struct srv_ctx *c, struct srv_resp *r)
 {
-	const char *ct = MHD_lookup_connection_value(
-		c->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+	const char *ct =
+		MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND,
+					    MHD_HTTP_HEADER_CONTENT_TYPE);
 	json_error_t jerr;
 	json_t *j;
 	char msg[256];
@@ -109,7 +110,8 @@ srv_parse_json_object(struct srv_ctx *c, struct srv_resp *r)
 		return NULL;
 	}
 	j = json_loadb(c->rq->body.data ? c->rq->body.data : "",
-		       c->rq->body.len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+		       c->rq->body.len,
+		       JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
 	if (j == NULL) {
 		snprintf(msg, sizeof(msg), "malformed JSON: %s", jerr.text);
 		srv_error(r, 400, msg);

@@ -28,7 +28,7 @@
 /* Bytes past --max-body read and dropped before a 413 (see srv_on_access). */
 #define SRV_DRAIN_MAX (1024 * 1024)
 
-#define ALLOW_GET "GET, HEAD"
+#define ALLOW_GET     "GET, HEAD"
 #define ALLOW_PRODUCT "GET, HEAD, PUT, DELETE"
 #define ALLOW_REVIEWS "POST"
 
@@ -64,10 +64,14 @@ static const struct {
 	const char *path;
 	enum srv_route route;
 } static_routes[] = {
-	{ "/plaintext", SRV_R_PLAINTEXT }, { "/json", SRV_R_JSON },
-	{ "/db", SRV_R_DB },		   { "/queries", SRV_R_QUERIES },
-	{ "/updates", SRV_R_UPDATES },	   { "/healthz", SRV_R_HEALTHZ },
-	{ "/stats", SRV_R_STATS },	   { "/metrics", SRV_R_METRICS },
+	{ "/plaintext", SRV_R_PLAINTEXT },
+	{ "/json", SRV_R_JSON },
+	{ "/db", SRV_R_DB },
+	{ "/queries", SRV_R_QUERIES },
+	{ "/updates", SRV_R_UPDATES },
+	{ "/healthz", SRV_R_HEALTHZ },
+	{ "/stats", SRV_R_STATS },
+	{ "/metrics", SRV_R_METRICS },
 	{ "/cached-queries", SRV_R_CACHED_QUERIES },
 	{ "/catalog", SRV_R_CATALOG },
 };
@@ -160,12 +164,13 @@ resolve_resource(const char *method, const char *url, struct srv_req *rq)
 	}
 	rc = parse_id(rest, idlen, &rq->id);
 	if (rc == -1)
-		set_err(rq, 400, is_product ? "product id must be a positive integer"
-					    : "category id must be a positive integer",
+		set_err(rq, 400,
+			is_product ? "product id must be a positive integer"
+				   : "category id must be a positive integer",
 			NULL);
 	else if (rc == -2)
-		set_err(rq, 404, is_product ? "product not found"
-					    : "category not found",
+		set_err(rq, 404,
+			is_product ? "product not found" : "category not found",
 			NULL);
 }
 
@@ -185,9 +190,9 @@ srv_route_resolve(const char *method, const char *url, struct srv_req *rq)
 		return;
 	}
 	resolve_resource(method, url, rq);
-	rq->wants_body = rq->err_status == 0 &&
-			 (rq->route == SRV_R_PRODUCT_PUT ||
-			  rq->route == SRV_R_REVIEW_POST);
+	rq->wants_body =
+		rq->err_status == 0 && (rq->route == SRV_R_PRODUCT_PUT ||
+					rq->route == SRV_R_REVIEW_POST);
 }
 
 size_t
@@ -371,8 +376,7 @@ send_resp(struct srv_ctx *c, struct srv_resp *r, uint64_t db_ns)
 }
 
 static enum MHD_Result
-answer_error(struct srv_ctx *c, int status, const char *msg,
-	     const char *allow)
+answer_error(struct srv_ctx *c, int status, const char *msg, const char *allow)
 {
 	struct srv_resp r = { 0 };
 	enum MHD_Result ret;
@@ -590,8 +594,8 @@ srv_on_access(void *cls, struct MHD_Connection *conn, const char *url,
 			return MHD_YES;
 		srv_conn_answering(c.rq->sconn);
 		if (bad_head)
-			return answer_error(&c, c.rq->err_status,
-					    c.rq->err_msg, NULL);
+			return answer_error(&c, c.rq->err_status, c.rq->err_msg,
+					    NULL);
 		return answer_error(&c, 413, "request body too large", NULL);
 	}
 	c.loop = c.rq->loop;
@@ -614,7 +618,8 @@ srv_on_access(void *cls, struct MHD_Connection *conn, const char *url,
 			 */
 			if (c.rq->seen > s->cfg.max_body + SRV_DRAIN_MAX) {
 				log_info_rl("upload over %zu bytes: closing "
-					    "the connection", s->cfg.max_body);
+					    "the connection",
+					    s->cfg.max_body);
 				return MHD_NO;
 			}
 			c.rq->err_status = 413;

@@ -54,8 +54,8 @@ srv_config_defaults(struct srv_config *c)
 	c->db_threads = 0;
 	c->max_body = 65536;
 	c->busy_timeout_ms = 5000;
-	c->durability_full = 1;   /* README, "Durability" */
-	c->read_your_writes = 1;  /* srv_replica.h */
+	c->durability_full = 1;  /* README, "Durability" */
+	c->read_your_writes = 1; /* srv_replica.h */
 	c->conn_limit = 8192;
 	/* Half the table: one address cannot lock the others out, and a
 	   proxy in front (every request from one address) still gets 4096. */
@@ -200,8 +200,8 @@ start_loop(struct srv *s, int i, char *err, size_t errlen)
 		return -1;
 	}
 	if (s->cfg.cache != NULL && s->cfg.cache_batch > 0) {
-		l->batcher = cache_batcher_new(s->cfg.cache,
-					       s->cfg.cache_batch, err, errlen);
+		l->batcher = cache_batcher_new(s->cfg.cache, s->cfg.cache_batch,
+					       err, errlen);
 		if (l->batcher == NULL)
 			return -1;
 	}
@@ -221,14 +221,13 @@ start_loop(struct srv *s, int i, char *err, size_t errlen)
 	l->mhd = MHD_start_daemon(
 		flags, 0, NULL, NULL, srv_on_access, s,
 		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
-		MHD_OPTION_LISTEN_SOCKET, fd,
-		MHD_OPTION_CONNECTION_LIMIT, limit > 0 ? limit : 1u,
-		MHD_OPTION_CONNECTION_TIMEOUT, idle_s > 0 ? idle_s : 1u,
-		MHD_OPTION_NOTIFY_COMPLETED, srv_on_completed, s,
+		MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT,
+		limit > 0 ? limit : 1u, MHD_OPTION_CONNECTION_TIMEOUT,
+		idle_s > 0 ? idle_s : 1u, MHD_OPTION_NOTIFY_COMPLETED,
+		srv_on_completed, s,
 		/* each connection's guard state keeps l (router.c) */
 		MHD_OPTION_NOTIFY_CONNECTION, srv_on_connection, l,
-		MHD_OPTION_UNESCAPE_CALLBACK, srv_unescape, s,
-		MHD_OPTION_END);
+		MHD_OPTION_UNESCAPE_CALLBACK, srv_unescape, s, MHD_OPTION_END);
 	if (l->mhd == NULL) {
 		close(fd);
 		snprintf(err, errlen, "cannot start libmicrohttpd on %s:%d",
@@ -260,9 +259,8 @@ start_loop(struct srv *s, int i, char *err, size_t errlen)
 	if (s->cfg.db_threads == 0)
 		return 0;
 	l->resume_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (l->resume_fd < 0 ||
-	    epoll_ctl(info->epoll_fd, EPOLL_CTL_ADD, l->resume_fd,
-		      &resume) < 0) {
+	if (l->resume_fd < 0 || epoll_ctl(info->epoll_fd, EPOLL_CTL_ADD,
+					  l->resume_fd, &resume) < 0) {
 		snprintf(err, errlen, "cannot watch the resume signal: %s",
 			 strerror(errno));
 		return -1;
@@ -322,7 +320,8 @@ srv_new(const struct srv_config *c, char *err, size_t errlen)
 	if (s->cfg.io == SRV_IO_BLOCKING) {
 		/* Workers that wait on SQLite themselves: no database threads. */
 		if (s->cfg.db_threads > 0) {
-			snprintf(err, errlen, "blocking workers take no "
+			snprintf(err, errlen,
+				 "blocking workers take no "
 				 "database threads");
 			goto fail;
 		}
@@ -334,8 +333,8 @@ srv_new(const struct srv_config *c, char *err, size_t errlen)
 		if (start_loop(s, i, err, errlen) < 0)
 			goto fail;
 	if (s->cfg.db_threads > 0) {
-		s->pool = srv_pool_new(s, s->cfg.db_threads, srv_run_on_pool,
-				       s, err, errlen);
+		s->pool = srv_pool_new(s, s->cfg.db_threads, srv_run_on_pool, s,
+				       err, errlen);
 		if (s->pool == NULL)
 			goto fail;
 	}
@@ -390,8 +389,9 @@ srv_shutdown(struct srv *s)
 		if (hs_now_ns() > deadline) {
 			log_warnx("shutdown: %llu requests still in flight, "
 				  "stopping anyway",
-				  (unsigned long long)__atomic_load_n(
-					  &s->stats.inflight, __ATOMIC_RELAXED));
+				  (unsigned long long)
+					  __atomic_load_n(&s->stats.inflight,
+							  __ATOMIC_RELAXED));
 			break;
 		}
 		nanosleep(&ts, NULL);

@@ -19,46 +19,46 @@ struct cache_shared;
 
 /* How connections are served (--io). */
 enum srv_io {
-	SRV_IO_EVENT,            /* event loops: any number of connections
+	SRV_IO_EVENT,   /* event loops: any number of connections
 				    per thread (the default) */
-	SRV_IO_BLOCKING          /* a pool of cfg.threads workers, each
+	SRV_IO_BLOCKING /* a pool of cfg.threads workers, each
 				    serving one connection until it closes */
 };
 
 struct srv_config {
-	char host[256];          /* listen address, default 127.0.0.1 */
-	int port;                /* 0 picks a free port */
-	const char *db_path;     /* borrowed; must exist (main seeds it) */
+	char host[256];             /* listen address, default 127.0.0.1 */
+	int port;                   /* 0 picks a free port */
+	const char *db_path;        /* borrowed; must exist (main seeds it) */
 	const char *const *db_read; /* replicas' URLs (borrowed): product
 				       and category reads go there */
-	int ndb_read;            /* 0..SRV_READ_MAX (srv_replica.h) */
-	int read_your_writes;    /* with replicas: reads of a key written
+	int ndb_read;               /* 0..SRV_READ_MAX (srv_replica.h) */
+	int read_your_writes;       /* with replicas: reads of a key written
 				    here wait for its replay (default 1) */
-	int threads;             /* event loop threads (or blocking
+	int threads;                /* event loop threads (or blocking
 				    workers), >= 1 */
-	enum srv_io io;          /* SRV_IO_BLOCKING refuses db_threads > 0 */
-	int db_threads;          /* database threads; 0: the loops query */
-	const char *id;          /* X-Served-By value; borrowed; NULL means
+	enum srv_io io;             /* SRV_IO_BLOCKING refuses db_threads > 0 */
+	int db_threads;             /* database threads; 0: the loops query */
+	const char *id;             /* X-Served-By value; borrowed; NULL means
 				    "hs-server-PORT" with the bound port */
-	size_t max_body;         /* largest request body accepted */
-	int busy_timeout_ms;     /* SQLite busy timeout per connection */
-	int durability_full;     /* synchronous=FULL (--durability full) */
-	unsigned conn_limit;     /* concurrent connections */
+	size_t max_body;            /* largest request body accepted */
+	int busy_timeout_ms;        /* SQLite busy timeout per connection */
+	int durability_full;        /* synchronous=FULL (--durability full) */
+	unsigned conn_limit;        /* concurrent connections */
 	unsigned conn_limit_per_ip; /* ... from one client address; 0: no cap */
 	unsigned header_timeout_ms; /* a new connection's first head is due
 				       within this (absolute) */
-	unsigned idle_timeout_ms; /* a keep-alive connection's next head is
+	unsigned idle_timeout_ms;   /* a keep-alive connection's next head is
 				     due this long after a response; also
 				     MHD's inactivity timer (bodies, writes) */
-	int drain_timeout_ms;    /* how long srv_shutdown waits for in-flight requests */
+	int drain_timeout_ms; /* how long srv_shutdown waits for in-flight requests */
 	struct cache_shared *cache; /* borrowed; NULL means --cache off.  The
 				       caller frees it after srv_free() */
-	const char *cache_mode;  /* "lease", "naive" or "off" (for /stats) */
-	unsigned cache_batch;    /* largest multi-get of the read batcher;
+	const char *cache_mode;     /* "lease", "naive" or "off" (for /stats) */
+	unsigned cache_batch;       /* largest multi-get of the read batcher;
 				    0 = every read asks memcached alone */
-	int64_t products;        /* rows at start, for /stats "data": the */
-	int64_t categories;      /* id ranges of the load scripts */
-	int listen_fd;           /* -1: srv_new binds host:port; else a
+	int64_t products;           /* rows at start, for /stats "data": the */
+	int64_t categories;         /* id ranges of the load scripts */
+	int listen_fd;              /* -1: srv_new binds host:port; else a
 				    listening socket bound to port, which
 				    srv_new takes over (and closes, even when
 				    it fails) */

@@ -14,24 +14,24 @@ struct srv_loop;
 
 /* Where a client connection is, for the connection guard (conns.c). */
 enum srv_conn_state {
-	SRV_CONN_HEAD_FIRST,         /**< new: its first head is due */
-	SRV_CONN_HEAD_NEXT,          /**< keep-alive: the next head is due */
-	SRV_CONN_BODY,               /**< head received, body arriving */
-	SRV_CONN_ANSWER,             /**< request complete, being answered */
-	SRV_CONN_CLOSING,            /**< shut down; MHD closes it next pass */
+	SRV_CONN_HEAD_FIRST, /**< new: its first head is due */
+	SRV_CONN_HEAD_NEXT,  /**< keep-alive: the next head is due */
+	SRV_CONN_BODY,       /**< head received, body arriving */
+	SRV_CONN_ANSWER,     /**< request complete, being answered */
+	SRV_CONN_CLOSING,    /**< shut down; MHD closes it next pass */
 };
 
 /* One per client connection (MHD's socket context), owned by its loop. */
 struct srv_conn {
 	enum srv_conn_state state;
-	uint64_t deadline_ns;        /* the head's deadline (HEAD_* states) */
-	struct srv_loop *loop;       /* NULL: not guarded */
-	int fd;                      /* MHD's socket (borrowed) */
-	int counted;                 /* holds a slot (srv->admitted, per IP) */
-	int peer_closed;             /* the client shut its side */
-	int rearmed;                 /* ... and its bytes were not all read */
-	unsigned char addr[16];      /* client address, v4-mapped */
-	TAILQ_ENTRY(srv_conn) link;  /* its loop's list for the HEAD_* wait */
+	uint64_t deadline_ns;       /* the head's deadline (HEAD_* states) */
+	struct srv_loop *loop;      /* NULL: not guarded */
+	int fd;                     /* MHD's socket (borrowed) */
+	int counted;                /* holds a slot (srv->admitted, per IP) */
+	int peer_closed;            /* the client shut its side */
+	int rearmed;                /* ... and its bytes were not all read */
+	unsigned char addr[16];     /* client address, v4-mapped */
+	TAILQ_ENTRY(srv_conn) link; /* its loop's list for the HEAD_* wait */
 };
 TAILQ_HEAD(srv_conn_list, srv_conn);
 

@@ -12,8 +12,7 @@
 
 /* --- products.c --- */
 int srv_product_body(struct srv_worker *w, int64_t id, struct hs_buf *out);
-int srv_category_top_body(struct srv_worker *w, int64_t id,
-			  struct hs_buf *out);
+int srv_category_top_body(struct srv_worker *w, int64_t id, struct hs_buf *out);
 void srv_h_product_get(struct srv_ctx *c, struct srv_resp *r);
 void srv_h_product_put(struct srv_ctx *c, struct srv_resp *r);
 void srv_h_product_delete(struct srv_ctx *c, struct srv_resp *r);

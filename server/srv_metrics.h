@@ -17,45 +17,46 @@
 #ifndef HS_SRV_METRICS_H
 #define HS_SRV_METRICS_H
 
-#define SRV_METRICS(S, D)                                                     \
-	D(v->uptime_ns, TOP, "uptime_s", "uptime_seconds", GAUGE, NS_S,       \
-	  "Seconds since start.")                                             \
-	D(v->threads, TOP, "threads", NULL, GAUGE, COUNT, NULL)               \
-	D(v->requests, TOP, "requests", NULL, COUNTER, COUNT, NULL)           \
-	S(inflight, TOP, "inflight", "inflight_requests", GAUGE, COUNT,       \
-	  "Requests being served.")                                           \
-	D(v->open_conns, TOP, "connections", "open_connections", GAUGE,       \
-	  COUNT, "Client connections open.")                                  \
-	D(v->refused, TOP, "connections_refused", "connections_refused_total",\
-	  COUNTER, COUNT,                                                     \
-	  "Clients answered 503 at --max-conns or --max-conns-per-ip.")       \
-	D(v->head_timeouts, TOP, "head_timeouts", "head_timeouts_total",      \
-	  COUNTER, COUNT, "Connections closed with 408: no request head "     \
-	  "within --header-timeout-ms.")                                      \
-	S(phase_refused, TOP, "phase_refused",                                \
-	  "request_phase_refused_total", COUNTER, COUNT,                      \
-	  "Request phase changes refused (a server bug; each is logged).")    \
-	D(v->db_queries, DB, "queries", "db_queries_total", COUNTER, COUNT,   \
-	  "SQL statements run.")                                              \
-	D(v->db_time_ns, DB, "time_ms", "db_time_seconds_total", COUNTER,     \
-	  NS_MS, "Time spent in SQLite.")                                     \
-	S(db_errors, DB, "errors", "db_errors_total", COUNTER, COUNT,         \
-	  "Requests answered 503 after a database failure.")                  \
-	D(v->db_workers, DB, "workers", NULL, GAUGE, COUNT, NULL)             \
-	D(v->db_threads, DB, "threads", NULL, GAUGE, COUNT, NULL)             \
-	S(db_jobs, DB, "jobs", "db_jobs_total", COUNTER, COUNT,               \
-	  "Requests run on the database threads.")                            \
-	S(db_queue_ns, DB, "queue_ms", "db_queue_seconds_total", COUNTER,     \
-	  NS_MS, "Time requests waited for a database thread.")               \
-	S(cache_ns, CACHE, "time_ms", "cache_time_seconds_total", COUNTER,    \
-	  NS_MS, "Time in memcached calls (reads and deletes).")              \
-	S(cache_wait_ns, CACHE, "wait_ms", "cache_wait_seconds_total",        \
-	  COUNTER, NS_MS, "Time readers waited on another reader's lease.")   \
-	S(batch_queue_ns, CACHE, "batch_queue_ms",                            \
-	  "cache_batch_queue_seconds_total", COUNTER, NS_MS,                  \
-	  "Time parked reads waited for their multi-get to start.")           \
-	S(resume_wait_ns, CACHE, "resume_wait_ms",                            \
-	  "cache_resume_wait_seconds_total", COUNTER, NS_MS,                  \
+#define SRV_METRICS(S, D)                                                      \
+	D(v->uptime_ns, TOP, "uptime_s", "uptime_seconds", GAUGE, NS_S,        \
+	  "Seconds since start.")                                              \
+	D(v->threads, TOP, "threads", NULL, GAUGE, COUNT, NULL)                \
+	D(v->requests, TOP, "requests", NULL, COUNTER, COUNT, NULL)            \
+	S(inflight, TOP, "inflight", "inflight_requests", GAUGE, COUNT,        \
+	  "Requests being served.")                                            \
+	D(v->open_conns, TOP, "connections", "open_connections", GAUGE, COUNT, \
+	  "Client connections open.")                                          \
+	D(v->refused, TOP, "connections_refused", "connections_refused_total", \
+	  COUNTER, COUNT,                                                      \
+	  "Clients answered 503 at --max-conns or --max-conns-per-ip.")        \
+	D(v->head_timeouts, TOP, "head_timeouts", "head_timeouts_total",       \
+	  COUNTER, COUNT,                                                      \
+	  "Connections closed with 408: no request head "                      \
+	  "within --header-timeout-ms.")                                       \
+	S(phase_refused, TOP, "phase_refused", "request_phase_refused_total",  \
+	  COUNTER, COUNT,                                                      \
+	  "Request phase changes refused (a server bug; each is logged).")     \
+	D(v->db_queries, DB, "queries", "db_queries_total", COUNTER, COUNT,    \
+	  "SQL statements run.")                                               \
+	D(v->db_time_ns, DB, "time_ms", "db_time_seconds_total", COUNTER,      \
+	  NS_MS, "Time spent in SQLite.")                                      \
+	S(db_errors, DB, "errors", "db_errors_total", COUNTER, COUNT,          \
+	  "Requests answered 503 after a database failure.")                   \
+	D(v->db_workers, DB, "workers", NULL, GAUGE, COUNT, NULL)              \
+	D(v->db_threads, DB, "threads", NULL, GAUGE, COUNT, NULL)              \
+	S(db_jobs, DB, "jobs", "db_jobs_total", COUNTER, COUNT,                \
+	  "Requests run on the database threads.")                             \
+	S(db_queue_ns, DB, "queue_ms", "db_queue_seconds_total", COUNTER,      \
+	  NS_MS, "Time requests waited for a database thread.")                \
+	S(cache_ns, CACHE, "time_ms", "cache_time_seconds_total", COUNTER,     \
+	  NS_MS, "Time in memcached calls (reads and deletes).")               \
+	S(cache_wait_ns, CACHE, "wait_ms", "cache_wait_seconds_total",         \
+	  COUNTER, NS_MS, "Time readers waited on another reader's lease.")    \
+	S(batch_queue_ns, CACHE, "batch_queue_ms",                             \
+	  "cache_batch_queue_seconds_total", COUNTER, NS_MS,                   \
+	  "Time parked reads waited for their multi-get to start.")            \
+	S(resume_wait_ns, CACHE, "resume_wait_ms",                             \
+	  "cache_resume_wait_seconds_total", COUNTER, NS_MS,                   \
 	  "Time batched reads waited to be served after the answer.")
 
 #endif

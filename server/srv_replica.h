@@ -25,27 +25,27 @@ struct hs_buf;
 struct srv;
 struct srv_worker;
 
-#define SRV_READ_MAX 8        /* --db-read URLs */
-#define SRV_MARKS 4096        /* slots of the write marks */
+#define SRV_READ_MAX 8    /* --db-read URLs */
+#define SRV_MARKS    4096 /* slots of the write marks */
 
 /* What one replica did; counters are atomic, read by /stats. */
 struct srv_replica {
-	const char *url;             /* borrowed from the config */
-	uint64_t reads;              /* reads it answered */
-	uint64_t errors;             /* reads it failed (then retried elsewhere) */
-	uint64_t behind;             /* reads sent to the primary instead: it
+	const char *url;       /* borrowed from the config */
+	uint64_t reads;        /* reads it answered */
+	uint64_t errors;       /* reads it failed (then retried elsewhere) */
+	uint64_t behind;       /* reads sent to the primary instead: it
 					had not replayed the key's last write */
-	uint64_t replayed_lsn;       /* highest replay position seen (bytes) */
+	uint64_t replayed_lsn; /* highest replay position seen (bytes) */
 };
 
 /* The server's replicas (s->cfg.ndb_read of them) and write marks. */
 struct srv_replicas {
 	int n;
-	int ryw;                     /* read your writes */
+	int ryw; /* read your writes */
 	struct srv_replica r[SRV_READ_MAX];
-	uint64_t primary_reads;      /* reads the primary served: no replica
+	uint64_t primary_reads;    /* reads the primary served: no replica
 					up, or none had replayed (atomic) */
-	uint64_t marks[SRV_MARKS];   /* WAL position of the last write per
+	uint64_t marks[SRV_MARKS]; /* WAL position of the last write per
 					key slot; UINT64_MAX: not known */
 };
 

@@ -49,19 +49,19 @@ enum srv_phase {
 
 /* Request state kept by MHD between calls of the access handler. */
 struct srv_req {
-	enum srv_phase phase;        /* only srv_phase_set() writes it */
+	enum srv_phase phase; /* only srv_phase_set() writes it */
 	struct srv *srv;
 	enum srv_route route;
-	int64_t id;                  /* {id} from the path, when the route has one */
-	int err_status;              /* an error found in the headers (415, 400, ...) */
+	int64_t id;     /* {id} from the path, when the route has one */
+	int err_status; /* an error found in the headers (415, 400, ...) */
 	const char *err_msg;
-	const char *allow;           /* for 405 */
-	int wants_body;              /* PUT / POST: keep the body */
+	const char *allow; /* for 405 */
+	int wants_body;    /* PUT / POST: keep the body */
 	uint64_t t0_ns;
-	size_t seen;                 /* body bytes received so far */
+	size_t seen; /* body bytes received so far */
 	struct hs_buf body;
-	struct srv_conn *sconn;      /* its connection's guard state, or NULL */
-	struct srv_loop *loop;       /* the loop serving it (from its guard
+	struct srv_conn *sconn; /* its connection's guard state, or NULL */
+	struct srv_loop *loop;  /* the loop serving it (from its guard
 					state); NULL in blocking workers */
 	/* The read batcher it was parked on (NULL: never parked), and the
 	   answer of its multi-get (from SRV_PH_BATCHED on). */
@@ -69,21 +69,21 @@ struct srv_req {
 	struct cache_batch_req batch;
 	/* Handed to a database thread (the connection is suspended). */
 	struct MHD_Connection *conn;
-	struct srv_req *pool_next;   /* the pool's queue */
-	uint64_t pool_t0_ns;         /* when it was queued */
-	uint64_t pool_db_ns;         /* database time of the pool's run */
-	struct srv_resp *pool_resp;  /* the response it builds (QUEUED on) */
+	struct srv_req *pool_next;  /* the pool's queue */
+	uint64_t pool_t0_ns;        /* when it was queued */
+	uint64_t pool_db_ns;        /* database time of the pool's run */
+	struct srv_resp *pool_resp; /* the response it builds (QUEUED on) */
 };
 
 /* The response a handler builds; the router turns it into an MHD response. */
 struct srv_resp {
 	int status;
 	struct hs_buf body;
-	const char *ctype;           /* default application/json */
-	const char *allow;           /* Allow header, for 405 */
-	const char *xcache;          /* X-Cache header on cacheable routes */
-	int retry_after;             /* seconds; 0 = no header */
-	uint64_t cache_ns;           /* Server-Timing cache;dur (memcached + lease wait) */
+	const char *ctype;  /* default application/json */
+	const char *allow;  /* Allow header, for 405 */
+	const char *xcache; /* X-Cache header on cacheable routes */
+	int retry_after;    /* seconds; 0 = no header */
+	uint64_t cache_ns; /* Server-Timing cache;dur (memcached + lease wait) */
 };
 
 /* What a handler gets: its worker, the request, the connection, and the

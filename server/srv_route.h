@@ -30,17 +30,17 @@ enum srv_route {
 	SRV_R_REVIEW_POST,
 	SRV_R_CATEGORY_TOP,
 	SRV_R_CACHED_QUERIES,
-	SRV_R_OTHER,             /* 404, 405 and anything unrouted */
+	SRV_R_OTHER, /* 404, 405 and anything unrouted */
 	SRV_R_COUNT
 };
 
 /* What the head checks saw (srv_head_field), then their verdict. */
 struct srv_head {
-	int content_length;          /* Content-Length fields */
-	int transfer_encoding;       /* Transfer-Encoding fields */
-	int te_other;                /* one that is not exactly "chunked" */
-	int host;                    /* Host fields */
-	int err_status;              /* 0, or the status to answer */
+	int content_length;    /* Content-Length fields */
+	int transfer_encoding; /* Transfer-Encoding fields */
+	int te_other;          /* one that is not exactly "chunked" */
+	int host;              /* Host fields */
+	int err_status;        /* 0, or the status to answer */
 	const char *err_msg;
 };
 /* Checks one header field (name a token, no control bytes in the value)
@@ -59,8 +59,7 @@ size_t srv_unescape(void *cls, struct MHD_Connection *conn, char *s);
  * Resolves method + path to a route.  Fills rq->route and rq->id, or
  * rq->err_status (404 unknown path, 405 + rq->allow, 400 bad id).
  */
-void srv_route_resolve(const char *method, const char *url,
-		       struct srv_req *rq);
+void srv_route_resolve(const char *method, const char *url, struct srv_req *rq);
 /*
  * The database threads' run (srv_pool_run_fn, arg the server): runs rq's
  * handler into rq->pool_resp and records its database time.

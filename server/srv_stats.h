@@ -17,7 +17,7 @@
 struct srv;
 
 struct srv_stats {
-	uint64_t by_class[SRV_R_COUNT][6];  /* [route][status / 100] */
+	uint64_t by_class[SRV_R_COUNT][6]; /* [route][status / 100] */
 	uint64_t by_status[600];
 	/* db_errors, inflight, cache_ns, ...: see srv_metrics.h (atomic) */
 #define SRV_STATS_FIELD(f, ...) uint64_t f;

@@ -125,15 +125,16 @@ srv_h_healthz(struct srv_ctx *c, struct srv_resp *r)
 		hs_buf_puts(&r->body, "{\"status\":\"ok\",\"db\":\"ok\",");
 	} else {
 		/* Logs, counts and sets Retry-After; the body is ours. */
-		srv_db_fail(c->w, r, res, "health check", "database unavailable");
+		srv_db_fail(c->w, r, res, "health check",
+			    "database unavailable");
 		r->status = 503;
 		hs_buf_reset(&r->body);
 		hs_buf_puts(&r->body, "{\"status\":\"error\",\"db\":\"error\","
 				      "\"error\":\"database unavailable\",");
 	}
 	/* memcached down is "degraded", not unready: reads bypass it. */
-	hs_buf_printf(&r->body, "\"cache\":\"%s\",\"id\":",
-		      cache_health_of(c->srv));
+	hs_buf_printf(&r->body,
+		      "\"cache\":\"%s\",\"id\":", cache_health_of(c->srv));
 	hs_buf_json_str(&r->body, c->srv->cfg.id);
 	hs_buf_puts(&r->body, "}");
 }
@@ -147,8 +148,8 @@ void
 srv_h_catalog(struct srv_ctx *c, struct srv_resp *r)
 {
 	r->status = 200;
-	hs_buf_printf(&r->body, "{\"products\":%" PRId64
-		      ",\"categories\":%" PRId64 "}",
+	hs_buf_printf(&r->body,
+		      "{\"products\":%" PRId64 ",\"categories\":%" PRId64 "}",
 		      c->srv->cfg.products, c->srv->cfg.categories);
 }
 
@@ -161,7 +162,7 @@ json_indent(struct hs_buf *b)
 {
 	json_t *j = json_loadb(b->data, b->len, 0, NULL);
 	char *text = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER |
-				       JSON_REAL_PRECISION(15))
+					       JSON_REAL_PRECISION(15))
 		       : NULL;
 
 	if (text != NULL) {
@@ -214,10 +215,11 @@ srv_rows(struct srv *s, const struct srv_snap *v, enum srv_group g,
 	const struct srv_stats *st = &s->stats;
 	size_t n = 0;
 
-#define SRV_ROW(val, grp, json, prom, type, unit, help)                       \
-	if (g == SRV_G_##grp)                                                 \
-		r[n++] = (struct hs_metric){ json, prom, help, HS_##type,    \
-					     HS_UNIT_##unit, NULL,            \
+#define SRV_ROW(val, grp, json, prom, type, unit, help)                 \
+	if (g == SRV_G_##grp)                                           \
+		r[n++] = (struct hs_metric){ json,           prom,      \
+					     help,           HS_##type, \
+					     HS_UNIT_##unit, NULL,      \
 					     (int64_t)(val) };
 #define SRV_ROW_S(f, ...) SRV_ROW(ld(&st->f), __VA_ARGS__)
 	SRV_METRICS(SRV_ROW_S, SRV_ROW)
@@ -246,9 +248,12 @@ srv_h_stats(struct srv_ctx *c, struct srv_resp *r)
 	/* How connections are served; "busy": blocking workers holding a
 	   connection (the rest of the clients wait in the listen backlog). */
 	if (s->cfg.io == SRV_IO_BLOCKING)
-		hs_buf_printf(b, ",\"io\":{\"model\":\"blocking\","
-			      "\"workers\":%d,\"busy\":%u}", s->cfg.threads,
-			      __atomic_load_n(&s->blocking_busy, __ATOMIC_RELAXED));
+		hs_buf_printf(b,
+			      ",\"io\":{\"model\":\"blocking\","
+			      "\"workers\":%d,\"busy\":%u}",
+			      s->cfg.threads,
+			      __atomic_load_n(&s->blocking_busy,
+					      __ATOMIC_RELAXED));
 	else
 		hs_buf_puts(b, ",\"io\":{\"model\":\"event\"}");
 	/* An object in every mode; its "mode" says lease, naive or off.  Our
@@ -352,10 +357,11 @@ srv_h_metrics(struct srv_ctx *c, struct srv_resp *r)
 
 			if (m == 0)
 				continue;
-			hs_buf_printf(b,
-				      "hs_requests_total{route=\"%s\",code=\"%s\"} "
-				      "%" PRIu64 "\n",
-				      route_names[rt], cls[k], m);
+			hs_buf_printf(
+				b,
+				"hs_requests_total{route=\"%s\",code=\"%s\"} "
+				"%" PRIu64 "\n",
+				route_names[rt], cls[k], m);
 		}
 	hs_metrics_prom_head(b, "hs_", "responses_total",
 			     "Responses by status.", "counter");

@@ -28,8 +28,8 @@ srv_tfb_count(const char *arg)
 
 	if (arg == NULL || hs_parse_i64(arg, INT64_MIN, INT64_MAX, &n) < 0) {
 		/* Huge all-digit values are "many", not "bad". */
-		if (arg != NULL && *arg != '\0' && strspn(arg, "0123456789") ==
-							   strlen(arg))
+		if (arg != NULL && *arg != '\0' &&
+		    strspn(arg, "0123456789") == strlen(arg))
 			return TFB_MAX;
 		return 1;
 	}
@@ -115,8 +115,9 @@ rows_json(struct hs_buf *b, const int32_t *ids, const int32_t *nums, int n)
 static int
 query_count(struct srv_ctx *c)
 {
-	return srv_tfb_count(MHD_lookup_connection_value(
-		c->conn, MHD_GET_ARGUMENT_KIND, "queries"));
+	return srv_tfb_count(MHD_lookup_connection_value(c->conn,
+							 MHD_GET_ARGUMENT_KIND,
+							 "queries"));
 }
 
 void
@@ -149,7 +150,8 @@ srv_h_updates(struct srv_ctx *c, struct srv_resp *r)
 	}
 	res = db_world_update(srv_worker_db(c->w), ids, nums, n);
 	if (res != DB_OK) {
-		srv_db_fail(c->w, r, res, "world update", "world row not found");
+		srv_db_fail(c->w, r, res, "world update",
+			    "world row not found");
 		return;
 	}
 	/* Committed: the cached world rows (/cached-queries) are now stale. */
@@ -176,8 +178,9 @@ world_body(struct srv_worker *w, int64_t id, struct hs_buf *out)
 void
 srv_h_cached_queries(struct srv_ctx *c, struct srv_resp *r)
 {
-	int n = srv_tfb_count(MHD_lookup_connection_value(
-		c->conn, MHD_GET_ARGUMENT_KIND, "count"));
+	int n = srv_tfb_count(MHD_lookup_connection_value(c->conn,
+							  MHD_GET_ARGUMENT_KIND,
+							  "count"));
 	int64_t ids[TFB_MAX];
 
 	/* The spec picks ids at random; repeats are allowed (and filled once). */

@@ -24,7 +24,8 @@ check_msg(const struct bal_msg *m, size_t r)
 {
 	for (int i = 0; i < m->nhdrs; i++) {
 		const struct bal_hdr *h = &m->hdrs[i];
-		if (h->name_off + h->name_len > r || h->val_off + h->val_len > r)
+		if (h->name_off + h->name_len > r ||
+		    h->val_off + h->val_len > r)
 			abort();
 	}
 }

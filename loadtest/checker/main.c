@@ -37,8 +37,8 @@
 #include "hs_util.h"
 
 #define CHK_MAX_PRODUCTS 1000
-#define CHK_MAX_THREADS 512
-#define CHK_EXAMPLES 10
+#define CHK_MAX_THREADS  512
+#define CHK_EXAMPLES     10
 
 struct chk_opts {
 	char url[512];
@@ -46,8 +46,8 @@ struct chk_opts {
 	int port;
 	int64_t ids[CHK_MAX_PRODUCTS];
 	int nids;
-	int hot;                 /* --hot N: products 1..N */
-	int have_list;           /* --products was given (wins over --hot) */
+	int hot;       /* --hot N: products 1..N */
+	int have_list; /* --products was given (wins over --hot) */
 	int readers, writers;
 	double duration_s;
 	int write_interval_ms;
@@ -64,8 +64,8 @@ struct chk_opts {
 struct chk_hot {
 	pthread_mutex_t mu;
 	int64_t id;
-	int64_t acked;        /* highest version acknowledged to a writer */
-	uint64_t acked_ns;    /* when that acknowledgement arrived */
+	int64_t acked;     /* highest version acknowledged to a writer */
+	uint64_t acked_ns; /* when that acknowledgement arrived */
 	uint64_t stale;
 };
 
@@ -85,13 +85,13 @@ struct chk_progress {
 struct chk_run {
 	const struct chk_opts *o;
 	struct chk_hot *hot;
-	int stop;                  /* atomic */
-	uint64_t next_value;       /* atomic: the increasing PUT values */
+	int stop;            /* atomic */
+	uint64_t next_value; /* atomic: the increasing PUT values */
 	struct hs_hist read_lat, write_lat;
 	/* Atomic running totals for --progress-ms (the fields under mu are
 	 * summed when the threads end). */
 	uint64_t live_reads, live_read_errors, live_writes, live_write_errors;
-	pthread_mutex_t mu;        /* guards the fields below */
+	pthread_mutex_t mu; /* guards the fields below */
 	uint64_t reads, read_errors, read_bad;
 	uint64_t writes, write_errors;
 	uint64_t stale;
@@ -120,43 +120,43 @@ static void
 chk_usage(FILE *f)
 {
 	fprintf(f,
-"usage: hs-checker [options]\n"
-"Runs concurrent readers and writers on a few hot products behind a URL and\n"
-"counts stale reads: reads that started after an update was acknowledged\n"
-"and returned an older version.\n"
-"\n"
-"  --url http://HOST:PORT   server or balancer (default http://127.0.0.1:8080)\n"
-"  --products LIST          comma-separated product ids to use\n"
-"  --hot N                  use products 1..N (default 4)\n"
-"  --readers N              reader threads (default 8)\n"
-"  --writers N              writer threads (default 2)\n"
-"  --duration S             seconds of load (default 5)\n"
-"  --write-interval-ms N    pause between a writer's PUTs (default 0)\n"
-"  --read-interval-ms N     pause between a reader's GETs (default 0); keeps\n"
-"                           the checker a light load beside a benchmark\n"
-"  --db PATH                after the load, compare each product served with\n"
-"                           its row in this SQLite file\n"
-"  --settle-ms N            wait this long after the load before the final\n"
-"                           check (default 1000; cover the cache TTL that\n"
-"                           bounds leftovers)\n"
-"  --timeout-ms N           per-request timeout (default 5000)\n"
-"  --json                   print one JSON line on stdout (summary on stderr)\n"
-"  --progress-ms N          during the load, every N ms (100..60000), print\n"
-"                           one JSON line on stdout: {\"progress\":true,\"t\":\n"
-"                           Unix seconds, \"elapsed_s\", running totals\n"
-"                           \"reads\", \"writes\", \"stale_reads\", \"errors\"\n"
-"                           (connection errors and bad answers, reads and\n"
-"                           writes), and of the interval alone\n"
-"                           \"interval_reads\", \"interval_writes\",\n"
-"                           \"interval_read_p50_us\", \"interval_read_p99_us\",\n"
-"                           \"interval_write_p50_us\", \"interval_write_p99_us\"};\n"
-"                           the last one when the load ends (default 0: none)\n"
-"  --verbose                print every stale read\n"
-"  --help\n"
-"\n"
-"Exit status: 0 no stale reads and no final mismatches; 1 stale reads or\n"
-"mismatches found, or nothing could be checked; 2 usage error or the URL or\n"
-"products unusable.\n");
+		"usage: hs-checker [options]\n"
+		"Runs concurrent readers and writers on a few hot products behind a URL and\n"
+		"counts stale reads: reads that started after an update was acknowledged\n"
+		"and returned an older version.\n"
+		"\n"
+		"  --url http://HOST:PORT   server or balancer (default http://127.0.0.1:8080)\n"
+		"  --products LIST          comma-separated product ids to use\n"
+		"  --hot N                  use products 1..N (default 4)\n"
+		"  --readers N              reader threads (default 8)\n"
+		"  --writers N              writer threads (default 2)\n"
+		"  --duration S             seconds of load (default 5)\n"
+		"  --write-interval-ms N    pause between a writer's PUTs (default 0)\n"
+		"  --read-interval-ms N     pause between a reader's GETs (default 0); keeps\n"
+		"                           the checker a light load beside a benchmark\n"
+		"  --db PATH                after the load, compare each product served with\n"
+		"                           its row in this SQLite file\n"
+		"  --settle-ms N            wait this long after the load before the final\n"
+		"                           check (default 1000; cover the cache TTL that\n"
+		"                           bounds leftovers)\n"
+		"  --timeout-ms N           per-request timeout (default 5000)\n"
+		"  --json                   print one JSON line on stdout (summary on stderr)\n"
+		"  --progress-ms N          during the load, every N ms (100..60000), print\n"
+		"                           one JSON line on stdout: {\"progress\":true,\"t\":\n"
+		"                           Unix seconds, \"elapsed_s\", running totals\n"
+		"                           \"reads\", \"writes\", \"stale_reads\", \"errors\"\n"
+		"                           (connection errors and bad answers, reads and\n"
+		"                           writes), and of the interval alone\n"
+		"                           \"interval_reads\", \"interval_writes\",\n"
+		"                           \"interval_read_p50_us\", \"interval_read_p99_us\",\n"
+		"                           \"interval_write_p50_us\", \"interval_write_p99_us\"};\n"
+		"                           the last one when the load ends (default 0: none)\n"
+		"  --verbose                print every stale read\n"
+		"  --help\n"
+		"\n"
+		"Exit status: 0 no stale reads and no final mismatches; 1 stale reads or\n"
+		"mismatches found, or nothing could be checked; 2 usage error or the URL or\n"
+		"products unusable.\n");
 }
 
 static int
@@ -173,11 +173,11 @@ chk_parse_url(struct chk_opts *o, const char *url)
 	if (n == 0 || n >= sizeof(hp))
 		return -1;
 	if (p[n] != '\0' && strcmp(p + n, "/") != 0)
-		return -1;  /* a path prefix is not supported */
+		return -1; /* a path prefix is not supported */
 	memcpy(hp, p, n);
 	hp[n] = '\0';
 	if (strchr(hp, ':') == NULL || hp[n - 1] == ']')
-		return -1;  /* the port is required */
+		return -1; /* the port is required */
 	if (hs_parse_hostport(hp, o->host, sizeof(o->host), &o->port) != 0 ||
 	    o->port == 0)
 		return -1;
@@ -238,8 +238,8 @@ static const struct hs_opt chk_opt_defs[] = {
 	  "--writers must be 0..512" },
 	{ "duration", HS_OPT_DOUBLE, O(duration_s), 0, 0, 0.1, 86400, NULL,
 	  "--duration must be 0.1..86400 seconds" },
-	{ "write-interval-ms", HS_OPT_INT, O(write_interval_ms), 0, 60000, 0,
-	  0, NULL, "--write-interval-ms must be 0..60000" },
+	{ "write-interval-ms", HS_OPT_INT, O(write_interval_ms), 0, 60000, 0, 0,
+	  NULL, "--write-interval-ms must be 0..60000" },
 	{ "read-interval-ms", HS_OPT_INT, O(read_interval_ms), 0, 60000, 0, 0,
 	  NULL, "--read-interval-ms must be 0..60000" },
 	{ "db", HS_OPT_STR, O(db_path), 0, 0, 0, 0, NULL, NULL },
@@ -281,7 +281,7 @@ chk_parse_args(struct chk_opts *o, int argc, char **argv)
 	}
 	if (o->readers + o->writers == 0) {
 		fprintf(stderr, "hs-checker: need at least one reader or "
-			"writer\n");
+				"writer\n");
 		return -1;
 	}
 	if (!o->have_list) {
@@ -318,9 +318,11 @@ chk_note_stale(struct chk_run *r, struct chk_hot *h, int64_t acked,
 			(struct chk_example){ h->id, acked, got, ms };
 	pthread_mutex_unlock(&r->mu);
 	if (r->o->verbose)
-		fprintf(stderr, "stale read: product %" PRId64 " version %"
-			PRId64 " returned, read started %.3f ms after version %"
-			PRId64 " was acknowledged\n", h->id, got, ms, acked);
+		fprintf(stderr,
+			"stale read: product %" PRId64 " version %" PRId64
+			" returned, read started %.3f ms after version %" PRId64
+			" was acknowledged\n",
+			h->id, got, ms, acked);
 }
 
 /* After a connection error: a refused connect fails at once, so pause
@@ -359,7 +361,8 @@ chk_reader(void *arg)
 		goto done;
 	}
 	while (!chk_stopped(r)) {
-		struct chk_hot *h = &r->hot[hs_rng_next(&rng) % (uint64_t)o->nids];
+		struct chk_hot *h =
+			&r->hot[hs_rng_next(&rng) % (uint64_t)o->nids];
 		struct chk_product p;
 		int64_t acked;
 		uint64_t acked_ns, t0;
@@ -428,8 +431,8 @@ chk_writer(void *arg)
 	}
 	while (!chk_stopped(r)) {
 		struct chk_hot *h = &r->hot[k++ % (uint64_t)o->nids];
-		uint64_t v = __atomic_fetch_add(&r->next_value, 1,
-						__ATOMIC_RELAXED);
+		uint64_t v =
+			__atomic_fetch_add(&r->next_value, 1, __ATOMIC_RELAXED);
 		struct chk_product p;
 		uint64_t t0;
 		int status;
@@ -485,8 +488,10 @@ chk_preflight(const struct chk_opts *o)
 	int rc = -1;
 
 	if (c == NULL) {
-		fprintf(stderr, "hs-checker: cannot create a connection to "
-			"%s\n", o->url);
+		fprintf(stderr,
+			"hs-checker: cannot create a connection to "
+			"%s\n",
+			o->url);
 		goto done;
 	}
 	for (int i = 0; i < o->nids; i++) {
@@ -496,16 +501,19 @@ chk_preflight(const struct chk_opts *o)
 		snprintf(path, sizeof(path), "/products/%" PRId64, o->ids[i]);
 		status = chk_conn_request(c, "GET", path, NULL, &body);
 		if (status < 0) {
-			fprintf(stderr, "hs-checker: %s: no answer "
-				"(connection failed or timed out)\n", o->url);
+			fprintf(stderr,
+				"hs-checker: %s: no answer "
+				"(connection failed or timed out)\n",
+				o->url);
 			goto done;
 		}
 		if (status != 200 ||
 		    chk_parse_product(body.data, body.len, &p) != 0) {
-			fprintf(stderr, "hs-checker: GET %s%s answered %d "
+			fprintf(stderr,
+				"hs-checker: GET %s%s answered %d "
 				"without a product version: choose existing "
-				"products (--products / --hot)\n", o->url,
-				path, status);
+				"products (--products / --hot)\n",
+				o->url, path, status);
 			goto done;
 		}
 	}
@@ -536,9 +544,8 @@ chk_final_check(struct chk_run *r, struct chk_final *f)
 	memset(f, 0, sizeof(*f));
 	if (c == NULL)
 		goto done;
-	if (o->db_path != NULL &&
-	    chk_db_read(o->db_path, o->ids, o->nids, rows, found, err,
-			sizeof(err)) != 0) {
+	if (o->db_path != NULL && chk_db_read(o->db_path, o->ids, o->nids, rows,
+					      found, err, sizeof(err)) != 0) {
 		fprintf(stderr, "hs-checker: %s\n", err);
 		goto done;
 	}
@@ -552,16 +559,20 @@ chk_final_check(struct chk_run *r, struct chk_final *f)
 		f->checked++;
 		if (status != 200 ||
 		    chk_parse_product(body.data, body.len, &p) != 0) {
-			fprintf(stderr, "final: product %" PRId64 ": GET "
-				"answered %d\n", h->id, status);
+			fprintf(stderr,
+				"final: product %" PRId64 ": GET "
+				"answered %d\n",
+				h->id, status);
 			f->missing++;
 			f->mismatches++;
 			continue;
 		}
 		if (p.version < h->acked) {
-			fprintf(stderr, "final: product %" PRId64 " served "
+			fprintf(stderr,
+				"final: product %" PRId64 " served "
 				"version %" PRId64 " < acknowledged %" PRId64
-				"\n", h->id, p.version, h->acked);
+				"\n",
+				h->id, p.version, h->acked);
 			f->behind++;
 			bad = 1;
 		}
@@ -569,24 +580,29 @@ chk_final_check(struct chk_run *r, struct chk_final *f)
 			const struct chk_product *d = &rows[i];
 
 			if (!found[i]) {
-				fprintf(stderr, "final: product %" PRId64
-					" is served but not in %s\n", h->id,
-					o->db_path);
+				fprintf(stderr,
+					"final: product %" PRId64
+					" is served but not in %s\n",
+					h->id, o->db_path);
 				f->db_differs++;
 				bad = 1;
 			} else if (d->version != p.version ||
 				   d->price_cents != p.price_cents ||
 				   d->stock != p.stock ||
 				   strcmp(d->name, p.name) != 0) {
-				fprintf(stderr, "final: product %" PRId64
-					" served version %" PRId64 " price %"
-					PRId64 " stock %" PRId64 ", database "
+				fprintf(stderr,
+					"final: product %" PRId64
+					" served version %" PRId64
+					" price %" PRId64 " stock %" PRId64
+					", database "
 					"version %" PRId64 " price %" PRId64
-					" stock %" PRId64 "%s\n", h->id,
-					p.version, p.price_cents, p.stock,
-					d->version, d->price_cents, d->stock,
-					strcmp(d->name, p.name) ?
-					" (names differ)" : "");
+					" stock %" PRId64 "%s\n",
+					h->id, p.version, p.price_cents,
+					p.stock, d->version, d->price_cents,
+					d->stock,
+					strcmp(d->name, p.name)
+						? " (names differ)"
+						: "");
 				f->db_differs++;
 				bad = 1;
 			}
@@ -612,7 +628,7 @@ chk_hist_since(struct hs_hist *out, const struct hs_hist *cur,
 		out->b[i] = cur->b[i] - prev->b[i];
 		out->count += out->b[i];
 	}
-	out->max_us = cur->max_us;  /* a cap for the quantiles, not exact */
+	out->max_us = cur->max_us; /* a cap for the quantiles, not exact */
 }
 
 /*
@@ -683,21 +699,25 @@ chk_report(const struct chk_run *r, const struct chk_final *f, double secs,
 				      "STALE: stale reads or final mismatches",
 				      "INCONCLUSIVE: nothing was checked" };
 
-	fprintf(out, "hs-checker: %s, %d product(s), %d reader(s), %d "
-		"writer(s), %.1f s\n", o->url, o->nids, o->readers,
-		o->writers, secs);
-	fprintf(out, "reads %" PRIu64 " (%.0f/s; connection errors %" PRIu64
+	fprintf(out,
+		"hs-checker: %s, %d product(s), %d reader(s), %d "
+		"writer(s), %.1f s\n",
+		o->url, o->nids, o->readers, o->writers, secs);
+	fprintf(out,
+		"reads %" PRIu64 " (%.0f/s; connection errors %" PRIu64
 		", bad answers %" PRIu64 "; p50 %" PRIu64 " us, p99 %" PRIu64
-		" us)\n", r->reads, secs > 0 ? r->reads / secs : 0,
-		r->read_errors, r->read_bad,
-		hs_hist_quantile(&r->read_lat, 0.5),
+		" us)\n",
+		r->reads, secs > 0 ? r->reads / secs : 0, r->read_errors,
+		r->read_bad, hs_hist_quantile(&r->read_lat, 0.5),
 		hs_hist_quantile(&r->read_lat, 0.99));
-	fprintf(out, "writes %" PRIu64 " (%.0f/s; errors %" PRIu64 "; p50 %"
-		PRIu64 " us, p99 %" PRIu64 " us)\n", r->writes,
-		secs > 0 ? r->writes / secs : 0, r->write_errors,
+	fprintf(out,
+		"writes %" PRIu64 " (%.0f/s; errors %" PRIu64 "; p50 %" PRIu64
+		" us, p99 %" PRIu64 " us)\n",
+		r->writes, secs > 0 ? r->writes / secs : 0, r->write_errors,
 		hs_hist_quantile(&r->write_lat, 0.5),
 		hs_hist_quantile(&r->write_lat, 0.99));
-	fprintf(out, "stale reads %" PRIu64 " (max staleness %" PRId64
+	fprintf(out,
+		"stale reads %" PRIu64 " (max staleness %" PRId64
 		" versions behind, up to %.3f ms after the acknowledgement)\n",
 		r->stale, r->max_behind, r->max_stale_ms);
 	if (r->stale > 0) {
@@ -709,14 +729,16 @@ chk_report(const struct chk_run *r, const struct chk_final *f, double secs,
 		fprintf(out, "\n");
 	}
 	for (int i = 0; i < r->nexamples; i++)
-		fprintf(out, "  e.g. product %" PRId64 ": got version %" PRId64
+		fprintf(out,
+			"  e.g. product %" PRId64 ": got version %" PRId64
 			", version %" PRId64 " acknowledged %.3f ms before the "
-			"read started\n", r->examples[i].id,
-			r->examples[i].got, r->examples[i].acked,
-			r->examples[i].ms_after_ack);
-	fprintf(out, "final mismatches %d of %d product(s) (%d behind the last "
-		"acknowledged version%s%s%s)\n", f->mismatches, f->checked,
-		f->behind, o->db_path ? ", " : "",
+			"read started\n",
+			r->examples[i].id, r->examples[i].got,
+			r->examples[i].acked, r->examples[i].ms_after_ack);
+	fprintf(out,
+		"final mismatches %d of %d product(s) (%d behind the last "
+		"acknowledged version%s%s%s)\n",
+		f->mismatches, f->checked, f->behind, o->db_path ? ", " : "",
 		o->db_path ? "checked against " : "",
 		o->db_path ? o->db_path : "; no --db given");
 	fprintf(out, "result: %s\n", what[verdict]);
@@ -725,7 +747,8 @@ chk_report(const struct chk_run *r, const struct chk_final *f, double secs,
 
 		hs_buf_printf(&b, "{\"url\":");
 		hs_buf_json_str(&b, o->url);
-		hs_buf_printf(&b, ",\"products\":%d,\"readers\":%d,"
+		hs_buf_printf(&b,
+			      ",\"products\":%d,\"readers\":%d,"
 			      "\"writers\":%d,\"duration_s\":%.3f,"
 			      "\"reads\":%" PRIu64 ",\"read_errors\":%" PRIu64
 			      ",\"read_bad\":%" PRIu64 ",\"writes\":%" PRIu64
@@ -745,8 +768,9 @@ chk_report(const struct chk_run *r, const struct chk_final *f, double secs,
 			      o->db_path ? "true" : "false",
 			      hs_hist_quantile(&r->read_lat, 0.5),
 			      hs_hist_quantile(&r->read_lat, 0.99),
-			      verdict == 0 ? "ok" :
-			      verdict == 1 ? "stale" : "inconclusive");
+			      verdict == 0   ? "ok"
+			      : verdict == 1 ? "stale"
+					     : "inconclusive");
 		printf("%s\n", b.data);
 		hs_buf_free(&b);
 	}
@@ -802,8 +826,8 @@ chk_load(struct chk_run *r, double *secs)
 
 		th[i].run = r;
 		th[i].index = w ? i : i - o->writers;
-		if (pthread_create(&th[i].tid, NULL, w ? chk_writer : chk_reader,
-				   &th[i]) != 0) {
+		if (pthread_create(&th[i].tid, NULL,
+				   w ? chk_writer : chk_reader, &th[i]) != 0) {
 			log_warn("pthread_create");
 			break;
 		}
@@ -828,7 +852,7 @@ chk_load(struct chk_run *r, double *secs)
 	for (int i = 0; i < started; i++)
 		pthread_join(th[i].tid, NULL);
 	if (pr != NULL)
-		chk_progress_line(r, pr, t0);  /* the load's last interval */
+		chk_progress_line(r, pr, t0); /* the load's last interval */
 	*secs = (double)(hs_now_ns() - t0) / 1e9;
 	free(pr);
 	free(th);

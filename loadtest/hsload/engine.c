@@ -46,14 +46,14 @@
 #include "hs_util.h"
 #include "hsload.h"
 
-#define HSL_RBUF 16384
-#define HSL_PUMP_MAX 4096    /* planned requests handled per timer call */
-#define HSL_SWEEP_MS 50      /* timeouts and the end of the drain */
+#define HSL_RBUF     16384
+#define HSL_PUMP_MAX 4096 /* planned requests handled per timer call */
+#define HSL_SWEEP_MS 50   /* timeouts and the end of the drain */
 
 enum hsl_conn_state {
 	HSL_CONN_CONNECTING, /**< non-blocking connect() in progress */
 	HSL_CONN_IDLE,       /**< connected, on the idle stack */
-	HSL_CONN_BUSY,       /**< a request sent (or being sent), no answer yet */
+	HSL_CONN_BUSY, /**< a request sent (or being sent), no answer yet */
 };
 
 struct hsl_engine;
@@ -84,7 +84,7 @@ struct hsl_conn {
 	enum hsl_conn_state state;
 	int fd;
 	int wev_on;
-	int connect_err;     /* connect(2) failed at once: reported later */
+	int connect_err; /* connect(2) failed at once: reported later */
 	struct event rev, wev;
 	uint64_t since_ns;   /* connect start, or the request's send */
 	uint64_t planned_ns; /* the request's planned send */
@@ -120,7 +120,7 @@ struct hsl_engine {
 	struct hsl_ring queue; /* pool: planned, waiting for a connection */
 	struct hsl_client *clients; /* per-connection schedule, else NULL */
 	int nclients, clients_scheduling;
-	size_t cqueued;        /* the clients' queues, together */
+	size_t cqueued; /* the clients' queues, together */
 	double client_gap_ns;
 	uint64_t start_ns, measure_ns, end_ns, drain_ns;
 	uint64_t next_ns, seq;
@@ -139,17 +139,28 @@ void
 hsl_stats_record(struct hsl_stats *st, uint64_t planned_ns, uint64_t sent_ns,
 		 uint64_t done_ns, int status)
 {
-	hs_hist_record(&st->corrected,
-		       done_ns > planned_ns ? (done_ns - planned_ns) / 1000 : 0);
+	hs_hist_record(&st->corrected, done_ns > planned_ns
+					       ? (done_ns - planned_ns) / 1000
+					       : 0);
 	hs_hist_record(&st->uncorrected,
 		       done_ns > sent_ns ? (done_ns - sent_ns) / 1000 : 0);
 	st->requests++;
 	switch (status / 100) {
-	case 2: st->s2xx++; break;
-	case 3: st->s3xx++; break;
-	case 4: st->s4xx++; break;
-	case 5: st->s5xx++; break;
-	default: st->sother++; break;
+	case 2:
+		st->s2xx++;
+		break;
+	case 3:
+		st->s3xx++;
+		break;
+	case 4:
+		st->s4xx++;
+		break;
+	case 5:
+		st->s5xx++;
+		break;
+	default:
+		st->sother++;
+		break;
 	}
 }
 
@@ -310,8 +321,7 @@ hsl_conn_open(struct hsl_engine *e, struct hsl_client *cl)
 	TAILQ_INSERT_TAIL(&e->conns, c, link);
 	e->nconns++;
 	e->nconnecting++;
-	if (connect(fd, e->o->addr, e->o->addrlen) != 0 &&
-	    errno != EINPROGRESS)
+	if (connect(fd, e->o->addr, e->o->addrlen) != 0 && errno != EINPROGRESS)
 		c->connect_err = errno;
 	event_add(&c->rev, NULL);
 	event_add(&c->wev, NULL);
@@ -496,8 +506,9 @@ hsl_conn_done(struct hsl_conn *c)
 	e->answers++;
 	e->win_answers++;
 	if (e->win != NULL)
-		hs_hist_record(e->win, now > c->planned_ns ?
-				       (now - c->planned_ns) / 1000 : 0);
+		hs_hist_record(e->win, now > c->planned_ns
+					       ? (now - c->planned_ns) / 1000
+					       : 0);
 	if (c->resp.close || c->rlen > 0) {
 		/* Closed by the server, or bytes nobody asked for. */
 		hsl_conn_close(c);
@@ -508,8 +519,7 @@ hsl_conn_done(struct hsl_conn *c)
 	e->nbusy--;
 	hsl_conn_ready(c);
 	/* Requests fallen due while we read go out now, not at the timer. */
-	if (!e->clients && e->phase == HSL_PHASE_SCHEDULE &&
-	    e->next_ns <= now)
+	if (!e->clients && e->phase == HSL_PHASE_SCHEDULE && e->next_ns <= now)
 		hsl_pump(e, now);
 	hsl_check_end(e);
 	return 0;
@@ -524,7 +534,8 @@ hsl_conn_read(evutil_socket_t fd, short what, void *arg)
 	size_t used;
 
 	n = read(fd, c->rbuf + c->rlen, sizeof(c->rbuf) - c->rlen);
-	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+	if (n < 0 &&
+	    (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
 		return;
 	if (c->state == HSL_CONN_CONNECTING) {
 		if (n < 0) {
@@ -574,10 +585,12 @@ hsl_advance(struct hsl_engine *e)
 {
 	e->seq++;
 	if (e->o->arrival == HSL_ARRIVAL_POISSON)
-		e->next_ns += (uint64_t)(-log(1.0 - hsl_rng_unit(&e->arrivals)) *
-					 e->gap_ns);
+		e->next_ns +=
+			(uint64_t)(-log(1.0 - hsl_rng_unit(&e->arrivals)) *
+				   e->gap_ns);
 	else /* from the start, so that rounding does not drift */
-		e->next_ns = e->start_ns + (uint64_t)((double)e->seq * e->gap_ns);
+		e->next_ns =
+			e->start_ns + (uint64_t)((double)e->seq * e->gap_ns);
 }
 
 static void
@@ -691,8 +704,9 @@ hsl_clients_start(struct hsl_engine *e)
 		struct hsl_client *cl = &e->clients[i];
 
 		cl->scheduling = 1;
-		cl->next_ns = e->start_ns + (uint64_t)(hsl_rng_unit(
-			&e->arrivals) * e->client_gap_ns);
+		cl->next_ns =
+			e->start_ns + (uint64_t)(hsl_rng_unit(&e->arrivals) *
+						 e->client_gap_ns);
 		if (cl->conn == NULL)
 			hsl_conn_open(e, cl);
 		hsl_client_tick(-1, 0, cl);
@@ -768,8 +782,7 @@ hsl_on_sweep(evutil_socket_t fd, short what, void *arg)
 static void
 hsl_progress_line(struct hsl_engine *e)
 {
-	static const char *phase[] = { "connect", "schedule", "drain",
-				       "over" };
+	static const char *phase[] = { "connect", "schedule", "drain", "over" };
 	uint64_t now = hs_now_ns();
 	struct timespec wall;
 
@@ -781,10 +794,10 @@ hsl_progress_line(struct hsl_engine *e)
 	       "\"interval_p99_us\":%llu,\"interval_max_us\":%llu}\n",
 	       (double)wall.tv_sec + wall.tv_nsec / 1e9,
 	       e->start_ns ? (double)(now - e->start_ns) / 1e9 : 0.0,
-	       phase[e->phase], e->start_ns && now >= e->measure_ns &&
-	       now < e->end_ns, e->o->rate,
-	       (unsigned long long)e->answers, (unsigned long long)e->lost,
-	       (unsigned long long)e->win_answers,
+	       phase[e->phase],
+	       e->start_ns && now >= e->measure_ns && now < e->end_ns,
+	       e->o->rate, (unsigned long long)e->answers,
+	       (unsigned long long)e->lost, (unsigned long long)e->win_answers,
 	       (unsigned long long)e->win_lost,
 	       (unsigned long long)hs_hist_quantile(e->win, 0.5),
 	       (unsigned long long)hs_hist_quantile(e->win, 0.99),
@@ -829,8 +842,8 @@ hsl_engine_init(struct hsl_engine *e, const struct hsl_run_opts *o,
 	e->idle = hs_xcalloc((size_t)o->connections, sizeof(*e->idle));
 	if (o->per_connection) {
 		e->nclients = o->connections;
-		e->clients = hs_xcalloc((size_t)e->nclients,
-					sizeof(*e->clients));
+		e->clients =
+			hs_xcalloc((size_t)e->nclients, sizeof(*e->clients));
 		e->client_gap_ns = e->gap_ns * e->nclients;
 	}
 }
@@ -848,7 +861,7 @@ hsl_engine_events(struct hsl_engine *e)
 	event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER);
 	event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
 	e->base = event_base_new_with_config(cfg);
-	event_config_free(cfg);  /* the base keeps no reference to it */
+	event_config_free(cfg); /* the base keeps no reference to it */
 	if (e->base == NULL)
 		return -1;
 	e->tick = evtimer_new(e->base, hsl_on_tick, e);
@@ -862,8 +875,8 @@ hsl_engine_events(struct hsl_engine *e)
 					 o->progress_ms % 1000 * 1000 };
 
 		e->win = hs_xcalloc(1, sizeof(*e->win));
-		e->progress = event_new(e->base, -1, EV_PERSIST,
-					hsl_on_progress, e);
+		e->progress =
+			event_new(e->base, -1, EV_PERSIST, hsl_on_progress, e);
 		if (e->progress == NULL)
 			return -1;
 		event_add(e->progress, &every);
@@ -889,7 +902,7 @@ hsl_engine_account(struct hsl_engine *e)
 	uint64_t now;
 
 	if (e->win != NULL && e->win_answers + e->win_lost > 0)
-		hsl_progress_line(e);  /* the run's last, shorter interval */
+		hsl_progress_line(e); /* the run's last, shorter interval */
 	now = hs_now_ns();
 	if (e->start_ns != 0 && now > e->measure_ns) {
 		uint64_t end = now < e->end_ns ? now : e->end_ns;
@@ -903,8 +916,8 @@ hsl_engine_account(struct hsl_engine *e)
 	for (int i = 0; i < e->nclients; i++) {
 		struct hsl_client *cl = &e->clients[i];
 
-		st->unfinished += hsl_ring_count_from(&cl->queue,
-						      e->measure_ns);
+		st->unfinished +=
+			hsl_ring_count_from(&cl->queue, e->measure_ns);
 		if (cl->answered > 0)
 			st->clients_answered++;
 		else
@@ -944,8 +957,8 @@ hsl_engine_free(struct hsl_engine *e)
 }
 
 int
-hsl_run(const struct hsl_run_opts *o, struct hsl_mix *mix,
-	struct hsl_stats *st, struct hsl_result *res)
+hsl_run(const struct hsl_run_opts *o, struct hsl_mix *mix, struct hsl_stats *st,
+	struct hsl_result *res)
 {
 	struct hsl_engine e;
 	int rc = -1;
@@ -955,8 +968,10 @@ hsl_run(const struct hsl_run_opts *o, struct hsl_mix *mix,
 		goto out;
 	res->end = HSL_RUN_DONE;
 	if (hsl_conn_open(&e, e.clients) != 0) {
-		snprintf(res->error, sizeof(res->error), "cannot open a "
-			 "socket: %s", strerror(errno));
+		snprintf(res->error, sizeof(res->error),
+			 "cannot open a "
+			 "socket: %s",
+			 strerror(errno));
 		res->end = HSL_RUN_NO_CONNECT;
 	} else {
 		event_base_dispatch(e.base);

@@ -63,18 +63,18 @@ enum hsl_mix_kind {
 };
 
 /* The request kinds, as the wrk scripts count them ("kinds" in HSJSON). */
-#define HSL_KINDS(X)                                                           \
-	X(plain, "GET of the URL's path")                                      \
-	X(product, "GET /products/{id}")                                       \
-	X(top, "GET /categories/{id}/top")                                     \
-	X(put, "PUT /products/{id}")                                           \
+#define HSL_KINDS(X)                       \
+	X(plain, "GET of the URL's path")  \
+	X(product, "GET /products/{id}")   \
+	X(top, "GET /categories/{id}/top") \
+	X(put, "PUT /products/{id}")       \
 	X(review, "POST /products/{id}/reviews")
 
 enum hsl_kind {
 #define HSL_KIND_ENUM(name, help) HSL_KIND_##name,
 	HSL_KINDS(HSL_KIND_ENUM)
 #undef HSL_KIND_ENUM
-	HSL_KIND_COUNT
+		HSL_KIND_COUNT
 };
 
 const char *hsl_kind_name(enum hsl_kind k);
@@ -120,9 +120,9 @@ enum hsl_resp_state {
 	HSL_RESP_CHUNK_DATA, /**< inside a chunk: `left` bytes to go */
 	HSL_RESP_CHUNK_CRLF, /**< the CRLF after a chunk's data */
 	HSL_RESP_TRAILERS,   /**< trailer lines after the last chunk */
-	HSL_RESP_BODY_EOF,   /**< no length: the body ends when the peer closes */
-	HSL_RESP_DONE,       /**< a whole response was parsed */
-	HSL_RESP_ERROR,      /**< malformed; the connection must be closed */
+	HSL_RESP_BODY_EOF, /**< no length: the body ends when the peer closes */
+	HSL_RESP_DONE,     /**< a whole response was parsed */
+	HSL_RESP_ERROR,    /**< malformed; the connection must be closed */
 };
 
 struct hsl_resp {
@@ -164,8 +164,8 @@ int hsl_resp_eof(struct hsl_resp *r);
 	X(err_timeout, "requests without an answer within --timeout")          \
 	X(unfinished, "planned requests still queued or in flight at the end") \
 	X(late, "requests sent more than 1 ms after their planned time")       \
-	X(connections, "connections opened")                                    \
-	X(clients_answered, "per-connection: clients answered at least once") \
+	X(connections, "connections opened")                                   \
+	X(clients_answered, "per-connection: clients answered at least once")  \
 	X(clients_starved, "per-connection: clients never answered")
 
 struct hsl_stats {
@@ -201,8 +201,8 @@ struct hsl_run_opts {
 	int connections;    /* pool limit, or the clients (per_connection) */
 	int per_connection; /* each connection a client at rate/connections */
 	enum hsl_arrival arrival;
-	uint64_t seed;      /* arrival gaps (the mix has its own stream) */
-	int quiet;          /* no per-second progress on stderr */
+	uint64_t seed; /* arrival gaps (the mix has its own stream) */
+	int quiet;     /* no per-second progress on stderr */
 	/* > 0: every progress_ms, one JSON line on stdout of what was
 	 * answered in that interval alone (warmup included), for live views;
 	 * see hs-load --help. */
@@ -221,7 +221,7 @@ struct hsl_result {
 	/* From the window's start to its last answer (at least elapsed_s):
 	 * answers that trail a backlog into the drain take this long. */
 	double span_s;
-	char error[256];  /* the connect error, for HSL_RUN_NO_CONNECT */
+	char error[256]; /* the connect error, for HSL_RUN_NO_CONNECT */
 };
 
 /*

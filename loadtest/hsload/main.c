@@ -22,18 +22,18 @@
 
 #define HSL_MAX_SWEEP 64
 #define HSL_MAX_CONNS 10000
-#define HSL_MAX_RATE 10000000.0
+#define HSL_MAX_RATE  10000000.0
 
 enum hsl_exit {
 	HSL_EXIT_OK = 0,
-	HSL_EXIT_FAIL = 1,        /* cannot connect, or nothing answered */
+	HSL_EXIT_FAIL = 1, /* cannot connect, or nothing answered */
 	HSL_EXIT_USAGE = 2,
 	HSL_EXIT_INTERRUPTED = 130,
 };
 
 struct hsl_opts {
 	const char *url;
-	char host[256];    /* for getaddrinfo, without brackets */
+	char host[256]; /* for getaddrinfo, without brackets */
 	char port[8];
 	char hostport[300]; /* the Host header, as in the URL */
 	char path[512];
@@ -46,8 +46,8 @@ struct hsl_opts {
 	enum hsl_arrival arrival;
 	struct hsl_mix_opts mix;
 	const char *out;
-	int64_t dump;      /* --dump-requests N: print N requests, send none */
-	int have_rate;     /* --rate was given */
+	int64_t dump;  /* --dump-requests N: print N requests, send none */
+	int have_rate; /* --rate was given */
 	int quiet;
 	int progress_ms;
 };
@@ -56,62 +56,63 @@ static void
 hsl_usage(FILE *f)
 {
 	fprintf(f,
-"usage: hs-load URL --rate R [options]\n"
-"       hs-load URL --sweep R1,R2,... [options]\n"
-"An open-loop HTTP/1.1 load generator: requests are sent on a schedule at\n"
-"the offered rate whatever the server's answers do, and latency is measured\n"
-"from each request's planned send time (corrected for coordinated omission)\n"
-"as well as from its actual send (uncorrected, as closed-loop tools do).\n"
-"URL is http://HOST[:PORT][/PATH]; the plain mix GETs PATH, the others build\n"
-"their own paths.\n"
-"\n"
-"  --rate R               requests per second offered (> 0)\n"
-"  --duration S           measured seconds per point (default 10)\n"
-"  --warmup S             seconds sent first and not measured (default 1)\n"
-"  --connections C        most keep-alive connections, one request in flight\n"
-"                         each; the pool grows to C while requests wait\n"
-"                         (default 64)\n"
-"  --per-connection       each of the C connections is a client with its own\n"
-"                         schedule at R/C req/s (random phase), sending in\n"
-"                         order on its keep-alive connection, like users who\n"
-"                         pause between requests; counts the clients never\n"
-"                         answered (clients_starved)\n"
-"  --arrival KIND         uniform (default) or poisson request spacing\n"
-"  --timeout S            an answer later than S after its send is an error;\n"
-"                         also the longest drain after a point (default 5)\n"
-"  --sweep R1,R2,...      one point per rate (up to %d), a progress line each\n"
-"  --out FILE             write a CSV, one row per point: rate, achieved,\n"
-"                         percentiles\n"
-"  --mix MIX              plain (default), read, update, hot: the wrk scripts'\n"
-"                         mixes (loadtest/wrk/read-mix.lua, update-mix.lua,\n"
-"                         hot-key.lua) with their option names:\n"
-"    --products N         Zipf ids 1..N (default 100000)\n"
-"    --categories N       Zipf category ids 1..N (default 100)\n"
-"    --top F              share of reads that are /categories/{id}/top (0.1)\n"
-"    --put F              share of PUTs (update: 0.05, hot: 0)\n"
-"    --review F           share of review POSTs (update: 0.05)\n"
-"    --s F                Zipf exponent (default 1.0)\n"
-"    --scatter 0|1        spread the hot ids over the id range (default 1)\n"
-"    --id N               the hot mix's product (default 1)\n"
-"  --seed N               random seed of the mix and of Poisson gaps (1)\n"
-"  --dump-requests N      print the first N requests' lines, send nothing\n"
-"  --quiet                no summary, only the HSJSON line (and sweep progress)\n"
-"  --progress-ms N        every N ms (100..60000), one JSON line on stdout of\n"
-"                         that interval alone, warmup and drain included:\n"
-"                         {\"progress\":true,\"t\": Unix seconds, \"elapsed_s\",\n"
-"                         \"phase\", \"measuring\" (0/1), \"offered_rps\", running\n"
-"                         totals \"answers\" and \"lost\" (errors, timeouts),\n"
-"                         \"interval_answers\", \"interval_lost\",\n"
-"                         \"interval_p50_us\", \"interval_p99_us\",\n"
-"                         \"interval_max_us\" (from the planned send time)}\n"
-"  --help\n"
-"\n"
-"Prints a summary and one final line \"HSJSON {...}\": offered_rps,\n"
-"achieved_rps, requests, errors, non2xx, late (sent > 1 ms after plan),\n"
-"p50_us..max_us corrected, uncorrected_p50_us.. (a \"points\" list with\n"
-"--sweep).  Exit status: 0 done; 1 cannot connect, or no answer at all;\n"
-"2 usage error; 130 interrupted (SIGINT/SIGTERM; the partial result is\n"
-"printed).\n", HSL_MAX_SWEEP);
+		"usage: hs-load URL --rate R [options]\n"
+		"       hs-load URL --sweep R1,R2,... [options]\n"
+		"An open-loop HTTP/1.1 load generator: requests are sent on a schedule at\n"
+		"the offered rate whatever the server's answers do, and latency is measured\n"
+		"from each request's planned send time (corrected for coordinated omission)\n"
+		"as well as from its actual send (uncorrected, as closed-loop tools do).\n"
+		"URL is http://HOST[:PORT][/PATH]; the plain mix GETs PATH, the others build\n"
+		"their own paths.\n"
+		"\n"
+		"  --rate R               requests per second offered (> 0)\n"
+		"  --duration S           measured seconds per point (default 10)\n"
+		"  --warmup S             seconds sent first and not measured (default 1)\n"
+		"  --connections C        most keep-alive connections, one request in flight\n"
+		"                         each; the pool grows to C while requests wait\n"
+		"                         (default 64)\n"
+		"  --per-connection       each of the C connections is a client with its own\n"
+		"                         schedule at R/C req/s (random phase), sending in\n"
+		"                         order on its keep-alive connection, like users who\n"
+		"                         pause between requests; counts the clients never\n"
+		"                         answered (clients_starved)\n"
+		"  --arrival KIND         uniform (default) or poisson request spacing\n"
+		"  --timeout S            an answer later than S after its send is an error;\n"
+		"                         also the longest drain after a point (default 5)\n"
+		"  --sweep R1,R2,...      one point per rate (up to %d), a progress line each\n"
+		"  --out FILE             write a CSV, one row per point: rate, achieved,\n"
+		"                         percentiles\n"
+		"  --mix MIX              plain (default), read, update, hot: the wrk scripts'\n"
+		"                         mixes (loadtest/wrk/read-mix.lua, update-mix.lua,\n"
+		"                         hot-key.lua) with their option names:\n"
+		"    --products N         Zipf ids 1..N (default 100000)\n"
+		"    --categories N       Zipf category ids 1..N (default 100)\n"
+		"    --top F              share of reads that are /categories/{id}/top (0.1)\n"
+		"    --put F              share of PUTs (update: 0.05, hot: 0)\n"
+		"    --review F           share of review POSTs (update: 0.05)\n"
+		"    --s F                Zipf exponent (default 1.0)\n"
+		"    --scatter 0|1        spread the hot ids over the id range (default 1)\n"
+		"    --id N               the hot mix's product (default 1)\n"
+		"  --seed N               random seed of the mix and of Poisson gaps (1)\n"
+		"  --dump-requests N      print the first N requests' lines, send nothing\n"
+		"  --quiet                no summary, only the HSJSON line (and sweep progress)\n"
+		"  --progress-ms N        every N ms (100..60000), one JSON line on stdout of\n"
+		"                         that interval alone, warmup and drain included:\n"
+		"                         {\"progress\":true,\"t\": Unix seconds, \"elapsed_s\",\n"
+		"                         \"phase\", \"measuring\" (0/1), \"offered_rps\", running\n"
+		"                         totals \"answers\" and \"lost\" (errors, timeouts),\n"
+		"                         \"interval_answers\", \"interval_lost\",\n"
+		"                         \"interval_p50_us\", \"interval_p99_us\",\n"
+		"                         \"interval_max_us\" (from the planned send time)}\n"
+		"  --help\n"
+		"\n"
+		"Prints a summary and one final line \"HSJSON {...}\": offered_rps,\n"
+		"achieved_rps, requests, errors, non2xx, late (sent > 1 ms after plan),\n"
+		"p50_us..max_us corrected, uncorrected_p50_us.. (a \"points\" list with\n"
+		"--sweep).  Exit status: 0 done; 1 cannot connect, or no answer at all;\n"
+		"2 usage error; 130 interrupted (SIGINT/SIGTERM; the partial result is\n"
+		"printed).\n",
+		HSL_MAX_SWEEP);
 }
 
 /* http://HOST[:PORT][/PATH], HOST a name, an IPv4 or a [IPv6] address. */
@@ -270,7 +271,8 @@ static const struct hs_opt hsl_opt_defs[] = {
 	  "--put must be a share in 0..1" },
 	{ "review", HS_OPT_DOUBLE, O(mix.review), 0, 0, 0, 1, NULL,
 	  "--review must be a share in 0..1" },
-	{ "s", HS_OPT_DOUBLE, O(mix.s), 0, 0, 0, 10, NULL, "--s must be 0..10" },
+	{ "s", HS_OPT_DOUBLE, O(mix.s), 0, 0, 0, 10, NULL,
+	  "--s must be 0..10" },
 	{ "zipf-s", HS_OPT_DOUBLE, O(mix.s), 0, 0, 0, 10, NULL,
 	  "--s must be 0..10" },
 	{ "scatter", HS_OPT_INT, O(mix.scatter), 0, 1, 0, 0, NULL,
@@ -318,13 +320,15 @@ hsl_parse_args(struct hsl_opts *o, int argc, char **argv)
 		return -1;
 	}
 	if (hsl_parse_url(o, argv[optind]) != 0) {
-		fprintf(stderr, "hs-load: bad URL '%s' (expected "
-			"http://HOST[:PORT][/PATH])\n", argv[optind]);
+		fprintf(stderr,
+			"hs-load: bad URL '%s' (expected "
+			"http://HOST[:PORT][/PATH])\n",
+			argv[optind]);
 		return -1;
 	}
 	if (o->dump == 0 && o->have_rate == o->sweep) {
 		fprintf(stderr, "hs-load: give either --rate or --sweep "
-			"(see --help)\n");
+				"(see --help)\n");
 		return -1;
 	}
 	if (!o->sweep)
@@ -359,16 +363,18 @@ hsl_point_json(struct hs_buf *b, const struct hsl_point *p)
 	const struct hs_hist *c = &st->corrected, *u = &st->uncorrected;
 	int first = 1;
 
-	hs_buf_printf(b, "\"offered_rps\":%.1f,\"achieved_rps\":%.1f,"
+	hs_buf_printf(b,
+		      "\"offered_rps\":%.1f,\"achieved_rps\":%.1f,"
 		      "\"duration_s\":%.3f,\"answer_span_s\":%.3f,"
 		      "\"interrupted\":%s,",
 		      p->offered, p->achieved, p->elapsed_s, p->span_s,
 		      p->interrupted ? "true" : "false");
-#define HSL_COUNTER_JSON(name, help)                                           \
+#define HSL_COUNTER_JSON(name, help) \
 	hs_buf_printf(b, "\"%s\":%llu,", #name, (unsigned long long)st->name);
 	HSL_COUNTERS(HSL_COUNTER_JSON)
 #undef HSL_COUNTER_JSON
-	hs_buf_printf(b, "\"non2xx\":%llu,", (unsigned long long)hsl_non2xx(st));
+	hs_buf_printf(b, "\"non2xx\":%llu,",
+		      (unsigned long long)hsl_non2xx(st));
 	hs_buf_printf(b,
 		      "\"p50_us\":%llu,\"p90_us\":%llu,\"p99_us\":%llu,"
 		      "\"p999_us\":%llu,\"max_us\":%llu,\"mean_us\":%llu,",
@@ -377,7 +383,8 @@ hsl_point_json(struct hs_buf *b, const struct hsl_point *p)
 		      (unsigned long long)hsl_q(c, 0.99),
 		      (unsigned long long)hsl_q(c, 0.999),
 		      (unsigned long long)c->max_us,
-		      (unsigned long long)(c->count ? c->sum_us / c->count : 0));
+		      (unsigned long long)(c->count ? c->sum_us / c->count
+						    : 0));
 	hs_buf_printf(b,
 		      "\"uncorrected_p50_us\":%llu,\"uncorrected_p90_us\":%llu,"
 		      "\"uncorrected_p99_us\":%llu,\"uncorrected_p999_us\":%llu,"
@@ -405,7 +412,8 @@ hsl_point_text(const struct hsl_point *p)
 	const struct hs_hist *h[2] = { &st->corrected, &st->uncorrected };
 	static const char *const what[2] = {
 		"corrected (from the planned send)",
-		"uncorrected (from the actual send)" };
+		"uncorrected (from the actual send)"
+	};
 
 	printf("  %llu answers to the requests of %.2f s, received in %.2f s = "
 	       "%.0f req/s achieved (%.1f%% of %.0f offered)%s\n",
@@ -415,8 +423,8 @@ hsl_point_text(const struct hsl_point *p)
 	       p->offered, p->interrupted ? " -- interrupted" : "");
 	for (int i = 0; i < 2; i++)
 		printf("  latency %-36s p50 %llu us, p90 %llu, p99 %llu, "
-		       "p99.9 %llu, max %llu\n", what[i],
-		       (unsigned long long)hsl_q(h[i], 0.5),
+		       "p99.9 %llu, max %llu\n",
+		       what[i], (unsigned long long)hsl_q(h[i], 0.5),
 		       (unsigned long long)hsl_q(h[i], 0.9),
 		       (unsigned long long)hsl_q(h[i], 0.99),
 		       (unsigned long long)hsl_q(h[i], 0.999),
@@ -434,14 +442,16 @@ hsl_point_text(const struct hsl_point *p)
 	       (unsigned long long)st->connections);
 	if (st->clients_answered + st->clients_starved > 0)
 		printf("  clients answered at least once %llu, never answered "
-		       "%llu\n", (unsigned long long)st->clients_answered,
+		       "%llu\n",
+		       (unsigned long long)st->clients_answered,
 		       (unsigned long long)st->clients_starved);
 }
 
 static void
 hsl_csv_header(FILE *f)
 {
-	fprintf(f, "offered_rps,achieved_rps,requests,errors,non2xx,late,"
+	fprintf(f,
+		"offered_rps,achieved_rps,requests,errors,non2xx,late,"
 		"p50_us,p90_us,p99_us,p999_us,max_us,uncorrected_p50_us,"
 		"uncorrected_p90_us,uncorrected_p99_us,uncorrected_max_us\n");
 }
@@ -451,9 +461,10 @@ hsl_csv_row(FILE *f, const struct hsl_point *p)
 {
 	const struct hs_hist *c = &p->st->corrected, *u = &p->st->uncorrected;
 
-	fprintf(f, "%.1f,%.1f,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu,"
-		"%llu,%llu,%llu,%llu\n", p->offered, p->achieved,
-		(unsigned long long)p->st->requests,
+	fprintf(f,
+		"%.1f,%.1f,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu,"
+		"%llu,%llu,%llu,%llu\n",
+		p->offered, p->achieved, (unsigned long long)p->st->requests,
 		(unsigned long long)p->st->errors,
 		(unsigned long long)hsl_non2xx(p->st),
 		(unsigned long long)p->st->late,
@@ -477,7 +488,8 @@ hsl_print_json(const struct hsl_opts *o, const struct hsl_point *pts, int n,
 
 	hs_buf_puts(&b, "HSJSON {\"tool\":\"hs-load\",\"url\":");
 	hs_buf_json_str(&b, o->url);
-	hs_buf_printf(&b, ",\"mix\":\"%s\",\"arrival\":\"%s\","
+	hs_buf_printf(&b,
+		      ",\"mix\":\"%s\",\"arrival\":\"%s\","
 		      "\"max_connections\":%d,\"schedule\":\"%s\","
 		      "\"warmup_s\":%.3f,",
 		      hsl_mix_kind_name(o->mix.kind),
@@ -538,16 +550,16 @@ hsl_progress(const struct hsl_point *p, int i, int n)
 
 	printf("point %d/%d: offered %.0f req/s, achieved %.0f (%.1f%%), "
 	       "p50 %llu us, p90 %llu, p99 %llu, max %llu; uncorrected p99 "
-	       "%llu; errors %llu, non-2xx %llu, late %llu%s\n", i + 1, n,
-	       p->offered, p->achieved, 100.0 * p->achieved / p->offered,
+	       "%llu; errors %llu, non-2xx %llu, late %llu%s\n",
+	       i + 1, n, p->offered, p->achieved,
+	       100.0 * p->achieved / p->offered,
 	       (unsigned long long)hsl_q(&st->corrected, .5),
 	       (unsigned long long)hsl_q(&st->corrected, .9),
 	       (unsigned long long)hsl_q(&st->corrected, .99),
 	       (unsigned long long)st->corrected.max_us,
 	       (unsigned long long)hsl_q(&st->uncorrected, .99),
 	       (unsigned long long)st->errors,
-	       (unsigned long long)hsl_non2xx(st),
-	       (unsigned long long)st->late,
+	       (unsigned long long)hsl_non2xx(st), (unsigned long long)st->late,
 	       p->interrupted ? " -- interrupted" : "");
 	fflush(stdout);
 }
@@ -570,7 +582,8 @@ hsl_points(const struct hsl_opts *o, struct hsl_run_opts *ro,
 		p->st = hs_xcalloc(1, sizeof(*p->st));
 		ro->rate = o->rates[n];
 		if (hsl_run(ro, mix, p->st, &res) != 0) {
-			fprintf(stderr, "hs-load: cannot set up the event loop\n");
+			fprintf(stderr,
+				"hs-load: cannot set up the event loop\n");
 			*done = n;
 			return HSL_EXIT_FAIL;
 		}
@@ -586,8 +599,8 @@ hsl_points(const struct hsl_opts *o, struct hsl_run_opts *ro,
 		/* Answers over the time they took to come, drain included:
 		 * a backlog answered after the window does not count as
 		 * throughput inside it. */
-		p->achieved = p->span_s > 0 ?
-			(double)p->st->requests / p->span_s : 0;
+		p->achieved =
+			p->span_s > 0 ? (double)p->st->requests / p->span_s : 0;
 		answered += p->st->requests;
 		if (csv)
 			hsl_csv_row(csv, p);
@@ -630,8 +643,8 @@ main(int argc, char **argv)
 	case -1:
 		return HSL_EXIT_USAGE;
 	}
-	if ((mix = hsl_mix_new(&o.mix, o.hostport, o.path, err,
-			       sizeof(err))) == NULL) {
+	if ((mix = hsl_mix_new(&o.mix, o.hostport, o.path, err, sizeof(err))) ==
+	    NULL) {
 		fprintf(stderr, "hs-load: %s\n", err);
 		goto out;
 	}
@@ -671,8 +684,8 @@ main(int argc, char **argv)
 	ro.seed = o.mix.seed;
 	if (!o.quiet)
 		printf("hs-load: %s, mix %s, %s arrivals, %.3g s warm-up + "
-		       "%.3g s per point, %s %d connections\n", o.url,
-		       hsl_mix_kind_name(o.mix.kind),
+		       "%.3g s per point, %s %d connections\n",
+		       o.url, hsl_mix_kind_name(o.mix.kind),
 		       o.arrival == HSL_ARRIVAL_POISSON ? "poisson" : "uniform",
 		       o.warmup_s, o.duration_s,
 		       o.per_connection ? "one client on each of" : "up to",

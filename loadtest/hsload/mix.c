@@ -149,8 +149,7 @@ hsl_kind_name(enum hsl_kind k)
 	return k < HSL_KIND_COUNT ? hsl_kind_names[k] : "?";
 }
 
-static const char *const hsl_mix_names[] = { "plain", "read", "update",
-					     "hot" };
+static const char *const hsl_mix_names[] = { "plain", "read", "update", "hot" };
 
 const char *
 hsl_mix_kind_name(enum hsl_mix_kind k)
@@ -180,7 +179,7 @@ hsl_mix_defaults(struct hsl_mix_opts *o)
 	o->categories = 100;
 	o->id = 1;
 	o->top = 0.1;
-	o->put = -1;      /* unset: the script's default, see hsl_mix_new */
+	o->put = -1; /* unset: the script's default, see hsl_mix_new */
 	o->review = -1;
 	o->s = 1.0;
 	o->scatter = 1;
@@ -213,7 +212,8 @@ hsl_mix_new(const struct hsl_mix_opts *o, const char *host, const char *path,
 	o = &d;
 	if (o->top < 0 || o->top > 1 || o->put < 0 || o->review < 0 ||
 	    o->put + o->review > 1) {
-		snprintf(err, errlen, "--top, --put and --review are shares in "
+		snprintf(err, errlen,
+			 "--top, --put and --review are shares in "
 			 "0..1, with put + review <= 1");
 		goto fail;
 	}
@@ -237,8 +237,10 @@ hsl_mix_new(const struct hsl_mix_opts *o, const char *host, const char *path,
 		m->zp = hsl_zipf_new(o->products, o->s, o->scatter != 0);
 		m->zc = hsl_zipf_new(o->categories, o->s, o->scatter != 0);
 		if (m->zp == NULL || m->zc == NULL) {
-			snprintf(err, errlen, "--products and --categories must "
-				 "be 1..%d", HSL_MAX_IDS);
+			snprintf(err, errlen,
+				 "--products and --categories must "
+				 "be 1..%d",
+				 HSL_MAX_IDS);
 			goto fail;
 		}
 	}
@@ -273,7 +275,8 @@ hsl_get(struct hsl_mix *m, char *buf, size_t cap, const char *prefix,
 	int64_t id, const char *suffix)
 {
 	return hsl_fmt(buf, cap,
-		       snprintf(buf, cap, "GET %s%lld%s HTTP/1.1\r\nHost: %s\r\n\r\n",
+		       snprintf(buf, cap,
+				"GET %s%lld%s HTTP/1.1\r\nHost: %s\r\n\r\n",
 				prefix, (long long)id, suffix, m->host));
 }
 
@@ -314,7 +317,8 @@ hsl_update(struct hsl_mix *m, char *buf, size_t cap, enum hsl_kind *kind)
 	if (u < m->o.put) {
 		m->seq++;
 		*kind = HSL_KIND_put;
-		snprintf(body, sizeof(body), "{\"price_cents\":%lld,\"stock\":%llu}",
+		snprintf(body, sizeof(body),
+			 "{\"price_cents\":%lld,\"stock\":%llu}",
 			 (long long)hsl_rng_range(&m->rng, 100, 99999),
 			 (unsigned long long)(m->seq % 1000));
 		return hsl_with_body(m, buf, cap, "PUT",

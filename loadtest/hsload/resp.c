@@ -113,7 +113,8 @@ hsl_parse_head(struct hsl_resp *r, const char *head, size_t len)
 			break; /* the empty line */
 		switch (tolower((unsigned char)*p)) {
 		case 'c':
-			if ((v = hsl_header_value(p, le, "content-length", 14))) {
+			if ((v = hsl_header_value(p, le, "content-length",
+						  14))) {
 				if (hsl_parse_u64(v, le, 10, &clen) != 0) {
 					r->state = HSL_RESP_ERROR;
 					return;
@@ -128,7 +129,8 @@ hsl_parse_head(struct hsl_resp *r, const char *head, size_t len)
 			}
 			break;
 		case 't':
-			if ((v = hsl_header_value(p, le, "transfer-encoding", 17)) &&
+			if ((v = hsl_header_value(p, le, "transfer-encoding",
+						  17)) &&
 			    hsl_has_token(v, le, "chunked"))
 				chunked = 1;
 			break;
@@ -190,8 +192,9 @@ hsl_resp_parse(struct hsl_resp *r, const char *buf, size_t len)
 			r->left -= n;
 			off += n;
 			if (r->left == 0)
-				r->state = r->state == HSL_RESP_BODY_LEN ?
-					HSL_RESP_DONE : HSL_RESP_CHUNK_CRLF;
+				r->state = r->state == HSL_RESP_BODY_LEN
+						   ? HSL_RESP_DONE
+						   : HSL_RESP_CHUNK_CRLF;
 			break;
 		case HSL_RESP_CHUNK_SIZE:
 			if ((n = hsl_line(p, avail)) == 0) {
@@ -204,8 +207,8 @@ hsl_resp_parse(struct hsl_resp *r, const char *buf, size_t len)
 				return off;
 			}
 			off += n;
-			r->state = r->left ? HSL_RESP_CHUNK_DATA :
-				HSL_RESP_TRAILERS;
+			r->state = r->left ? HSL_RESP_CHUNK_DATA
+					   : HSL_RESP_TRAILERS;
 			break;
 		case HSL_RESP_CHUNK_CRLF:
 			if ((n = hsl_line(p, avail)) == 0)

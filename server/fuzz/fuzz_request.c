@@ -51,7 +51,7 @@ struct MHD_Connection {
 	int nhdr;
 	struct kv arg[MAX_FIELDS];
 	int narg;
-	int queued;                 /* responses queued (must end at 1) */
+	int queued; /* responses queued (must end at 1) */
 	unsigned status;
 };
 
@@ -65,7 +65,7 @@ struct MHD_Response {
 static struct srv *fz_srv;
 static char fz_dir[256];
 static char fz_path[300];
-static int fz_verbose;         /* HS_FUZZ_VERBOSE set: print each answer */
+static int fz_verbose; /* HS_FUZZ_VERBOSE set: print each answer */
 
 /* --- the fake libmicrohttpd --- */
 
@@ -92,9 +92,9 @@ MHD_get_connection_values_n(struct MHD_Connection *c, enum MHD_ValueKind kind,
 	if (kind != MHD_HEADER_KIND)
 		return 0;
 	for (int i = 0; i < c->nhdr; i++)
-		if (it != NULL && it(cls, MHD_HEADER_KIND, c->hdr[i].k,
-				     c->hdr[i].klen, c->hdr[i].v,
-				     c->hdr[i].vlen) != MHD_YES)
+		if (it != NULL &&
+		    it(cls, MHD_HEADER_KIND, c->hdr[i].k, c->hdr[i].klen,
+		       c->hdr[i].v, c->hdr[i].vlen) != MHD_YES)
 			return i + 1;
 	return c->nhdr;
 }
@@ -218,7 +218,8 @@ parse_args(struct MHD_Connection *c, char *q)
 {
 	char *save = NULL;
 
-	for (char *a = strtok_r(q, "&", &save); a != NULL && c->narg < MAX_FIELDS;
+	for (char *a = strtok_r(q, "&", &save);
+	     a != NULL && c->narg < MAX_FIELDS;
 	     a = strtok_r(NULL, "&", &save)) {
 		char *eq = strchr(a, '=');
 		struct kv *kv = &c->arg[c->narg++];
@@ -252,7 +253,8 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	struct db_seed_opts so = { .scale = 0.001 };
 	static struct srv s;
 	const char *tmp = access("/dev/shm", W_OK) == 0 ? "/dev/shm"
-			  : getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+			  : getenv("TMPDIR")            ? getenv("TMPDIR")
+							: "/tmp";
 	char err[256];
 
 	(void)argc;

@@ -46,24 +46,23 @@ test_client_legal(void **state)
 {
 	/* keep-alive: a GET, a POST with a body, a client not reading. */
 	static const enum bal_client_state ka[] = {
-		C(NEW),  C(HEAD), C(WAIT), C(IDLE), C(HEAD), C(BODY),
-		C(WAIT), C(IDLE), C(FULL), C(IDLE), C(HEAD), C(WAIT),
-		C(CLOSING), C(LINGER), C(CLOSED)
+		C(NEW),  C(HEAD), C(WAIT),    C(IDLE),   C(HEAD),
+		C(BODY), C(WAIT), C(IDLE),    C(FULL),   C(IDLE),
+		C(HEAD), C(WAIT), C(CLOSING), C(LINGER), C(CLOSED)
 	};
 	/* an error answered in each request phase, then keep-alive or not */
-	static const enum bal_client_state err1[] = {
-		C(NEW), C(HEAD), C(IDLE), C(CLOSING), C(CLOSED)
-	};
-	static const enum bal_client_state err2[] = {
-		C(NEW), C(HEAD), C(BODY), C(CLOSING), C(LINGER), C(CLOSED)
-	};
-	static const enum bal_client_state err3[] = {
-		C(NEW), C(HEAD), C(CLOSING), C(CLOSING), C(LINGER), C(CLOSED)
-	};
+	static const enum bal_client_state err1[] = { C(NEW), C(HEAD), C(IDLE),
+						      C(CLOSING), C(CLOSED) };
+	static const enum bal_client_state err2[] = { C(NEW),    C(HEAD),
+						      C(BODY),   C(CLOSING),
+						      C(LINGER), C(CLOSED) };
+	static const enum bal_client_state err3[] = { C(NEW),     C(HEAD),
+						      C(CLOSING), C(CLOSING),
+						      C(LINGER),  C(CLOSED) };
 	/* a slow reader closed by its idle timer */
-	static const enum bal_client_state slow[] = {
-		C(NEW), C(HEAD), C(WAIT), C(IDLE), C(FULL), C(CLOSED)
-	};
+	static const enum bal_client_state slow[] = { C(NEW),  C(HEAD),
+						      C(WAIT), C(IDLE),
+						      C(FULL), C(CLOSED) };
 
 	client_walk(ka, sizeof(ka) / sizeof(ka[0]));
 	client_walk(err1, sizeof(err1) / sizeof(err1[0]));
@@ -76,17 +75,17 @@ static void
 test_client_illegal(void **state)
 {
 	static const enum bal_client_state bad[][2] = {
-		{ C(NEW), C(WAIT) },      /* no request parsed yet */
+		{ C(NEW), C(WAIT) }, /* no request parsed yet */
 		{ C(NEW), C(IDLE) },
-		{ C(NEW), C(LINGER) },    /* lingering only after CLOSING */
+		{ C(NEW), C(LINGER) }, /* lingering only after CLOSING */
 		{ C(IDLE), C(WAIT) },
-		{ C(BODY), C(IDLE) },     /* the body was not all read */
-		{ C(WAIT), C(HEAD) },     /* the next request goes via IDLE */
+		{ C(BODY), C(IDLE) }, /* the body was not all read */
+		{ C(WAIT), C(HEAD) }, /* the next request goes via IDLE */
 		{ C(FULL), C(HEAD) },
-		{ C(CLOSING), C(IDLE) },  /* no way back from closing */
+		{ C(CLOSING), C(IDLE) }, /* no way back from closing */
 		{ C(LINGER), C(HEAD) },
 		{ C(LINGER), C(CLOSING) },
-		{ C(CLOSED), C(NEW) },    /* closed is final */
+		{ C(CLOSED), C(NEW) }, /* closed is final */
 		{ C(CLOSED), C(IDLE) },
 		{ C(CLOSED), C(LINGER) },
 	};
@@ -103,7 +102,7 @@ test_client_illegal(void **state)
 	/* Out of range either way. */
 	assert_false(bal_client_state_ok(BAL_CS_COUNT, C(IDLE)));
 	assert_false(bal_client_state_ok(C(IDLE), BAL_CS_COUNT));
-	assert_false(bal_client_state_ok((enum bal_client_state)-1, C(IDLE)));
+	assert_false(bal_client_state_ok((enum bal_client_state) - 1, C(IDLE)));
 }
 
 /* Every state is reachable from NEW, and every state can be closed. */
@@ -139,10 +138,10 @@ static void
 test_bconn_table(void **state)
 {
 	static const enum bal_bconn_state legal[][2] = {
-		{ B(CONNECTING), B(SENT) }, { B(SENT), B(BODY) },
-		{ B(BODY), B(IDLE) },       { B(IDLE), B(SENT) },
+		{ B(CONNECTING), B(SENT) },   { B(SENT), B(BODY) },
+		{ B(BODY), B(IDLE) },         { B(IDLE), B(SENT) },
 		{ B(CONNECTING), B(CLOSED) }, { B(IDLE), B(CLOSED) },
-		{ B(SENT), B(CLOSED) },     { B(BODY), B(CLOSED) },
+		{ B(SENT), B(CLOSED) },       { B(BODY), B(CLOSED) },
 	};
 	static const enum bal_bconn_state bad[][2] = {
 		{ B(CONNECTING), B(BODY) }, { B(CONNECTING), B(IDLE) },

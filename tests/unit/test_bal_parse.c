@@ -33,10 +33,14 @@ static const struct req_case req_cases[] = {
 	{ "missing host", "GET / HTTP/1.1\r\n\r\n", -400 },
 	{ "duplicate host", "GET / HTTP/1.1\r\n" H H "\r\n", -400 },
 	{ "bad host", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", -400 },
-	{ "cl+te", "POST / HTTP/1.1\r\n" H "Content-Length: 5\r\n"
-		   "Transfer-Encoding: chunked\r\n\r\n", -400 },
-	{ "dup cl", "POST / HTTP/1.1\r\n" H "Content-Length: 5\r\n"
-		    "Content-Length: 5\r\n\r\n", -400 },
+	{ "cl+te",
+	  "POST / HTTP/1.1\r\n" H "Content-Length: 5\r\n"
+	  "Transfer-Encoding: chunked\r\n\r\n",
+	  -400 },
+	{ "dup cl",
+	  "POST / HTTP/1.1\r\n" H "Content-Length: 5\r\n"
+	  "Content-Length: 5\r\n\r\n",
+	  -400 },
 	{ "cl list", "POST / HTTP/1.1\r\n" H "Content-Length: 5, 5\r\n\r\n",
 	  -400 },
 	{ "cl sign", "POST / HTTP/1.1\r\n" H "Content-Length: +5\r\n\r\n",
@@ -44,18 +48,23 @@ static const struct req_case req_cases[] = {
 	{ "cl hex", "POST / HTTP/1.1\r\n" H "Content-Length: 0x5\r\n\r\n",
 	  -400 },
 	{ "cl empty", "POST / HTTP/1.1\r\n" H "Content-Length:\r\n\r\n", -400 },
-	{ "cl huge", "POST / HTTP/1.1\r\n" H
-		     "Content-Length: 99999999999999999999\r\n\r\n", -400 },
-	{ "te gzip", "POST / HTTP/1.1\r\n" H
-		     "Transfer-Encoding: gzip, chunked\r\n\r\n", -400 },
-	{ "te chunked-ish", "POST / HTTP/1.1\r\n" H
-			    "Transfer-Encoding: xchunked\r\n\r\n", -400 },
-	{ "te dup", "POST / HTTP/1.1\r\n" H "Transfer-Encoding: chunked\r\n"
-		    "Transfer-Encoding: chunked\r\n\r\n", -400 },
+	{ "cl huge",
+	  "POST / HTTP/1.1\r\n" H
+	  "Content-Length: 99999999999999999999\r\n\r\n",
+	  -400 },
+	{ "te gzip",
+	  "POST / HTTP/1.1\r\n" H "Transfer-Encoding: gzip, chunked\r\n\r\n",
+	  -400 },
+	{ "te chunked-ish",
+	  "POST / HTTP/1.1\r\n" H "Transfer-Encoding: xchunked\r\n\r\n", -400 },
+	{ "te dup",
+	  "POST / HTTP/1.1\r\n" H "Transfer-Encoding: chunked\r\n"
+	  "Transfer-Encoding: chunked\r\n\r\n",
+	  -400 },
 	{ "te in 1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
 	  -400 },
-	{ "te chunked case", "POST / HTTP/1.1\r\n" H
-			     "Transfer-Encoding: Chunked\r\n\r\n", 1 },
+	{ "te chunked case",
+	  "POST / HTTP/1.1\r\n" H "Transfer-Encoding: Chunked\r\n\r\n", 1 },
 	{ "bare lf end", "GET / HTTP/1.1\n" H "\r\n", -400 },
 	{ "bare lf header", "GET / HTTP/1.1\r\nHost: a\n\r\n", -400 },
 	{ "bare lf blank", "GET / HTTP/1.1\r\n" H "\n", -400 },
@@ -64,7 +73,10 @@ static const struct req_case req_cases[] = {
 	{ "space before colon", "GET / HTTP/1.1\r\n" H "X : a\r\n\r\n", -400 },
 	{ "tab before colon", "GET / HTTP/1.1\r\n" H "X\t: a\r\n\r\n", -400 },
 	{ "nul in value", "GET / HTTP/1.1\r\n" H "X: a\0b\r\n\r\n", -400 },
-	{ "ctl in value", "GET / HTTP/1.1\r\n" H "X: a\x01" "b\r\n\r\n", -400 },
+	{ "ctl in value",
+	  "GET / HTTP/1.1\r\n" H "X: a\x01"
+	  "b\r\n\r\n",
+	  -400 },
 	{ "empty name", "GET / HTTP/1.1\r\n" H ": a\r\n\r\n", -400 },
 	{ "bad name char", "GET / HTTP/1.1\r\n" H "X(y): a\r\n\r\n", -400 },
 	{ "unknown method", "BREW / HTTP/1.1\r\n" H "\r\n", -501 },
@@ -79,8 +91,7 @@ static const struct req_case req_cases[] = {
 	{ "absolute host mismatch", "GET http://b/ HTTP/1.1\r\n" H "\r\n",
 	  -400 },
 	{ "absolute no host", "GET http://a/ HTTP/1.1\r\n\r\n", -400 },
-	{ "absolute userinfo", "GET http://u@a/ HTTP/1.1\r\n" H "\r\n",
-	  -400 },
+	{ "absolute userinfo", "GET http://u@a/ HTTP/1.1\r\n" H "\r\n", -400 },
 	{ "absolute empty authority", "GET http:///x HTTP/1.1\r\n" H "\r\n",
 	  -400 },
 	{ "other scheme", "GET https://a/ HTTP/1.1\r\n" H "\r\n", -400 },
@@ -104,7 +115,8 @@ test_table(void **state)
 		ssize_t r;
 		/* The NUL case: strlen stops early; use the literal's size. */
 		if (strcmp(tc->name, "nul in value") == 0)
-			len = sizeof("GET / HTTP/1.1\r\n" H "X: a\0b\r\n\r\n") - 1;
+			len = sizeof("GET / HTTP/1.1\r\n" H "X: a\0b\r\n\r\n") -
+			      1;
 		r = bal_parse_request(tc->head, len, &lim, &m, &why);
 		if ((tc->want > 0 && r != (ssize_t)len) ||
 		    (tc->want <= 0 && r != tc->want)) {
@@ -125,7 +137,8 @@ test_prefixes(void **state)
 
 	for (size_t k = 0; k < n; k++)
 		assert_int_equal(bal_parse_request(good, k, &lim, &m, NULL), 0);
-	assert_int_equal(bal_parse_request(good, n, &lim, &m, NULL), (ssize_t)n);
+	assert_int_equal(bal_parse_request(good, n, &lim, &m, NULL),
+			 (ssize_t)n);
 	assert_int_equal(m.method, BAL_M_POST);
 	assert_int_equal(m.content_length, 10);
 	assert_int_equal(m.keep_alive, 1);
@@ -145,23 +158,26 @@ test_limits(void **state)
 	memset(buf, 'a', sizeof(buf));
 	memcpy(buf, "GET /", 5);
 	assert_int_equal(bal_parse_request(buf, 300, &lim, &m, NULL), -414);
-	snprintf(buf, sizeof(buf), "GET /%0300d HTTP/1.1\r\nHost: a\r\n\r\n", 0);
+	snprintf(buf, sizeof(buf), "GET /%0300d HTTP/1.1\r\nHost: a\r\n\r\n",
+		 0);
 	assert_int_equal(bal_parse_request(buf, strlen(buf), &lim, &m, NULL),
 			 -414);
 	/* Head over max_head: 431. */
 	int n = snprintf(buf, sizeof(buf), "GET / HTTP/1.1\r\nHost: a\r\nX: ");
 	memset(buf + n, 'b', 1100);
-	assert_int_equal(bal_parse_request(buf, (size_t)n + 1100, &lim, &m, NULL),
+	assert_int_equal(bal_parse_request(buf, (size_t)n + 1100, &lim, &m,
+					   NULL),
 			 -431);
 }
 
 static void
 test_connection(void **state)
 {
-	const char *h = "GET / HTTP/1.1\r\nHost: a\r\nConnection: close, X-Foo\r\n"
-			"X-Foo: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\n"
-			"Upgrade: h2c\r\nProxy-Connection: x\r\nX-Bar: 2\r\n"
-			"X-Forwarded-For: 1.2.3.4\r\n\r\n";
+	const char *h =
+		"GET / HTTP/1.1\r\nHost: a\r\nConnection: close, X-Foo\r\n"
+		"X-Foo: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\n"
+		"Upgrade: h2c\r\nProxy-Connection: x\r\nX-Bar: 2\r\n"
+		"X-Forwarded-For: 1.2.3.4\r\n\r\n";
 	struct bal_msg m;
 	int hop = 0;
 
@@ -170,7 +186,8 @@ test_connection(void **state)
 	for (int i = 0; i < m.nhdrs; i++)
 		if (m.hdrs[i].flags & BAL_HF_HOP)
 			hop++;
-	assert_int_equal(hop, 6); /* Connection X-Foo Keep-Alive TE Upgrade P-C */
+	assert_int_equal(hop,
+			 6); /* Connection X-Foo Keep-Alive TE Upgrade P-C */
 	assert_true(m.hdrs[m.nhdrs - 1].flags & BAL_HF_XFF);
 	const char *h10 = "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
 	assert_true(bal_parse_request(h10, strlen(h10), &lim, &m, NULL) > 0);
@@ -184,7 +201,8 @@ test_response(void **state)
 	struct bal_msg m;
 	const char *r1 = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
 	const char *r2 = "HTTP/1.1 204\r\n\r\n";
-	const char *r3 = "HTTP/1.0 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
+	const char *r3 =
+		"HTTP/1.0 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
 	const char *bad1 = "HTTP/1.1 2000 OK\r\n\r\n";
 	const char *bad2 = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
 			   "Transfer-Encoding: chunked\r\n\r\n";
@@ -237,24 +255,25 @@ test_chunks(void **state)
 		assert_int_equal(c.total, 15);
 	}
 	static const char *const bad[] = {
-		"x\r\n",                 /* not hex */
-		"\r\n",                  /* empty size */
+		"x\r\n",                    /* not hex */
+		"\r\n",                     /* empty size */
 		"5 \r\nhello\r\n0\r\n\r\n", /* whitespace after size */
 		"-5\r\n",
-		"5\nhello\r\n",          /* bare LF */
-		"5\r\nhelloX\r\n",       /* data longer than size */
-		"1000000000000000\r\n",  /* 16 hex digits */
-		"0\r\n\n",               /* bare LF at end */
-		"0\r\n x\r\n\r\n",       /* folded trailer */
-		"0\r\nnocolon\r\n\r\n",  /* trailer line without a colon */
-		"0\r\nX y: 1\r\n\r\n",   /* space in a trailer name */
-		"0\r\nX :1\r\n\r\n",     /* space before the colon */
-		"0\r\n:1\r\n\r\n",       /* empty trailer name */
+		"5\nhello\r\n",         /* bare LF */
+		"5\r\nhelloX\r\n",      /* data longer than size */
+		"1000000000000000\r\n", /* 16 hex digits */
+		"0\r\n\n",              /* bare LF at end */
+		"0\r\n x\r\n\r\n",      /* folded trailer */
+		"0\r\nnocolon\r\n\r\n", /* trailer line without a colon */
+		"0\r\nX y: 1\r\n\r\n",  /* space in a trailer name */
+		"0\r\nX :1\r\n\r\n",    /* space before the colon */
+		"0\r\n:1\r\n\r\n",      /* empty trailer name */
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		for (int bw = 0; bw < 2; bw++) {
 			if (feed_all(bad[i], strlen(bad[i]), bw, &c) != -1) {
-				fprintf(stderr, "bad chunk case %zu accepted\n", i);
+				fprintf(stderr, "bad chunk case %zu accepted\n",
+					i);
 				fail();
 			}
 		}
@@ -318,9 +337,12 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_table),   cmocka_unit_test(test_prefixes),
-		cmocka_unit_test(test_limits),  cmocka_unit_test(test_connection),
-		cmocka_unit_test(test_response), cmocka_unit_test(test_chunks),
+		cmocka_unit_test(test_table),
+		cmocka_unit_test(test_prefixes),
+		cmocka_unit_test(test_limits),
+		cmocka_unit_test(test_connection),
+		cmocka_unit_test(test_response),
+		cmocka_unit_test(test_chunks),
 		cmocka_unit_test(test_forwarding_fields),
 		cmocka_unit_test(test_path_normalize),
 	};

@@ -36,7 +36,8 @@ test_rr_equal(void **state)
 
 	reset(1, 1, 1);
 	for (int i = 0; i < 9; i++)
-		assert_ptr_equal(bal_policy_rr.pick(st, &set, NULL), &bs[i % 3]);
+		assert_ptr_equal(bal_policy_rr.pick(st, &set, NULL),
+				 &bs[i % 3]);
 	bal_policy_rr.state_free(st);
 }
 
@@ -58,7 +59,8 @@ test_rr_weights(void **state)
 	assert_int_equal(count[0], 500);
 	assert_int_equal(count[1], 100);
 	assert_int_equal(count[2], 100);
-	assert_true(maxrun <= 4); /* smooth: a,a,b,a,c,a,a; never five in a row */
+	assert_true(maxrun <=
+		    4); /* smooth: a,a,b,a,c,a,a; never five in a row */
 	bal_policy_rr.state_free(st);
 }
 
@@ -71,7 +73,8 @@ test_rr_skip(void **state)
 	reset(1, 1, 1);
 	bs[1].up = 0;
 	for (int i = 0; i < 10; i++)
-		assert_ptr_not_equal(bal_policy_rr.pick(st, &set, NULL), &bs[1]);
+		assert_ptr_not_equal(bal_policy_rr.pick(st, &set, NULL),
+				     &bs[1]);
 	tried[0] = 1;
 	for (int i = 0; i < 10; i++)
 		assert_ptr_equal(bal_policy_rr.pick(st, &set, tried), &bs[2]);
@@ -90,7 +93,8 @@ test_leastconn(void **state)
 	bs[1].active = 2;
 	bs[2].active = 7;
 	for (int i = 0; i < 5; i++)
-		assert_ptr_equal(bal_policy_leastconn.pick(st, &set, NULL), &bs[1]);
+		assert_ptr_equal(bal_policy_leastconn.pick(st, &set, NULL),
+				 &bs[1]);
 	/* Weighted: 6 active on weight 4 beats 2 active on weight 1. */
 	bs[0].weight = 4;
 	bs[0].active = 6;
@@ -126,8 +130,10 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_rr_equal), cmocka_unit_test(test_rr_weights),
-		cmocka_unit_test(test_rr_skip), cmocka_unit_test(test_leastconn),
+		cmocka_unit_test(test_rr_equal),
+		cmocka_unit_test(test_rr_weights),
+		cmocka_unit_test(test_rr_skip),
+		cmocka_unit_test(test_leastconn),
 		cmocka_unit_test(test_spec),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

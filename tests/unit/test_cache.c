@@ -137,12 +137,13 @@ mc_start(int *port)
 			freopen("/dev/null", "w", stderr);
 			if (geteuid() == 0)
 				execl("/usr/bin/memcached", "memcached", "-l",
-				      "127.0.0.1", "-p", pbuf, "-U", "0", "-t", "1",
-				      "-m", "64", "-u", "nobody", (char *)NULL);
+				      "127.0.0.1", "-p", pbuf, "-U", "0", "-t",
+				      "1", "-m", "64", "-u", "nobody",
+				      (char *)NULL);
 			else
 				execl("/usr/bin/memcached", "memcached", "-l",
-				      "127.0.0.1", "-p", pbuf, "-U", "0", "-t", "1",
-				      "-m", "64", (char *)NULL);
+				      "127.0.0.1", "-p", pbuf, "-U", "0", "-t",
+				      "1", "-m", "64", (char *)NULL);
 			_exit(127);
 		}
 		track_pid(pid);
@@ -207,15 +208,25 @@ group_setup(void **state, int n)
 		g->pid[i] = mc_start(&g->port[i]);
 		if (g->pid[i] < 0)
 			return -1;
-		off += (size_t)snprintf(g->servers + off, sizeof(g->servers) - off,
-					"%s127.0.0.1:%d", i ? "," : "", g->port[i]);
+		off += (size_t)snprintf(g->servers + off,
+					sizeof(g->servers) - off,
+					"%s127.0.0.1:%d", i ? "," : "",
+					g->port[i]);
 	}
 	*state = g;
 	return 0;
 }
 
-static int setup1(void **state) { return group_setup(state, 1); }
-static int setup3(void **state) { return group_setup(state, 3); }
+static int
+setup1(void **state)
+{
+	return group_setup(state, 1);
+}
+static int
+setup3(void **state)
+{
+	return group_setup(state, 3);
+}
 
 static int
 group_teardown(void **state)
@@ -267,8 +278,8 @@ db_fill(void *arg, size_t idx, char **body, size_t *len)
 	int n;
 
 	atomic_fetch_add(&d->calls, 1);
-	n = snprintf(buf, sizeof(buf), "{\"id\":%d,\"version\":%d}", d->ids[idx],
-		     atomic_load(&d->version));
+	n = snprintf(buf, sizeof(buf), "{\"id\":%d,\"version\":%d}",
+		     d->ids[idx], atomic_load(&d->version));
 	if (d->sleep_ms)
 		usleep(d->sleep_ms * 1000);
 	*body = hs_xstrdup(buf);
@@ -318,8 +329,8 @@ test_keys_and_opts(void **state)
 	assert_string_equal(cache_res_name(CACHE_ERR), "BYPASS");
 
 	cache_opts_default(&o);
-	const char *bad[] = { "", "127.0.0.1", "127.0.0.1:0", "h:1,,", "x:99999",
-			      "127.0.0.1:11211,nonsense" };
+	const char *bad[] = { "",      "127.0.0.1", "127.0.0.1:0",
+			      "h:1,,", "x:99999",   "127.0.0.1:11211,nonsense" };
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		o.servers = bad[i];
 		err[0] = '\0';
@@ -381,7 +392,8 @@ test_miss_then_hit(void **state)
 	s = mk_shared(&o);
 	c = cache_new(s);
 	atomic_store(&d.version, 1);
-	assert_int_equal(cache_fetch(c, "t1:a", db_fill, &d, &v, &info), CACHE_MISS);
+	assert_int_equal(cache_fetch(c, "t1:a", db_fill, &d, &v, &info),
+			 CACHE_MISS);
 	assert_true(info.lease_won && info.stored && info.filled);
 	assert_int_equal(v.status, 200);
 	expect_body(&v, 1, 1);
@@ -428,22 +440,27 @@ test_negative_and_expiry(void **state)
 	c = cache_new(s);
 
 	/* 404 stored as a negative entry and served as 404. */
-	assert_int_equal(cache_fetch(c, "t2:404", db_fill, &nf, &v, NULL), CACHE_MISS);
+	assert_int_equal(cache_fetch(c, "t2:404", db_fill, &nf, &v, NULL),
+			 CACHE_MISS);
 	assert_int_equal(v.status, 404);
 	cache_value_release(&v);
-	assert_int_equal(cache_fetch(c, "t2:404", db_fill, &nf, &v, &info), CACHE_HIT);
+	assert_int_equal(cache_fetch(c, "t2:404", db_fill, &nf, &v, &info),
+			 CACHE_HIT);
 	assert_int_equal(v.status, 404);
 	assert_true(info.negative);
 	cache_value_release(&v);
 	/* A 200 with a 1 s TTL. */
-	assert_int_equal(cache_fetch(c, "t2:ok", db_fill, &ok, &v, NULL), CACHE_MISS);
+	assert_int_equal(cache_fetch(c, "t2:ok", db_fill, &ok, &v, NULL),
+			 CACHE_MISS);
 	cache_value_release(&v);
-	assert_int_equal(cache_fetch(c, "t2:ok", db_fill, &ok, &v, NULL), CACHE_HIT);
+	assert_int_equal(cache_fetch(c, "t2:ok", db_fill, &ok, &v, NULL),
+			 CACHE_HIT);
 	cache_value_release(&v);
 
 	/* 500s are never stored, and the lease is released at once. */
 	for (int i = 0; i < 2; i++) {
-		assert_int_equal(cache_fetch(c, "t2:500", db_fill, &err500, &v, &info),
+		assert_int_equal(cache_fetch(c, "t2:500", db_fill, &err500, &v,
+					     &info),
 				 CACHE_MISS);
 		assert_int_equal(v.status, 500);
 		assert_false(info.stored);
@@ -454,9 +471,11 @@ test_negative_and_expiry(void **state)
 
 	/* memcached expires by whole seconds: after 2.2 s both are gone. */
 	usleep(2200 * 1000);
-	assert_int_equal(cache_fetch(c, "t2:404", db_fill, &nf, &v, NULL), CACHE_MISS);
+	assert_int_equal(cache_fetch(c, "t2:404", db_fill, &nf, &v, NULL),
+			 CACHE_MISS);
 	cache_value_release(&v);
-	assert_int_equal(cache_fetch(c, "t2:ok", db_fill, &ok, &v, NULL), CACHE_MISS);
+	assert_int_equal(cache_fetch(c, "t2:ok", db_fill, &ok, &v, NULL),
+			 CACHE_MISS);
 	cache_value_release(&v);
 	assert_int_equal(atomic_load(&nf.calls), 2);
 	assert_int_equal(atomic_load(&ok.calls), 2);
@@ -482,17 +501,21 @@ test_invalidate(void **state)
 	s = mk_shared(&o);
 	c = cache_new(s);
 	atomic_store(&d.version, 1);
-	assert_int_equal(cache_fetch(c, "t3:a", db_fill, &d, &v, NULL), CACHE_MISS);
+	assert_int_equal(cache_fetch(c, "t3:a", db_fill, &d, &v, NULL),
+			 CACHE_MISS);
 	cache_value_release(&v);
-	assert_int_equal(cache_fetch(c, "t3:a", db_fill, &d, &v, NULL), CACHE_HIT);
+	assert_int_equal(cache_fetch(c, "t3:a", db_fill, &d, &v, NULL),
+			 CACHE_HIT);
 	cache_value_release(&v);
 	/* The update: commit, then delete (NOTFOUND is fine). */
 	atomic_store(&d.version, 2);
 	assert_int_equal(cache_invalidate(c, keys, 2), 0);
-	assert_int_equal(cache_fetch(c, "t3:a", db_fill, &d, &v, NULL), CACHE_MISS);
+	assert_int_equal(cache_fetch(c, "t3:a", db_fill, &d, &v, NULL),
+			 CACHE_MISS);
 	expect_body(&v, 3, 2);
 	cache_value_release(&v);
-	assert_int_equal(cache_fetch(c, "t3:a", db_fill, &d, &v, NULL), CACHE_HIT);
+	assert_int_equal(cache_fetch(c, "t3:a", db_fill, &d, &v, NULL),
+			 CACHE_HIT);
 	expect_body(&v, 3, 2);
 	cache_value_release(&v);
 	cache_stats_get(s, &st);
@@ -565,7 +588,8 @@ run_race(struct group *g, enum cache_mode mode, const char *key, bool *hit,
 	expect_body(&r.v, 4, 1);
 	cache_value_release(&r.v);
 
-	assert_int_not_equal(cache_fetch(c, key, db_fill, &d, &v, NULL), CACHE_ERR);
+	assert_int_not_equal(cache_fetch(c, key, db_fill, &d, &v, NULL),
+			     CACHE_ERR);
 	*hit = atomic_load(&d.calls) == 1;
 	version = strstr(v.body, "\"version\":2") ? 2 : 1;
 	cache_value_release(&v);
@@ -581,7 +605,9 @@ test_race_lease_never_stale(void **state)
 	struct cache_stats st;
 	bool hit;
 
-	assert_int_equal(run_race(*state, CACHE_MODE_LEASE, "t4:lease", &hit, &st), 2);
+	assert_int_equal(run_race(*state, CACHE_MODE_LEASE, "t4:lease", &hit,
+				  &st),
+			 2);
 	assert_false(hit);
 	assert_int_equal(st.fill_conflicts, 1);
 	assert_int_equal(st.sets, 1); /* only the fresh body was stored */
@@ -594,7 +620,9 @@ test_race_naive_stale_set(void **state)
 	bool hit;
 
 	/* The textbook pattern stores v1 after the delete: a stale hit. */
-	assert_int_equal(run_race(*state, CACHE_MODE_NAIVE, "t4:naive", &hit, &st), 1);
+	assert_int_equal(run_race(*state, CACHE_MODE_NAIVE, "t4:naive", &hit,
+				  &st),
+			 1);
 	assert_true(hit);
 	assert_int_equal(st.fill_conflicts, 0);
 	printf("race: naive served the stale version 1 from cache after the "
@@ -707,7 +735,8 @@ test_lease_marker_and_fallback(void **state)
 	assert_int_equal(cache_mget(c, &key, 1, &v, &res), 0);
 	assert_int_equal(res, CACHE_MISS);
 	t0 = hs_now_ns();
-	assert_int_equal(cache_fetch(c, key, db_fill, &d2, &v, &info), CACHE_MISS);
+	assert_int_equal(cache_fetch(c, key, db_fill, &d2, &v, &info),
+			 CACHE_MISS);
 	assert_true(info.lease_waited && info.lease_fallback && !info.stored);
 	assert_true(info.wait_us > 0);
 	assert_true(ms_since(t0) < 1200);
@@ -717,7 +746,8 @@ test_lease_marker_and_fallback(void **state)
 	assert_true(r.info.stored);
 	cache_value_release(&r.v);
 	/* The winner's body is what the next reader gets. */
-	assert_int_equal(cache_fetch(c, key, db_fill, &d2, &v, NULL), CACHE_HIT);
+	assert_int_equal(cache_fetch(c, key, db_fill, &d2, &v, NULL),
+			 CACHE_HIT);
 	cache_value_release(&v);
 	assert_int_equal(atomic_load(&d.calls) + atomic_load(&d2.calls), 2);
 	cache_free(c);
@@ -797,7 +827,8 @@ test_herd_lease_one_fill(void **state)
 
 	fills = run_herd(*state, CACHE_MODE_LEASE, &hits, &waited);
 	printf("herd: %d threads, fill 50 ms, lease mode: %d fill(s), %d hits, "
-	       "%d waited on the lease\n", HERD, fills, hits, waited);
+	       "%d waited on the lease\n",
+	       HERD, fills, hits, waited);
 	assert_int_equal(fills, 1);
 	assert_int_equal(hits, HERD - 1);
 
@@ -811,7 +842,7 @@ test_herd_lease_one_fill(void **state)
  * keys; a read that started after an update's delete was acknowledged must
  * never return an older version.
  */
-#define CK_KEYS 4
+#define CK_KEYS    4
 #define CK_READERS 6
 #define CK_WRITERS 2
 
@@ -881,7 +912,8 @@ ck_writer(void *p)
 		v = atomic_fetch_add(&ck->version[k], 1) + 1; /* commit */
 		cache_invalidate(c, &kp, 1);
 		a = atomic_load(&ck->acked[k]);
-		while (a < v && !atomic_compare_exchange_weak(&ck->acked[k], &a, v))
+		while (a < v &&
+		       !atomic_compare_exchange_weak(&ck->acked[k], &a, v))
 			;
 		atomic_fetch_add(&ck->writes, 1);
 		usleep(2000);
@@ -908,8 +940,8 @@ run_checker(struct group *g, enum cache_mode mode, long *reads, long *writes)
 	cache_invalidate(c, keys, CK_KEYS);
 	cache_free(c);
 	for (int i = 0; i < CK_READERS + CK_WRITERS; i++)
-		pthread_create(&th[i], NULL, i < CK_READERS ? ck_reader : ck_writer,
-			       ck);
+		pthread_create(&th[i], NULL,
+			       i < CK_READERS ? ck_reader : ck_writer, ck);
 	usleep(1500 * 1000);
 	atomic_store(&ck->stop, 1);
 	for (int i = 0; i < CK_READERS + CK_WRITERS; i++)
@@ -947,8 +979,8 @@ test_mget(void **state)
 	enum cache_res r[7];
 	struct cache_fetch_info info;
 	struct db d = { .ids = { 61, 62, 63, 64, 61, 66, 63 } };
-	const char *keys[7] = { "t6:61", "t6:62", "t6:63", "t6:64", "t6:61", "t6:66",
-				"t6:63" };
+	const char *keys[7] = { "t6:61", "t6:62", "t6:63", "t6:64",
+				"t6:61", "t6:66", "t6:63" };
 	struct cache_stats st;
 
 	test_opts(&o, g);
@@ -956,8 +988,12 @@ test_mget(void **state)
 	c = cache_new(s);
 	atomic_store(&d.version, 1);
 	/* Warm two keys. */
-	assert_int_equal(cache_store(c, "t6:61", 200, "{\"id\":61,\"version\":1}", 21), 0);
-	assert_int_equal(cache_store(c, "t6:62", 200, "{\"id\":62,\"version\":1}", 21), 0);
+	assert_int_equal(cache_store(c, "t6:61", 200,
+				     "{\"id\":61,\"version\":1}", 21),
+			 0);
+	assert_int_equal(cache_store(c, "t6:62", 200,
+				     "{\"id\":62,\"version\":1}", 21),
+			 0);
 	assert_int_equal(cache_store(c, "t6:x", 500, "no", 2), -1);
 
 	assert_int_equal(cache_mget(c, keys, 6, v, r), 3);
@@ -1024,15 +1060,21 @@ test_stats_export(void **state)
 		fail_msg("bad JSON: %s: %s", jerr.text, b.data);
 	assert_int_equal(json_integer_value(json_object_get(j, "hits")), 1);
 	assert_int_equal(json_integer_value(json_object_get(j, "misses")), 1);
-	assert_string_equal(json_string_value(json_object_get(j, "mode")), "lease");
+	assert_string_equal(json_string_value(json_object_get(j, "mode")),
+			    "lease");
 	assert_string_equal(json_string_value(json_object_get(
-		json_array_get(json_object_get(j, "servers"), 0), "breaker")), "closed");
+				    json_array_get(json_object_get(j, "servers"),
+						   0),
+				    "breaker")),
+			    "closed");
 	json_decref(j);
 	hs_buf_reset(&b);
 	cache_stats_prom(s, &b);
 	assert_non_null(strstr(b.data, "\nhs_cache_hits_total 1\n"));
-	assert_non_null(strstr(b.data, "# TYPE hs_cache_misses_total counter\n"));
-	assert_non_null(strstr(b.data, "hs_cache_breaker_state{server=\"127.0.0.1:"));
+	assert_non_null(
+		strstr(b.data, "# TYPE hs_cache_misses_total counter\n"));
+	assert_non_null(
+		strstr(b.data, "hs_cache_breaker_state{server=\"127.0.0.1:"));
 	hs_buf_free(&b);
 	cache_free(c);
 	cache_shared_free(s);
@@ -1089,7 +1131,8 @@ test_hit_latency(void **state)
 	for (int i = 0; i < N; i++) {
 		uint64_t t0 = hs_now_ns();
 
-		assert_int_equal(cache_fetch(c, "t8:lat", db_fill, &d, &v, NULL),
+		assert_int_equal(cache_fetch(c, "t8:lat", db_fill, &d, &v,
+					     NULL),
 				 CACHE_HIT);
 		us[i] = hs_now_ns() - t0;
 		cache_value_release(&v);
@@ -1126,10 +1169,13 @@ test_ketama_spread(void **state)
 	s3 = mk_shared(&o);
 	c3 = cache_new(s3);
 	for (int i = 0; i < 3; i++)
-		snprintf(expect[i], sizeof(expect[i]), "127.0.0.1:%d", g->port[i]);
+		snprintf(expect[i], sizeof(expect[i]), "127.0.0.1:%d",
+			 g->port[i]);
 	for (int i = 0; i < NK; i++) {
 		cache_key_world(keys[i], i + 1);
-		assert_int_equal(cache_server_of(c3, keys[i], name, sizeof(name)), 0);
+		assert_int_equal(cache_server_of(c3, keys[i], name,
+						 sizeof(name)),
+				 0);
 		where[i] = -1;
 		for (int j = 0; j < 3; j++)
 			if (strcmp(name, expect[j]) == 0)
@@ -1179,8 +1225,8 @@ test_ketama_spread(void **state)
 		}
 	}
 	printf("ketama: removing one of 3 servers remapped %d of %d keys "
-	       "(%.1f%%), %d from surviving servers\n", moved, NK,
-	       100.0 * moved / NK, moved_wrongly);
+	       "(%.1f%%), %d from surviving servers\n",
+	       moved, NK, 100.0 * moved / NK, moved_wrongly);
 	assert_int_equal(moved, count[2]);
 	assert_int_equal(moved_wrongly, 0);
 	for (int j = 0; j < 3; j++) {
@@ -1225,7 +1271,8 @@ test_one_of_three_down(void **state)
 		on_dead += strcmp(name, dead) == 0;
 	}
 	assert_true(on_dead > 0 && on_dead < NK);
-	assert_int_equal(cache_mfetch(c, kp, NK, db_fill, &d, v, r, NULL), CACHE_MISS);
+	assert_int_equal(cache_mfetch(c, kp, NK, db_fill, &d, v, r, NULL),
+			 CACHE_MISS);
 	for (int i = 0; i < NK; i++)
 		cache_value_release(&v[i]);
 
@@ -1257,8 +1304,9 @@ test_one_of_three_down(void **state)
 			cache_server_of(c, keys[i], name, sizeof(name));
 			want = strcmp(name, dead) == 0 ? CACHE_ERR : CACHE_HIT;
 			t0 = hs_now_ns();
-			assert_int_equal(cache_fetch(c, keys[i], db_fill, &d, &v[0],
-						     NULL), want);
+			assert_int_equal(cache_fetch(c, keys[i], db_fill, &d,
+						     &v[0], NULL),
+					 want);
 			assert_true(ms_since(t0) < 1000u * (unsigned)slow());
 			cache_value_release(&v[0]);
 		}
@@ -1290,9 +1338,10 @@ bw_submit(struct cache_batcher *b, int *done, struct cache_batch_req *r,
 #define B1 "{\"id\":1,\"version\":4}"
 #define B2 "{\"gone\":2}"
 
-static const char *const bt_keys[10] = { "tb:1", "tb:2", "tb:3", "tb:1",
-					  "tb:1", "tb:3", "tb:2", "tb:1",
-					  "tb:9", "tb:1" };
+static const char *const bt_keys[10] = {
+	"tb:1", "tb:2", "tb:3", "tb:1", "tb:1",
+	"tb:3", "tb:2", "tb:1", "tb:9", "tb:1"
+};
 
 /* One batcher of 4 keys per multi-get, over tb:1 (200) and tb:2 (404). */
 struct bt {
@@ -1374,10 +1423,10 @@ bt_cancel(struct bt *t)
 
 	for (int i = 0; i < 5; i++)
 		bw_submit(t->b, &t->done, &r[i], bt_keys[i]);
-	cache_batch_cancel(t->b, &r[4]);      /* the tail */
-	cache_batch_cancel(t->b, &r[0]);      /* the head */
-	cache_batch_cancel(t->b, &r[2]);      /* the middle */
-	cache_batch_cancel(t->b, &r[2]);      /* no longer queued: no-op */
+	cache_batch_cancel(t->b, &r[4]); /* the tail */
+	cache_batch_cancel(t->b, &r[0]); /* the head */
+	cache_batch_cancel(t->b, &r[2]); /* the middle */
+	cache_batch_cancel(t->b, &r[2]); /* no longer queued: no-op */
 	bw_submit(t->b, &t->done, &r[5], bt_keys[5]);
 	assert_int_equal(cache_batcher_run(t->b), 3);
 	assert_int_equal(t->done, 13);
@@ -1389,7 +1438,7 @@ bt_cancel(struct bt *t)
 		assert_int_equal(r[i].batch_size, 3);
 		cache_value_release(&r[i].value);
 	}
-	cache_batch_cancel(t->b, &r[1]);      /* already answered: no-op */
+	cache_batch_cancel(t->b, &r[1]); /* already answered: no-op */
 }
 
 /* Stopping answers everything still queued before it returns; then the
@@ -1406,8 +1455,10 @@ bt_stop(struct bt *t)
 	for (int i = 10; i < 60; i++) {
 		assert_int_equal(r[i].res,
 				 strcmp(bt_keys[i % 10], "tb:3") == 0 ||
-				 strcmp(bt_keys[i % 10], "tb:9") == 0
-				 ? CACHE_MISS : CACHE_HIT);
+						 strcmp(bt_keys[i % 10],
+							"tb:9") == 0
+					 ? CACHE_MISS
+					 : CACHE_HIT);
 		cache_value_release(&r[i].value);
 	}
 	memset(&r[0], 0, sizeof(r[0]));
@@ -1515,7 +1566,8 @@ test_fault_killed_restarted(void **state)
 	fault_opts(&o, g);
 	s = mk_shared(&o);
 	c = cache_new(s);
-	assert_int_equal(cache_fetch(c, key, db_fill, &d, &v, NULL), CACHE_MISS);
+	assert_int_equal(cache_fetch(c, key, db_fill, &d, &v, NULL),
+			 CACHE_MISS);
 	cache_value_release(&v);
 	assert_int_equal(cache_fetch(c, key, db_fill, &d, &v, NULL), CACHE_HIT);
 	cache_value_release(&v);
@@ -1615,7 +1667,8 @@ mc_freeze(pid_t pid)
 		while (all && (e = readdir(d)) != NULL) {
 			if (e->d_name[0] == '.')
 				continue;
-			snprintf(path, sizeof(path), "%s/%s/stat", dir, e->d_name);
+			snprintf(path, sizeof(path), "%s/%s/stat", dir,
+				 e->d_name);
 			all = stat_stopped(path);
 		}
 		if (d)
@@ -1642,7 +1695,8 @@ test_fault_stopped(void **state)
 	fault_opts(&o, g);
 	s = mk_shared(&o);
 	c = cache_new(s);
-	assert_int_equal(cache_fetch(c, key, db_fill, &d, &v, NULL), CACHE_MISS);
+	assert_int_equal(cache_fetch(c, key, db_fill, &d, &v, NULL),
+			 CACHE_MISS);
 	cache_value_release(&v);
 	/* A hung memcached: connections open, nothing answers. */
 	mc_freeze(g->pid[0]);
@@ -1705,7 +1759,8 @@ test_invalidate_retry(void **state)
 	o.breaker_errors = 5;
 	s = mk_shared(&o);
 	c = cache_new(s);
-	assert_int_equal(cache_fetch(c, key, db_fill, &d, &v, NULL), CACHE_MISS);
+	assert_int_equal(cache_fetch(c, key, db_fill, &d, &v, NULL),
+			 CACHE_MISS);
 	cache_value_release(&v);
 	mc_freeze(g->pid[0]);
 	ca.s = s;
@@ -1714,14 +1769,16 @@ test_invalidate_retry(void **state)
 	pthread_join(th, NULL);
 	cache_stats_get(s, &st);
 	printf("invalidate: %llu retries, %llu failures while memcached hung "
-	       "for %llu ms\n", (unsigned long long)st.invalidation_retries,
+	       "for %llu ms\n",
+	       (unsigned long long)st.invalidation_retries,
 	       (unsigned long long)st.invalidation_failures,
 	       (unsigned long long)ca.waited_ms);
 	assert_true(st.invalidation_retries >= 1);
 	assert_int_equal(st.invalidations, 1);
 	assert_int_equal(st.invalidation_failures, 0);
 	/* The delete really happened. */
-	assert_int_equal(cache_fetch(c, key, db_fill, &d, &v, NULL), CACHE_MISS);
+	assert_int_equal(cache_fetch(c, key, db_fill, &d, &v, NULL),
+			 CACHE_MISS);
 	cache_value_release(&v);
 	cache_free(c);
 	cache_shared_free(s);
@@ -1750,7 +1807,8 @@ test_invalidate_during_hang(void **state)
 	s = mk_shared(&o);
 	c = cache_new(s);
 	atomic_store(&d.version, 1);
-	assert_int_equal(cache_fetch(c, key, db_fill, &d, &v, NULL), CACHE_MISS);
+	assert_int_equal(cache_fetch(c, key, db_fill, &d, &v, NULL),
+			 CACHE_MISS);
 	cache_value_release(&v);
 	mc_freeze(g->pid[0]);
 	atomic_store(&d.version, 2);

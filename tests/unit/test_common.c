@@ -35,7 +35,9 @@ test_parse_i64(void **state)
 	assert_int_equal(hs_parse_i64(" 1", 0, 100, &v), -1);
 	assert_int_equal(hs_parse_i64("+1", 0, 100, &v), -1);
 	assert_int_equal(hs_parse_i64("101", 0, 100, &v), -1);
-	assert_int_equal(hs_parse_i64("99999999999999999999999", 0, INT64_MAX, &v), -1);
+	assert_int_equal(hs_parse_i64("99999999999999999999999", 0, INT64_MAX,
+				      &v),
+			 -1);
 }
 
 static void
@@ -56,19 +58,29 @@ test_parse_hostport(void **state)
 	char host[64];
 	int port;
 
-	assert_int_equal(hs_parse_hostport("127.0.0.1:8081", host, sizeof(host), &port), 0);
+	assert_int_equal(hs_parse_hostport("127.0.0.1:8081", host, sizeof(host),
+					   &port),
+			 0);
 	assert_string_equal(host, "127.0.0.1");
 	assert_int_equal(port, 8081);
 	assert_int_equal(hs_parse_hostport(":0", host, sizeof(host), &port), 0);
 	assert_string_equal(host, "127.0.0.1");
 	assert_int_equal(port, 0);
-	assert_int_equal(hs_parse_hostport("[::1]:80", host, sizeof(host), &port), 0);
+	assert_int_equal(hs_parse_hostport("[::1]:80", host, sizeof(host),
+					   &port),
+			 0);
 	assert_string_equal(host, "::1");
 	assert_int_equal(port, 80);
-	assert_int_equal(hs_parse_hostport("localhost", host, sizeof(host), &port), -1);
-	assert_int_equal(hs_parse_hostport("a:b", host, sizeof(host), &port), -1);
-	assert_int_equal(hs_parse_hostport("a:70000", host, sizeof(host), &port), -1);
-	assert_int_equal(hs_parse_hostport("::1:80", host, sizeof(host), &port), -1);
+	assert_int_equal(hs_parse_hostport("localhost", host, sizeof(host),
+					   &port),
+			 -1);
+	assert_int_equal(hs_parse_hostport("a:b", host, sizeof(host), &port),
+			 -1);
+	assert_int_equal(hs_parse_hostport("a:70000", host, sizeof(host),
+					   &port),
+			 -1);
+	assert_int_equal(hs_parse_hostport("::1:80", host, sizeof(host), &port),
+			 -1);
 }
 
 static void
@@ -127,7 +139,8 @@ test_hist_quantiles(void **state)
 	assert_in_range(hs_hist_quantile(h, 0.99), 9800, 10000);
 	assert_int_equal(hs_hist_quantile(h, 1.0), 10000);
 	hs_hist_prom(&b, h, "x_seconds", "");
-	assert_non_null(strstr(b.data, "x_seconds_bucket{le=\"+Inf\"} 10000\n"));
+	assert_non_null(
+		strstr(b.data, "x_seconds_bucket{le=\"+Inf\"} 10000\n"));
 	/* le bounds fall inside buckets: the count is exact to ~3%. */
 	const char *le = strstr(b.data, "x_seconds_bucket{le=\"0.001\"} ");
 	assert_non_null(le);
@@ -207,7 +220,7 @@ test_metrics_writer(void **state)
 	assert_int_equal(hs_metrics_json(&b, rows, 4, 1), 1);
 	hs_buf_puts(&b, "}");
 	assert_string_equal(b.data, "{\"hits\":7,\"time_ms\":1.500,"
-			    "\"uptime_s\":2.500,\"up\":true}");
+				    "\"uptime_s\":2.500,\"up\":true}");
 	hs_buf_reset(&b);
 	/* Not first: a comma before the first member; nothing: returns 0. */
 	assert_int_equal(hs_metrics_json(&b, rows, 1, 0), 1);
@@ -217,23 +230,23 @@ test_metrics_writer(void **state)
 	assert_int_equal(b.len, 0);
 	hs_metrics_prom(&b, "hs_x_", rows, 6);
 	assert_string_equal(b.data,
-		"# HELP hs_x_hits_total Reads served\n"
-		"# TYPE hs_x_hits_total counter\n"
-		"hs_x_hits_total 7\n"
-		"# HELP hs_x_time_seconds_total Time spent\n"
-		"# TYPE hs_x_time_seconds_total counter\n"
-		"hs_x_time_seconds_total 0.001500\n"
-		"# HELP hs_x_uptime_seconds Since start\n"
-		"# TYPE hs_x_uptime_seconds gauge\n"
-		"hs_x_uptime_seconds 2.500\n"
-		"# HELP hs_x_up Backend up\n"
-		"# TYPE hs_x_up gauge\n"
-		"hs_x_up{backend=\"a\"} 1\n"
-		"hs_x_up{backend=\"b\"} 0\n");
+			    "# HELP hs_x_hits_total Reads served\n"
+			    "# TYPE hs_x_hits_total counter\n"
+			    "hs_x_hits_total 7\n"
+			    "# HELP hs_x_time_seconds_total Time spent\n"
+			    "# TYPE hs_x_time_seconds_total counter\n"
+			    "hs_x_time_seconds_total 0.001500\n"
+			    "# HELP hs_x_uptime_seconds Since start\n"
+			    "# TYPE hs_x_uptime_seconds gauge\n"
+			    "hs_x_uptime_seconds 2.500\n"
+			    "# HELP hs_x_up Backend up\n"
+			    "# TYPE hs_x_up gauge\n"
+			    "hs_x_up{backend=\"a\"} 1\n"
+			    "hs_x_up{backend=\"b\"} 0\n");
 	hs_buf_reset(&b);
 	hs_metrics_prom_head(&b, "hs_", "lat_seconds", "Latency", "histogram");
 	assert_string_equal(b.data, "# HELP hs_lat_seconds Latency\n"
-			    "# TYPE hs_lat_seconds histogram\n");
+				    "# TYPE hs_lat_seconds histogram\n");
 	hs_buf_free(&b);
 }
 
@@ -288,9 +301,20 @@ topt_parse(struct topts *o, int argc, char **argv)
 static void
 test_opt_parse(void **state)
 {
-	char *good[] = { "p", "--flag", "--n", "-5", "op1", "--big",
-			 "9223372036854775807", "--d=1.5", "--str", "",
-			 "--even", "even", "op2", NULL };
+	char *good[] = { "p",
+			 "--flag",
+			 "--n",
+			 "-5",
+			 "op1",
+			 "--big",
+			 "9223372036854775807",
+			 "--d=1.5",
+			 "--str",
+			 "",
+			 "--even",
+			 "even",
+			 "op2",
+			 NULL };
 	char *bad_n[] = { "p", "--n", "6", NULL };
 	char *bad_d[] = { "p", "--d", "0.4", NULL };
 	char *bad_f[] = { "p", "--even", "odd", NULL };

@@ -28,7 +28,7 @@
 #include "db.h"
 #include "hs_util.h"
 
-#define SMALL 0.01   /* 1 category, 1000 products, 10000 reviews */
+#define SMALL 0.01 /* 1 category, 1000 products, 10000 reviews */
 
 static char g_dir[256];
 
@@ -72,8 +72,11 @@ raw_open(const char *path)
 {
 	sqlite3 *s = NULL;
 
-	assert_int_equal(sqlite3_open_v2(path, &s, SQLITE_OPEN_READWRITE |
-					 SQLITE_OPEN_CREATE, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_open_v2(path, &s,
+					 SQLITE_OPEN_READWRITE |
+						 SQLITE_OPEN_CREATE,
+					 NULL),
+			 SQLITE_OK);
 	sqlite3_busy_timeout(s, 5000);
 	return s;
 }
@@ -191,12 +194,23 @@ check_counts(const char *name, double scale, int64_t c, int64_t p, int64_t r)
 	assert_int_equal(file_int(path, "PRAGMA user_version", 0),
 			 DB_SCHEMA_VERSION);
 	/* Every product and review points at a row that exists. */
-	assert_int_equal(file_int(path, "SELECT count(*) FROM products WHERE "
-		"category_id NOT IN (SELECT id FROM categories)", 0), 0);
-	assert_int_equal(file_int(path, "SELECT count(*) FROM reviews WHERE "
-		"product_id NOT IN (SELECT id FROM products)", 0), 0);
-	assert_int_equal(file_int(path, "SELECT count(*) FROM reviews WHERE "
-		"rating NOT BETWEEN 1 AND 5 OR length(body) = 0", 0), 0);
+	assert_int_equal(
+		file_int(path,
+			 "SELECT count(*) FROM products WHERE "
+			 "category_id NOT IN (SELECT id FROM categories)",
+			 0),
+		0);
+	assert_int_equal(file_int(path,
+				  "SELECT count(*) FROM reviews WHERE "
+				  "product_id NOT IN (SELECT id FROM products)",
+				  0),
+			 0);
+	assert_int_equal(
+		file_int(path,
+			 "SELECT count(*) FROM reviews WHERE "
+			 "rating NOT BETWEEN 1 AND 5 OR length(body) = 0",
+			 0),
+		0);
 }
 
 static void
@@ -211,7 +225,8 @@ test_seed_counts(void **state)
 static void
 test_seed_deterministic(void **state)
 {
-	const char *a = tpath("d1.db"), *b = tpath("d2.db"), *c = tpath("d3.db");
+	const char *a = tpath("d1.db"), *b = tpath("d2.db"),
+		   *c = tpath("d3.db");
 	uint64_t ha, hb, hc;
 
 	seed_at(a, SMALL, 0);
@@ -237,20 +252,31 @@ test_seed_shape(void **state)
 	seed_at(path, SMALL, 0);
 	s = raw_open(path);
 	/* Some products have no reviews, some have many. */
-	assert_true(raw_int(s, "SELECT count(*) FROM products WHERE id NOT IN "
-			    "(SELECT product_id FROM reviews)", 0) > 10);
-	assert_true(raw_int(s, "SELECT max(n) FROM (SELECT count(*) AS n FROM "
-			    "reviews GROUP BY product_id)", 0) > 50);
+	assert_true(raw_int(s,
+			    "SELECT count(*) FROM products WHERE id NOT IN "
+			    "(SELECT product_id FROM reviews)",
+			    0) > 10);
+	assert_true(raw_int(s,
+			    "SELECT max(n) FROM (SELECT count(*) AS n FROM "
+			    "reviews GROUP BY product_id)",
+			    0) > 50);
 	/* Averages spread over most of 1..5 (in tenths). */
-	assert_true(raw_int(s, "SELECT count(DISTINCT CAST(a * 10 AS INT)) FROM "
+	assert_true(raw_int(s,
+			    "SELECT count(DISTINCT CAST(a * 10 AS INT)) FROM "
 			    "(SELECT avg(rating) AS a FROM reviews "
-			    "GROUP BY product_id HAVING count(*) >= 5)", 0) > 20);
+			    "GROUP BY product_id HAVING count(*) >= 5)",
+			    0) > 20);
 	/* Every rating occurs. */
-	assert_int_equal(raw_int(s, "SELECT count(DISTINCT rating) FROM reviews",
-				 0), 5);
+	assert_int_equal(raw_int(s,
+				 "SELECT count(DISTINCT rating) FROM reviews",
+				 0),
+			 5);
 	/* Seeded files come out in WAL mode, with no side files left. */
-	assert_int_equal(raw_int(s, "SELECT journal_mode = 'wal' FROM "
-				 "pragma_journal_mode", 0), 1);
+	assert_int_equal(raw_int(s,
+				 "SELECT journal_mode = 'wal' FROM "
+				 "pragma_journal_mode",
+				 0),
+			 1);
 	sqlite3_close(s);
 }
 
@@ -283,15 +309,19 @@ check_detail(struct db *db, sqlite3 *s, int64_t id)
 	int i;
 
 	assert_int_equal(db_product_detail(db, id, &d), DB_OK);
-	assert_int_equal(sqlite3_prepare_v2(s,
-		"SELECT id, category_id, name, description, price_cents, stock,"
-		" version, updated_at FROM products WHERE id = ?1", -1, &st,
-		NULL), SQLITE_OK);
+	assert_int_equal(
+		sqlite3_prepare_v2(
+			s,
+			"SELECT id, category_id, name, description, price_cents, stock,"
+			" version, updated_at FROM products WHERE id = ?1",
+			-1, &st, NULL),
+		SQLITE_OK);
 	sqlite3_bind_int64(st, 1, id);
 	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
 	assert_int_equal(d.product.id, id);
 	assert_int_equal(d.product.category_id, sqlite3_column_int64(st, 1));
-	assert_string_equal(d.product.name, (const char *)sqlite3_column_text(st, 2));
+	assert_string_equal(d.product.name,
+			    (const char *)sqlite3_column_text(st, 2));
 	assert_string_equal(d.product.description,
 			    (const char *)sqlite3_column_text(st, 3));
 	assert_int_equal(d.product.price_cents, sqlite3_column_int64(st, 4));
@@ -301,9 +331,13 @@ check_detail(struct db *db, sqlite3 *s, int64_t id)
 	sqlite3_finalize(st);
 
 	/* Every review of the product, summarised and sorted here in C. */
-	assert_int_equal(sqlite3_prepare_v2(s,
-		"SELECT id, created_at, rating, body FROM reviews"
-		" WHERE product_id = ?1", -1, &st, NULL), SQLITE_OK);
+	assert_int_equal(
+		sqlite3_prepare_v2(
+			s,
+			"SELECT id, created_at, rating, body FROM reviews"
+			" WHERE product_id = ?1",
+			-1, &st, NULL),
+		SQLITE_OK);
 	sqlite3_bind_int64(st, 1, id);
 	while (sqlite3_step(st) == SQLITE_ROW) {
 		if (n == cap) {
@@ -356,10 +390,14 @@ test_product_detail(void **state)
 	for (id = 1; id <= 1000; id++)
 		check_detail(db, s, id);
 	/* The loop covered both a product without reviews and a busy one. */
-	empty = raw_int(s, "SELECT min(id) FROM products WHERE id NOT IN "
-			"(SELECT product_id FROM reviews)", 0);
-	busiest = raw_int(s, "SELECT product_id FROM reviews GROUP BY product_id"
-			  " ORDER BY count(*) DESC LIMIT 1", 0);
+	empty = raw_int(s,
+			"SELECT min(id) FROM products WHERE id NOT IN "
+			"(SELECT product_id FROM reviews)",
+			0);
+	busiest = raw_int(s,
+			  "SELECT product_id FROM reviews GROUP BY product_id"
+			  " ORDER BY count(*) DESC LIMIT 1",
+			  0);
 	assert_int_equal(db_product_detail(db, empty, &d), DB_OK);
 	assert_int_equal(d.summary.count, 0);
 	assert_int_equal(d.nrecent, 0);
@@ -369,9 +407,9 @@ test_product_detail(void **state)
 
 	/* Ties on created_at are broken by the higher id first. */
 	raw_exec(s, "INSERT INTO reviews(product_id, rating, body, created_at)"
-		 " VALUES (7, 1, 'tie a', 4102444800000),"
-		 " (7, 2, 'tie b', 4102444800000),"
-		 " (7, 3, 'older', 4102444799999)");
+		    " VALUES (7, 1, 'tie a', 4102444800000),"
+		    " (7, 2, 'tie b', 4102444800000),"
+		    " (7, 3, 'older', 4102444799999)");
 	check_detail(db, s, 7);
 	assert_int_equal(db_product_detail(db, 7, &d), DB_OK);
 	assert_string_equal(d.recent[0].body, "tie b");
@@ -422,8 +460,10 @@ check_top(struct db *db, sqlite3 *s, int64_t cat)
 
 	assert_int_equal(db_category_top(db, cat, &t), DB_OK);
 	assert_int_equal(t.category_id, cat);
-	assert_int_equal(sqlite3_prepare_v2(s, "SELECT name FROM categories "
-					    "WHERE id = ?1", -1, &st, NULL),
+	assert_int_equal(sqlite3_prepare_v2(s,
+					    "SELECT name FROM categories "
+					    "WHERE id = ?1",
+					    -1, &st, NULL),
 			 SQLITE_OK);
 	sqlite3_bind_int64(st, 1, cat);
 	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
@@ -431,11 +471,14 @@ check_top(struct db *db, sqlite3 *s, int64_t cat)
 	sqlite3_finalize(st);
 
 	/* Per-product count and sum, without a join, ranked in C. */
-	assert_int_equal(sqlite3_prepare_v2(s,
-		"SELECT id, price_cents, name,"
-		" (SELECT count(*) FROM reviews WHERE product_id = products.id),"
-		" (SELECT total(rating) FROM reviews WHERE product_id = products.id)"
-		" FROM products WHERE category_id = ?1", -1, &st, NULL),
+	assert_int_equal(
+		sqlite3_prepare_v2(
+			s,
+			"SELECT id, price_cents, name,"
+			" (SELECT count(*) FROM reviews WHERE product_id = products.id),"
+			" (SELECT total(rating) FROM reviews WHERE product_id = products.id)"
+			" FROM products WHERE category_id = ?1",
+			-1, &st, NULL),
 		SQLITE_OK);
 	sqlite3_bind_int64(st, 1, cat);
 	while (sqlite3_step(st) == SQLITE_ROW) {
@@ -480,7 +523,7 @@ test_category_top(void **state)
 	sqlite3 *s;
 	int64_t cat;
 
-	seed_at(path, 0.05, 0);   /* 5 categories, ~1000 products each */
+	seed_at(path, 0.05, 0); /* 5 categories, ~1000 products each */
 	db = open_ok(path);
 	s = raw_open(path);
 	for (cat = 1; cat <= 5; cat++)
@@ -508,16 +551,17 @@ test_category_top_order(void **state)
 	sqlite3 *s;
 	int i;
 
-	seed_at(path, 0.0001, 0);   /* 1 category, products 1..10 */
+	seed_at(path, 0.0001, 0); /* 1 category, products 1..10 */
 	s = raw_open(path);
-	raw_exec(s, "DELETE FROM reviews;"
+	raw_exec(s,
+		 "DELETE FROM reviews;"
 		 "INSERT INTO reviews(product_id, rating, body, created_at) VALUES"
-		 " (1, 4, '', 1), (1, 4, '', 2),"              /* 4.0 x2 */
-		 " (2, 5, '', 1),"                             /* 5.0 x1 */
+		 " (1, 4, '', 1), (1, 4, '', 2),"                /* 4.0 x2 */
+		 " (2, 5, '', 1),"                               /* 5.0 x1 */
 		 " (3, 4, '', 1), (3, 4, '', 2), (3, 4, '', 3)," /* 4.0 x3 */
-		 " (4, 4, '', 1), (4, 4, '', 2),"              /* 4.0 x2 */
-		 " (6, 1, '', 1),"                             /* 1.0 x1 */
-		 " (7, 3, '', 1), (7, 5, '', 2);");            /* 4.0 x2 */
+		 " (4, 4, '', 1), (4, 4, '', 2),"                /* 4.0 x2 */
+		 " (6, 1, '', 1),"                               /* 1.0 x1 */
+		 " (7, 3, '', 1), (7, 5, '', 2);");              /* 4.0 x2 */
 	db = open_ok(path);
 	assert_int_equal(db_category_top(db, 1, &t), DB_OK);
 	assert_int_equal(t.n, 10);
@@ -579,7 +623,7 @@ test_product_update(void **state)
 	assert_int_equal(p.price_cents, 0);
 	assert_int_equal(p.stock, 123456);
 	assert_string_equal(p.name, "Renamed \"thing\" 'with' quotes; "
-			    "DROP TABLE products;--");
+				    "DROP TABLE products;--");
 
 	/* What the update returned is what a later read sees. */
 	assert_int_equal(db_product_detail(db, 42, &d1), DB_OK);
@@ -587,8 +631,11 @@ test_product_update(void **state)
 	assert_int_equal(d1.summary.count, d0.summary.count);
 
 	/* Other rows are untouched. */
-	assert_int_equal(file_int(path, "SELECT max(version) FROM products "
-				  "WHERE id <> 42", 0), 1);
+	assert_int_equal(file_int(path,
+				  "SELECT max(version) FROM products "
+				  "WHERE id <> 42",
+				  0),
+			 1);
 	assert_int_equal(db_product_update(db, 1001, &c, &p), DB_NOTFOUND);
 	assert_int_equal(db_product_update(db, 0, &c, &p), DB_NOTFOUND);
 	assert_int_equal(file_int(path, "SELECT sum(version) FROM products", 0),
@@ -610,7 +657,8 @@ test_review_add(void **state)
 	total = file_int(path, "SELECT count(*) FROM reviews", 0);
 	assert_int_equal(db_product_detail(db, 9, &d0), DB_OK);
 	assert_int_equal(db_review_add(db, 9, 5, "Great \xc3\xa9t\xc3\xa9 item",
-				       &r, &cat), DB_OK);
+				       &r, &cat),
+			 DB_OK);
 	assert_int_equal(cat, d0.product.category_id);
 	assert_true(r.id > total);
 	assert_int_equal(r.product_id, 9);
@@ -633,7 +681,8 @@ test_review_add(void **state)
 	assert_string_equal(d1.recent[0].body, "");
 
 	/* A missing product adds nothing; a bad rating is refused. */
-	assert_int_equal(db_review_add(db, 5000, 3, "x", &r, &cat), DB_NOTFOUND);
+	assert_int_equal(db_review_add(db, 5000, 3, "x", &r, &cat),
+			 DB_NOTFOUND);
 	assert_int_equal(db_review_add(db, 9, 6, "x", &r, &cat), DB_ERR);
 	assert_true(strlen(db_errmsg(db)) > 0);
 	assert_int_equal(db_review_add(db, 9, 0, "x", &r, &cat), DB_ERR);
@@ -654,21 +703,28 @@ test_product_delete(void **state)
 	int64_t cat = -1, id, total, nrev;
 
 	seed_at(path, SMALL, 0);
-	id = file_int(path, "SELECT product_id FROM reviews GROUP BY product_id "
-		      "ORDER BY count(*) DESC LIMIT 1", 0);
+	id = file_int(path,
+		      "SELECT product_id FROM reviews GROUP BY product_id "
+		      "ORDER BY count(*) DESC LIMIT 1",
+		      0);
 	total = file_int(path, "SELECT count(*) FROM reviews", 0);
-	nrev = file_int(path, "SELECT count(*) FROM reviews WHERE product_id = ?1",
+	nrev = file_int(path,
+			"SELECT count(*) FROM reviews WHERE product_id = ?1",
 			id);
 	assert_true(nrev > 0);
 	db = open_ok(path);
 	assert_int_equal(db_product_delete(db, id, &cat), DB_OK);
 	assert_int_equal(cat, 1);
 	assert_int_equal(db_product_detail(db, id, &d), DB_NOTFOUND);
-	assert_int_equal(file_int(path, "SELECT count(*) FROM reviews WHERE "
-				  "product_id = ?1", id), 0);
+	assert_int_equal(file_int(path,
+				  "SELECT count(*) FROM reviews WHERE "
+				  "product_id = ?1",
+				  id),
+			 0);
 	assert_int_equal(file_int(path, "SELECT count(*) FROM reviews", 0),
 			 total - nrev);
-	assert_int_equal(file_int(path, "SELECT count(*) FROM products", 0), 999);
+	assert_int_equal(file_int(path, "SELECT count(*) FROM products", 0),
+			 999);
 	assert_int_equal(db_product_delete(db, id, &cat), DB_NOTFOUND);
 	assert_int_equal(db_product_delete(db, 0, &cat), DB_NOTFOUND);
 	/* Deleted products leave the category's list. */
@@ -698,8 +754,10 @@ test_world(void **state)
 	for (i = 1; i <= DB_WORLD_ROWS; i += 999) {
 		assert_int_equal(db_world_get(db, i, &v), DB_OK);
 		assert_true(v >= 1 && v <= 10000);
-		assert_int_equal(v, file_int(path, "SELECT randomNumber FROM world "
-					     "WHERE id = ?1", i));
+		assert_int_equal(v, file_int(path,
+					     "SELECT randomNumber FROM world "
+					     "WHERE id = ?1",
+					     i));
 	}
 	assert_int_equal(db_world_get(db, 0, &v), DB_NOTFOUND);
 	assert_int_equal(db_world_get(db, 10001, &v), DB_NOTFOUND);
@@ -710,7 +768,8 @@ test_world(void **state)
 	}
 	/* A missing id fails the whole batch: id 2 keeps its number. */
 	assert_int_equal(db_world_get(db, 2, &v2), DB_OK);
-	assert_int_equal(db_world_update(db, bad_ids, bad_nums, 2), DB_NOTFOUND);
+	assert_int_equal(db_world_update(db, bad_ids, bad_nums, 2),
+			 DB_NOTFOUND);
 	assert_int_equal(db_world_get(db, 2, &v), DB_OK);
 	assert_int_equal(v, v2);
 	assert_int_equal(db_world_update(db, ids, nums, 0), DB_OK);
@@ -731,9 +790,9 @@ test_counters(void **state)
 	db = open_ok(path);
 	assert_int_equal(db_queries(db), 0);
 	assert_int_equal(db_product_detail(db, 1, &d), DB_OK);
-	assert_int_equal(db_queries(db), 3);   /* row, summary, recent */
+	assert_int_equal(db_queries(db), 3); /* row, summary, recent */
 	assert_int_equal(db_category_top(db, 1, &t), DB_OK);
-	assert_int_equal(db_queries(db), 5);   /* category, top list */
+	assert_int_equal(db_queries(db), 5); /* category, top list */
 	assert_int_equal(db_world_get(db, 1, &v), DB_OK);
 	assert_int_equal(db_product_update(db, 1, &c, NULL), DB_OK);
 	assert_int_equal(db_queries(db), 7);
@@ -767,8 +826,11 @@ test_open_create(void **state)
 	assert_int_equal(db_product_detail(db, 1, &d), DB_NOTFOUND);
 	assert_int_equal(file_int(path, "PRAGMA user_version", 0),
 			 DB_SCHEMA_VERSION);
-	assert_int_equal(file_int(path, "SELECT journal_mode = 'wal' FROM "
-				  "pragma_journal_mode", 0), 1);
+	assert_int_equal(file_int(path,
+				  "SELECT journal_mode = 'wal' FROM "
+				  "pragma_journal_mode",
+				  0),
+			 1);
 	db_close(db);
 	/* Reopening a current file changes nothing. */
 	db = open_ok(path);
@@ -781,7 +843,8 @@ test_open_create(void **state)
 		assert_non_null(f);
 		fputs("this is not an SQLite file, just some text padding it "
 		      "out to more than a hundred bytes so the header check "
-		      "really reads it ..................................\n", f);
+		      "really reads it ..................................\n",
+		      f);
 		fclose(f);
 		assert_null(db_open(tpath("junk.db"), 0, 0, err, sizeof(err)));
 		assert_true(strlen(err) > 0);
@@ -802,7 +865,8 @@ test_migrate_old_file(void **state)
 
 	/* A version-0 file from before reviews, stock and versions existed. */
 	s = raw_open(path);
-	raw_exec(s, "CREATE TABLE categories(id INTEGER PRIMARY KEY, name TEXT);"
+	raw_exec(s,
+		 "CREATE TABLE categories(id INTEGER PRIMARY KEY, name TEXT);"
 		 "CREATE TABLE products(id INTEGER PRIMARY KEY,"
 		 " category_id INTEGER, name TEXT, price_cents INTEGER);"
 		 "INSERT INTO categories VALUES (1, 'Old');"
@@ -816,9 +880,13 @@ test_migrate_old_file(void **state)
 		fail_msg("migrating: %s", err);
 	assert_int_equal(file_int(path, "PRAGMA user_version", 0),
 			 DB_SCHEMA_VERSION);
-	assert_int_equal(file_int(path, "SELECT count(*) FROM sqlite_schema "
-		"WHERE name IN ('reviews', 'world', 'reviews_product_created',"
-		" 'products_category')", 0), 4);
+	assert_int_equal(
+		file_int(path,
+			 "SELECT count(*) FROM sqlite_schema "
+			 "WHERE name IN ('reviews', 'world', 'reviews_product_created',"
+			 " 'products_category')",
+			 0),
+		4);
 	/* Old rows kept, new columns at their defaults, everything usable. */
 	assert_int_equal(db_product_detail(db, 1, &d), DB_OK);
 	assert_string_equal(d.product.name, "Old lamp");
@@ -841,7 +909,8 @@ test_migrate_old_file(void **state)
 	sqlite3_close(s);
 	assert_null(db_open(tpath("newer.db"), 0, 0, err, sizeof(err)));
 	assert_non_null(strstr(err, "newer"));
-	assert_int_equal(file_int(tpath("newer.db"), "PRAGMA user_version", 0), 99);
+	assert_int_equal(file_int(tpath("newer.db"), "PRAGMA user_version", 0),
+			 99);
 }
 
 /* Several processes open (and so create and migrate) one new file at once. */
@@ -877,7 +946,7 @@ test_concurrent_create(void **state)
 		}
 	}
 	close(go[0]);
-	close(go[1]);   /* EOF releases every child at once */
+	close(go[1]); /* EOF releases every child at once */
 	for (i = 0; i < nproc; i++) {
 		assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
 		assert_true(WIFEXITED(status));
@@ -922,8 +991,8 @@ writer_run(const char *path, int which)
 				last = p.version;
 		}
 		if (rc != DB_OK) {
-			fprintf(stderr, "writer %d op %d: %d %s\n", which, i, rc,
-				db_errmsg(db));
+			fprintf(stderr, "writer %d op %d: %d %s\n", which, i,
+				rc, db_errmsg(db));
 			bad++;
 		}
 	}
@@ -955,20 +1024,27 @@ test_concurrent_threads(void **state)
 	int i;
 
 	seed_at(path, 0.001, 0);
-	before = file_int(path, "SELECT count(*) FROM reviews WHERE product_id = 1",
+	before = file_int(path,
+			  "SELECT count(*) FROM reviews WHERE product_id = 1",
 			  0);
 	for (i = 0; i < 2; i++)
-		assert_int_equal(pthread_create(&th[i], NULL, writer_thread, &a[i]),
+		assert_int_equal(pthread_create(&th[i], NULL, writer_thread,
+						&a[i]),
 				 0);
 	for (i = 0; i < 2; i++) {
 		pthread_join(th[i], NULL);
 		assert_int_equal(a[i].bad, 0);
 	}
 	/* No lost update: every acknowledged write bumped the version once. */
-	assert_int_equal(file_int(path, "SELECT version FROM products WHERE id = 1",
-				  0), 1 + 2 * WRITER_OPS);
-	assert_int_equal(file_int(path, "SELECT count(*) FROM reviews WHERE "
-				  "product_id = 1", 0), before + 2 * (WRITER_OPS / 3));
+	assert_int_equal(file_int(path,
+				  "SELECT version FROM products WHERE id = 1",
+				  0),
+			 1 + 2 * WRITER_OPS);
+	assert_int_equal(file_int(path,
+				  "SELECT count(*) FROM reviews WHERE "
+				  "product_id = 1",
+				  0),
+			 before + 2 * (WRITER_OPS / 3));
 }
 
 static void
@@ -981,7 +1057,8 @@ test_concurrent_processes(void **state)
 	char c;
 
 	seed_at(path, 0.001, 0);
-	before = file_int(path, "SELECT count(*) FROM reviews WHERE product_id = 1",
+	before = file_int(path,
+			  "SELECT count(*) FROM reviews WHERE product_id = 1",
 			  0);
 	assert_int_equal(pipe(go), 0);
 	for (i = 0; i < nproc; i++) {
@@ -1001,10 +1078,14 @@ test_concurrent_processes(void **state)
 		assert_true(WIFEXITED(status));
 		assert_int_equal(WEXITSTATUS(status), 0);
 	}
-	assert_int_equal(file_int(path, "SELECT version FROM products WHERE id = 1",
-				  0), 1 + nproc * WRITER_OPS);
-	assert_int_equal(file_int(path, "SELECT count(*) FROM reviews WHERE "
-				  "product_id = 1", 0),
+	assert_int_equal(file_int(path,
+				  "SELECT version FROM products WHERE id = 1",
+				  0),
+			 1 + nproc * WRITER_OPS);
+	assert_int_equal(file_int(path,
+				  "SELECT count(*) FROM reviews WHERE "
+				  "product_id = 1",
+				  0),
 			 before + nproc * (WRITER_OPS / 3));
 }
 
@@ -1030,7 +1111,7 @@ test_busy(void **state)
 	assert_non_null(db);
 	holder = raw_open(path);
 	raw_exec(holder, "BEGIN IMMEDIATE;"
-		 "UPDATE products SET stock = 99 WHERE id = 2");
+			 "UPDATE products SET stock = 99 WHERE id = 2");
 
 	t0 = hs_now_ns();
 	assert_int_equal(db_product_update(db, 1, &c, &p), DB_BUSY);
@@ -1096,7 +1177,8 @@ test_seed_file(void **state)
 {
 	const char *path = tpath("seedfile.db");
 	struct progress_log log = { 0 };
-	struct db_seed_opts o = { .scale = 0.001, .progress = on_progress,
+	struct db_seed_opts o = { .scale = 0.001,
+				  .progress = on_progress,
 				  .arg = &log };
 	char err[256] = "";
 	struct stat sb;
@@ -1106,25 +1188,29 @@ test_seed_file(void **state)
 	assert_int_equal(log.bad, 0);
 	assert_true(log.last == 1.0);
 	assert_int_equal(stat(path, &sb), 0);
-	assert_true((sb.st_mode & 0044) != 0);   /* not left at mkstemp's 0600 */
+	assert_true((sb.st_mode & 0044) != 0); /* not left at mkstemp's 0600 */
 
 	/* An existing file is refused and left alone. */
 	err[0] = '\0';
 	o.scale = 0.002;
 	assert_int_equal(db_seed_file(path, &o, err, sizeof(err)), DB_ERR);
 	assert_non_null(strstr(err, "exists"));
-	assert_int_equal(file_int(path, "SELECT count(*) FROM products", 0), 100);
+	assert_int_equal(file_int(path, "SELECT count(*) FROM products", 0),
+			 100);
 
 	/* ...unless replacing, which also drops the old file's WAL. */
-	assert_int_equal(db_seed_file_replace(path, &o, err, sizeof(err)), DB_OK);
-	assert_int_equal(file_int(path, "SELECT count(*) FROM products", 0), 200);
+	assert_int_equal(db_seed_file_replace(path, &o, err, sizeof(err)),
+			 DB_OK);
+	assert_int_equal(file_int(path, "SELECT count(*) FROM products", 0),
+			 200);
 
 	/* Bad scale; a directory that does not exist. */
 	o.scale = -1;
 	assert_int_equal(db_seed_file(tpath("neg.db"), &o, err, sizeof(err)),
 			 DB_ERR);
 	o.scale = 0.001;
-	assert_int_equal(db_seed_file(tpath("nodir/x.db"), &o, err, sizeof(err)),
+	assert_int_equal(db_seed_file(tpath("nodir/x.db"), &o, err,
+				      sizeof(err)),
 			 DB_ERR);
 	assert_true(strlen(err) > 0);
 	assert_int_equal(count_leftovers(), 0);
@@ -1162,27 +1248,39 @@ test_seed_stale_wal(void **state)
 	seed_at(path, 0.001, 0);
 	s = raw_open(path);
 	raw_exec(s, "PRAGMA wal_autocheckpoint = 0;"
-		 "UPDATE products SET name = 'STALE' WHERE id <= 100");
+		    "UPDATE products SET name = 'STALE' WHERE id <= 100");
 	assert_int_equal(stat(wal, &sb), 0);
 	assert_true(sb.st_size > 0);
 	copy_file(wal, saved);
 	sqlite3_close(s);
 
 	copy_file(saved, wal);
-	assert_int_equal(db_seed_file_replace(path, &o, err, sizeof(err)), DB_OK);
-	assert_int_equal(file_int(path, "SELECT count(*) FROM products WHERE "
-				  "name = 'STALE'", 0), 0);
-	assert_int_equal(file_int(path, "SELECT count(*) FROM products", 0), 200);
+	assert_int_equal(db_seed_file_replace(path, &o, err, sizeof(err)),
+			 DB_OK);
+	assert_int_equal(file_int(path,
+				  "SELECT count(*) FROM products WHERE "
+				  "name = 'STALE'",
+				  0),
+			 0);
+	assert_int_equal(file_int(path, "SELECT count(*) FROM products", 0),
+			 200);
 
 	assert_int_equal(unlink(path), 0);
 	copy_file(saved, wal);
 	assert_int_equal(db_seed_file(path, &o, err, sizeof(err)), DB_OK);
-	assert_int_equal(file_int(path, "SELECT count(*) FROM products WHERE "
-				  "name = 'STALE'", 0), 0);
-	assert_int_equal(file_int(path, "SELECT count(*) FROM products", 0), 200);
+	assert_int_equal(file_int(path,
+				  "SELECT count(*) FROM products WHERE "
+				  "name = 'STALE'",
+				  0),
+			 0);
+	assert_int_equal(file_int(path, "SELECT count(*) FROM products", 0),
+			 200);
 	s = raw_open(path);
-	assert_int_equal(raw_int(s, "SELECT 'ok' = integrity_check FROM "
-				 "pragma_integrity_check", 0), 1);
+	assert_int_equal(raw_int(s,
+				 "SELECT 'ok' = integrity_check FROM "
+				 "pragma_integrity_check",
+				 0),
+			 1);
 	sqlite3_close(s);
 }
 
@@ -1218,9 +1316,11 @@ test_seed_race(void **state)
 	for (i = 0; i < 2; i++) {
 		assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
 		assert_true(WIFEXITED(status));
-		assert_true(WEXITSTATUS(status) == 0 || WEXITSTATUS(status) == 4);
+		assert_true(WEXITSTATUS(status) == 0 ||
+			    WEXITSTATUS(status) == 4);
 	}
-	assert_int_equal(file_int(path, "SELECT count(*) FROM reviews", 0), 5000);
+	assert_int_equal(file_int(path, "SELECT count(*) FROM reviews", 0),
+			 5000);
 	assert_int_equal(file_int(path, "PRAGMA user_version", 0),
 			 DB_SCHEMA_VERSION);
 	assert_int_equal(count_leftovers(), 0);
@@ -1317,8 +1417,11 @@ test_moved_replaced(void **state)
 	assert_int_equal(stock_at(path, 1), 333);
 	db_close(a);
 	assert_int_equal(stock_at(path, 1), 333);
-	assert_int_equal(file_int(path, "SELECT version FROM products "
-				  "WHERE id = 1", 0), 2);
+	assert_int_equal(file_int(path,
+				  "SELECT version FROM products "
+				  "WHERE id = 1",
+				  0),
+			 2);
 }
 
 /*

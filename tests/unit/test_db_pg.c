@@ -28,11 +28,11 @@
 #include "db.h"
 #include "hs_util.h"
 
-#define SCALE 0.01   /* 1 category, 1000 products, 10000 reviews */
-#define SEED 7
+#define SCALE 0.01 /* 1 category, 1000 products, 10000 reviews */
+#define SEED  7
 
-static const char *g_url;      /* the main database, seeded at SCALE */
-static char g_file[256];       /* SQLite seeded the same */
+static const char *g_url; /* the main database, seeded at SCALE */
+static char g_file[256];  /* SQLite seeded the same */
 static char g_dir[128];
 
 /* The URL of another database on the same server. */
@@ -122,8 +122,10 @@ group_setup(void **state)
 {
 	g_url = getenv("HS_TEST_PG_URL");
 	if (g_url == NULL || !db_is_url(g_url)) {
-		fprintf(stderr, "HS_TEST_PG_URL is not set to a postgres:// URL; "
-			"run: python3 -m hslab.pg run -- %s\n", "test_db_pg");
+		fprintf(stderr,
+			"HS_TEST_PG_URL is not set to a postgres:// URL; "
+			"run: python3 -m hslab.pg run -- %s\n",
+			"test_db_pg");
 		return -1;
 	}
 	snprintf(g_dir, sizeof(g_dir), "/tmp/hs-test-db-pg-XXXXXX");
@@ -150,8 +152,7 @@ group_teardown(void **state)
 }
 
 static void
-same_product(const struct db_product *a, const struct db_product *b,
-	     int times)
+same_product(const struct db_product *a, const struct db_product *b, int times)
 {
 	assert_int_equal(a->id, b->id);
 	assert_int_equal(a->category_id, b->category_id);
@@ -168,7 +169,8 @@ static void
 same_detail(struct db *s, struct db *p, int64_t id, int times)
 {
 	struct db_product_detail a, b;
-	int i, ra = db_product_detail(s, id, &a), rb = db_product_detail(p, id, &b);
+	int i, ra = db_product_detail(s, id, &a),
+	       rb = db_product_detail(p, id, &b);
 
 	assert_int_equal(ra, rb);
 	if (ra != DB_OK)
@@ -178,7 +180,8 @@ same_detail(struct db *s, struct db *p, int64_t id, int times)
 	/* Both are sum / count in double: exactly equal, not just close. */
 	assert_true(a.summary.average == b.summary.average);
 	for (i = 0; i < 5; i++)
-		assert_int_equal(a.summary.histogram[i], b.summary.histogram[i]);
+		assert_int_equal(a.summary.histogram[i],
+				 b.summary.histogram[i]);
 	assert_int_equal(a.nrecent, b.nrecent);
 	for (i = 0; i < a.nrecent; i++) {
 		assert_int_equal(a.recent[i].id, b.recent[i].id);
@@ -194,7 +197,8 @@ static void
 same_top(struct db *s, struct db *p, int64_t cat)
 {
 	struct db_category_top a, b;
-	int i, ra = db_category_top(s, cat, &a), rb = db_category_top(p, cat, &b);
+	int i, ra = db_category_top(s, cat, &a),
+	       rb = db_category_top(p, cat, &b);
 
 	assert_int_equal(ra, rb);
 	if (ra != DB_OK)
@@ -231,7 +235,8 @@ test_reads_same(void **state)
 	for (id = 0; id <= 2; id++)
 		same_top(s, p, id);
 	for (i = 0; i <= DB_WORLD_ROWS + 1; i += 97) {
-		assert_int_equal(db_world_get(s, i, &na), db_world_get(p, i, &nb));
+		assert_int_equal(db_world_get(s, i, &na),
+				 db_world_get(p, i, &nb));
 		assert_int_equal(na, nb);
 	}
 	/* Both engines count their statements and their time. */
@@ -253,8 +258,10 @@ test_writes_same(void **state)
 	struct db *s, *p;
 	struct db_product pa, pb;
 	struct db_review ra, rb;
-	struct db_product_change c = { .has_name = 1, .name = "Renamed 'x' \\",
-				       .has_price = 1, .price_cents = 4321 };
+	struct db_product_change c = { .has_name = 1,
+				       .name = "Renamed 'x' \\",
+				       .has_price = 1,
+				       .price_cents = 4321 };
 	struct db_product_change c2 = { .has_stock = 1, .stock = 0 };
 	int32_t ids[4] = { 7, 3, 7, 9 }, nums[4] = { 1, 2, 3, 4 };
 	int32_t bad[2] = { 5, DB_WORLD_ROWS + 1 }, na, nb;
@@ -281,7 +288,7 @@ test_writes_same(void **state)
 			 DB_OK);
 	assert_int_equal(db_review_add(p, 5, 4, "tab\there\nnewline", &rb, &cb),
 			 DB_OK);
-	assert_int_equal(ra.id, rb.id);   /* both continue after the seed */
+	assert_int_equal(ra.id, rb.id); /* both continue after the seed */
 	assert_int_equal(ca, cb);
 	assert_string_equal(rb.body, "tab\there\nnewline");
 	assert_int_equal(db_review_add(s, 5000, 4, "x", &ra, &ca), DB_NOTFOUND);
@@ -323,7 +330,7 @@ test_writes_same(void **state)
 }
 
 #define PROC_WRITERS 4
-#define PROC_OPS 150
+#define PROC_OPS     150
 
 /*
  * One writer process: PROC_OPS bumps of products 1..3 (updates and
@@ -389,7 +396,7 @@ test_concurrent_processes(void **state)
 		}
 	}
 	close(go[0]);
-	close(go[1]);   /* all start at once */
+	close(go[1]); /* all start at once */
 	for (i = 0; i < PROC_WRITERS; i++) {
 		assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
 		assert_true(WIFEXITED(status));
@@ -398,7 +405,8 @@ test_concurrent_processes(void **state)
 	}
 	assert_true(acks > 0);
 	c = admin(url);
-	assert_int_equal(admin_int(c, "SELECT version FROM products WHERE id = 1"),
+	assert_int_equal(admin_int(c,
+				   "SELECT version FROM products WHERE id = 1"),
 			 1 + acks);
 	PQfinish(c);
 }
@@ -410,8 +418,8 @@ kill_sessions(void)
 	PGconn *c = admin(g_url);
 
 	assert_true(admin_int(c, "SELECT count(pg_terminate_backend(pid)) FROM "
-			      "pg_stat_activity WHERE application_name = "
-			      "'hammerstack'") >= 1);
+				 "pg_stat_activity WHERE application_name = "
+				 "'hammerstack'") >= 1);
 	PQfinish(c);
 }
 
@@ -436,14 +444,15 @@ test_lost_connection(void **state)
 	assert_int_equal(db_product_update(db, 2, &c, &after), DB_ERR);
 	assert_int_equal(db_product_update(db, 2, &c, &after), DB_OK);
 	kill_sessions();
-	assert_int_equal(db_check(db), DB_OK);   /* reconnects as well */
+	assert_int_equal(db_check(db), DB_OK); /* reconnects as well */
 	db_close(db);
 
 	/* Nothing listening: db_open and db_exists say so, no crash. */
-	assert_null(db_open("postgres://hammerstack@127.0.0.1:1/x", 0, 0, NULL,
-			    0));
+	assert_null(
+		db_open("postgres://hammerstack@127.0.0.1:1/x", 0, 0, NULL, 0));
 	assert_int_equal(db_exists("postgres://hammerstack@127.0.0.1:1/x", NULL,
-				   0), -1);
+				   0),
+			 -1);
 }
 
 /* A row locked past the busy timeout: DB_BUSY for writers, reads go on. */
@@ -459,7 +468,8 @@ test_busy(void **state)
 	uint64_t t0;
 	PGconn *lock = admin(g_url);
 
-	admin_exec(lock, "BEGIN; SELECT 1 FROM products WHERE id = 1 FOR UPDATE");
+	admin_exec(lock,
+		   "BEGIN; SELECT 1 FROM products WHERE id = 1 FOR UPDATE");
 	t0 = hs_now_ns();
 	assert_int_equal(db_product_update(db, 1, &c, &after), DB_BUSY);
 	assert_true(hs_now_ns() - t0 < 3000000000ull);
@@ -489,7 +499,8 @@ test_seed_replace(void **state)
 	assert_non_null(strstr(err, "already seeded"));
 	db = open_ok(url, 0);
 	assert_int_equal(db_product_detail(db, 1, &before), DB_OK);
-	assert_int_equal(db_seed_file_replace(url, &o, err, sizeof(err)), DB_OK);
+	assert_int_equal(db_seed_file_replace(url, &o, err, sizeof(err)),
+			 DB_OK);
 	/* The open connection goes on, on the new tables. */
 	assert_int_equal(db_product_detail(db, 1, &d), DB_OK);
 	assert_string_not_equal(d.product.name, before.product.name);

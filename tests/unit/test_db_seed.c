@@ -27,7 +27,7 @@ static char g_dir[256];
 static char g_bin[512];
 
 struct run {
-	int status;          /* exit status, or -1 if it did not exit */
+	int status; /* exit status, or -1 if it did not exit */
 	char out[4096];
 	char err[4096];
 };
@@ -100,7 +100,8 @@ count_products(const char *path)
 	assert_int_equal(sqlite3_open_v2(path, &s, SQLITE_OPEN_READONLY, NULL),
 			 SQLITE_OK);
 	assert_int_equal(sqlite3_prepare_v2(s, "SELECT count(*) FROM products",
-					    -1, &st, NULL), SQLITE_OK);
+					    -1, &st, NULL),
+			 SQLITE_OK);
 	if (sqlite3_step(st) == SQLITE_ROW)
 		n = sqlite3_column_int64(st, 0);
 	sqlite3_finalize(st);
@@ -195,7 +196,7 @@ test_seed_and_force(void **state)
 	assert_non_null(strstr(r.out, "1000 reviews"));
 	assert_non_null(strstr(r.out, "10000 world rows"));
 	assert_non_null(strstr(r.out, " s ("));
-	assert_true(strlen(r.err) > 0);   /* progress */
+	assert_true(strlen(r.err) > 0); /* progress */
 	assert_int_equal(count_products(db), 100);
 
 	/* An existing file: a clear message, status 1, file untouched. */
@@ -205,7 +206,8 @@ test_seed_and_force(void **state)
 	assert_non_null(strstr(r.err, "--force"));
 	assert_int_equal(count_products(db), 100);
 
-	run_seed(&r, "--db", db, "--scale", "0.002", "--force", "--quiet", NULL);
+	run_seed(&r, "--db", db, "--scale", "0.002", "--force", "--quiet",
+		 NULL);
 	assert_int_equal(r.status, 0);
 	assert_string_equal(r.err, "");
 	assert_int_equal(count_products(db), 200);

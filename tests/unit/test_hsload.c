@@ -55,16 +55,21 @@ test_resp_content_length(void **state)
 		assert_int_equal(r.close, 0);
 	}
 	/* A second response right behind the first stays unconsumed. */
-	assert_int_equal(feed(&r, "HTTP/1.1 404 Not Found\r\nContent-Length: 2"
+	assert_int_equal(feed(&r,
+			      "HTTP/1.1 404 Not Found\r\nContent-Length: 2"
 			      "\r\nConnection: keep-alive, close\r\n\r\n{}"
-			      "HTTP/1.1 200 OK\r\n", 4096), 17);
+			      "HTTP/1.1 200 OK\r\n",
+			      4096),
+			 17);
 	assert_int_equal(r.status, 404);
 	assert_int_equal(r.close, 1);
 	feed(&r, "HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", 4096);
 	assert_int_equal(r.state, HSL_RESP_DONE);
 	assert_int_equal(r.close, 1);
-	feed(&r, "HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\n"
-	     "Content-Length: 0\r\n\r\n", 4096);
+	feed(&r,
+	     "HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\n"
+	     "Content-Length: 0\r\n\r\n",
+	     4096);
 	assert_int_equal(r.close, 0);
 }
 
@@ -80,11 +85,15 @@ test_resp_chunked(void **state)
 		assert_int_equal(feed(&r, ok, step), 0);
 		assert_int_equal(r.state, HSL_RESP_DONE);
 	}
-	feed(&r, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-	     "zz\r\n", 4096);
+	feed(&r,
+	     "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+	     "zz\r\n",
+	     4096);
 	assert_int_equal(r.state, HSL_RESP_ERROR);
-	feed(&r, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-	     "1\r\nabc\r\n", 4096);
+	feed(&r,
+	     "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+	     "1\r\nabc\r\n",
+	     4096);
 	assert_int_equal(r.state, HSL_RESP_ERROR);
 }
 
@@ -101,8 +110,10 @@ test_resp_other_framing(void **state)
 	/* 204 and 304 have no body; a 100 comes before the real answer. */
 	feed(&r, "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n", 4096);
 	assert_int_equal(r.state, HSL_RESP_DONE);
-	feed(&r, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\n"
-	     "Content-Length: 1\r\n\r\nx", 3);
+	feed(&r,
+	     "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\n"
+	     "Content-Length: 1\r\n\r\nx",
+	     3);
 	assert_int_equal(r.state, HSL_RESP_DONE);
 	assert_int_equal(r.status, 201);
 	/* A response cut before its end is not done; EOF does not end it. */
@@ -220,7 +231,7 @@ test_mix_shares(void **state)
 	len = hsl_mix_next(m, buf, sizeof(buf), &kind);
 	buf[len] = '\0';
 	assert_string_equal(buf, "GET /plaintext HTTP/1.1\r\n"
-			    "Host: 127.0.0.1:1\r\n\r\n");
+				 "Host: 127.0.0.1:1\r\n\r\n");
 	hsl_mix_free(m);
 
 	o.put = 0.7;

@@ -46,27 +46,24 @@ static void
 test_legal_paths(void **state)
 {
 	/* An error, a 413, or a bad head. */
-	static const enum srv_phase error[] = { SRV_PH_ANSWERED,
-						SRV_PH_COUNT };
+	static const enum srv_phase error[] = { SRV_PH_ANSWERED, SRV_PH_COUNT };
 	/* Served on the loop. */
 	static const enum srv_phase loop[] = { SRV_PH_LOOP, SRV_PH_ANSWERED,
 					       SRV_PH_COUNT };
 	/* A batched cache hit. */
-	static const enum srv_phase hit[] = {
-		SRV_PH_LOOP, SRV_PH_PARKED, SRV_PH_BATCHED, SRV_PH_LOOP,
-		SRV_PH_ANSWERED, SRV_PH_COUNT
-	};
+	static const enum srv_phase hit[] = { SRV_PH_LOOP,     SRV_PH_PARKED,
+					      SRV_PH_BATCHED,  SRV_PH_LOOP,
+					      SRV_PH_ANSWERED, SRV_PH_COUNT };
 	/* A batched miss finished on a database thread. */
-	static const enum srv_phase miss[] = {
-		SRV_PH_LOOP, SRV_PH_PARKED, SRV_PH_BATCHED, SRV_PH_LOOP,
-		SRV_PH_OFFLOAD, SRV_PH_QUEUED, SRV_PH_POOL, SRV_PH_BUILT,
-		SRV_PH_ANSWERED, SRV_PH_COUNT
-	};
+	static const enum srv_phase miss[] = { SRV_PH_LOOP,     SRV_PH_PARKED,
+					       SRV_PH_BATCHED,  SRV_PH_LOOP,
+					       SRV_PH_OFFLOAD,  SRV_PH_QUEUED,
+					       SRV_PH_POOL,     SRV_PH_BUILT,
+					       SRV_PH_ANSWERED, SRV_PH_COUNT };
 	/* A write, straight to a database thread. */
-	static const enum srv_phase write[] = {
-		SRV_PH_QUEUED, SRV_PH_POOL, SRV_PH_BUILT, SRV_PH_ANSWERED,
-		SRV_PH_COUNT
-	};
+	static const enum srv_phase write[] = { SRV_PH_QUEUED, SRV_PH_POOL,
+						SRV_PH_BUILT, SRV_PH_ANSWERED,
+						SRV_PH_COUNT };
 
 	(void)state;
 	walk(error);
@@ -83,14 +80,14 @@ test_illegal_refused(void **state)
 	static const struct {
 		enum srv_phase from, to;
 	} bad[] = {
-		{ SRV_PH_HEAD, SRV_PH_BUILT },      /* a response nobody built */
-		{ SRV_PH_HEAD, SRV_PH_PARKED },     /* parked without a run */
-		{ SRV_PH_PARKED, SRV_PH_LOOP },     /* run before the multi-get */
+		{ SRV_PH_HEAD, SRV_PH_BUILT },  /* a response nobody built */
+		{ SRV_PH_HEAD, SRV_PH_PARKED }, /* parked without a run */
+		{ SRV_PH_PARKED, SRV_PH_LOOP }, /* run before the multi-get */
 		{ SRV_PH_PARKED, SRV_PH_ANSWERED },
 		{ SRV_PH_BATCHED, SRV_PH_ANSWERED },
 		{ SRV_PH_QUEUED, SRV_PH_ANSWERED }, /* sent while suspended */
-		{ SRV_PH_POOL, SRV_PH_ANSWERED },   /* sent from a database thread */
-		{ SRV_PH_BUILT, SRV_PH_LOOP },      /* run twice */
+		{ SRV_PH_POOL, SRV_PH_ANSWERED }, /* sent from a database thread */
+		{ SRV_PH_BUILT, SRV_PH_LOOP },    /* run twice */
 		{ SRV_PH_ANSWERED, SRV_PH_ANSWERED }, /* answered twice */
 		{ SRV_PH_ANSWERED, SRV_PH_LOOP },
 		{ SRV_PH_LOOP, SRV_PH_LOOP },

@@ -37,8 +37,7 @@ expect_route(const char *method, const char *url, enum srv_route route,
 }
 
 static void
-expect_err(const char *method, const char *url, int status,
-	   const char *allow)
+expect_err(const char *method, const char *url, int status, const char *allow)
 {
 	struct srv_req rq = resolve(method, url);
 
@@ -92,7 +91,8 @@ test_errors(void **state)
 	expect_err("GET", "/categories/x/top", 400, NULL);
 	expect_err("GET", "/products/0", 404, NULL);
 	expect_err("GET", "/products/9223372036854775808", 404, NULL);
-	expect_err("GET", "/products/123456789012345678901234567890", 404, NULL);
+	expect_err("GET", "/products/123456789012345678901234567890", 404,
+		   NULL);
 	expect_err("POST", "/plaintext", 405, "GET, HEAD");
 	expect_err("PUT", "/metrics", 405, "GET, HEAD");
 	expect_err("POST", "/products/1", 405, "GET, HEAD, PUT, DELETE");
@@ -122,7 +122,8 @@ test_unescape(void **state)
 {
 	char a[] = "/products/1%00abc", b[] = "/a%2Fb%41%zz%4", c[] = "%00%41";
 
-	assert_int_equal(srv_unescape(NULL, NULL, a), strlen("/products/1%00abc"));
+	assert_int_equal(srv_unescape(NULL, NULL, a),
+			 strlen("/products/1%00abc"));
 	assert_string_equal(a, "/products/1%00abc");
 	expect_err("GET", a, 400, NULL);
 	srv_unescape(NULL, NULL, b);
@@ -147,23 +148,20 @@ head_status(const char *version, const char *const *f)
 static void
 test_head_checks(void **state)
 {
-	static const char *const ok[] = { "Host", "x", "Content-Length",
-					  "2", NULL };
-	static const char *const two_cl[] = { "Host", "x", "Content-Length",
-					      "2", "content-length", "2",
-					      NULL };
-	static const char *const cl_te[] = { "Host", "x", "Content-Length",
-					     "2", "Transfer-Encoding",
-					     "chunked", NULL };
-	static const char *const te_gzip[] = { "Host", "x",
-					       "Transfer-Encoding", "gzip",
-					       NULL };
-	static const char *const sp_name[] = { "Host", "x", "X-A ", "b",
-					       NULL };
-	static const char *const ctl[] = { "Host", "x", "X-A", "a\x01b",
-					   NULL };
-	static const char *const tab[] = { "Host", "x", "X-A", "a\tb",
-					   NULL };
+	static const char *const ok[] = { "Host", "x", "Content-Length", "2",
+					  NULL };
+	static const char *const two_cl[] = {
+		"Host", "x", "Content-Length", "2", "content-length", "2", NULL
+	};
+	static const char *const cl_te[] = {
+		"Host",    "x", "Content-Length", "2", "Transfer-Encoding",
+		"chunked", NULL
+	};
+	static const char *const te_gzip[] = { "Host", "x", "Transfer-Encoding",
+					       "gzip", NULL };
+	static const char *const sp_name[] = { "Host", "x", "X-A ", "b", NULL };
+	static const char *const ctl[] = { "Host", "x", "X-A", "a\x01b", NULL };
+	static const char *const tab[] = { "Host", "x", "X-A", "a\tb", NULL };
 	static const char *const two_host[] = { "Host", "x", "host", "y",
 						NULL };
 	static const char *const none[] = { NULL };
