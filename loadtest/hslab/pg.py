@@ -201,22 +201,27 @@ def start_postgres(base=None, port=None, fsync=False, settings=None,
         "log_line_prefix": "%m [%p] ",
     }
     conf.update(settings or {})
-    pg = Postgres(datadir, port, conf, logpath, timeout, name)
+    pg = _launch(Postgres(datadir, port, conf, logpath, timeout, name),
+                 port, ready_timeout, "postgres")
+    if db and pg.psql("SELECT 1 FROM pg_database WHERE datname = '%s'" %
+                      db.replace("'", "''")) != "1":
+        pg.create_db(db)
+    return pg
+
+
+def _launch(pg, port, ready_timeout, what):
+    """Starts pg on port, or on a free port with up to 5 tries (another
+    process may take a free port between the choice and the bind)."""
     last = None
     for _ in range(1 if port else 5):
         pg.port = port or free_port()
         try:
             pg.launch(ready_timeout)
-            break
+            return pg
         except LabError as e:
             last = e
             pg.stop()
-    else:
-        raise LabError("could not start postgres: %s" % last)
-    if db and pg.psql("SELECT 1 FROM pg_database WHERE datname = '%s'" %
-                      db.replace("'", "''")) != "1":
-        pg.create_db(db)
-    return pg
+    raise LabError("could not start %s: %s" % (what, last))
 
 
 # What a primary needs to serve streaming replicas: WAL with enough detail
@@ -261,19 +266,8 @@ def start_replica(primary, base=None, port=None, name="pg-replica",
         raise LabError("pg_basebackup failed:\n%s" % tail(logpath))
     conf = dict(primary.settings)
     conf["hot_standby"] = "on"
-    pg = Postgres(datadir, port, conf, logpath, timeout, name)
-    last = None
-    for _ in range(1 if port else 5):
-        pg.port = port or free_port()
-        try:
-            pg.launch(ready_timeout)
-            break
-        except LabError as e:
-            last = e
-            pg.stop()
-    else:
-        raise LabError("could not start the replica: %s" % last)
-    return pg
+    return _launch(Postgres(datadir, port, conf, logpath, timeout, name),
+                   port, ready_timeout, "the replica")
 
 
 def start_replicas(primary, n, base=None, **kw):
