@@ -47,8 +47,9 @@ struct chk_product {
 int chk_parse_product(const char *body, size_t len, struct chk_product *out);
 
 /*
- * Reads products (ids[0..n-1]) directly from the SQLite file at path
- * (read-only) into rows[].  found[i] is set to 1 when the row exists.
+ * Reads products (ids[0..n-1]) directly from the database at path (a
+ * SQLite file or a postgres:// URL: give the primary's, not a replica's)
+ * into rows[].  found[i] is set to 1 when the row exists.
  * Returns 0, or -1 with a message in err.
  */
 int chk_db_read(const char *path, const int64_t *ids, int n,

@@ -12,7 +12,8 @@
  * the past: a stale read.  No clock comparison is needed, so the check has
  * no false positives.  After the load, and --settle-ms later, every hot
  * product is read once more and compared with the last acknowledged version
- * and, with --db, with its row read straight from the SQLite file.
+ * and, with --db, with its row read straight from the database (a SQLite
+ * file or a PostgreSQL URL).
  *
  * Exit status: 0 consistent; 1 stale reads or final mismatches found, or
  * nothing could be checked (no successful read or write); 2 usage error or
@@ -134,8 +135,9 @@ chk_usage(FILE *f)
 		"  --write-interval-ms N    pause between a writer's PUTs (default 0)\n"
 		"  --read-interval-ms N     pause between a reader's GETs (default 0); keeps\n"
 		"                           the checker a light load beside a benchmark\n"
-		"  --db PATH                after the load, compare each product served with\n"
-		"                           its row in this SQLite file\n"
+		"  --db PATH|URL            after the load, compare each product served with\n"
+		"                           its row in this SQLite file or PostgreSQL database\n"
+		"                           (postgres://USER@HOST:PORT/DB: the primary)\n"
 		"  --settle-ms N            wait this long after the load before the final\n"
 		"                           check (default 1000; cover the cache TTL that\n"
 		"                           bounds leftovers)\n"

@@ -1,15 +1,15 @@
 /*
  * What the checker compares: the product fields of a JSON body (jansson)
- * and the same fields read straight from the SQLite file, bypassing every
- * server and cache, for the final served-vs-database check.
+ * and the same fields read straight from the database (the SQLite file or
+ * the PostgreSQL primary, through db.h), bypassing every server and cache,
+ * for the final served-vs-database check.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include <jansson.h>
-#include <sqlite3.h>
-
 #include "checker.h"
+#include "db.h"
 
 int
 chk_parse_product(const char *body, size_t len, struct chk_product *out)
@@ -45,52 +45,33 @@ int
 chk_db_read(const char *path, const int64_t *ids, int n,
 	    struct chk_product *rows, int *found, char *err, size_t errlen)
 {
-	sqlite3 *db = NULL;
-	sqlite3_stmt *st = NULL;
+	struct db *db;
 	int rc = -1;
 
-	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) !=
-	    SQLITE_OK) {
-		snprintf(err, errlen, "cannot open %s: %s", path,
-			 db ? sqlite3_errmsg(db) : "out of memory");
-		goto done;
-	}
 	/* Servers may still be checkpointing: wait rather than fail. */
-	sqlite3_busy_timeout(db, 5000);
-	if (sqlite3_prepare_v2(db,
-			       "SELECT version, name, price_cents, stock "
-			       "FROM products WHERE id = ?",
-			       -1, &st, NULL) != SQLITE_OK) {
-		snprintf(err, errlen, "%s: %s", path, sqlite3_errmsg(db));
-		goto done;
-	}
+	db = db_open(path, 0, 5000, err, errlen);
+	if (db == NULL)
+		return -1;
 	for (int i = 0; i < n; i++) {
-		int s;
+		struct db_product_detail d;
+		int s = db_product_detail(db, ids[i], &d);
 
 		memset(&rows[i], 0, sizeof(rows[i]));
 		rows[i].id = ids[i];
-		found[i] = 0;
-		sqlite3_reset(st);
-		sqlite3_bind_int64(st, 1, ids[i]);
-		s = sqlite3_step(st);
-		if (s == SQLITE_ROW) {
-			const unsigned char *name = sqlite3_column_text(st, 1);
-
-			found[i] = 1;
-			rows[i].version = sqlite3_column_int64(st, 0);
+		found[i] = s == DB_OK;
+		if (s == DB_OK) {
+			rows[i].version = d.product.version;
 			snprintf(rows[i].name, sizeof(rows[i].name), "%s",
-				 name ? (const char *)name : "");
-			rows[i].price_cents = sqlite3_column_int64(st, 2);
-			rows[i].stock = sqlite3_column_int64(st, 3);
-		} else if (s != SQLITE_DONE) {
-			snprintf(err, errlen, "%s: %s", path,
-				 sqlite3_errmsg(db));
+				 d.product.name);
+			rows[i].price_cents = d.product.price_cents;
+			rows[i].stock = d.product.stock;
+		} else if (s != DB_NOTFOUND) {
+			snprintf(err, errlen, "%s: %s", path, db_errmsg(db));
 			goto done;
 		}
 	}
 	rc = 0;
 done:
-	sqlite3_finalize(st);
-	sqlite3_close(db);
+	db_close(db);
 	return rc;
 }

@@ -109,6 +109,50 @@ class ConcurrentWritersTest(ClusterTest):
         self.assertEqual(r.json()["version"], final)
 
 
+class CheckerTest(ClusterTest):
+    """hs-checker --db with a PostgreSQL URL: the final check reads the
+    rows from the primary, bypassing server and cache."""
+
+    def checker(self, port, *extra):
+        r = subprocess.run(
+            [hstest.binpath("hs-checker"), "--url",
+             "http://127.0.0.1:%d" % port, "--products", "7,8",
+             "--readers", "1", "--writers", "1", "--duration", "1",
+             "--write-interval-ms", "50", "--settle-ms", "0", "--json",
+             "--db", self.url] + list(extra),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            timeout=120 * hstest.SLOW)
+        return r.returncode, json.loads(r.stdout.strip().splitlines()[-1]), \
+            r.stderr
+
+    def test_consistent_server_checks_clean(self):
+        _, port = self.server("--cache", "off")
+        rc, res, err = self.checker(port)
+        self.assertEqual(rc, 0, err)
+        self.assertTrue(res["db_checked"])
+        self.assertGreater(res["writes"], 0)
+        self.assertEqual(res["final_checked"], 2)
+        self.assertEqual(res["final_db_differs"], 0, err)
+
+    def test_row_changed_behind_the_cache_is_caught(self):
+        mc, mport = hstest.start_memcached()
+        try:
+            _, port = self.server("--memcached", "127.0.0.1:%d" % mport)
+            # Cached now; then the row changes where no server sees it.
+            for pid in (7, 8):
+                self.assertEqual(hstest.request(
+                    port, "GET", "/products/%d" % pid).status, 200)
+            self.pg.psql("UPDATE products SET stock = stock + 1 "
+                         "WHERE id = 8", db="hs")
+            rc, res, err = self.checker(port, "--writers", "0",
+                                        "--products", "8")
+            self.assertEqual(rc, 1, err)
+            self.assertEqual(res["final_db_differs"], 1, err)
+            self.assertIn("database", err)
+        finally:
+            mc.stop()
+
+
 class PostgresKilledTest(ClusterTest):
     """kill -9 of postgres (the postmaster and every backend) under writes."""
 
