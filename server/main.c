@@ -325,7 +325,7 @@ usage(FILE *f)
 		"                      this server's own writes\n"
 		"  --marker-ttl S      lifetime of those markers, 1..3600 s\n"
 		"                      (default 5): a replica lagging longer than\n"
-		"                      this may serve another server's write stale\n"
+		"                      this serves no reads until it catches up\n"
 		"  --scale S           seed scale when the database is created\n"
 		"                      (default 1.0: 100 categories, 100000 products,\n"
 		"                      1000000 reviews)\n"

@@ -19,6 +19,8 @@
 /* How long a replica that failed is left alone by a worker. */
 #define REPLICA_RETRY_NS 1000000000ull
 #define MARK_UNKNOWN     UINT64_MAX
+/* How often a replica's distance is decided again (too_far()). */
+#define FAR_CHECK_NS 1000000000ull
 
 static uint64_t
 key_slot(uint64_t kind, int64_t id)
@@ -110,6 +112,44 @@ replayed(struct srv_worker *w, int i, struct db *db, uint64_t mark)
 	return st.lsn >= mark;
 }
 
+/*
+ * 1 when replica i is behind the primary and its last replayed commit is
+ * older than the markers' TTL: a write it has not replayed may be older
+ * than its marker, which is gone.  Decided by one worker at most once a
+ * second (two small queries); the others take the last verdict.  When the
+ * primary was idle before a write, a check right after it refuses a
+ * healthy replica for a second: more reads on the primary, never stale.
+ */
+static int
+too_far(struct srv_worker *w, int i, struct db *db, uint64_t now)
+{
+	struct srv_replica *rep = &w->srv->reps->r[i];
+	uint64_t at = ld(&rep->far_checked_ns);
+	int64_t ttl_ms = (int64_t)w->srv->cfg.marker_ttl_s * 1000;
+	struct db_repl st, prim;
+	struct db *p;
+	int far = 0;
+
+	if (now < at + FAR_CHECK_NS ||
+	    !__atomic_compare_exchange_n(&rep->far_checked_ns, &at, now, 0,
+					 __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		return __atomic_load_n(&rep->far, __ATOMIC_RELAXED);
+	if (db_repl_status(db, &st) == DB_OK) {
+		store_max(&rep->replayed_lsn, st.lsn);
+		/* No replayed commit yet: its age is unknown, take it as old. */
+		far = (st.replay_age_ms < 0 || st.replay_age_ms > ttl_ms) &&
+		      (p = srv_worker_db(w)) != NULL &&
+		      db_repl_status(p, &prim) == DB_OK && prim.lsn > st.lsn;
+	}
+	if (far != __atomic_load_n(&rep->far, __ATOMIC_RELAXED))
+		log_info("replica %s %s", rep->url,
+			 far ? "lags past --marker-ttl: reading elsewhere "
+			       "until it catches up"
+			     : "caught up: reading from it again");
+	__atomic_store_n(&rep->far, far, __ATOMIC_RELAXED);
+	return far;
+}
+
 /* The slot's remote marker (srv_replica.h), counted; MARK_UNKNOWN when
    memcached cannot say, 0 when there is none. */
 static uint64_t
@@ -138,6 +178,7 @@ srv_read_db(struct srv_worker *w, uint64_t key, int *ri)
 	struct srv_replicas *reps = w->srv->reps;
 	uint64_t now, mark;
 	int behind = -1, asked = 0, by_marker = 0;
+	int remote = reps != NULL && reps->ryw && w->srv->cfg.cache != NULL;
 
 	*ri = -1;
 	if (reps == NULL)
@@ -152,13 +193,17 @@ srv_read_db(struct srv_worker *w, uint64_t key, int *ri)
 
 		if (w->rdown_ns[i] > now || (db = replica_db(w, i)) == NULL)
 			continue;
+		if (remote && too_far(w, i, db, now)) {
+			inc(&reps->r[i].too_far);
+			continue;
+		}
 		if (!replayed(w, i, db, mark)) {
 			behind = i;
 			continue;
 		}
 		/* Our own mark lets a replica serve: the other servers'
 		   writes may not (asked once per read). */
-		if (reps->ryw && w->srv->cfg.cache != NULL && !asked) {
+		if (remote && !asked) {
 			uint64_t rm = remote_mark(w, key);
 
 			asked = 1;
@@ -280,6 +325,7 @@ sample(struct srv_worker *w, int i, const struct db_repl *prim,
 	out->reads = (int64_t)ld(&rep->reads);
 	out->errors = (int64_t)ld(&rep->errors);
 	out->behind = (int64_t)ld(&rep->behind);
+	out->too_far = (int64_t)ld(&rep->too_far);
 	out->lag_bytes = -1;
 	out->replay_age_ns = -1;
 	if (up && prim != NULL)

@@ -21,8 +21,10 @@
  * does not already keep away asks memcached for the marker (one get) and
  * reads from the primary unless the replica has replayed it.  memcached
  * unusable: the primary.  The bound: a marker lives --marker-ttl seconds,
- * so a replica lagging longer than that may serve another server's write
- * stale.  With --cache off the marks stay local.
+ * so a replica lagging longer than that could serve another server's write
+ * stale; so such a replica (behind the primary, its last replayed commit
+ * older than the TTL; decided at most once a second) serves no reads until
+ * it catches up.  With --cache off the marks stay local.
  */
 #ifndef HS_SRV_REPLICA_H
 #define HS_SRV_REPLICA_H
@@ -55,6 +57,9 @@ struct srv_worker;
 	X(behind, "behind", "replica_behind_total", COUNTER, COUNT,            \
 	  "Reads sent to the primary instead: the replica had not replayed "   \
 	  "the key's last write.")                                             \
+	X(too_far, "too_far", "replica_too_far_total", COUNTER, COUNT,         \
+	  "Reads sent elsewhere: the replica was behind the primary and its "  \
+	  "last replayed commit older than --marker-ttl.")                     \
 	X(lag_bytes, "lag_bytes", "replica_lag_bytes", GAUGE, COUNT,           \
 	  "The primary's WAL written minus the replica's replayed, sampled "   \
 	  "at the scrape.")                                                    \
@@ -71,12 +76,17 @@ struct srv_replica_sample {
 
 /* What one replica did; counters are atomic, read by /stats. */
 struct srv_replica {
-	const char *url;       /* borrowed from the config */
-	uint64_t reads;        /* reads it answered */
-	uint64_t errors;       /* reads it failed (then retried elsewhere) */
-	uint64_t behind;       /* reads sent to the primary instead: it
+	const char *url;         /* borrowed from the config */
+	uint64_t reads;          /* reads it answered */
+	uint64_t errors;         /* reads it failed (then retried elsewhere) */
+	uint64_t behind;         /* reads sent to the primary instead: it
 					had not replayed the key's last write */
-	uint64_t replayed_lsn; /* highest replay position seen (bytes) */
+	uint64_t replayed_lsn;   /* highest replay position seen (bytes) */
+	uint64_t too_far;        /* reads sent elsewhere: it lagged past the
+				  markers' TTL */
+	uint64_t far_checked_ns; /* when far was last decided */
+	int far;                 /* 1: behind, and its last replayed commit
+				    older than --marker-ttl */
 };
 
 /* The server's replicas (s->cfg.ndb_read of them) and write marks. */

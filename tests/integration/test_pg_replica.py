@@ -254,6 +254,12 @@ class ReplicaReadsTest(unittest.TestCase):
         an hs-balancer (round robin: a checker's write goes through one,
         the reads after it through both).  Returns the balancer and the
         servers' ports."""
+        # A commit replayed just now: the replica's replay age is known
+        # and small when the test pauses it.
+        self.pg.psql("UPDATE products SET stock = stock WHERE id = 10",
+                     db="hs")
+        hslab.pg.wait_replayed(self.pg, [self.rep], db="hs",
+                               timeout=60 * hstest.SLOW)
         mc, mc_port = hstest.start_memcached()
         self.servers.append(mc)
         ports = [self.server("--db-read", self.rep.url("hs"), "--memcached",
@@ -267,7 +273,8 @@ class ReplicaReadsTest(unittest.TestCase):
         """Server B sees server A's writes through the remote markers in
         memcached: no stale read, from B's replica reads or from a body B
         filled into the cache."""
-        bal, ports = self.two_servers()
+        # A TTL no run outlasts: the replica never counts as too far.
+        bal, ports = self.two_servers("--marker-ttl", "60")
         a, b = ports
         before = hstest.request(b, "GET", "/products/6").json()["version"]
         hslab.pg.pause_replay(self.rep)
@@ -289,6 +296,22 @@ class ReplicaReadsTest(unittest.TestCase):
         hstest.request(b, "GET", "/products/901")
         self.assertEqual(self.stats(b)["replicas"]["list"][0]["reads"],
                          reads + 1)
+
+    def test_replica_lagging_past_the_marker_ttl(self):
+        """Once A's marker is gone, B must not take the replica's word:
+        it lags more than --marker-ttl, so B reads from the primary."""
+        _, (a, b) = self.two_servers("--marker-ttl", "1")
+        before = hstest.request(b, "GET", "/products/11").json()["version"]
+        hslab.pg.pause_replay(self.rep)
+        self.assertEqual(put_stock(a, 11, 11).status, 200)
+        # Past the marker's TTL (memcached expires within TTL + 1 s) and
+        # past the once-a-second distance check.
+        time.sleep(3)
+        self.assertEqual(hstest.request(b, "GET", "/products/11")
+                         .json()["version"], before + 1)
+        st = self.stats(b)["replicas"]
+        self.assertGreater(st["list"][0]["too_far"], 0)
+        self.assertEqual(st["marker_hits"], 0)
 
     def test_two_servers_stale_without_read_your_writes(self):
         bal, _ = self.two_servers("--read-your-writes", "off")
