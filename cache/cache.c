@@ -118,6 +118,12 @@ cache_key_world(char *buf, int64_t id)
 {
 	return key_fmt(buf, "w", id);
 }
+int
+cache_key_marker(char *buf, uint64_t slot)
+{
+	return snprintf(buf, CACHE_KEY_MAX, CACHE_KEY_PREFIX "rm:%" PRIu64,
+			slot);
+}
 
 /* ---- options and handles ---------------------------------------------- */
 

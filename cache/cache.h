@@ -188,6 +188,26 @@ int cache_store(struct cache *c, const char *key, int status, const char *body,
  */
 size_t cache_invalidate(struct cache *c, const char *const *keys, size_t n);
 
+/*
+ * Remote markers (Scaling Memcache at Facebook, section 5): small items
+ * that say "this key was written at position V" so that servers other
+ * than the writer can see it.  Values are decimal uint64; a marker is
+ * raised, never lowered, so two writers racing leave the larger.
+ *
+ * cache_marker_get: HIT (*val set), MISS (no marker) or ERR (memcached
+ * unusable: breaker open, an error, or an item that is not a marker).
+ * One round trip.
+ *
+ * cache_marker_raise: makes key's value at least val with a TTL of ttl_s
+ * (add, or gets then cas; a few tries, then a set of UINT64_MAX, which
+ * is above any value).  Tried even while the key's breaker is open.
+ * Returns 0, or -1 when memcached could not be told (counted in errors).
+ */
+enum cache_res cache_marker_get(struct cache *c, const char *key,
+				uint64_t *val);
+int cache_marker_raise(struct cache *c, const char *key, uint64_t val,
+		       unsigned ttl_s);
+
 /* X-Cache value of a result: "HIT", "MISS", "BYPASS". */
 const char *cache_res_name(enum cache_res r);
 
@@ -198,6 +218,8 @@ const char *cache_res_name(enum cache_res r);
 int cache_key_product(char *buf, int64_t id);
 int cache_key_category(char *buf, int64_t id);
 int cache_key_world(char *buf, int64_t id);
+/* "hs1:rm:<slot>": the remote marker of a slot of keys. */
+int cache_key_marker(char *buf, uint64_t slot);
 
 /*
  * The read batcher: gathers the first `get` of many reads and asks memcached

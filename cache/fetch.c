@@ -512,3 +512,116 @@ cache_invalidate(struct cache *c, const char *const *keys, size_t n)
 	}
 	return failed;
 }
+
+/* ---- remote markers --------------------------------------------------- */
+
+#define MARKER_FLAGS 2u /* neither an HTTP status nor a lease */
+#define MARKER_TRIES 4
+
+/* A marker's decimal value; false when it is not one. */
+static bool
+marker_parse(const char *v, size_t n, uint64_t *out)
+{
+	uint64_t x = 0;
+
+	if (n == 0 || n > 20)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t d = (uint64_t)(v[i] - '0');
+
+		if (v[i] < '0' || v[i] > '9' || x > (UINT64_MAX - d) / 10)
+			return false;
+		x = x * 10 + d;
+	}
+	*out = x;
+	return true;
+}
+
+enum cache_res
+cache_marker_get(struct cache *c, const char *key, uint64_t *val)
+{
+	size_t klen = strlen(key);
+	struct cache_breaker *b = cache_brk_of(c, key, klen);
+	memcached_return_t rc;
+	struct get1 g;
+	bool ok;
+
+	if (!cache_brk_allow(c->sh, b))
+		return CACHE_ERR;
+	rc = get_one(c, key, klen, &g);
+	if (!note_rc(c, b, rc)) {
+		free(g.value);
+		cache_drop_conns(c);
+		return CACHE_ERR;
+	}
+	if (!g.found)
+		return CACHE_MISS;
+	ok = marker_parse(g.value, g.vlen, val);
+	free(g.value);
+	/* Not ours to read: as good as no answer. */
+	return ok ? CACHE_HIT : CACHE_ERR;
+}
+
+/*
+ * One try at raising key to at least val: add when absent, else cas the
+ * larger of the two (which also restarts its TTL).  SUCCESS, or
+ * NOTSTORED / DATA_EXISTS / NOTFOUND when another writer got in between
+ * (try again), or a failure.
+ */
+static memcached_return_t
+marker_raise_once(struct cache *c, const char *key, size_t klen, uint64_t val,
+		  unsigned ttl_s)
+{
+	memcached_return_t rc;
+	char buf[24];
+	uint64_t cur;
+	struct get1 g;
+	int n;
+
+	rc = get_one(c, key, klen, &g);
+	if (rc != MEMCACHED_SUCCESS) {
+		free(g.value);
+		return rc;
+	}
+	if (g.found && marker_parse(g.value, g.vlen, &cur) && cur > val)
+		val = cur;
+	free(g.value);
+	n = snprintf(buf, sizeof(buf), "%" PRIu64, val);
+	if (!g.found)
+		return cache_mc_store(c, CACHE_MC_ADD, key, klen, buf,
+				      (size_t)n, MARKER_FLAGS, ttl_s, 0);
+	return cache_mc_store(c, CACHE_MC_CAS, key, klen, buf, (size_t)n,
+			      MARKER_FLAGS, ttl_s, g.cas);
+}
+
+int
+cache_marker_raise(struct cache *c, const char *key, uint64_t val,
+		   unsigned ttl_s)
+{
+	size_t klen = strlen(key);
+	struct cache_breaker *b = cache_brk_of(c, key, klen);
+	memcached_return_t rc = MEMCACHED_FAILURE;
+
+	/* Tried even with the breaker open, as a delete is: readers that
+	   find memcached usable rely on it. */
+	for (int t = 0; t < MARKER_TRIES; t++) {
+		rc = marker_raise_once(c, key, klen, val, ttl_s);
+		if (rc == MEMCACHED_SUCCESS) {
+			cache_brk_ok(b);
+			return 0;
+		}
+		if (!note_rc(c, b, rc)) {
+			cache_drop_conns(c);
+			return -1;
+		}
+	}
+	/* Writers kept racing on the key: the largest value there is safe
+	   (it sends every reader to the primary) and needs no compare. */
+	rc = cache_mc_store(c, CACHE_MC_SET, key, klen, "18446744073709551615",
+			    20, MARKER_FLAGS, ttl_s, 0);
+	if (!note_rc(c, b, rc)) {
+		cache_drop_conns(c);
+		return -1;
+	}
+	return 0;
+}

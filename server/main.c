@@ -99,6 +99,16 @@ static const struct opt_def opt_defs[] = {
 	  { "on", "off" },
 	  { 1, 0 },
 	  "--read-your-writes (want on|off)" },
+	{ "marker-ttl",
+	  OPT_UINT,
+	  O(srv.marker_ttl_s),
+	  1,
+	  3600,
+	  0,
+	  0,
+	  { NULL },
+	  { 0 },
+	  "--marker-ttl (want 1..3600 s)" },
 	{ "scale",
 	  OPT_DOUBLE,
 	  O(scale),
@@ -308,7 +318,14 @@ usage(FILE *f)
 		"                      category written through this server goes\n"
 		"                      to the primary until a replica has replayed\n"
 		"                      the write (default on; off shows the stale\n"
-		"                      reads replication lag makes)\n"
+		"                      reads replication lag makes).  With a cache\n"
+		"                      (--memcached) the writes of other servers\n"
+		"                      too, through markers in memcached (one get\n"
+		"                      per replica read); with --cache off only\n"
+		"                      this server's own writes\n"
+		"  --marker-ttl S      lifetime of those markers, 1..3600 s\n"
+		"                      (default 5): a replica lagging longer than\n"
+		"                      this serves no reads until it catches up\n"
 		"  --scale S           seed scale when the database is created\n"
 		"                      (default 1.0: 100 categories, 100000 products,\n"
 		"                      1000000 reviews)\n"

@@ -6,8 +6,10 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "cache.h"
 #include "hs_buf.h"
 #include "hs_log.h"
+#include "hs_metrics.h"
 #include "hs_util.h"
 #include "db.h"
 #include "srv_core.h"
@@ -17,6 +19,8 @@
 /* How long a replica that failed is left alone by a worker. */
 #define REPLICA_RETRY_NS 1000000000ull
 #define MARK_UNKNOWN     UINT64_MAX
+/* How often a replica's distance is decided again (too_far()). */
+#define FAR_CHECK_NS 1000000000ull
 
 static uint64_t
 key_slot(uint64_t kind, int64_t id)
@@ -108,12 +112,73 @@ replayed(struct srv_worker *w, int i, struct db *db, uint64_t mark)
 	return st.lsn >= mark;
 }
 
+/*
+ * 1 when replica i is behind the primary and its last replayed commit is
+ * older than the markers' TTL: a write it has not replayed may be older
+ * than its marker, which is gone.  Decided by one worker at most once a
+ * second (two small queries); the others take the last verdict.  When the
+ * primary was idle before a write, a check right after it refuses a
+ * healthy replica for a second: more reads on the primary, never stale.
+ */
+static int
+too_far(struct srv_worker *w, int i, struct db *db, uint64_t now)
+{
+	struct srv_replica *rep = &w->srv->reps->r[i];
+	uint64_t at = ld(&rep->far_checked_ns);
+	int64_t ttl_ms = (int64_t)w->srv->cfg.marker_ttl_s * 1000;
+	struct db_repl st, prim;
+	struct db *p;
+	int far = 0;
+
+	if (now < at + FAR_CHECK_NS ||
+	    !__atomic_compare_exchange_n(&rep->far_checked_ns, &at, now, 0,
+					 __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		return __atomic_load_n(&rep->far, __ATOMIC_RELAXED);
+	if (db_repl_status(db, &st) == DB_OK) {
+		store_max(&rep->replayed_lsn, st.lsn);
+		/* No replayed commit yet: its age is unknown, take it as old. */
+		far = (st.replay_age_ms < 0 || st.replay_age_ms > ttl_ms) &&
+		      (p = srv_worker_db(w)) != NULL &&
+		      db_repl_status(p, &prim) == DB_OK && prim.lsn > st.lsn;
+	}
+	if (far != __atomic_load_n(&rep->far, __ATOMIC_RELAXED))
+		log_info("replica %s %s", rep->url,
+			 far ? "lags past --marker-ttl: reading elsewhere "
+			       "until it catches up"
+			     : "caught up: reading from it again");
+	__atomic_store_n(&rep->far, far, __ATOMIC_RELAXED);
+	return far;
+}
+
+/* The slot's remote marker (srv_replica.h), counted; MARK_UNKNOWN when
+   memcached cannot say, 0 when there is none. */
+static uint64_t
+remote_mark(struct srv_worker *w, uint64_t key)
+{
+	struct srv *s = w->srv;
+	char k[CACHE_KEY_MAX];
+	uint64_t v = 0;
+
+	cache_key_marker(k, key % SRV_MARKS);
+	inc(&s->stats.marker_gets);
+	switch (cache_marker_get(cache_thread_handle(s->cfg.cache), k, &v)) {
+	case CACHE_HIT:
+		inc(&s->stats.marker_hits);
+		return v;
+	case CACHE_MISS:
+		return 0;
+	default:
+		return MARK_UNKNOWN;
+	}
+}
+
 struct db *
 srv_read_db(struct srv_worker *w, uint64_t key, int *ri)
 {
 	struct srv_replicas *reps = w->srv->reps;
 	uint64_t now, mark;
-	int behind = -1;
+	int behind = -1, asked = 0, by_marker = 0;
+	int remote = reps != NULL && reps->ryw && w->srv->cfg.cache != NULL;
 
 	*ri = -1;
 	if (reps == NULL)
@@ -128,16 +193,37 @@ srv_read_db(struct srv_worker *w, uint64_t key, int *ri)
 
 		if (w->rdown_ns[i] > now || (db = replica_db(w, i)) == NULL)
 			continue;
+		if (remote && too_far(w, i, db, now)) {
+			inc(&reps->r[i].too_far);
+			continue;
+		}
 		if (!replayed(w, i, db, mark)) {
 			behind = i;
 			continue;
+		}
+		/* Our own mark lets a replica serve: the other servers'
+		   writes may not (asked once per read). */
+		if (remote && !asked) {
+			uint64_t rm = remote_mark(w, key);
+
+			asked = 1;
+			if (rm > mark) {
+				mark = rm;
+				by_marker = 1;
+				if (!replayed(w, i, db, mark)) {
+					behind = i;
+					continue;
+				}
+			}
 		}
 		*ri = i;
 		return db;
 	}
 	if (behind >= 0)
 		inc(&reps->r[behind].behind);
-	inc(&reps->primary_reads);
+	if (by_marker)
+		inc(&w->srv->stats.marker_primary);
+	inc(&w->srv->stats.primary_reads);
 	return srv_worker_db(w);
 }
 
@@ -177,6 +263,27 @@ srv_read_retry(struct srv_worker *w, uint64_t key, int ri, int res)
 	return 1;
 }
 
+/* Tells the other servers (srv_replica.h): one marker per key slot. */
+static void
+raise_markers(struct srv_worker *w, const uint64_t *keys, int n, uint64_t lsn)
+{
+	struct srv *s = w->srv;
+	struct cache *c = cache_thread_handle(s->cfg.cache);
+	char k[CACHE_KEY_MAX];
+
+	for (int i = 0; i < n; i++) {
+		cache_key_marker(k, keys[i] % SRV_MARKS);
+		if (cache_marker_raise(c, k, lsn, s->cfg.marker_ttl_s) == 0) {
+			inc(&s->stats.marker_sets);
+			continue;
+		}
+		inc(&s->stats.marker_set_errors);
+		log_warnx_rl("cache: marker %s not raised; other servers may "
+			     "read it from a lagging replica for up to %u s",
+			     k, s->cfg.marker_ttl_s);
+	}
+}
+
 void
 srv_read_wrote(struct srv_worker *w, const uint64_t *keys, int n)
 {
@@ -195,55 +302,160 @@ srv_read_wrote(struct srv_worker *w, const uint64_t *keys, int n)
 		lsn = st.lsn;
 	for (int i = 0; i < n; i++)
 		store_max(&reps->marks[keys[i] % SRV_MARKS], lsn);
+	if (w->srv->cfg.cache != NULL)
+		raise_markers(w, keys, n, lsn);
+}
+
+/* Replica i now: its counters, and its lag asked of it and the primary
+   (prim NULL when the primary could not say). */
+static void
+sample(struct srv_worker *w, int i, const struct db_repl *prim,
+       struct srv_replica_sample *out)
+{
+	struct srv_replica *rep = &w->srv->reps->r[i];
+	struct db *db = w->rdown_ns[i] > hs_now_ns() ? NULL : replica_db(w, i);
+	struct db_repl st;
+	int up = db != NULL && db_repl_status(db, &st) == DB_OK;
+
+	if (db != NULL && !up)
+		replica_reset(w, i);
+	if (up)
+		store_max(&rep->replayed_lsn, st.lsn);
+	out->up = up;
+	out->reads = (int64_t)ld(&rep->reads);
+	out->errors = (int64_t)ld(&rep->errors);
+	out->behind = (int64_t)ld(&rep->behind);
+	out->too_far = (int64_t)ld(&rep->too_far);
+	out->lag_bytes = -1;
+	out->replay_age_ns = -1;
+	if (up && prim != NULL)
+		out->lag_bytes =
+			prim->lsn > st.lsn ? (int64_t)(prim->lsn - st.lsn) : 0;
+	if (up && st.replay_age_ms >= 0)
+		out->replay_age_ns = st.replay_age_ms * 1000000;
+}
+
+/* The primary's WAL position into *st; NULL when it cannot say. */
+static const struct db_repl *
+primary_pos(struct srv_worker *w, struct db_repl *st)
+{
+	struct db *db = srv_worker_db(w);
+
+	return db != NULL && db_repl_status(db, st) == DB_OK ? st : NULL;
+}
+
+#define REP_NFAM     (0 SRV_REPLICA_METRICS(REP_ONE))
+#define REP_ONE(...) +1
+
+/* The sample as rows, in SRV_REPLICA_METRICS order. */
+static void
+sample_rows(const struct srv_replica_sample *v, const char *labels,
+	    struct hs_metric *r)
+{
+	int n = 0;
+
+#define REP_ROW(f, json, prom, type, unit, help)                              \
+	r[n++] = (struct hs_metric){ json,           prom,   help, HS_##type, \
+				     HS_UNIT_##unit, labels, v->f };
+	SRV_REPLICA_METRICS(REP_ROW)
+#undef REP_ROW
 }
 
 void
-srv_replicas_stats(struct srv_worker *w, struct hs_buf *b)
+srv_replicas_stats(struct srv_worker *w, struct hs_buf *b,
+		   const struct hs_metric *rows, size_t n)
 {
 	struct srv_replicas *reps = w->srv->reps;
-	struct db_repl prim, st;
-	int have_prim;
+	struct db_repl pst;
+	const struct db_repl *prim;
 
 	if (reps == NULL)
 		return;
-	have_prim = w->db != NULL || srv_worker_db(w) != NULL;
-	have_prim = have_prim && db_repl_status(w->db, &prim) == DB_OK;
-	hs_buf_printf(b,
-		      ",\"replicas\":{\"read_your_writes\":%s,"
-		      "\"primary_reads\":%" PRIu64 ",\"list\":[",
-		      reps->ryw ? "true" : "false", ld(&reps->primary_reads));
+	prim = primary_pos(w, &pst);
+	hs_buf_printf(b, ",\"replicas\":{\"read_your_writes\":%s,",
+		      reps->ryw ? "true" : "false");
+	hs_buf_puts(b, "\"remote_markers\":");
+	if (reps->ryw && w->srv->cfg.cache != NULL)
+		hs_buf_printf(b, "{\"ttl_s\":%u}", w->srv->cfg.marker_ttl_s);
+	else
+		hs_buf_puts(b, "null");
+	hs_metrics_json(b, rows, n, 0);
+	hs_buf_puts(b, ",\"list\":[");
 	for (int i = 0; i < reps->n; i++) {
-		struct srv_replica *rep = &reps->r[i];
-		struct db *db =
-			w->rdown_ns[i] > hs_now_ns() ? NULL : replica_db(w, i);
-		int up = db != NULL && db_repl_status(db, &st) == DB_OK;
+		struct srv_replica_sample v;
+		struct hs_metric r[REP_NFAM];
 
-		if (db != NULL && !up)
-			replica_reset(w, i);
-		if (up)
-			store_max(&rep->replayed_lsn, st.lsn);
+		sample(w, i, prim, &v);
+		sample_rows(&v, NULL, r);
 		hs_buf_printf(b, "%s{\"url\":", i ? "," : "");
-		hs_buf_json_str(b, rep->url);
-		hs_buf_printf(b,
-			      ",\"up\":%s,\"reads\":%" PRIu64
-			      ",\"errors\":%" PRIu64 ",\"behind\":%" PRIu64,
-			      up ? "true" : "false", ld(&rep->reads),
-			      ld(&rep->errors), ld(&rep->behind));
-		/* Sampled now: the primary's WAL written minus replayed. */
-		if (up && have_prim)
-			hs_buf_printf(b, ",\"lag_bytes\":%" PRIu64,
-				      prim.lsn > st.lsn ? prim.lsn - st.lsn
-							: 0);
-		else
-			hs_buf_puts(b, ",\"lag_bytes\":null");
-		if (up && st.replay_age_ms >= 0)
-			hs_buf_printf(b, ",\"replay_age_ms\":%" PRId64,
-				      st.replay_age_ms);
-		else
-			hs_buf_puts(b, ",\"replay_age_ms\":null");
+		hs_buf_json_str(b, reps->r[i].url);
+		for (int k = 0; k < REP_NFAM; k++) {
+			if (r[k].value >= 0)
+				hs_metrics_json(b, &r[k], 1, 0);
+			else
+				hs_buf_printf(b, ",\"%s\":null", r[k].json);
+		}
 		hs_buf_puts(b, "}");
 	}
 	hs_buf_puts(b, "]}");
+}
+
+/* 'replica="URL"' with the label value escaped as Prometheus asks. */
+static void
+url_label(char *out, size_t len, const char *url)
+{
+	size_t o = 0;
+	const char *pre = "replica=\"";
+
+	while (*pre && o + 1 < len)
+		out[o++] = *pre++;
+	for (const char *p = url; *p && o + 4 < len; p++) {
+		if (*p == '"' || *p == '\\' || *p == '\n') {
+			out[o++] = '\\';
+			out[o++] = *p == '\n' ? 'n' : *p;
+		} else {
+			out[o++] = *p;
+		}
+	}
+	out[o++] = '"';
+	out[o] = '\0';
+}
+
+void
+srv_replicas_prom(struct srv_worker *w, struct hs_buf *b)
+{
+	struct srv_replicas *reps = w->srv->reps;
+	struct hs_metric r[SRV_READ_MAX][REP_NFAM], fam[SRV_READ_MAX];
+	char labels[SRV_READ_MAX][600];
+	struct db_repl pst;
+	const struct db_repl *prim;
+
+	if (reps == NULL)
+		return;
+	prim = primary_pos(w, &pst);
+	for (int i = 0; i < reps->n; i++) {
+		struct srv_replica_sample v;
+
+		sample(w, i, prim, &v);
+		url_label(labels[i], sizeof(labels[i]), reps->r[i].url);
+		sample_rows(&v, labels[i], r[i]);
+	}
+	/* A family's samples adjacent; an unknown value has none. */
+	for (int k = 0; k < REP_NFAM; k++) {
+		size_t m = 0;
+
+		for (int i = 0; i < reps->n; i++)
+			if (r[i][k].value >= 0)
+				fam[m++] = r[i][k];
+		if (m == 0)
+			hs_metrics_prom_head(b, "hs_", r[0][k].prom,
+					     r[0][k].help,
+					     r[0][k].type == HS_GAUGE
+						     ? "gauge"
+						     : "counter");
+		else
+			hs_metrics_prom(b, "hs_", fam, m);
+	}
 }
 
 void

@@ -56,6 +56,7 @@ srv_config_defaults(struct srv_config *c)
 	c->busy_timeout_ms = 5000;
 	c->durability_full = 1;  /* README, "Durability" */
 	c->read_your_writes = 1; /* srv_replica.h */
+	c->marker_ttl_s = 5;
 	c->conn_limit = 8192;
 	/* Half the table: one address cannot lock the others out, and a
 	   proxy in front (every request from one address) still gets 4096. */

@@ -34,6 +34,8 @@ struct srv_config {
 	int ndb_read;               /* 0..SRV_READ_MAX (srv_replica.h) */
 	int read_your_writes;       /* with replicas: reads of a key written
 				    here wait for its replay (default 1) */
+	unsigned marker_ttl_s;      /* with replicas and a cache: lifetime of
+				       the remote markers (default 5) */
 	int threads;                /* event loop threads (or blocking
 				    workers), >= 1 */
 	enum srv_io io;             /* SRV_IO_BLOCKING refuses db_threads > 0 */

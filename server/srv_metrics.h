@@ -8,7 +8,8 @@
  *   S(field,  group, JSON key, Prometheus name after "hs_", type, unit, help)
  *   D(value,  group, ...the same)
  *
- * group is the /stats object the key sits in (TOP, DB, CACHE); a NULL JSON
+ * group is the /stats object the key sits in (TOP, DB, CACHE, or REPL:
+ * db.replicas, exported only with --db-read); a NULL JSON
  * key or Prometheus name leaves the row out of that export; unit is one of
  * hs_metrics.h's HS_UNIT_* (NS_MS: nanoseconds shown as ms and seconds).
  * Requests by route and status, and the latency histograms, are families
@@ -57,6 +58,26 @@
 	  "Time parked reads waited for their multi-get to start.")            \
 	S(resume_wait_ns, CACHE, "resume_wait_ms",                             \
 	  "cache_resume_wait_seconds_total", COUNTER, NS_MS,                   \
-	  "Time batched reads waited to be served after the answer.")
+	  "Time batched reads waited to be served after the answer.")          \
+	S(primary_reads, REPL, "primary_reads", "replica_primary_reads_total", \
+	  COUNTER, COUNT,                                                      \
+	  "Replica-eligible reads the primary served: no replica up, or "      \
+	  "none had replayed the key's last write.")                           \
+	S(marker_gets, REPL, "marker_gets", "replica_marker_gets_total",       \
+	  COUNTER, COUNT,                                                      \
+	  "Remote markers asked of memcached before a replica read.")          \
+	S(marker_hits, REPL, "marker_hits", "replica_marker_hits_total",       \
+	  COUNTER, COUNT,                                                      \
+	  "Remote markers found: the key was written within --marker-ttl.")    \
+	S(marker_primary, REPL, "marker_primary_reads",                        \
+	  "replica_marker_primary_reads_total", COUNTER, COUNT,                \
+	  "Reads sent to the primary by a remote marker no replica had "       \
+	  "replayed, or because memcached could not be asked.")                \
+	S(marker_sets, REPL, "marker_sets", "replica_marker_sets_total",       \
+	  COUNTER, COUNT, "Remote markers raised after writes.")               \
+	S(marker_set_errors, REPL, "marker_set_errors",                        \
+	  "replica_marker_set_errors_total", COUNTER, COUNT,                   \
+	  "Remote markers memcached could not be told about (other servers "   \
+	  "may read those keys stale from a lagging replica).")
 
 #endif

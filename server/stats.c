@@ -174,7 +174,7 @@ json_indent(struct hs_buf *b)
 }
 
 /* The /stats object a row of srv_metrics.h belongs to. */
-enum srv_group { SRV_G_TOP, SRV_G_DB, SRV_G_CACHE };
+enum srv_group { SRV_G_TOP, SRV_G_DB, SRV_G_CACHE, SRV_G_REPL };
 
 /* The values the D rows of srv_metrics.h read: those kept elsewhere. */
 struct srv_snap {
@@ -272,7 +272,8 @@ srv_h_stats(struct srv_ctx *c, struct srv_resp *r)
 	nr = srv_rows(s, &v, SRV_G_DB, rows);
 	hs_metrics_json(b, rows, nr, 1);
 	hs_buf_printf(b, ",\"durability\":\"%s\"", stats_durability(c->w));
-	srv_replicas_stats(c->w, b);
+	nr = srv_rows(s, &v, SRV_G_REPL, rows);
+	srv_replicas_stats(c->w, b, rows, nr);
 	hs_buf_puts(b, "}");
 	hs_buf_printf(b,
 		      ",\"data\":{\"products\":%" PRId64
@@ -344,6 +345,11 @@ srv_h_metrics(struct srv_ctx *c, struct srv_resp *r)
 	hs_metrics_prom(b, "hs_", rows, n);
 	n = srv_rows(s, &v, SRV_G_DB, rows);
 	hs_metrics_prom(b, "hs_", rows, n);
+	if (s->reps != NULL) {
+		n = srv_rows(s, &v, SRV_G_REPL, rows);
+		hs_metrics_prom(b, "hs_", rows, n);
+		srv_replicas_prom(c->w, b);
+	}
 	if (s->cfg.cache != NULL) {
 		cache_stats_prom(s->cfg.cache, b);
 		n = srv_rows(s, &v, SRV_G_CACHE, rows);

@@ -19,6 +19,7 @@ import unittest
 import hstest
 import hslab.pg
 from hslab.procs import free_port
+from test_balancer_backend import Balancer
 
 SCALE = 0.01
 CHECKER = hstest.binpath("hs-checker")
@@ -247,6 +248,109 @@ class ReplicaReadsTest(unittest.TestCase):
         hstest.request(port, "GET", "/products/900")
         self.assertEqual(self.stats(port)["replicas"]["list"][0]["reads"],
                          reads + 1)
+
+    def two_servers(self, *extra):
+        """Two servers on the same primary, replica and memcached behind
+        an hs-balancer (round robin: a checker's write goes through one,
+        the reads after it through both).  Returns the balancer and the
+        servers' ports."""
+        # A commit replayed just now: the replica's replay age is known
+        # and small when the test pauses it.
+        self.pg.psql("UPDATE products SET stock = stock WHERE id = 10",
+                     db="hs")
+        hslab.pg.wait_replayed(self.pg, [self.rep], db="hs",
+                               timeout=60 * hstest.SLOW)
+        mc, mc_port = hstest.start_memcached()
+        self.servers.append(mc)
+        ports = [self.server("--db-read", self.rep.url("hs"), "--memcached",
+                             "127.0.0.1:%d" % mc_port, *extra)
+                 for _ in range(2)]
+        bal = Balancer(["127.0.0.1:%d" % p for p in ports])
+        self.servers.append(bal.proc)
+        return bal, ports
+
+    def test_two_servers_read_your_writes(self):
+        """Server B sees server A's writes through the remote markers in
+        memcached: no stale read, from B's replica reads or from a body B
+        filled into the cache."""
+        # A TTL no run outlasts: the replica never counts as too far.
+        bal, ports = self.two_servers("--marker-ttl", "60")
+        a, b = ports
+        before = hstest.request(b, "GET", "/products/6").json()["version"]
+        hslab.pg.pause_replay(self.rep)
+        res = self.checker(bal.port)
+        self.assertGreater(res["writes"], 0)
+        self.assertGreater(res["reads"], 0)
+        self.assertEqual(res["stale_reads"], 0)
+        # Written through A, then read through B (its body was cached).
+        self.assertEqual(put_stock(a, 6, 66).status, 200)
+        self.assertEqual(hstest.request(b, "GET", "/products/6")
+                         .json()["version"], before + 1)
+        st = [self.stats(p)["replicas"] for p in ports]
+        self.assertTrue(all(s["marker_sets"] > 0 for s in st), st)
+        self.assertGreater(sum(s["marker_hits"] for s in st), 0, st)
+        self.assertGreater(sum(s["marker_primary_reads"] for s in st), 0)
+        self.assertEqual(sum(s["marker_set_errors"] for s in st), 0)
+        # A product nobody wrote still reads from the replica.
+        reads = st[1]["list"][0]["reads"]
+        hstest.request(b, "GET", "/products/901")
+        self.assertEqual(self.stats(b)["replicas"]["list"][0]["reads"],
+                         reads + 1)
+
+    def test_replica_lagging_past_the_marker_ttl(self):
+        """Once A's marker is gone, B must not take the replica's word:
+        it lags more than --marker-ttl, so B reads from the primary."""
+        _, (a, b) = self.two_servers("--marker-ttl", "1")
+        before = hstest.request(b, "GET", "/products/11").json()["version"]
+        hslab.pg.pause_replay(self.rep)
+        self.assertEqual(put_stock(a, 11, 11).status, 200)
+        # Past the marker's TTL (memcached expires within TTL + 1 s) and
+        # past the once-a-second distance check.
+        time.sleep(3)
+        self.assertEqual(hstest.request(b, "GET", "/products/11")
+                         .json()["version"], before + 1)
+        st = self.stats(b)["replicas"]
+        self.assertGreater(st["list"][0]["too_far"], 0)
+        self.assertEqual(st["marker_hits"], 0)
+
+    def test_two_servers_stale_without_read_your_writes(self):
+        bal, _ = self.two_servers("--read-your-writes", "off")
+        hslab.pg.pause_replay(self.rep)
+        res = self.checker(bal.port)
+        self.assertGreater(res["writes"], 0)
+        self.assertGreater(res["stale_reads"], 0)
+
+    def test_memcached_down_reads_from_primary(self):
+        """No answer about the markers: the primary, not the replica."""
+        dead = "127.0.0.1:%d" % free_port()
+        port = self.server("--db-read", self.rep.url("hs"), "--memcached",
+                           dead)
+        for pid in (7, 8):
+            r = hstest.request(port, "GET", "/products/%d" % pid)
+            self.assertEqual(r.status, 200, r.body)
+        st = self.stats(port)["replicas"]
+        self.assertEqual(st["list"][0]["reads"], 0)
+        self.assertEqual(st["primary_reads"], 2)
+        self.assertEqual(st["marker_primary_reads"], 2)
+        self.assertEqual(st["marker_hits"], 0)
+
+    def test_metrics_have_the_replicas(self):
+        port = self.server("--db-read", self.rep.url("hs"))
+        self.assertEqual(hstest.request(port, "GET",
+                                        "/products/9").status, 200)
+        text = hstest.request(port, "GET", "/metrics").body.decode()
+        lab = '{replica="%s"}' % self.rep.url("hs")
+        for line in ("hs_replica_up" + lab + " 1",
+                     "hs_replica_reads_total" + lab + " 1",
+                     "hs_replica_errors_total" + lab + " 0",
+                     "hs_replica_behind_total" + lab + " 0",
+                     "hs_replica_primary_reads_total 0",
+                     "hs_replica_marker_gets_total 0"):
+            self.assertIn("\n" + line + "\n", text)
+        for fam in ("hs_replica_lag_bytes", "hs_replica_replay_age_seconds"):
+            self.assertIn("# TYPE %s gauge\n" % fam, text)
+        self.assertRegex(text, r"\nhs_replica_lag_bytes\{replica=\"[^\"]+\"\}"
+                         r" \d+\n")
 
 
 STACK = os.path.join(hstest.SRC, "loadtest", "stack.py")

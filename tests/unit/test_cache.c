@@ -525,6 +525,56 @@ test_invalidate(void **state)
 	cache_shared_free(s);
 }
 
+/* Markers only go up (the larger of two racing writers stays), expire
+   with their TTL, and anything memcached cannot vouch for is an error. */
+static void
+test_markers(void **state)
+{
+	struct group *g = *state;
+	struct cache_opts o;
+	struct cache_shared *s, *dead;
+	struct cache *c, *dc;
+	char k[CACHE_KEY_MAX];
+	uint64_t v = 7;
+
+	test_opts(&o, g);
+	s = mk_shared(&o);
+	c = cache_new(s);
+	assert_int_equal(cache_key_marker(k, 4095), (int)strlen("hs1:rm:4095"));
+	assert_string_equal(k, "hs1:rm:4095");
+	assert_int_equal(cache_marker_get(c, "tm:1", &v), CACHE_MISS);
+	assert_int_equal(v, 7);
+	assert_int_equal(cache_marker_raise(c, "tm:1", 100, 60), 0);
+	assert_int_equal(cache_marker_get(c, "tm:1", &v), CACHE_HIT);
+	assert_int_equal(v, 100);
+	/* A writer whose commit came first but whose marker comes last. */
+	assert_int_equal(cache_marker_raise(c, "tm:1", 90, 60), 0);
+	assert_int_equal(cache_marker_get(c, "tm:1", &v), CACHE_HIT);
+	assert_int_equal(v, 100);
+	assert_int_equal(cache_marker_raise(c, "tm:1", UINT64_MAX, 60), 0);
+	assert_int_equal(cache_marker_get(c, "tm:1", &v), CACHE_HIT);
+	assert_true(v == UINT64_MAX);
+	/* Not a marker: no answer. */
+	assert_int_equal(cache_store(c, "tm:2", 200, "{}", 2), 0);
+	assert_int_equal(cache_marker_get(c, "tm:2", &v), CACHE_ERR);
+	/* The TTL bounds a marker's life. */
+	assert_int_equal(cache_marker_raise(c, "tm:3", 5, 1), 0);
+	assert_int_equal(cache_marker_get(c, "tm:3", &v), CACHE_HIT);
+	usleep(2100 * 1000);
+	assert_int_equal(cache_marker_get(c, "tm:3", &v), CACHE_MISS);
+
+	/* A server that is not there. */
+	o.servers = "127.0.0.1:1";
+	dead = mk_shared(&o);
+	dc = cache_new(dead);
+	assert_int_equal(cache_marker_get(dc, "tm:1", &v), CACHE_ERR);
+	assert_int_equal(cache_marker_raise(dc, "tm:1", 5, 60), -1);
+	cache_free(dc);
+	cache_shared_free(dead);
+	cache_free(c);
+	cache_shared_free(s);
+}
+
 struct racer {
 	struct cache_shared *s;
 	struct db *d;
@@ -1842,6 +1892,7 @@ main(void)
 		cmocka_unit_test(test_miss_then_hit),
 		cmocka_unit_test(test_negative_and_expiry),
 		cmocka_unit_test(test_invalidate),
+		cmocka_unit_test(test_markers),
 		cmocka_unit_test(test_race_lease_never_stale),
 		cmocka_unit_test(test_race_naive_stale_set),
 		cmocka_unit_test(test_lease_marker_and_fallback),
