@@ -1130,7 +1130,10 @@ def run_step(step, a, counts, outdir, servers=1, io=None, ryw=None):
             a.budget_problem = stk.budgets.problem
         hosts0, t0, m0 = stk.host_usage(), time.monotonic(), machine_ticks()
         wall0 = time.time()
-        reads0 = wdb.read_counts(stk) if dbstep else None
+        reads0 = None
+        if dbstep:
+            reads0 = wdb.read_counts(stk)
+            event(a, step, "load start")   # the report's lag chart
         if chk:
             chk.start()
         extra = None
@@ -1162,6 +1165,7 @@ def run_step(step, a, counts, outdir, servers=1, io=None, ryw=None):
         secs = time.monotonic() - t0
         hosts1, m1 = stk.host_usage(), machine_ticks()
         if dbstep:
+            event(a, step, "load end")
             # The sampler's ticks of the load alone (the sweep comes next).
             dbf = wdb.row_fields(
                 a, stk, ryw, wdb.read_share(reads0, wdb.read_counts(stk)),

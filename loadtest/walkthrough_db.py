@@ -252,25 +252,40 @@ def describe(r):
     return lines
 
 
+def cores(text, prefix):
+    """Cores used by the hosts named prefix* in a db_cpu column, summed."""
+    tot = 0.0
+    for part in str(text or "").split(";"):
+        name, _, v = part.partition("=")
+        if name.startswith(prefix) and v:
+            tot += float(v.split("/")[0])
+    return tot
+
+
 def headline(by, add):
-    """The summary's step 5 lines (add(label, value, detail))."""
+    """The summary's step 5 lines (add(label, value, detail)): short
+    values, the rest in the detail."""
     if "5a" in by and "5b" in by:
         p, r = by["5a"], by["5b"]
-        add("read replicas", "%s -> %s req/s" % (p["req_s"], r["req_s"]),
-            "5a -> 5b (%s replicas), database CPU %s -> %s; reads %s" % (
-                r["replicas"], p["db_cpu"], r["db_cpu"], r["read_share"]))
-    lagged = [r for k, r in sorted(by.items()) if k.startswith("5")
-              and r.get("lag_ms") != "" and r.get("replicas")]
-    if lagged:
-        add("replica lag", "; ".join("%s: %s ms" % (r["step"], r["lag_ms"])
-                                     for r in lagged),
-            "median replay age under load (max %s ms); bytes %s" % (
-                ", ".join(str(r["lag_ms_max"]) for r in lagged),
-                ", ".join(str(r["lag_bytes"]) for r in lagged)))
+        add("read replicas", "%.0f -> %.0f req/s" % (float(p["req_s"]),
+                                                     float(r["req_s"])),
+            "5a -> 5b, %s replicas; the primary's CPU %.2f -> %.2f cores; "
+            "reads %s" % (r["replicas"], cores(p["db_cpu"], "postgres"),
+                          cores(r["db_cpu"], "postgres"),
+                          r["read_share"].replace(";", ", ")))
+    if by.get("5b", {}).get("lag_ms", "") != "":
+        r = by["5b"]
+        late = by.get("5c/off") or by.get("5c/on")
+        add("replica lag", "%s ms" % r["lag_ms"],
+            "5b, median under load (max %s ms, %s bytes of WAL)%s" % (
+                r["lag_ms_max"], r["lag_bytes"],
+                "; 5c: %s ms with replicas %s ms late on purpose" % (
+                    late["lag_ms"], late["replica_delay_ms"])
+                if late and late.get("lag_ms") != "" else ""))
     if "5c/off" in by and "5c/on" in by:
         o, n = by["5c/off"], by["5c/on"]
         add("stale reads from replicas",
-            "%s (RYW off) -> %s (RYW on)" % (o["stale_reads"],
-                                             n["stale_reads"]),
-            "replicas %s ms late, %s servers behind hs-balancer" % (
-                o["replica_delay_ms"], o["servers"]))
+            "%s -> %s" % (o["stale_reads"], n["stale_reads"]),
+            "5c, read-your-writes off -> on; replicas %s ms late, %s "
+            "servers behind hs-balancer" % (o["replica_delay_ms"],
+                                            o["servers"]))
