@@ -342,9 +342,12 @@ function render() {
   if (tile) tile.classList.toggle("bad", st !== null && st > 0);
   set("l-stale", st !== null ? "stale reads" : "memcached gets/s");
   set("n-stale", st !== null ? fmt(st, 0) : fmt(last(ca.gets), 0));
-  // The lag tile, with replicas only: the worst replica's last sample.
+  // With replicas the lag tile takes the DB q/request tile's place: the
+  // worst replica's last sample.
   const lagTile = document.getElementById("t-lag");
   if (lagTile) lagTile.hidden = reps === null;
+  const dbqTile = document.getElementById("t-dbq");
+  if (dbqTile) dbqTile.hidden = reps !== null;
   status.lag = null;
   if (reps) {
     const worst = k => Math.max(...reps.map(r => last(r[k])).filter(v => v !== null), -1);
