@@ -7,7 +7,8 @@
           budget), the servers reading from them (--db-read): req/s up,
           the primary's CPU down; each replica's share of the reads and
           the lag measured while the load runs (the servers' /stats
-          db.replicas: lag_bytes, replay_age_ms; hslab/sampler.py)
+          db.replicas: lag_bytes, replay_age_ms; hslab/sampler.py's
+          lag_ms)
   5c/off  the stale-read scene: the cache back (lease), the replicas
           applying each commit --replica-delay-ms late (a distant or busy
           replica; a laptop's own lag is a few ms), hs-checker beside the
@@ -175,12 +176,13 @@ def read_share(before, after):
 
 
 def lag(sampler, nreplicas, t0, t1):
-    """(median lag_bytes, median replay_age_ms, max replay_age_ms) over the
-    sampler's ticks in [t0, t1], each tick's worst replica; "" when none
-    was measured."""
+    """(median lag_bytes, median lag_ms, max lag_ms) over the sampler's
+    ticks in [t0, t1], each tick's worst replica (hslab/sampler.py: lag_ms
+    is the age of the newest commit a replica applied while it has WAL
+    left to replay, else 0); "" when none was measured."""
     series = sampler.series()
     out = []
-    for metric in ("lag_bytes", "replay_age_ms"):
+    for metric in ("lag_bytes", "lag_ms"):
         by_t = {}
         for k in range(1, nreplicas + 1):
             for t, v in series.get("pg-replica-%d" % k, {}).get(metric, []):

@@ -145,9 +145,9 @@ function cpu() {
 }
 
 /* PostgreSQL replicas (components pg-replica-K; hslab/sampler.py): each
-   one's lag as the servers measure it, in ms (the age of the newest
-   commit it applied: under steady writes, how far behind it is) and in
-   kB of WAL not yet replayed.  null without replicas in the last minute. */
+   one's lag as the servers measure it, in ms (lag_ms: the age of the
+   newest commit it applied while it has WAL left to replay, else 0) and
+   in kB of WAL not yet replayed.  null without replicas in the last minute. */
 function replicas() {
   const rs = comps(/^pg-replica-\d+$/).filter(c => {
     const b = get(c, "lag_bytes");
@@ -155,7 +155,7 @@ function replicas() {
   });
   if (!rs.length) return null;
   const kb = pts => pts.map(([t, v]) => [t, v / 1024]);
-  return rs.map(c => ({ name: c.replace(/^pg-/, ""), ms: get(c, "replay_age_ms"),
+  return rs.map(c => ({ name: c.replace(/^pg-/, ""), ms: get(c, "lag_ms"),
                         kb: kb(get(c, "lag_bytes")) }));
 }
 

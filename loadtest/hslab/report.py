@@ -353,7 +353,7 @@ def _db_charts(rows, series, events):
     for s in series:
         comp, step = s.get("component", ""), s.get("step")
         if not comp.startswith("pg-replica") or step not in span or \
-                s.get("metric") not in ("replay_age_ms", "lag_bytes"):
+                s.get("metric") not in ("lag_ms", "lag_bytes"):
             continue
         t, v = _num(s.get("time")), _num(s.get("value"))
         sp = span[step]
@@ -361,7 +361,7 @@ def _db_charts(rows, series, events):
                 sp.get("load start", 1e18) <= t <= sp.get("load end", 0):
             continue
         sec = round(t - sp["load start"])
-        into = ms if s["metric"] == "replay_age_ms" else kb
+        into = ms if s["metric"] == "lag_ms" else kb
         pts = into.setdefault(step, {})
         pts[sec] = max(pts.get(sec, 0), v if into is ms else v / 1024.0)
     ds = []
@@ -377,6 +377,7 @@ def _db_charts(rows, series, events):
             "id": "replica-lag", "title": "Replica lag under load (step 5)",
             "kind": "line", "x": {"title": "seconds of load (s)"},
             "y": {"title": "lag (ms): age of the newest commit applied"},
+            # (0 while a replica has nothing left to replay)
             "y2": {"title": "lag (kB of WAL not yet replayed)"},
             "datasets": ds,
             "note": "the worst replica each second, as the servers measure "

@@ -9,9 +9,10 @@ Each tick (default once a second) reads
   * each memcached's `stats` over its text protocol,
   * with PostgreSQL replicas, what the servers' /stats say of them
     (db.replicas): under "pg-replica-K" its "lag_bytes" (the primary's
-    WAL written minus what the replica replayed) and "replay_age_ms" (the
-    age of the newest commit it applied: under steady writes, its lag in
-    time), the largest any server measured, and "reads" (summed); under
+    WAL written minus what the replica replayed), "replay_age_ms" (the
+    age of the newest commit it applied) and "lag_ms" (that age while
+    lag_bytes > 0, else 0: its lag in time), the largest any server
+    measured, and "reads" (summed); under
     "postgres" the reads sent to the primary ("reads"),
   * each host's CPU: "host.cpu_s" (CPU seconds used, from its cgroup, or
     from /proc without a budget), "host.throttled_s", "host.nr_throttled"
@@ -108,8 +109,9 @@ def window_quantiles(cur, prev, qs=(0.5, 0.99)):
 def replica_metrics(st, out):
     """Adds what one hs-server's /stats says of the PostgreSQL replicas it
     reads from (db.replicas, a list flatten() leaves out) to out:
-    {"pg-replica-K": {"lag_bytes", "replay_age_ms": the largest any server
-    measured; "reads", "behind": summed over servers}, "postgres":
+    {"pg-replica-K": {"lag_bytes", "replay_age_ms", "lag_ms": the largest
+    any server measured; "reads", "behind": summed over servers},
+    "postgres":
     {"reads": the reads sent to the primary}}.  Replica K is the server's
     K-th --db-read (the stack passes them in that order)."""
     reps = (st.get("db") or {}).get("replicas")
@@ -121,10 +123,15 @@ def replica_metrics(st, out):
         m = out.setdefault("pg-replica-%d" % (i + 1), {})
         for k in ("reads", "behind"):
             m[k] = m.get(k, 0) + (r.get(k) or 0)
-        for k in ("lag_bytes", "replay_age_ms"):
-            v = r.get(k)
+        b, age = r.get("lag_bytes"), r.get("replay_age_ms")
+        for k, v in (("lag_bytes", b), ("replay_age_ms", age)):
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 m[k] = max(m.get(k, v), v)
+        if isinstance(b, int) and isinstance(age, int):
+            # Caught up (nothing left to replay) is no lag, however old
+            # the last commit is: writes may be seconds apart.
+            lag = age if b > 0 else 0
+            m["lag_ms"] = max(m.get("lag_ms", lag), lag)
 
 
 def stack_targets(stk):

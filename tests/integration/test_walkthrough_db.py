@@ -154,11 +154,13 @@ class ReplicaMetricsTest(unittest.TestCase):
         out = {}
         replica_metrics(doc(100, 20, 5, 3), out)
         replica_metrics(doc(4000, 10, 6, 1), out)
+        # Caught up: an old last commit is no lag.
+        replica_metrics(doc(0, 900, 0, 0), out)
         replica_metrics({"db": {"queries": 9}}, out)   # no replicas
         self.assertEqual(out["pg-replica-1"],
-                         {"reads": 11, "behind": 2, "lag_bytes": 4000,
-                          "replay_age_ms": 20})
-        self.assertEqual(out["pg-replica-2"], {"reads": 14, "behind": 0})
+                         {"reads": 11, "behind": 3, "lag_bytes": 4000,
+                          "replay_age_ms": 900, "lag_ms": 20})
+        self.assertEqual(out["pg-replica-2"], {"reads": 21, "behind": 0})
         self.assertEqual(out["postgres"], {"reads": 4})
 
 
@@ -177,7 +179,7 @@ class FakeSampler:
         for k in range(1, self.replicas + 1):
             out["pg-replica-%d" % k] = {
                 "lag_bytes": [(t, 2048.0 * k) for t in ts],
-                "replay_age_ms": [(t, 100.0 * k + 50) for t in ts]}
+                "lag_ms": [(t, 100.0 * k + 50) for t in ts]}
         return out
 
 
