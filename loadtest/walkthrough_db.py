@@ -196,10 +196,15 @@ def lag(sampler, nreplicas, t0, t1):
 
 
 def db_cpu(before, after, seconds):
-    """"postgres=0.25/0.25;pg-replica-1=..." cores used / budget."""
+    """"postgres=0.25/0.25;pg-replica-1=..." cores used / budget.  Without
+    a budget (--db-cpus 0) a cluster's CPU is not measured: only its
+    cgroup counts the backends it forks and reaps ("postgres=n/a")."""
     out = []
     for name, u in sorted(after.items()):
-        if name == "postgres" or name.startswith("pg-replica"):
+        if (name == "postgres" or name.startswith("pg-replica")) and \
+                not u.get("cpus"):
+            out.append("%s=n/a" % name)
+        elif name == "postgres" or name.startswith("pg-replica"):
             used = (u["cpu_s"] - before.get(name, {}).get("cpu_s", 0)) / \
                 max(seconds, 1e-9)
             out.append("%s=%.2f/%g" % (name, used, u.get("cpus", 0)))
@@ -259,7 +264,7 @@ def cores(text, prefix):
     tot = 0.0
     for part in str(text or "").split(";"):
         name, _, v = part.partition("=")
-        if name.startswith(prefix) and v:
+        if name.startswith(prefix) and v and v != "n/a":
             tot += float(v.split("/")[0])
     return tot
 
