@@ -8,7 +8,9 @@ orphan keeps a port.  `up --detach` leaves the supervisor in the background
 and records it in run/stack.json for `down` and `status`.
 
 --server-cpus, --cache-cpus and --balancer-cpus give each such process a
-CPU budget: its own cgroup with that quota (hslab/cgroups.py).  They are
+CPU budget: its own cgroup with that quota (hslab/cgroups.py); as a
+library, Stack(db_cpus=F) gives the local PostgreSQL primary and each
+replica one too (the walkthrough's step 5).  They are
 removed when the stack stops; those of a supervisor killed with SIGKILL
 are swept by the next up, down or status.
 
@@ -201,7 +203,7 @@ class Stack:
         """The cgroup of a cluster started by hslab.pg (None: no budget):
         the postmaster and the processes it has started so far join it
         now; the backends it forks for connections later are born in it."""
-        if name.rsplit("-", 1)[0] not in self.cpus and name not in self.cpus:
+        if "postgres" not in self.cpus:     # no db_cpus
             return None
         host = self._host(name)
         if host is None:
