@@ -8,7 +8,9 @@ orphan keeps a port.  `up --detach` leaves the supervisor in the background
 and records it in run/stack.json for `down` and `status`.
 
 --server-cpus, --cache-cpus and --balancer-cpus give each such process a
-CPU budget: its own cgroup with that quota (hslab/cgroups.py).  They are
+CPU budget: its own cgroup with that quota (hslab/cgroups.py); as a
+library, Stack(db_cpus=F) gives the local PostgreSQL primary and each
+replica one too (the walkthrough's step 5).  They are
 removed when the stack stops; those of a supervisor killed with SIGKILL
 are swept by the next up, down or status.
 
@@ -42,6 +44,21 @@ DEFAULT_PG_DIR = os.path.join(ROOT, "data", "pg")
 # (hslab.pg's default) as no replica streams from it.
 PG_SETTINGS = {"fsync": "on", "full_page_writes": "on",
                "shared_buffers": "128MB", "max_connections": "300"}
+
+
+def pg_children(pid):
+    """The PIDs whose parent is pid (a postmaster's processes)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(d))
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
 
 
 def is_pg_url(db):
@@ -82,7 +99,8 @@ class Stack:
                  logdir=None, server_args=(), balancer_args=(),
                  threads=None, server_ports=None, memcached_ports=None,
                  db_threads=None, server_cpus=0.0, cache_cpus=0.0,
-                 balancer_cpus=0.0, pg_dir=None, replicas=0):
+                 balancer_cpus=0.0, pg_dir=None, replicas=0, db_cpus=0.0,
+                 replica_delay_ms=0):
         if servers < 1:
             raise StackError("--servers must be at least 1")
         if cache not in ("lease", "naive", "off"):
@@ -119,6 +137,12 @@ class Stack:
         # CPU budgets in cores (0: none), one cgroup per process.
         self.cpus = {"hs-server": server_cpus, "memcached": cache_cpus,
                      "hs-balancer": balancer_cpus}
+        # The local PostgreSQL primary and each replica: a host each.
+        if self.pg_local and db_cpus:
+            self.cpus["postgres"] = self.cpus["pg-replica"] = db_cpus
+        # Replicas apply each commit this late (recovery_min_apply_delay),
+        # as a distant or busy replica would: lag a laptop can show.
+        self.replica_delay_ms = replica_delay_ms
         self.budgets = cgroups.Budgets()
         self.children = []
 
@@ -157,7 +181,8 @@ class Stack:
         self.pg = hpg.start_postgres(base=self.pg_dir, fsync=True,
                                      settings=settings, db="hammerstack")
         self.db = self.pg.url()
-        self._started(self.pg.proc, self.pg.port, None)
+        self._started(self.pg.proc, self.pg.port, self._pg_host("postgres",
+                                                                self.pg))
 
     def start_replicas(self):
         from hslab import pg as hpg
@@ -166,7 +191,32 @@ class Stack:
             r = hpg.start_replica(self.pg, base=self.replica_dir(k),
                                   name="pg-replica-%d" % k)
             self.replicas.append(r)
-            self._started(r.proc, r.port, None)
+            if self.replica_delay_ms:
+                # A reload is enough: the setting is read on SIGHUP.
+                r.psql("ALTER SYSTEM SET recovery_min_apply_delay = '%dms'"
+                       % self.replica_delay_ms)
+                r.psql("SELECT pg_reload_conf()")
+            self._started(r.proc, r.port,
+                          self._pg_host("pg-replica-%d" % k, r))
+
+    def _pg_host(self, name, pg):
+        """The cgroup of a cluster started by hslab.pg (None: no budget):
+        the postmaster and the processes it has started so far join it
+        now; the backends it forks for connections later are born in it."""
+        if "postgres" not in self.cpus:     # no db_cpus
+            return None
+        host = self._host(name)
+        if host is None:
+            return None
+        pids = [pg.proc.pid] + pg_children(pg.proc.pid)
+        for path in host.procs_files():
+            for pid in pids:
+                try:
+                    with open(path, "w") as f:
+                        f.write(str(pid))
+                except OSError:
+                    pass    # _started() says so for the postmaster
+        return host
 
     def replica_dir(self, k):
         return os.path.join(self.pg_dir, "replica%d" % k)

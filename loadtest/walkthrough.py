@@ -19,6 +19,10 @@ step, and a report folder.
       and a perf flame graph when perf can sample)
   4   lose the cache: memcached killed under open-loop load, then an empty
       one back on the same port
+  5   (optional: --steps ...,5) the database server: PostgreSQL with its
+      own CPU budget (5a), + streaming read replicas (5b), and replica lag's
+      stale reads with read-your-writes off and on (5c/off, 5c/on);
+      walkthrough_db.py
 
 Each row: req/s, capacity at the SLO (hs-load sweep), p50, p99, errors, DB
 queries per request and DB time share, cache hit %, stale reads, and each
@@ -50,6 +54,7 @@ import stack as hs  # noqa: E402
 from hslab.dashboard import serve as serve_dashboard  # noqa: E402
 from hslab import report  # noqa: E402
 from hslab.pauser import Pauser, stdin_usable  # noqa: E402
+import walkthrough_db as wdb  # noqa: E402
 
 ROOT = hs.ROOT
 WRK_DIR = os.path.join(ROOT, "loadtest", "wrk")
@@ -70,7 +75,10 @@ STEPS = {
           "memcached dies under load: the database takes it all, then an "
           "empty cache refills"),
 }
+STEPS.update(wdb.STEPS)
+# Step 5 is optional (PostgreSQL, and minutes more): --steps ...,5.
 DEFAULT_STEPS = "0,1,1b,2,2b,3,4"
+STEP_CHOICES = "0,1,1b,2,2b,3,4,5 (5a,5b,5c)"
 
 # Step-through mode: what the speaker points at while a step waits.
 SHOW = {
@@ -85,6 +93,7 @@ SHOW = {
     "4": "the dashboard: DB queries/s when memcached dies, hits when an "
          "empty one is back",
 }
+SHOW.update(wdb.SHOW)
 DEFAULT_SERVER_CPUS = 0.15
 
 COLUMNS = ["step", "setup", "req_s", "p50_ms", "p99_ms", "errors",
@@ -94,7 +103,7 @@ COLUMNS = ["step", "setup", "req_s", "p50_ms", "p99_ms", "errors",
            "connections", "capacity_rps", "slo_ms", "db_queries_per_req",
            "db_time_pct", "server_share", "limit", "waiting_clients",
            "timeouts", "correctness_only", "offered_rps", "busy_req_s",
-           "busy_p99_ms", "busy_waiting"]
+           "busy_p99_ms", "busy_waiting"] + wdb.COLUMNS
 
 SWEEP_COLUMNS = ["step", "offered_rps", "achieved_rps", "p50_us", "p90_us",
                  "p99_us", "p999_us", "max_us", "errors", "non2xx", "late"]
@@ -999,10 +1008,10 @@ def base_row(step, title, a, stk, w, d, c, host_cpu, host_thr):
                         if d.get("req_ms") else ""),
         "server_share": "", "limit": "", "waiting_clients": "",
         "timeouts": w.get("err_timeout", ""),
-        "correctness_only": 1 if step == "1b" else 0,
+        "correctness_only": 1 if step in ("1b", "5c/off", "5c/on") else 0,
         "offered_rps": "", "busy_req_s": "", "busy_p99_ms": "",
         "busy_waiting": "",
-    }
+    } | {k: "" for k in wdb.COLUMNS}
 
 
 def warm_cache(stk, a, counts, step, mix="update"):
@@ -1063,13 +1072,17 @@ def pause(a, step, title, stk):
     event(a, step, "go")
 
 
-def run_step(step, a, counts, outdir, servers=1, io=None):
+def run_step(step, a, counts, outdir, servers=1, io=None, ryw=None):
     """One measured step: wrk (with the checker beside it unless io is
     given), then its open-loop sweep.  step is the row's name ("0",
-    "2/4", "2b/blocking", ...)."""
+    "2/4", "2b/blocking", "5c/off", ...); ryw: step 5c's
+    --read-your-writes."""
     base = step.split("/")[0]
     title, lesson = STEPS[base]
-    if base == "2":
+    dbstep = base in wdb.STEPS
+    if dbstep:
+        title = wdb.title(step, a, ryw)
+    elif base == "2":
         title = title % servers
     elif base == "2b":
         title = title % ("blocking, %d workers" % a.blocking_threads
@@ -1079,12 +1092,23 @@ def run_step(step, a, counts, outdir, servers=1, io=None):
         title = "profile, %d servers" % servers
     elif base == "1b":
         title = "naive cache, %d ms fill delay" % a.fill_delay_ms
-    stk = make_stack(step, a, os.path.join(
-        outdir, "logs", "step-" + step.replace("/", "-")), servers, io)
-    progress("step %s: %s — starting %d server(s)%s%s" % (
-        step, title, stk.nservers, ", memcached" if stk.nmemcached else "",
+    logdir = os.path.join(outdir, "logs", "step-" + step.replace("/", "-"))
+    if dbstep:
+        stk = wdb.make_stack(step, a, logdir, ryw)
+    else:
+        stk = make_stack(step, a, logdir, servers, io)
+    progress("step %s: %s — starting %s%d server(s)%s%s" % (
+        step, title, "PostgreSQL%s, " % (
+            " + %d replicas" % stk.nreplicas if stk.nreplicas else "")
+        if dbstep else "", stk.nservers,
+        ", memcached" if stk.nmemcached else "",
         ", hs-balancer" if stk.balancer else ""))
+    if dbstep and stk.replica_delay_ms:
+        progress("step %s: the replicas apply WAL %d ms late, as a distant "
+                 "or busy replica would" % (step, stk.replica_delay_ms))
     stk.start()
+    if dbstep:
+        counts = wdb.counts(stk, counts)
     a.sampler.watch(stk, step)
     conns = a.io_connections if io else a.connections
     mix = "read" if io else "update"
@@ -1105,6 +1129,11 @@ def run_step(step, a, counts, outdir, servers=1, io=None):
         if stk.budgets.problem:
             a.budget_problem = stk.budgets.problem
         hosts0, t0, m0 = stk.host_usage(), time.monotonic(), machine_ticks()
+        wall0 = time.time()
+        reads0 = None
+        if dbstep:
+            reads0 = wdb.read_counts(stk)
+            event(a, step, "load start")   # the report's lag chart
         if chk:
             chk.start()
         extra = None
@@ -1135,6 +1164,13 @@ def run_step(step, a, counts, outdir, servers=1, io=None):
                 d = delta(before, snapshot(stk))
         secs = time.monotonic() - t0
         hosts1, m1 = stk.host_usage(), machine_ticks()
+        if dbstep:
+            event(a, step, "load end")
+            # The sampler's ticks of the load alone (the sweep comes next).
+            dbf = wdb.row_fields(
+                a, stk, ryw, wdb.read_share(reads0, wdb.read_counts(stk)),
+                wdb.lag(a.sampler, stk.nreplicas, wall0, time.time()),
+                wdb.db_cpu(hosts0, hosts1, secs))
         if qw:
             waiting = qw.finish()
         elif not io:
@@ -1142,9 +1178,11 @@ def run_step(step, a, counts, outdir, servers=1, io=None):
         share1 = server_requests(stk)
         host_cpu, host_thr = host_columns(hosts0, hosts1, secs)
         limit = name_limit(hosts0, hosts1, secs, m0, m1)
+        if dbstep:
+            limit = wdb.db_limit(hosts0, hosts1, secs) or limit
         if chk:
             chk.join(a.duration + 150)
-        if base not in ("1b", "2b"):
+        if base not in ("1b", "2b", "5c"):
             points, cap = run_sweep(step, port, a, counts, w["rps"], outdir,
                                     mix, conns)
     finally:
@@ -1162,6 +1200,8 @@ def run_step(step, a, counts, outdir, servers=1, io=None):
     })
     if base == "1b":
         row["server_cpus"] = 0  # see make_stack
+    if dbstep:
+        row.update(dbf)
     if io:
         row.update({
             "offered_rps": w["offered_rps"],
@@ -1434,6 +1474,7 @@ def write_summary(outdir, rows, meta, a):
     if "1b" in by:
         add("stale reads with the naive cache", by["1b"]["stale_reads"],
             "step 1b, a correctness demonstration")
+    wdb.headline(by, add)
     if "4" in by:
         add("losing the cache", by["4"]["limit"], "%s; stale reads %s "
             "(hs-checker beside the scene)" % (by["4"]["setup"],
@@ -1513,8 +1554,8 @@ def main(argv=None):
     ap.add_argument("--wrk-threads", type=int, default=1, metavar="T",
                     help="wrk threads (default 1)")
     ap.add_argument("--servers", type=int, default=2, metavar="N",
-                    help="servers behind the balancer in step 3 (default 2; "
-                    "step 2 runs --scale-out)")
+                    help="servers behind the balancer in steps 3 and 5 "
+                    "(default 2; step 2 runs --scale-out)")
     ap.add_argument("--server-threads", type=int, default=None, metavar="N",
                     help="event loop threads per server (default: CPUs)")
     ap.add_argument("--server-db-threads", type=int, default=None,
@@ -1523,8 +1564,9 @@ def main(argv=None):
                     "run the queries; try --server-threads 1 "
                     "--server-db-threads 8)")
     ap.add_argument("--steps", default=DEFAULT_STEPS,
-                    help="steps to run, of 0,1,1b,2,2b,3,4 (default %s)" %
-                    DEFAULT_STEPS)
+                    help="steps to run, of %s (default %s; 5, the "
+                    "database server with PostgreSQL and read replicas, "
+                    "only when asked for)" % (STEP_CHOICES, DEFAULT_STEPS))
     ap.add_argument("--scale-out", default="1,2,4", metavar="LIST",
                     help="step 2: the server counts behind hs-balancer, one "
                     "row each (default 1,2,4)")
@@ -1600,6 +1642,7 @@ def main(argv=None):
                     "stdin: a terminal or a pipe; else the dashboard alone "
                     "drives it")
     hs.add_cpu_args(ap)
+    wdb.add_args(ap)
     # Small hosts: 0.15 core per server, so that on a 2-core machine four
     # of them, memcached, hs-balancer and the clients still fit, and
     # every server is CPU bound at its own budget (README, "The talk").
@@ -1612,11 +1655,11 @@ def main(argv=None):
     hs.add_dashboard_args(ap)
     hs.add_check_args(ap)
     a = ap.parse_args(argv)
-    steps = [s.strip() for s in a.steps.split(",") if s.strip()]
+    steps = wdb.expand([s.strip() for s in a.steps.split(",") if s.strip()])
     bad = [s for s in steps if s not in STEPS]
     if bad:
         ap.error("unknown step %s (steps: %s)" % (",".join(bad),
-                                                   ",".join(STEPS)))
+                                                   STEP_CHOICES))
     # One table of ranges; None (an option left to its default) passes.
     for name, v, lo, hi in (
             ("--duration", a.duration, 1, 3600),
@@ -1657,19 +1700,27 @@ def main(argv=None):
     if not 0.0001 <= a.scale <= 100:
         ap.error("--scale must be in 0.0001..100")
     hs.check_cpus(ap, a)
+    wdb.check_args(ap, a)
     if not (0 <= a.put and 0 <= a.review and a.put + a.review <= 1):
         ap.error("--put and --review must be shares with put+review <= 1")
     if a.connections < a.wrk_threads:
         ap.error("--connections must be at least --wrk-threads")
     a.pauser, a.dash = None, None
     a.run_index, a.run_total = 0, sum(
-        len(a.scale_out) if s == "2" else 2 if s == "2b" else 1
+        len(a.scale_out) if s == "2" else 2 if s in ("2b", "5c") else 1
         for s in steps)
     if a.interactive and a.no_dashboard and not stdin_usable():
         ap.error("--interactive needs a terminal or a pipe on stdin, or "
                  "the dashboard (no --no-dashboard): nothing could say next")
     if a.check_args:
         return 0
+    if any(s in wdb.STEPS for s in steps):
+        # Before anything slow (after --check-args: setup installs it).
+        why = wdb.problem()
+        if why:
+            sys.stderr.write("walkthrough: %s\n" % why)
+            return 2
+        a.pg_dir = os.path.abspath(a.pg_dir)
     if a.interactive:   # its reader thread takes stdin from here on
         a.pauser = Pauser(sys.stdin if stdin_usable() else None)
     atexit.register(hslab.kill_all)  # e.g. a checker left by an error
@@ -1709,6 +1760,8 @@ def main(argv=None):
     if a.server_cpus or a.cache_cpus or a.balancer_cpus:
         meta["budgets"] = "server %g, cache %g, balancer %g cores" % (
             a.server_cpus, a.cache_cpus, a.balancer_cpus)
+        if any(s in wdb.STEPS for s in steps):
+            meta["budgets"] += ", database %g (step 5)" % a.db_cpus
     rows, lessons, extra = [], {}, None
     print(HEADER, flush=True)
     # Every component's counters once a second, labelled by step.
@@ -1730,6 +1783,8 @@ def main(argv=None):
             elif step == "2b":
                 runs = [("2b/blocking", {"io": "blocking"}),
                         ("2b/event", {"io": "event"})]
+            elif step in wdb.STEPS:
+                runs = wdb.runs(step)
             for name, kw in runs:
                 event(a, name, "start")
                 if step == "4":
@@ -1756,6 +1811,8 @@ def main(argv=None):
                     print("    limit: %s" % row["limit"], flush=True)
                 if row["server_share"] and row["servers"] > 1:
                     print("    share: %s" % row["server_share"], flush=True)
+                for line in wdb.describe(row):
+                    print(line, flush=True)
                 if row["waiting_clients"] != "":
                     print("    %s users offering %s req/s: never answered "
                           "%s, timeouts %s; sending back to back (wrk): "

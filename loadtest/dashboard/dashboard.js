@@ -144,6 +144,21 @@ function cpu() {
   return out;
 }
 
+/* PostgreSQL replicas (components pg-replica-K; hslab/sampler.py): each
+   one's lag as the servers measure it, in ms (lag_ms: the age of the
+   newest commit it applied while it has WAL left to replay, else 0) and
+   in kB of WAL not yet replayed.  null without replicas in the last minute. */
+function replicas() {
+  const rs = comps(/^pg-replica-\d+$/).filter(c => {
+    const b = get(c, "lag_bytes");
+    return b.length && b[b.length - 1][0] >= now - STALE_SHOWN_S;
+  });
+  if (!rs.length) return null;
+  const kb = pts => pts.map(([t, v]) => [t, v / 1024]);
+  return rs.map(c => ({ name: c.replace(/^pg-/, ""), ms: get(c, "lag_ms"),
+                        kb: kb(get(c, "lag_bytes")) }));
+}
+
 /* hs-checker's running count of stale reads (its --progress-ms lines,
    component "checker"), while it runs and for a minute after; a later
    step without the checker gets the memcached tile back. */
@@ -291,7 +306,20 @@ function render() {
   latSets.push({ label: "errors/s", data: errorsPerS(), axis: "y2", color: "#ff5a5a" });
   setData("c-lat", latSets);
   const [q, per] = db();
-  setData("c-db", [{ label: "queries/s", data: q }, { label: "per request", data: per, axis: "y2" }]);
+  const reps = replicas();
+  dbTitles(reps !== null);
+  if (reps) {
+    // The database chart turns into the replicas' lag: ms solid, kB dashed.
+    const sets = [];
+    reps.forEach((r, i) => {
+      const color = PALETTE[i % PALETTE.length];
+      sets.push({ label: r.name + " ms", data: r.ms, color });
+      sets.push({ label: r.name + " kB", data: r.kb, color, dash: [8, 6], axis: "y2" });
+    });
+    setData("c-db", sets);
+  } else {
+    setData("c-db", [{ label: "queries/s", data: q }, { label: "per request", data: per, axis: "y2" }]);
+  }
   const ca = cache();
   setData("c-cache", [{ label: "hit %", data: ca.hit, axis: "y2", color: "#4bc07a" },
                       { label: "gets/s", data: ca.gets, color: "#4fa3ff" }, { label: "sets/s", data: ca.sets, color: "#ff9f40" },
@@ -314,10 +342,34 @@ function render() {
   if (tile) tile.classList.toggle("bad", st !== null && st > 0);
   set("l-stale", st !== null ? "stale reads" : "memcached gets/s");
   set("n-stale", st !== null ? fmt(st, 0) : fmt(last(ca.gets), 0));
+  // With replicas the lag tile takes the DB q/request tile's place: the
+  // worst replica's last sample.
+  const lagTile = document.getElementById("t-lag");
+  if (lagTile) lagTile.hidden = reps === null;
+  const dbqTile = document.getElementById("t-dbq");
+  if (dbqTile) dbqTile.hidden = reps !== null;
+  status.lag = null;
+  if (reps) {
+    const worst = k => Math.max(...reps.map(r => last(r[k])).filter(v => v !== null), -1);
+    const ms = worst("ms"), kb = worst("kb");
+    status.lag = { ms: ms >= 0 ? ms : null, kb: kb >= 0 ? kb : null };
+    set("n-lag", fmt(status.lag.ms, 0));
+    set("l-lag", "lag ms, " + (kb >= 0 ? fmt(kb, 0) : "—") + " kB");
+  }
   let reqs = 0;
   servers().forEach(c => { reqs += last(get(c, "requests")) || 0; });
   status.requests = reqs;
   publish();
+}
+
+/* The database chart's titles: queries, or the replicas' lag. */
+function dbTitles(lag) {
+  const ch = charts["c-db"];
+  if (!ch || ch.hsLag === lag) return;
+  ch.hsLag = lag;
+  ch.options.plugins.title.text = lag ? "Replica lag (dashed: kB)" : "Database";
+  ch.options.scales.y.title.text = lag ? "ms behind" : "queries/s";
+  ch.options.scales.y2.title.text = lag ? "kB behind" : "q/request";
 }
 
 function set(id, text) { const el = document.getElementById(id); if (el) el.textContent = text; }

@@ -252,6 +252,8 @@ def charts_from(outdir, rows, sweeps, series, events, meta):
                     "started after an update was acknowledged and still "
                     "returned an older version"})
 
+    out += _db_charts(rows, series, events)
+
     loss = [s for s in series if s.get("step") == "4"]
     if loss:
         t0 = min(_num(s["time"]) or 0 for s in loss)
@@ -301,6 +303,88 @@ def charts_from(outdir, rows, sweeps, series, events, meta):
                 "y": {"title": "per second (req/s, queries/s)"},
                 "y2": {"title": "cache hit ratio (%)"},
                 "datasets": ds})
+    return out
+
+
+def _cores(text, prefix):
+    """The cores used of hosts named prefix* in a db_cpu column
+    ("postgres=0.25/0.25;pg-replica-1=0.05/0.25"), summed; None if none."""
+    tot = None
+    for part in str(text or "").split(";"):
+        name, _, v = part.partition("=")
+        used = _num(v.split("/")[0]) if v else None
+        if name.startswith(prefix) and used is not None:
+            tot = (tot or 0) + used
+    return tot
+
+
+def _db_charts(rows, series, events):
+    """Step 5: throughput and the database hosts' CPU for 5a and 5b; the
+    replicas' lag (ms and kB) second by second while each step 5 row's
+    load ran (its "load start" / "load end" events)."""
+    out = []
+    db = [r for r in rows if str(r.get("step", "")) in ("5a", "5b")]
+    if db and _col(db, "db_cpu"):
+        labels = ["%s: %s" % (r["step"], "primary" if r["step"] == "5a"
+                              else "+ %s replicas" % r.get("replicas", "?"))
+                  for r in db]
+        out.append({
+            "id": "replicas", "title": "Read replicas (step 5)",
+            "kind": "bar", "x": {"title": "step", "labels": labels},
+            "y": {"title": "requests per second (req/s)"},
+            "y2": {"title": "database CPU (cores)"},
+            "datasets": [
+                {"label": "req/s", "data": [_num(r.get("req_s"))
+                                            for r in db]},
+                {"label": "primary CPU (cores)", "axis": "y2",
+                 "data": [_cores(r.get("db_cpu"), "postgres") for r in db]},
+                {"label": "replicas CPU (cores)", "axis": "y2",
+                 "data": [_cores(r.get("db_cpu"), "pg-replica") or 0
+                          for r in db]}],
+            "note": "; ".join("%s reads: %s" % (
+                r["step"], r["read_share"].replace(";", ", "))
+                for r in db if r.get("read_share"))})
+    span = {}
+    for e in events:
+        t = _num(e.get("time"))
+        if t is not None and e.get("event") in ("load start", "load end"):
+            span.setdefault(e.get("step"), {})[e["event"]] = t
+    ms, kb = {}, {}
+    for s in series:
+        comp, step = s.get("component", ""), s.get("step")
+        if not comp.startswith("pg-replica") or step not in span or \
+                s.get("metric") not in ("lag_ms", "lag_bytes"):
+            continue
+        t, v = _num(s.get("time")), _num(s.get("value"))
+        sp = span[step]
+        if t is None or v is None or not \
+                sp.get("load start", 1e18) <= t <= sp.get("load end", 0):
+            continue
+        sec = round(t - sp["load start"])
+        into = ms if s["metric"] == "lag_ms" else kb
+        pts = into.setdefault(step, {})
+        pts[sec] = max(pts.get(sec, 0), v if into is ms else v / 1024.0)
+    ds = []
+    for i, step in enumerate(sorted(ms)):
+        ds.append({"label": "%s ms" % step, "color": PALETTE[i % 8],
+                   "data": sorted([k, v] for k, v in ms[step].items())})
+        if kb.get(step):
+            ds.append({"label": "%s kB" % step, "axis": "y2", "dash": True,
+                       "color": PALETTE[i % 8],
+                       "data": sorted([k, v] for k, v in kb[step].items())})
+    if ds:
+        out.append({
+            "id": "replica-lag", "title": "Replica lag under load (step 5)",
+            "kind": "line", "x": {"title": "seconds of load (s)"},
+            "y": {"title": "lag (ms): age of the newest commit applied"},
+            # (0 while a replica has nothing left to replay)
+            "y2": {"title": "lag (kB of WAL not yet replayed)"},
+            "datasets": ds,
+            "note": "the worst replica each second, as the servers measure "
+                    "it (/stats db.replicas); 5c's replicas apply WAL %s ms "
+                    "late on purpose, as a distant or busy replica would" %
+                    next((r.get("replica_delay_ms") for r in rows
+                          if str(r.get("step", "")).startswith("5c")), "?")})
     return out
 
 

@@ -7,6 +7,13 @@ Each tick (default once a second) reads
   * the balancer's admin /stats (plus "requests", the sum over its
     backends),
   * each memcached's `stats` over its text protocol,
+  * with PostgreSQL replicas, what the servers' /stats say of them
+    (db.replicas): under "pg-replica-K" its "lag_bytes" (the primary's
+    WAL written minus what the replica replayed), "replay_age_ms" (the
+    age of the newest commit it applied) and "lag_ms" (that age while
+    lag_bytes > 0, else 0: its lag in time), the largest any server
+    measured, and "reads" (summed); under
+    "postgres" the reads sent to the primary ("reads"),
   * each host's CPU: "host.cpu_s" (CPU seconds used, from its cgroup, or
     from /proc without a budget), "host.throttled_s", "host.nr_throttled"
     and "host.cpus" (its budget in cores, 0: none),
@@ -51,7 +58,7 @@ RATES = re.compile(r"^(requests|accepted|db\.queries|db\.errors|"
                    r"backends\.\d+\.(requests|failures)|"
                    r"cmd_get|cmd_set|get_hits|get_misses|total_connections|"
                    r"host\.(cpu_s|throttled_s|nr_throttled)|"
-                   r"reads|writes|stale_reads|answers|lost)$")
+                   r"reads|behind|writes|stale_reads|answers|lost)$")
 
 COLUMNS = ["time", "step", "component", "metric", "value"]
 
@@ -97,6 +104,34 @@ def window_quantiles(cur, prev, qs=(0.5, 0.99)):
         else:
             out.append(0)
     return total, out
+
+
+def replica_metrics(st, out):
+    """Adds what one hs-server's /stats says of the PostgreSQL replicas it
+    reads from (db.replicas, a list flatten() leaves out) to out:
+    {"pg-replica-K": {"lag_bytes", "replay_age_ms", "lag_ms": the largest
+    any server measured; "reads", "behind": summed over servers},
+    "postgres":
+    {"reads": the reads sent to the primary}}.  Replica K is the server's
+    K-th --db-read (the stack passes them in that order)."""
+    reps = (st.get("db") or {}).get("replicas")
+    if not isinstance(reps, dict):
+        return
+    prim = out.setdefault("postgres", {})
+    prim["reads"] = prim.get("reads", 0) + (reps.get("primary_reads") or 0)
+    for i, r in enumerate(reps.get("list") or []):
+        m = out.setdefault("pg-replica-%d" % (i + 1), {})
+        for k in ("reads", "behind"):
+            m[k] = m.get(k, 0) + (r.get(k) or 0)
+        b, age = r.get("lag_bytes"), r.get("replay_age_ms")
+        for k, v in (("lag_bytes", b), ("replay_age_ms", age)):
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                m[k] = max(m.get(k, v), v)
+        if isinstance(b, int) and isinstance(age, int):
+            # Caught up (nothing left to replay) is no lag, however old
+            # the last commit is: writes may be seconds apart.
+            lag = age if b > 0 else 0
+            m["lag_ms"] = max(m.get("lag_ms", lag), lag)
 
 
 def stack_targets(stk):
@@ -205,15 +240,18 @@ class Sampler:
             (servers, balancers, mcs, hosts), step = self._targets, \
                 self._step
         now = time.time()
-        got, hists = {}, {}
+        got, hists, reps = {}, {}, {}
         for name, port in servers:
             st = get_json(port, "/stats", 2.0)
             got[name] = flatten(st)
+            replica_metrics(st, reps)
             routes = st.get("routes") or {}
             if routes:
                 hists[name] = hist_buckets(
                     r.get("latency") for k, r in routes.items()
                     if not POLL_ROUTES.match(k) and isinstance(r, dict))
+        for comp, m in reps.items():
+            got.setdefault(comp, {}).update(m)
         for name, port in balancers:
             st = get_json(port, "/stats", 2.0)
             if st.get("backends"):
