@@ -127,10 +127,12 @@ def replica_metrics(st, out):
         for k, v in (("lag_bytes", b), ("replay_age_ms", age)):
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 m[k] = max(m.get(k, v), v)
-        if isinstance(b, int) and isinstance(age, int):
+        if isinstance(b, int) and isinstance(age, (int, float)) \
+                and not isinstance(age, bool):
             # Caught up (nothing left to replay) is no lag, however old
-            # the last commit is: writes may be seconds apart.
-            lag = age if b > 0 else 0
+            # the last commit is: writes may be seconds apart.  (hs-server
+            # gives the age in ms with three decimals.)
+            lag = int(round(age)) if b > 0 else 0
             m["lag_ms"] = max(m.get("lag_ms", lag), lag)
 
 

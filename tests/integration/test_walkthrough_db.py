@@ -152,10 +152,11 @@ class ReplicaMetricsTest(unittest.TestCase):
                           "behind": 0, "lag_bytes": None,
                           "replay_age_ms": None}]}}}
         out = {}
-        replica_metrics(doc(100, 20, 5, 3), out)
-        replica_metrics(doc(4000, 10, 6, 1), out)
+        # hs-server gives the age in ms with three decimals.
+        replica_metrics(doc(100, 19.6, 5, 3), out)
+        replica_metrics(doc(4000, 10.0, 6, 1), out)
         # Caught up: an old last commit is no lag.
-        replica_metrics(doc(0, 900, 0, 0), out)
+        replica_metrics(doc(0, 900.0, 0, 0), out)
         replica_metrics({"db": {"queries": 9}}, out)   # no replicas
         self.assertEqual(out["pg-replica-1"],
                          {"reads": 11, "behind": 3, "lag_bytes": 4000,
