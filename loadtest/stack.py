@@ -557,10 +557,6 @@ def cmd_up(a):
         if problem:
             cgroups.warn(problem)
     dashboard = None if a.no_dashboard else a.dashboard
-    if a.hosts and dashboard:
-        # The sampler behind it reads 127.0.0.1 ports only.
-        log("note: no live dashboard with --hosts")
-        dashboard = None
     if not a.detach:
         return supervise(stack, dashboard=dashboard)
     r, w = os.pipe()
