@@ -4,8 +4,9 @@ child (own process group, PR_SET_PDEATHSIG, a hard timeout, stop_all()).
 
 PostgreSQL refuses to run as root: when we are root, initdb and postgres
 run as nobody (dropped before exec, like memcached) in a directory chowned
-to it.  Trust authentication on 127.0.0.1 only, no Unix socket; the
-superuser is "hammerstack", so a URL is
+to it.  Trust authentication on 127.0.0.1 only (and on the networks given
+as hba=, with listen= an address there: a stack's hosts, hslab/netns.py),
+no Unix socket; the superuser is "hammerstack", so a URL is
 postgres://hammerstack@127.0.0.1:PORT/DB.  fsync off by default (tests):
 a kill -9 of postgres still loses no acknowledged commit (the WAL is
 written before the commit returns), only a crash of the machine would.
