@@ -54,6 +54,10 @@ def namespaces():
         if os.path.isdir(netns.NETNS_DIR) else set()
 
 
+def records():
+    return {r["record"] for r in netns.records()}
+
+
 def links():
     return set(os.listdir("/sys/class/net"))
 
@@ -218,33 +222,65 @@ class HostsTest(HostsBase):
         self.assertFalse([p for p in kids if pid_alive(p)])
         self.assertEqual(self.stack("partition", "server1").returncode, 1)
 
-    def test_kill_9_of_up_the_watchdog_removes_everything(self):
+    def up_foreground(self):
+        """`up --hosts` in the foreground, once it says the stack is up."""
         p = subprocess.Popen([sys.executable, STACK, "up"] + self.args,
                              env=self.env, stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL, text=True)
-        try:
-            line = ""
-            deadline = time.monotonic() + 90 * hstest.SLOW
-            while "Ctrl-C" not in line and time.monotonic() < deadline:
-                line = p.stdout.readline()
-                if not line and p.poll() is not None:
-                    break
-            self.assertIn("Ctrl-C", line)
-            st = self.state()
-            rec = self.check_hosts(st)
-            self.assertTrue(pid_alive(st["pid"]))
+        self.addCleanup(self.reap, p)
+        line = ""
+        deadline = time.monotonic() + 90 * hstest.SLOW
+        while "Ctrl-C" not in line and time.monotonic() < deadline:
+            line = p.stdout.readline()
+            if not line and p.poll() is not None:
+                break
+        self.assertIn("Ctrl-C", line)
+        return p
+
+    @staticmethod
+    def reap(p):
+        if p.poll() is None:
             p.kill()
             p.wait()
-            # Nothing else runs the sweep here: what goes is the watchdog's.
-            self.assertTrue(wait_until(lambda: not left_over(rec), 30),
-                            "left: %s" % left_over(rec))
-            self.assertTrue(wait_until(lambda: not any(
-                pid_alive(c["pid"]) for c in st["children"]), 20))
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-            p.stdout.close()
+        p.stdout.close()
+
+    def test_ctrl_c_removes_everything(self):
+        p = self.up_foreground()
+        st = self.state()
+        rec = self.check_hosts(st)
+        p.send_signal(signal.SIGINT)
+        self.assertEqual(p.wait(60 * hstest.SLOW), 0)
+        self.assertEqual(left_over(rec), [])
+        self.assertFalse([c["pid"] for c in st["children"]
+                          if pid_alive(c["pid"])])
+
+    def test_failed_start_removes_everything(self):
+        before_ns, before_links = namespaces(), links()
+        before_records = records()
+        # A database nobody listens for: the seed fails after the hosts
+        # are made.
+        bridge = str(next(netns.ipaddress.ip_network(self.subnet).hosts()))
+        r = self.stack("up", "--detach", "--hosts", "--subnet", self.subnet,
+                       "--db", "postgres://hammerstack@%s:1/none" % bridge)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("seeding", r.stderr)
+        self.assertTrue(wait_until(lambda: namespaces() <= before_ns and
+                                   links() <= before_links, 10),
+                        (namespaces() - before_ns, links() - before_links))
+        self.assertLessEqual(records(), before_records)
+
+    def test_kill_9_of_up_the_watchdog_removes_everything(self):
+        p = self.up_foreground()
+        st = self.state()
+        rec = self.check_hosts(st)
+        self.assertTrue(pid_alive(st["pid"]))
+        p.kill()
+        p.wait()
+        # Nothing else runs the sweep here: what goes is the watchdog's.
+        self.assertTrue(wait_until(lambda: not left_over(rec), 30),
+                        "left: %s" % left_over(rec))
+        self.assertTrue(wait_until(lambda: not any(
+            pid_alive(c["pid"]) for c in st["children"]), 20))
 
     def fake_leftover(self):
         """What a stack killed together with its watchdog leaves: a
