@@ -667,9 +667,9 @@ def cmd_status(a):
         bad += not alive
         where = ""
         if c.get("host"):
-            where = "%-11s %-15s %s" % (
+            where = "%-11s %-15s %-12s" % (
                 c["host"], c["addr"],
-                "PARTITIONED " if c["host"] in cut else "")
+                "PARTITIONED" if c["host"] in cut else "")
         print("  %-14s %spid %-7d port %-5d %s %s %s" % (
             c["name"], where, c["pid"], c["port"],
             "up" if alive else "DOWN", health,
