@@ -105,8 +105,10 @@ class HostsBase(unittest.TestCase):
         self.run_dir = tempfile.mkdtemp(prefix="hs-run-")
         self.env = dict(os.environ, HS_RUN_DIR=self.run_dir)
         self.subnet = free_subnet()
+        self.dash = hstest.free_port()
         self.args = ["--hosts", "--subnet", self.subnet, "--servers", "2",
-                     "--db", self.db, "--threads", "2"]
+                     "--db", self.db, "--threads", "2",
+                     "--dashboard", "127.0.0.1:%d" % self.dash]
 
     def tearDown(self):
         self.stack("down")
@@ -180,6 +182,17 @@ class HostsTest(HostsBase):
         for n, v in veths.items():
             self.assertGreater(counter(v, "rx_bytes"), before[n][0], n)
             self.assertGreater(counter(v, "tx_bytes"), before[n][1], n)
+
+        # The live dashboard's sampler reads each component at its own
+        # address.
+        def sampled():
+            _, _, body = http_get(self.dash, "/data.json", 5)
+            series = json.loads(body)["series"]
+            return all(any(v for _, v in series.get(c, {}).get(m, []))
+                       for c, m in (("hs-server-1", "requests"),
+                                    ("hs-server-2", "requests"),
+                                    ("memcached-1", "cmd_get")))
+        self.assertTrue(wait_until(sampled, 15))
 
         def backend_up(name):
             status, _, body = http_get(8090, "/stats", 5 * hstest.SLOW, bal)
