@@ -751,7 +751,10 @@ def check_up(up, a):
             sys.stderr.write("hammerstack up: %s\n" % why)
             sys.exit(2)
         try:
-            netns.check_subnet(a.subnet, 0)
+            netns.check_subnet(a.subnet, a.servers + (
+                a.memcached if a.cache != "off" else 0) + (
+                not a.no_balancer) + (
+                1 + a.replicas if a.db == "postgres" else 0))
         except netns.NetnsError as e:
             up.error(str(e))
     check_cpus(up, a)

@@ -345,6 +345,17 @@ class HostsTest(HostsBase):
         self.assertEqual(r.returncode, 1)
         self.assertIn("not started with --hosts", r.stderr)
 
+    def test_bad_subnets_are_refused_before_anything(self):
+        for subnet, why in (("10.213.0.0/33", "does not appear to be"),
+                            ("10.213.0.1/24", "host bits set"),
+                            ("8.8.8.0/24", "private IPv4 subnet"),
+                            ("fd00::/64", "private IPv4 subnet"),
+                            ("10.213.0.0/30", "room for 2 addresses")):
+            r = self.stack("up", "--hosts", "--subnet", subnet,
+                           "--check-args")
+            self.assertEqual(r.returncode, 2, subnet)
+            self.assertIn(why, r.stderr, subnet)
+
     def test_subnet_already_routed_is_refused(self):
         # The machine's own routes, e.g. the bridge of a running stack.
         r = self.stack("up", "--detach", *self.args)
