@@ -462,8 +462,8 @@ def start_on_free_port(name, launch, ready, log=None, tries=5):
 def start_memcached(port=None, mem_mb=64, threads=2, conns=None, extra=(),
                     name="memcached", ready_timeout=10, retry_s=10,
                     make=None, host="127.0.0.1", **proc_kw):
-    """A real memcached on host, default 127.0.0.1 (as nobody when run as root, dropped
-    before exec so that PR_SET_PDEATHSIG holds): on a
+    """A real memcached on host, default 127.0.0.1 (as nobody when run as
+    root, dropped before exec so that PR_SET_PDEATHSIG holds): on a
     free port (5 tries), or on port (retried for retry_s seconds while an
     old one's port is still taken).  proc_kw go to Proc (logpath, cgroup,
     ...); make: the Proc class (a subclass).  Returns (Proc, port)."""
