@@ -14,7 +14,12 @@ replica one too (the walkthrough's step 5).  They are
 removed when the stack stops; those of a supervisor killed with SIGKILL
 are swept by the next up, down or status.
 
-Used by `./hammerstack up|down|status` and, as a library, by the walkthrough.
+--hosts puts every child on its own "host": a network namespace with its
+own address on a private bridge (hslab/netns.py); `partition HOST` and
+`heal HOST` cut one off and bring it back.
+
+Used by `./hammerstack up|down|status|partition|heal` and, as a library, by
+the walkthrough.
 """
 
 import argparse
@@ -32,6 +37,7 @@ from hslab import (  # noqa: E402,F401  (one copy of each)
     pid_alive, port_free, server_counters, start_memcached, wait_connect,
     wait_http)
 from hslab import cgroups  # noqa: E402
+from hslab import netns  # noqa: E402
 from hslab.sampler import Sampler  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -100,7 +106,8 @@ class Stack:
                  threads=None, server_ports=None, memcached_ports=None,
                  db_threads=None, server_cpus=0.0, cache_cpus=0.0,
                  balancer_cpus=0.0, pg_dir=None, replicas=0, db_cpus=0.0,
-                 replica_delay_ms=0):
+                 replica_delay_ms=0, hosts=False,
+                 subnet=netns.DEFAULT_SUBNET):
         if servers < 1:
             raise StackError("--servers must be at least 1")
         if cache not in ("lease", "naive", "off"):
@@ -145,6 +152,32 @@ class Stack:
         self.replica_delay_ms = replica_delay_ms
         self.budgets = cgroups.Budgets()
         self.children = []
+        # hosts: every child in its own network namespace (self.net, made
+        # by start()), reached at its own address; else all on loopback.
+        self.hosts = hosts
+        self.subnet = subnet
+        self.net = None
+        self.net_state = None        # a detached stack's, from its state
+
+    def host_names(self):
+        """The hosts of a --hosts stack, as status and partition name
+        them, in start order."""
+        names = ["postgres"] if self.pg_local else []
+        names += ["replica%d" % k for k in range(1, self.nreplicas + 1)]
+        names += ["memcached%d" % (i + 1) for i in range(self.nmemcached)]
+        names += ["server%d" % (i + 1) for i in range(self.nservers)]
+        return names + (["balancer"] if self.balancer else [])
+
+    def addr(self, host):
+        """The address host (a host_names() name) listens on."""
+        if self.net:
+            return self.net.addr(host)
+        if self.net_state:
+            return self.net_state["hosts"][host]["addr"]
+        return "127.0.0.1"
+
+    def _netns(self, host):
+        return self.net.netns(host) if self.net else None
 
     # The ports this stack will listen on, named for error messages.
     def ports(self):
@@ -158,6 +191,11 @@ class Stack:
         return out
 
     def check_ports(self):
+        if self.hosts:
+            # Fresh namespaces: nothing else listens there.  The subnet
+            # is what must be free.
+            netns.check_subnet(self.subnet, len(self.host_names()))
+            return
         seen = {}
         for port, what in self.ports():
             if port in seen:
@@ -178,8 +216,13 @@ class Stack:
         settings = dict(PG_SETTINGS)
         if self.nreplicas:
             settings.update(hpg.REPLICATION_SETTINGS)
+        kw = {}
+        if self.net:
+            kw = {"listen": self.addr("postgres"), "port": 5432,
+                  "hba": [str(self.net.net)], "netns": self._netns("postgres")}
         self.pg = hpg.start_postgres(base=self.pg_dir, fsync=True,
-                                     settings=settings, db="hammerstack")
+                                     settings=settings, db="hammerstack",
+                                     **kw)
         self.db = self.pg.url()
         self._started(self.pg.proc, self.pg.port, self._pg_host("postgres",
                                                                 self.pg))
@@ -188,8 +231,13 @@ class Stack:
         from hslab import pg as hpg
         for k in range(1, self.nreplicas + 1):
             log("starting PostgreSQL replica %d" % k)
+            kw = {}
+            if self.net:
+                host = "replica%d" % k
+                kw = {"listen": self.addr(host), "port": 5432,
+                      "netns": self._netns(host)}
             r = hpg.start_replica(self.pg, base=self.replica_dir(k),
-                                  name="pg-replica-%d" % k)
+                                  name="pg-replica-%d" % k, **kw)
             self.replicas.append(r)
             if self.replica_delay_ms:
                 # A reload is enough: the setting is read on SIGHUP.
@@ -249,10 +297,11 @@ class Stack:
                                                  if name[-1].isdigit()
                                                  else name])
 
-    def _spawn(self, name, args, port):
+    def _spawn(self, name, args, port, where=None):
         host = self._host(name)
         c = Proc(args, name=name, logpath=self._logpath(name),
-                 cgroup=host.procs_files() if host else None)
+                 cgroup=host.procs_files() if host else None,
+                 netns=self._netns(where) if where else None)
         self._started(c, port, host)
         return c
 
@@ -264,12 +313,17 @@ class Stack:
                 "budget" % (c.name, host.cpu_dir))
 
     def memcached_list(self):
-        return ",".join("127.0.0.1:%d" % p for p in self.memcached_ports)
+        return ",".join("%s:%d" % (self.addr("memcached%d" % (i + 1)), p)
+                        for i, p in enumerate(self.memcached_ports))
 
     def start(self):
         os.makedirs(self.logdir, exist_ok=True)
         self.check_ports()
         try:
+            if self.hosts:
+                netns.sweep()
+                self.net = netns.Network(self.host_names(), self.subnet)
+                self.net.create()
             if self.pg_local:
                 self.start_postgres()
             self.seed()
@@ -278,14 +332,18 @@ class Stack:
             for i, port in enumerate(self.memcached_ports):
                 name = "memcached-%d" % (i + 1)
                 host = self._host(name)
+                where = "memcached%d" % (i + 1)
                 c, _ = start_memcached(
                     port, mem_mb=256, threads=2, conns=4096, name=name,
                     retry_s=0, ready_timeout=20, logpath=self._logpath(name),
-                    cgroup=host.procs_files() if host else None)
+                    cgroup=host.procs_files() if host else None,
+                    host=self.addr(where), netns=self._netns(where))
                 self._started(c, port, host)
             for i, port in enumerate(self.server_ports):
+                where = "server%d" % (i + 1)
                 args = [os.path.join(BIN, "hs-server"),
-                        "--listen", "127.0.0.1:%d" % port, "--db", self.db,
+                        "--listen", "%s:%d" % (self.addr(where), port),
+                        "--db", self.db,
                         "--id", "s%d" % (i + 1), "--cache", self.cache]
                 if self.cache != "off":
                     args += ["--memcached", self.memcached_list()]
@@ -296,18 +354,20 @@ class Stack:
                 for r in self.replicas:
                     args += ["--db-read", r.url()]
                 c = self._spawn("hs-server-%d" % (i + 1),
-                                args + self.server_args, port)
-                wait_http(port, "/healthz", 30, c)
+                                args + self.server_args, port, where)
+                wait_http(port, "/healthz", 30, c, host=self.addr(where))
             if self.balancer:
+                at = self.addr("balancer")
                 args = [os.path.join(BIN, "hs-balancer"),
-                        "--listen", "127.0.0.1:%d" % self.balancer_port,
-                        "--admin", "127.0.0.1:%d" % self.admin_port]
-                for port in self.server_ports:
-                    args += ["--backend", "127.0.0.1:%d" % port]
+                        "--listen", "%s:%d" % (at, self.balancer_port),
+                        "--admin", "%s:%d" % (at, self.admin_port)]
+                for i, port in enumerate(self.server_ports):
+                    args += ["--backend", "%s:%d" % (
+                        self.addr("server%d" % (i + 1)), port)]
                 c = self._spawn("hs-balancer", args + self.balancer_args,
-                                self.balancer_port)
-                wait_connect(c.port, c, 20)
-                wait_http(self.admin_port, "/stats", 30, c)
+                                self.balancer_port, "balancer")
+                wait_connect(c.port, c, 20, host=at)
+                wait_http(self.admin_port, "/stats", 30, c, host=at)
         except BaseException:
             self.stop()
             raise
@@ -321,6 +381,9 @@ class Stack:
             shutil.rmtree(self.replica_dir(k), ignore_errors=True)
         self.replicas = []
         self.budgets.remove()
+        if self.net:
+            self.net.remove()
+            self.net = None
 
     def host_usage(self):
         """{child name: {"cpus": budget (0: none), "cpu_s": CPU seconds
@@ -340,16 +403,27 @@ class Stack:
     def entry_port(self):
         return self.balancer_port if self.balancer else self.server_ports[0]
 
+    def addr_bridge(self):
+        """The root namespace's address on the hosts' bridge."""
+        return (self.net.bridge_addr if self.net else
+                (self.net_state or {}).get("bridge_addr", "127.0.0.1"))
+
+    def entry_addr(self):
+        return self.addr("balancer" if self.balancer else "server1")
+
     def urls(self):
         u = {}
         if self.balancer:
-            u["api"] = "http://127.0.0.1:%d/" % self.balancer_port
-            u["admin"] = "http://127.0.0.1:%d/stats" % self.admin_port
-            u["metrics"] = "http://127.0.0.1:%d/metrics" % self.admin_port
+            at = self.addr("balancer")
+            u["api"] = "http://%s:%d/" % (at, self.balancer_port)
+            u["admin"] = "http://%s:%d/stats" % (at, self.admin_port)
+            u["metrics"] = "http://%s:%d/metrics" % (at, self.admin_port)
         for i, p in enumerate(self.server_ports):
-            u["server%d" % (i + 1)] = "http://127.0.0.1:%d/" % p
+            u["server%d" % (i + 1)] = "http://%s:%d/" % (
+                self.addr("server%d" % (i + 1)), p)
         for i, p in enumerate(self.memcached_ports):
-            u["memcached%d" % (i + 1)] = "127.0.0.1:%d" % p
+            u["memcached%d" % (i + 1)] = "%s:%d" % (
+                self.addr("memcached%d" % (i + 1)), p)
         if is_pg_url(self.db or ""):
             u["postgres"] = self.db
         for k, url in enumerate(self.replica_urls or
@@ -358,16 +432,34 @@ class Stack:
         return u
 
     def state(self):
-        return {"pid": os.getpid(), "started": time.time(),
-                "db": self.db, "cache": self.cache, "urls": self.urls(),
-                "budgets": self.budgets.describe(),
-                "children": [{"name": c.name, "pid": c.pid, "port": c.port,
-                              "cgroup": c.host.state() if c.host else None}
-                             for c in self.children]}
+        st = {"pid": os.getpid(), "started": time.time(),
+              "db": self.db, "cache": self.cache, "urls": self.urls(),
+              "budgets": self.budgets.describe(),
+              "children": [{"name": c.name, "pid": c.pid, "port": c.port,
+                            "cgroup": c.host.state() if c.host else None}
+                           for c in self.children]}
+        if self.net:
+            st["hosts"] = self.net.describe()
+            for c in st["children"]:
+                c["host"] = child_host(c["name"])
+                c["addr"] = self.addr(c["host"])
+        return st
 
     def check_children(self):
         """Names of the children that died."""
         return [c.name for c in self.children if not c.alive()]
+
+
+def child_host(name):
+    """A child's host name: hs-server-2 -> server2, memcached-1 ->
+    memcached1, hs-balancer -> balancer, pg-replica-1 -> replica1."""
+    if name == "hs-balancer":
+        return "balancer"
+    if name.startswith("pg-replica-"):
+        return "replica" + name.rsplit("-", 1)[1]
+    if name.startswith("hs-server-"):
+        return "server" + name.rsplit("-", 1)[1]
+    return name.replace("-", "")
 
 
 STATE = os.path.join(RUN_DIR, "stack.json")
@@ -399,10 +491,15 @@ def print_urls(stack, out=sys.stdout):
     if any(stack.cpus.values()):
         out.write("  %-11s %s\n" % ("cpu budget", ", ".join(
             "%s %g" % (k, v) for k, v in stack.cpus.items() if v)))
-    port = stack.entry_port()
-    out.write("try:  curl -i http://127.0.0.1:%d/products/1\n" % port)
+    if stack.hosts:
+        out.write("  %-11s each its own network namespace on %s, bridge %s;"
+                  " ./hammerstack partition HOST / heal HOST (%s)\n" % (
+                      "hosts", stack.subnet, stack.addr_bridge(),
+                      ", ".join(stack.host_names())))
+    port, at = stack.entry_port(), stack.entry_addr()
+    out.write("try:  curl -i http://%s:%d/products/1\n" % (at, port))
     out.write("load: wrk -t1 -c64 -d10s -s loadtest/wrk/read-mix.lua "
-              "http://127.0.0.1:%d\n" % port)
+              "http://%s:%d\n" % (at, port))
     out.flush()
 
 
@@ -496,8 +593,14 @@ def cmd_up(a):
                   threads=a.threads, db_threads=a.db_threads,
                   server_cpus=a.server_cpus, cache_cpus=a.cache_cpus,
                   balancer_cpus=a.balancer_cpus, pg_dir=a.pg_dir,
-                  replicas=a.replicas)
+                  replicas=a.replicas, hosts=a.hosts, subnet=a.subnet)
+    if a.hosts:
+        netns.sweep()
     stack.check_ports()
+    if a.hosts and not (stack.pg_local or is_pg_url(stack.db)):
+        log("note: with SQLite every server opens the same file on this "
+            "machine, so only the network is per host; --hosts is truest "
+            "with --db postgres")
     if any(stack.cpus.values()):
         # Said here too, where a detached stack's user sees it.
         problem = cgroups.find_hierarchy()[3]
@@ -529,6 +632,8 @@ def cmd_up(a):
     os.close(r)
     if not msg.startswith(b"ok"):
         raise StackError(msg.decode().strip() or "the stack did not start")
+    if stack.hosts:
+        stack.net_state = (read_state() or {}).get("hosts")
     if stack.pg_local:
         # The cluster's URL (its port) is known to the supervisor only.
         st = read_state() or {}
@@ -546,6 +651,7 @@ def cmd_down(a):
     st = read_state()
     if not st:
         cgroups.sweep()
+        netns.sweep()
         print("no stack is running")
         return 0
     pid = st["pid"]
@@ -566,6 +672,7 @@ def cmd_down(a):
     except OSError:
         pass
     cgroups.sweep()  # those of a supervisor killed hard
+    netns.sweep()
     print("stopped")
     return 0
 
@@ -583,29 +690,60 @@ def budget_text(cg):
 
 def cmd_status(a):
     cgroups.sweep()
+    netns.sweep()
     st = read_state()
     if not st or not pid_alive(st["pid"]):
         print("no stack is running")
         return 3
     print("stack pid %d, cache %s, db %s" % (st["pid"], st["cache"], st["db"]))
     print("  %s" % st.get("budgets", "no CPU budgets asked for"))
+    net = st.get("hosts")
+    cut = netns.partitioned(net) if net else []
+    if net:
+        print("  hosts: network namespaces on %s, bridge %s at %s%s" % (
+            net["subnet"], net["bridge"], net["bridge_addr"],
+            "; partitioned: " + ", ".join(cut) if cut else ""))
     bad = 0
     for c in st["children"]:
         alive = pid_alive(c["pid"])
         health = ""
         if alive and c["name"].startswith("hs-"):
             try:
-                status, _, _ = http_get(c["port"], "/healthz", 1.0)
+                status, _, _ = http_get(c["port"], "/healthz", 1.0,
+                                        c.get("addr", "127.0.0.1"))
                 health = "HTTP %d" % status
             except OSError as e:
                 health = "unreachable (%s)" % e
         bad += not alive
-        print("  %-14s pid %-7d port %-5d %s %s %s" % (
-            c["name"], c["pid"], c["port"], "up" if alive else "DOWN", health,
+        where = ""
+        if c.get("host"):
+            where = "%-11s %-15s %-12s" % (
+                c["host"], c["addr"],
+                "PARTITIONED" if c["host"] in cut else "")
+        print("  %-14s %spid %-7d port %-5d %s %s %s" % (
+            c["name"], where, c["pid"], c["port"],
+            "up" if alive else "DOWN", health,
             budget_text(c.get("cgroup"))))
     for k, v in st["urls"].items():
         print("  %-11s %s" % (k, v))
     return 1 if bad else 0
+
+
+def cmd_link(a, up):
+    """partition HOST (up=False) / heal HOST (up=True)."""
+    netns.sweep()
+    st = read_state()
+    if not st or not pid_alive(st["pid"]):
+        raise StackError("no stack is running")
+    net = st.get("hosts")
+    if not net:
+        raise StackError("the running stack was not started with --hosts: "
+                         "./hammerstack down, then ./hammerstack up --hosts")
+    netns.set_link(net, a.host, up)
+    print("%s (%s) is %s" % (a.host, net["hosts"][a.host]["addr"],
+                             "back on the network" if up else
+                             "cut off: its packets are dropped silently"))
+    return 0
 
 
 def add_dashboard_args(ap):
@@ -656,6 +794,19 @@ def check_up(up, a):
         up.error("--replicas needs --db postgres (a local cluster)")
     if not 0.0001 <= a.scale <= 100:
         up.error("--scale must be in 0.0001..100")
+    if a.hosts:
+        why = netns.problem()
+        if why:
+            # Said before anything slow (install, build, seed).
+            sys.stderr.write("hammerstack up: %s\n" % why)
+            sys.exit(2)
+        try:
+            netns.check_subnet(a.subnet, a.servers + (
+                a.memcached if a.cache != "off" else 0) + (
+                not a.no_balancer) + (
+                1 + a.replicas if a.db == "postgres" else 0))
+        except netns.NetnsError as e:
+            up.error(str(e))
     check_cpus(up, a)
     if a.server_port + a.servers - 1 > 65535:
         up.error("--server-port leaves no room for %d servers" % a.servers)
@@ -710,12 +861,29 @@ def main(argv=None):
                     help="database threads per server (default 0: the "
                     "loops run the queries)")
     add_cpu_args(up)
+    up.add_argument("--hosts", action="store_true",
+                    help="every component on its own host: its own network "
+                    "namespace and address on a private bridge (root only); "
+                    "the client reaches the printed balancer address")
+    up.add_argument("--subnet", default=netns.DEFAULT_SUBNET,
+                    metavar="CIDR", help="with --hosts: the private subnet "
+                    "of the bridge (default %s; one this machine routes "
+                    "already is refused)" % netns.DEFAULT_SUBNET)
     add_dashboard_args(up)
     up.add_argument("--detach", action="store_true",
                     help="run in the background (stop with down)")
     cmds = {"up": up,
             "down": sub.add_parser("down", help="stop a detached stack"),
             "status": sub.add_parser("status", help="show the running stack")}
+    for name, what in (("partition", "cut HOST off the network (its "
+                        "packets dropped silently, as behind a pulled "
+                        "cable)"),
+                       ("heal", "bring a partitioned HOST back")):
+        cmds[name] = sub.add_parser(name, help=what, description=what +
+                                    "; a stack started with up --hosts")
+        cmds[name].add_argument("host", metavar="HOST",
+                                help="as status names it: balancer, "
+                                "server1, memcached1, postgres, replica1...")
     for p in cmds.values():
         add_check_args(p)
     a, rest = ap.parse_known_args(argv)
@@ -731,6 +899,12 @@ def main(argv=None):
             return cmd_up(a)
         if a.cmd == "down":
             return cmd_down(a)
+        if a.cmd in ("partition", "heal"):
+            if os.geteuid() != 0:
+                sys.stderr.write("hammerstack %s: needs root, as up --hosts "
+                                 "does\n" % a.cmd)
+                return 2
+            return cmd_link(a, a.cmd == "heal")
         return cmd_status(a)
     except StackError as e:
         sys.stderr.write("hammerstack: %s\n" % e)

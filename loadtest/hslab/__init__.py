@@ -8,13 +8,16 @@
   stats    /stats and memcached `stats`, counters, deltas, medians, ratios
   sampler  per-second series of every component's counters (CSV and the
            last 120 s in memory)
+  netns    each component on its own host: network namespaces on a
+           private bridge, partition/heal, the watchdog and the sweep
   cgroups  CPU budgets: a process in its own cgroup with a CPU quota
            (v2 cpu.max or v1 cfs quota), its CPU use and throttled time
   dashboard  the live dashboard over a Sampler (HTTP, SSE, data.json)
   report   the walkthrough's report as slides, from its out dir's files
   browser  headless Chromium: screenshots, a page driven over CDP
   pauser   step-through mode: wait for Enter or the dashboard's "next"
-(dashboard, report, browser and pauser are imported by name, not here.)
+(netns, dashboard, report, browser and pauser are imported by name, not
+here.)
 
 Used by loadtest/stack.py (./hammerstack up|down|status), benchlib.py and
 the bench scripts, walkthrough.py and tests/integration/hstest.py.

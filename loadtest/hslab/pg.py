@@ -4,8 +4,9 @@ child (own process group, PR_SET_PDEATHSIG, a hard timeout, stop_all()).
 
 PostgreSQL refuses to run as root: when we are root, initdb and postgres
 run as nobody (dropped before exec, like memcached) in a directory chowned
-to it.  Trust authentication on 127.0.0.1 only, no Unix socket; the
-superuser is "hammerstack", so a URL is
+to it.  Trust authentication on 127.0.0.1 only (and on the networks given
+as hba=, with listen= an address there: a stack's hosts, hslab/netns.py),
+no Unix socket; the superuser is "hammerstack", so a URL is
 postgres://hammerstack@127.0.0.1:PORT/DB.  fsync off by default (tests):
 a kill -9 of postgres still loses no acknowledged commit (the WAL is
 written before the commit returns), only a crash of the machine would.
@@ -72,8 +73,14 @@ def _check_reachable(path):
 class Postgres:
     """A running cluster: proc (the postmaster's Proc), port, datadir."""
 
-    def __init__(self, datadir, port, settings, logpath, timeout, name):
+    def __init__(self, datadir, port, settings, logpath, timeout, name,
+                 netns=None):
         self.datadir = datadir
+        # Where it listens (the first of listen_addresses) and the network
+        # namespace it runs in (hslab/netns.py; None: this one).
+        self.host = settings.get("listen_addresses",
+                                 "127.0.0.1").split(",")[0].strip()
+        self.netns = netns
         self.port = port
         self.settings = dict(settings)
         self.logpath = logpath
@@ -82,7 +89,7 @@ class Postgres:
         self.proc = None
 
     def url(self, db="hammerstack"):
-        return "postgres://%s@127.0.0.1:%d/%s" % (USER, self.port, db)
+        return "postgres://%s@%s:%d/%s" % (USER, self.host, self.port, db)
 
     def _args(self):
         args = [os.path.join(pg_bindir(), "postgres"), "-D", self.datadir,
@@ -94,7 +101,7 @@ class Postgres:
     def launch(self, ready_timeout=30):
         """Starts postgres on self.port and waits until it accepts queries."""
         self.proc = Proc(self._args(), name=self.name, logpath=self.logpath,
-                         timeout=self.timeout,
+                         timeout=self.timeout, netns=self.netns,
                          drop_privileges=os.geteuid() == 0)
         self.wait_ready(ready_timeout)
 
@@ -105,7 +112,7 @@ class Postgres:
             if not self.proc.alive():
                 raise LabError("postgres exited (status %s):\n%s" % (
                     self.proc.poll(), tail(self.logpath)))
-            r = subprocess.run([isready, "-q", "-h", "127.0.0.1", "-p",
+            r = subprocess.run([isready, "-q", "-h", self.host, "-p",
                                 str(self.port), "-U", USER, "-t", "2"],
                                stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
@@ -152,11 +159,27 @@ class Postgres:
             self.proc.stop(timeout, sig=2)
 
 
+def allow_hba(datadir, cidrs):
+    """Trust connections (and replication) from the networks cidrs too:
+    lines added to pg_hba.conf once each (the file keeps its owner)."""
+    path = os.path.join(datadir, "pg_hba.conf")
+    with open(path) as f:
+        have = f.read()
+    with open(path, "a") as f:
+        for cidr in cidrs:
+            for what in ("all", "replication"):
+                line = "host %s all %s trust" % (what, cidr)
+                if line not in have:
+                    f.write(line + "\n")
+
+
 def start_postgres(base=None, port=None, fsync=False, settings=None,
                    name="postgres", timeout=None, ready_timeout=60,
-                   db="hammerstack"):
+                   db="hammerstack", listen="127.0.0.1", hba=(), netns=None):
     """initdb into base/data (unless a cluster is there already) and
-    postgres on 127.0.0.1:port (a free one when port is None, 5 tries),
+    postgres on listen:port (listen default 127.0.0.1; port a free one
+    when None, 5 tries; trust from 127.0.0.1 and the networks in hba; in
+    the network namespace netns when given),
     logging to base/postgres.log, with a database db created when missing
     (None: none).  Without base the cluster lives in a temp dir removed by
     stop_all().  timeout: a hard limit on the postmaster's life.  Returns
@@ -184,7 +207,7 @@ def start_postgres(base=None, port=None, fsync=False, settings=None,
         if init.wait(120) != 0:
             raise LabError("initdb failed:\n%s" % tail(logpath))
     conf = {
-        "listen_addresses": "127.0.0.1",
+        "listen_addresses": listen,
         "unix_socket_directories": "",
         "fsync": "on" if fsync else "off",
         "full_page_writes": "on" if fsync else "off",
@@ -201,8 +224,10 @@ def start_postgres(base=None, port=None, fsync=False, settings=None,
         "log_line_prefix": "%m [%p] ",
     }
     conf.update(settings or {})
-    pg = _launch(Postgres(datadir, port, conf, logpath, timeout, name),
-                 port, ready_timeout, "postgres")
+    if hba:
+        allow_hba(datadir, hba)
+    pg = _launch(Postgres(datadir, port, conf, logpath, timeout, name,
+                          netns), port, ready_timeout, "postgres")
     if db and pg.psql("SELECT 1 FROM pg_database WHERE datname = '%s'" %
                       db.replace("'", "''")) != "1":
         pg.create_db(db)
@@ -232,12 +257,14 @@ REPLICATION_SETTINGS = {"wal_level": "replica", "max_wal_senders": "10",
 
 
 def start_replica(primary, base=None, port=None, name="pg-replica",
-                  timeout=None, ready_timeout=60):
+                  timeout=None, ready_timeout=60, listen="127.0.0.1",
+                  netns=None):
     """A hot standby of primary (started with REPLICATION_SETTINGS):
     pg_basebackup -R from it into base/data (a temp dir removed by
     stop_all() without base; with base, whatever was there is removed
     first: a replica is a copy, never worth keeping), then postgres on
-    127.0.0.1:port (a free one when None) streaming from the primary.
+    listen:port (a free one when None; in the network namespace netns
+    when given) streaming from the primary.
     Returns a Postgres whose url() reads what the primary committed once
     it is replayed."""
     if primary.settings.get("wal_level") == "minimal":
@@ -259,14 +286,17 @@ def start_replica(primary, base=None, port=None, name="pg-replica",
         os.chmod(base, 0o700)
         _chown_tree(base, NOBODY)
     bb = Proc([os.path.join(bindir, "pg_basebackup"), "-D", datadir, "-R",
-               "-X", "stream", "-c", "fast", "--no-sync", "-h", "127.0.0.1",
+               "-X", "stream", "-c", "fast", "--no-sync", "-h", primary.host,
                "-p", str(primary.port), "-U", USER], name="pg_basebackup",
-              logpath=logpath, timeout=300, drop_privileges=root)
+              logpath=logpath, timeout=300, drop_privileges=root,
+              netns=netns)
     if bb.wait(300) != 0:
         raise LabError("pg_basebackup failed:\n%s" % tail(logpath))
     conf = dict(primary.settings)
     conf["hot_standby"] = "on"
-    return _launch(Postgres(datadir, port, conf, logpath, timeout, name),
+    conf["listen_addresses"] = listen
+    return _launch(Postgres(datadir, port, conf, logpath, timeout, name,
+                            netns),
                    port, ready_timeout, "the replica")
 
 

@@ -30,6 +30,7 @@ import urllib.error
 import urllib.request
 
 PR_SET_PDEATHSIG = 1
+CLONE_NEWNET = 0x40000000
 NOBODY = 65534
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -46,11 +47,13 @@ class LabError(Exception):
 
 # ------------------------------------------------------------- processes
 
-def _preexec(parent, cgroup_procs=None, pdeathsig=True, drop=False):
+def _preexec(parent, cgroup_procs=None, pdeathsig=True, drop=False,
+             netns=None):
     """Runs in the child between fork and exec: joins the cgroup first
     (threads created later inherit it; root may still write the file),
-    drops to nobody when asked, then asks for SIGTERM when the parent
-    dies, and exits if the parent is already gone."""
+    then the network namespace netns (which needs root, so before the
+    drop), drops to nobody when asked, then asks for SIGTERM when the
+    parent dies, and exits if the parent is already gone."""
     def run():
         for path in cgroup_procs:
             try:
@@ -58,6 +61,12 @@ def _preexec(parent, cgroup_procs=None, pdeathsig=True, drop=False):
                     f.write("%d\n" % os.getpid())
             except OSError:
                 pass    # the parent sees it (not in cgroup.procs) and says so
+        if netns:
+            # No import here: another thread may hold the import lock.
+            fd = os.open("/run/netns/" + netns, os.O_RDONLY)
+            if _libc.setns(fd, CLONE_NEWNET) != 0:
+                os._exit(126)   # never run on the wrong network
+            os.close(fd)
         if drop:
             os.setgroups([])
             os.setgid(NOBODY)
@@ -81,11 +90,13 @@ class Proc:
     timeout: a hard limit in seconds on the child's life (killed after).
     cgroup: a path (or a list) of cgroup.procs files the child joins before
     it execs.  drop_privileges: run as nobody (when started by root).
+    netns: the name of a network namespace (hslab/netns.py) it runs in.
     The child gets a new session; args[0] is run as given."""
 
     def __init__(self, args, name=None, logpath=None, stdout=None,
                  stderr=None, timeout=None, env=None, cwd=None,
-                 cgroup=None, pdeathsig=None, drop_privileges=False):
+                 cgroup=None, pdeathsig=None, drop_privileges=False,
+                 netns=None):
         self.name = name or os.path.basename(args[0])
         self.args = list(args)
         self.logpath = logpath
@@ -110,7 +121,7 @@ class Proc:
             stderr=stderr, env=e, cwd=cwd, start_new_session=True,
             preexec_fn=_preexec(os.getpid(), [cgroup] if isinstance(
                 cgroup, str) else list(cgroup or ()), pdeathsig,
-                                drop_privileges))
+                                drop_privileges, netns))
         self.pid = self.p.pid
         with _live_lock:
             _live.append(self)
@@ -372,15 +383,15 @@ def _check_alive(proc, what):
             what, _poll(proc), _log_tail(proc)))
 
 
-def wait_connect(port, proc=None, timeout=10, what=None):
-    """Waits until 127.0.0.1:port accepts a connection; LabError when proc
+def wait_connect(port, proc=None, timeout=10, what=None, host="127.0.0.1"):
+    """Waits until host:port accepts a connection; LabError when proc
     (a Proc or Popen) exits first or after timeout seconds."""
     what = what or getattr(proc, "name", None) or "process"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         _check_alive(proc, what)
         try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            socket.create_connection((host, port), 0.2).close()
             return
         except OSError:
             time.sleep(0.05)
@@ -390,9 +401,10 @@ def wait_connect(port, proc=None, timeout=10, what=None):
 
 # ------------------------------------------------------------------- HTTP
 
-def http_get(port, path, timeout=2.0):
-    """Returns (status, headers dict, body bytes); raises OSError."""
-    url = "http://127.0.0.1:%d%s" % (port, path)
+def http_get(port, path, timeout=2.0, host="127.0.0.1"):
+    """Returns (status, headers dict, body bytes) of a GET of
+    http://host:port/path; raises OSError."""
+    url = "http://%s:%d%s" % (host, port, path)
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
             return r.status, dict(r.headers), r.read()
@@ -403,11 +415,11 @@ def http_get(port, path, timeout=2.0):
 
 
 def wait_http(port, path="/healthz", timeout=30, proc=None, want=200,
-              what=None, get=None):
-    """Waits for status want from 127.0.0.1:port/path; returns the answer
+              what=None, get=None, host="127.0.0.1"):
+    """Waits for status want from host:port/path; returns the answer
     of get(port, path) (default http_get: (status, headers, body)).
     LabError when proc (a Proc or Popen) exits first or after timeout."""
-    get = get or (lambda port, path: http_get(port, path, 2.0))
+    get = get or (lambda port, path: http_get(port, path, 2.0, host))
     what = what or getattr(proc, "name", None) or "process"
     deadline = time.monotonic() + timeout
     last = None
@@ -422,8 +434,8 @@ def wait_http(port, path="/healthz", timeout=30, proc=None, want=200,
         except OSError as e:
             last = e
         time.sleep(0.05)
-    raise LabError("%s: 127.0.0.1:%d%s not ready within %.0fs (%s)%s" %
-                   (what, port, path, timeout, last, _log_tail(proc)))
+    raise LabError("%s: %s:%d%s not ready within %.0fs (%s)%s" %
+                   (what, host, port, path, timeout, last, _log_tail(proc)))
 
 
 # ----------------------------------------------- the processes we start
@@ -449,9 +461,9 @@ def start_on_free_port(name, launch, ready, log=None, tries=5):
 
 def start_memcached(port=None, mem_mb=64, threads=2, conns=None, extra=(),
                     name="memcached", ready_timeout=10, retry_s=10,
-                    make=None, **proc_kw):
-    """A real memcached on 127.0.0.1 (as nobody when run as root, dropped
-    before exec so that PR_SET_PDEATHSIG holds): on a
+                    make=None, host="127.0.0.1", **proc_kw):
+    """A real memcached on host, default 127.0.0.1 (as nobody when run as
+    root, dropped before exec so that PR_SET_PDEATHSIG holds): on a
     free port (5 tries), or on port (retried for retry_s seconds while an
     old one's port is still taken).  proc_kw go to Proc (logpath, cgroup,
     ...); make: the Proc class (a subclass).  Returns (Proc, port)."""
@@ -462,14 +474,14 @@ def start_memcached(port=None, mem_mb=64, threads=2, conns=None, extra=(),
     last = None
     for _ in range(20 if port else 5):
         p_port = port or free_port()
-        args = [exe, "-l", "127.0.0.1", "-p", str(p_port), "-U", "0",
+        args = [exe, "-l", host, "-p", str(p_port), "-U", "0",
                 "-m", str(mem_mb), "-t", str(threads)]
         if conns:
             args += ["-c", str(conns)]
         p = (make or Proc)(args + list(extra), name=name,
                            drop_privileges=os.geteuid() == 0, **proc_kw)
         try:
-            wait_connect(p_port, p, ready_timeout, name)
+            wait_connect(p_port, p, ready_timeout, name, host)
             return p, p_port
         except LabError as e:
             last = e

@@ -138,11 +138,16 @@ def replica_metrics(st, out):
 
 def stack_targets(stk):
     """The components of a running loadtest/stack.py Stack: (servers,
-    balancers, memcacheds, hosts) for Sampler.watch()."""
-    servers = [("hs-server-%d" % (i + 1), p)
+    balancers, memcacheds, hosts) for Sampler.watch().  A port is a
+    (host, port) pair when the component is on a host of its own."""
+    def at(host, port):
+        a = stk.addr(host) if getattr(stk, "hosts", False) else None
+        return (a, port) if a else port
+    servers = [("hs-server-%d" % (i + 1), at("server%d" % (i + 1), p))
                for i, p in enumerate(stk.server_ports)]
-    balancers = [("hs-balancer", stk.admin_port)] if stk.balancer else []
-    mcs = [("memcached-%d" % (i + 1), p)
+    balancers = [("hs-balancer", at("balancer", stk.admin_port))] \
+        if stk.balancer else []
+    mcs = [("memcached-%d" % (i + 1), at("memcached%d" % (i + 1), p))
            for i, p in enumerate(stk.memcached_ports)]
     return servers, balancers, mcs, stk.host_usage
 

@@ -11,11 +11,17 @@ import statistics
 from .procs import http_get
 
 
-def get_json(port, path="/stats", timeout=5.0):
-    """The JSON document at 127.0.0.1:port/path; {} when it does not
-    answer 200 with JSON."""
+def _addr(port, host):
+    """port may be a (host, port) pair: a component on its own host."""
+    return port if isinstance(port, tuple) else (host, port)
+
+
+def get_json(port, path="/stats", timeout=5.0, host="127.0.0.1"):
+    """The JSON document at host:port/path (port: a number or a (host,
+    port) pair); {} when it does not answer 200 with JSON."""
+    host, port = _addr(port, host)
     try:
-        status, _, body = http_get(port, path, timeout)
+        status, _, body = http_get(port, path, timeout, host)
         if status == 200:
             return json.loads(body)
     except (OSError, ValueError):
@@ -24,8 +30,10 @@ def get_json(port, path="/stats", timeout=5.0):
 
 
 def memcached_stats(port, timeout=2.0, host="127.0.0.1"):
-    """memcached's `stats` over its text protocol: {name: number or
-    string}; {} when it does not answer."""
+    """memcached's `stats` over its text protocol (port: a number or a
+    (host, port) pair): {name: number or string}; {} when it does not
+    answer."""
+    host, port = _addr(port, host)
     out = {}
     try:
         with socket.create_connection((host, port), timeout) as s:
