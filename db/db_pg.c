@@ -745,18 +745,31 @@ const struct db_ops db_pg_ops = {
 
 /*
  * Connects to url: libpq parses the URL; a connect timeout so that a dead
- * host fails a request instead of hanging it, lock_timeout as the busy
- * timeout, UTF-8 on the wire.  Returns the connection (PQfinish it) or
- * NULL with errmsg set.
+ * host fails a request instead of hanging it, and TCP keepalives with a
+ * user timeout so that a host cut off mid-query (a network partition:
+ * nothing answers, nothing resets) fails it within about 2 s too, where
+ * the kernel's defaults would wait for minutes; lock_timeout as the busy
+ * timeout, UTF-8 on the wire.  The timeouts come before the URL, which
+ * may override them (postgres://...?tcp_user_timeout=10000).  Returns the
+ * connection (PQfinish it) or NULL with errmsg set.
  */
 PGconn *
 db_pg_connect(struct db *db, const char *url, int busy_timeout_ms)
 {
 	char opts[96];
-	const char *keys[] = { "dbname",          "connect_timeout",
-			       "client_encoding", "application_name",
-			       "options",         NULL };
-	const char *vals[] = { url, "3", "UTF8", "hammerstack", opts, NULL };
+	const char *keys[] = { "connect_timeout",
+			       "keepalives",
+			       "keepalives_idle",
+			       "keepalives_interval",
+			       "keepalives_count",
+			       "tcp_user_timeout",
+			       "dbname",
+			       "client_encoding",
+			       "application_name",
+			       "options",
+			       NULL };
+	const char *vals[] = { "2", "1",    "1",           "1",  "2", "2000",
+			       url, "UTF8", "hammerstack", opts, NULL };
 	PGconn *conn;
 
 	snprintf(opts, sizeof(opts), "-c lock_timeout=%d",

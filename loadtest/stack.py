@@ -592,7 +592,8 @@ def cmd_up(a):
                   admin_port=a.admin_port, memcached_port=a.memcached_port,
                   threads=a.threads, db_threads=a.db_threads,
                   server_cpus=a.server_cpus, cache_cpus=a.cache_cpus,
-                  balancer_cpus=a.balancer_cpus, pg_dir=a.pg_dir,
+                  balancer_cpus=a.balancer_cpus, db_cpus=a.db_cpus,
+                  pg_dir=a.pg_dir,
                   replicas=a.replicas, hosts=a.hosts, subnet=a.subnet)
     if a.hosts:
         netns.sweep()
@@ -808,6 +809,11 @@ def check_up(up, a):
         except netns.NetnsError as e:
             up.error(str(e))
     check_cpus(up, a)
+    if not (a.db_cpus == 0 or cgroups.MIN_CPUS <= a.db_cpus <= 1024):
+        up.error("--db-cpus must be 0 (no budget) or in %g..1024" %
+                 cgroups.MIN_CPUS)
+    if a.db_cpus and a.db != "postgres":
+        up.error("--db-cpus needs --db postgres (a local cluster)")
     if a.server_port + a.servers - 1 > 65535:
         up.error("--server-port leaves no room for %d servers" % a.servers)
     if not a.no_dashboard:
@@ -861,6 +867,10 @@ def main(argv=None):
                     help="database threads per server (default 0: the "
                     "loops run the queries)")
     add_cpu_args(up)
+    up.add_argument("--db-cpus", type=float, default=0.0, metavar="F",
+                    help="with --db postgres: CPU budget of the primary and "
+                    "of each replica in cores, each its own cgroup (default "
+                    "0: none)")
     up.add_argument("--hosts", action="store_true",
                     help="every component on its own host: its own network "
                     "namespace and address on a private bridge (root only); "

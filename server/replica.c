@@ -16,9 +16,12 @@
 #include "srv_replica.h"
 #include "srv_worker.h"
 
-/* How long a replica that failed is left alone by a worker. */
-#define REPLICA_RETRY_NS 1000000000ull
-#define MARK_UNKNOWN     UINT64_MAX
+/* How long a replica that failed is left alone by a worker: 1 s, doubled
+   for each failure in a row up to 8 s, so that a host that cannot be
+   reached (each try may cost a connect timeout) is tried now and then. */
+#define REPLICA_RETRY_NS    1000000000ull
+#define REPLICA_RETRY_SHIFT 3
+#define MARK_UNKNOWN        UINT64_MAX
 /* How often a replica's distance is decided again (too_far()). */
 #define FAR_CHECK_NS 1000000000ull
 
@@ -64,6 +67,27 @@ store_max(uint64_t *p, uint64_t v)
 		;
 }
 
+/* Every worker leaves replica i alone for a while: one that found it
+   failing spares the others a connect or query timeout each. */
+static void
+replica_skip(struct srv_worker *w, int i)
+{
+	struct srv_replica *rep = &w->srv->reps->r[i];
+	unsigned fails = __atomic_fetch_add(&rep->fails, 1, __ATOMIC_RELAXED);
+	unsigned shift =
+		fails < REPLICA_RETRY_SHIFT ? fails : REPLICA_RETRY_SHIFT;
+
+	__atomic_store_n(&rep->down_until_ns,
+			 hs_now_ns() + (REPLICA_RETRY_NS << shift),
+			 __ATOMIC_RELAXED);
+}
+
+static int
+replica_down(struct srv_worker *w, int i, uint64_t now)
+{
+	return ld(&w->srv->reps->r[i].down_until_ns) > now;
+}
+
 /* The worker's connection to replica i, opened on first use; NULL (and
    the replica skipped for a while) when it cannot be opened. */
 static struct db *
@@ -80,7 +104,7 @@ replica_db(struct srv_worker *w, int i)
 		log_warnx_rl("cannot open replica %s: %s; reading from the "
 			     "primary meanwhile",
 			     rep->url, err);
-		w->rdown_ns[i] = hs_now_ns() + REPLICA_RETRY_NS;
+		replica_skip(w, i);
 	}
 	return w->rdb[i];
 }
@@ -96,7 +120,41 @@ replica_reset(struct srv_worker *w, int i)
 	w->rdb[i] = NULL;
 }
 
-/* 1 when replica i has replayed mark (asking it when not known yet). */
+/*
+ * A query on replica i failed with res: counted, said, and the replica
+ * skipped for a while (its connection closed when it may be broken).
+ * DB_BUSY is mostly a query cancelled by a replay conflict; DB_ERR a lost
+ * connection or a host that does not answer (db_pg_connect's timeouts).
+ */
+static void
+replica_failed(struct srv_worker *w, int i, int res)
+{
+	struct srv_replica *rep = &w->srv->reps->r[i];
+
+	inc(&rep->errors);
+	log_warnx_rl("read on replica %s failed: %s; reading elsewhere",
+		     rep->url, db_errmsg(w->rdb[i]));
+	replica_skip(w, i);
+	if (res == DB_ERR)
+		replica_reset(w, i);
+}
+
+/* Replica i's replay position into *st; on failure the replica is
+   skipped (replica_failed) and its db must not be used again. */
+static int
+replica_status(struct srv_worker *w, int i, struct db *db, struct db_repl *st)
+{
+	int res = db_repl_status(db, st);
+
+	if (res != DB_OK)
+		replica_failed(w, i, res);
+	else
+		store_max(&w->srv->reps->r[i].replayed_lsn, st->lsn);
+	return res;
+}
+
+/* 1 when replica i has replayed mark (asking it when not known yet), 0
+   when not, -1 when it could not say (now skipped). */
 static int
 replayed(struct srv_worker *w, int i, struct db *db, uint64_t mark)
 {
@@ -106,9 +164,10 @@ replayed(struct srv_worker *w, int i, struct db *db, uint64_t mark)
 	if (mark == 0 ||
 	    __atomic_load_n(&rep->replayed_lsn, __ATOMIC_ACQUIRE) >= mark)
 		return 1;
-	if (mark == MARK_UNKNOWN || db_repl_status(db, &st) != DB_OK)
+	if (mark == MARK_UNKNOWN)
 		return 0;
-	store_max(&rep->replayed_lsn, st.lsn);
+	if (replica_status(w, i, db, &st) != DB_OK)
+		return -1;
 	return st.lsn >= mark;
 }
 
@@ -119,6 +178,7 @@ replayed(struct srv_worker *w, int i, struct db *db, uint64_t mark)
  * second (two small queries); the others take the last verdict.  When the
  * primary was idle before a write, a check right after it refuses a
  * healthy replica for a second: more reads on the primary, never stale.
+ * -1 when the replica could not say (now skipped: replica_failed).
  */
 static int
 too_far(struct srv_worker *w, int i, struct db *db, uint64_t now)
@@ -134,13 +194,12 @@ too_far(struct srv_worker *w, int i, struct db *db, uint64_t now)
 	    !__atomic_compare_exchange_n(&rep->far_checked_ns, &at, now, 0,
 					 __ATOMIC_RELAXED, __ATOMIC_RELAXED))
 		return __atomic_load_n(&rep->far, __ATOMIC_RELAXED);
-	if (db_repl_status(db, &st) == DB_OK) {
-		store_max(&rep->replayed_lsn, st.lsn);
-		/* No replayed commit yet: its age is unknown, take it as old. */
-		far = (st.replay_age_ms < 0 || st.replay_age_ms > ttl_ms) &&
-		      (p = srv_worker_db(w)) != NULL &&
-		      db_repl_status(p, &prim) == DB_OK && prim.lsn > st.lsn;
-	}
+	if (replica_status(w, i, db, &st) != DB_OK)
+		return -1;
+	/* No replayed commit yet: its age is unknown, take it as old. */
+	far = (st.replay_age_ms < 0 || st.replay_age_ms > ttl_ms) &&
+	      (p = srv_worker_db(w)) != NULL &&
+	      db_repl_status(p, &prim) == DB_OK && prim.lsn > st.lsn;
 	if (far != __atomic_load_n(&rep->far, __ATOMIC_RELAXED))
 		log_info("replica %s %s", rep->url,
 			 far ? "lags past --marker-ttl: reading elsewhere "
@@ -188,17 +247,19 @@ srv_read_db(struct srv_worker *w, uint64_t key, int *ri)
 					   __ATOMIC_ACQUIRE)
 			 : 0;
 	for (int k = 0; k < reps->n; k++) {
-		int i = (int)(w->rr++ % (unsigned)reps->n);
+		int i = (int)(w->rr++ % (unsigned)reps->n), r;
 		struct db *db;
 
-		if (w->rdown_ns[i] > now || (db = replica_db(w, i)) == NULL)
+		if (replica_down(w, i, now) || (db = replica_db(w, i)) == NULL)
 			continue;
-		if (remote && too_far(w, i, db, now)) {
-			inc(&reps->r[i].too_far);
+		if (remote && (r = too_far(w, i, db, now)) != 0) {
+			if (r > 0)
+				inc(&reps->r[i].too_far);
 			continue;
 		}
-		if (!replayed(w, i, db, mark)) {
-			behind = i;
+		if ((r = replayed(w, i, db, mark)) <= 0) {
+			if (r == 0)
+				behind = i;
 			continue;
 		}
 		/* Our own mark lets a replica serve: the other servers'
@@ -210,8 +271,9 @@ srv_read_db(struct srv_worker *w, uint64_t key, int *ri)
 			if (rm > mark) {
 				mark = rm;
 				by_marker = 1;
-				if (!replayed(w, i, db, mark)) {
-					behind = i;
+				if ((r = replayed(w, i, db, mark)) <= 0) {
+					if (r == 0)
+						behind = i;
 					continue;
 				}
 			}
@@ -250,16 +312,10 @@ srv_read_retry(struct srv_worker *w, uint64_t key, int ri, int res)
 	}
 	if (res >= 0) {
 		inc(&reps->r[ri].reads);
+		__atomic_store_n(&reps->r[ri].fails, 0, __ATOMIC_RELAXED);
 		return 0;
 	}
-	/* DB_BUSY here is mostly a query cancelled by a replay conflict;
-	   DB_ERR a lost connection.  Either way, ask elsewhere. */
-	inc(&reps->r[ri].errors);
-	log_warnx_rl("read on replica %s failed: %s; reading elsewhere",
-		     reps->r[ri].url, db_errmsg(w->rdb[ri]));
-	w->rdown_ns[ri] = hs_now_ns() + REPLICA_RETRY_NS;
-	if (res == DB_ERR)
-		replica_reset(w, ri);
+	replica_failed(w, ri, res); /* ask elsewhere */
 	return 1;
 }
 
@@ -313,12 +369,15 @@ sample(struct srv_worker *w, int i, const struct db_repl *prim,
        struct srv_replica_sample *out)
 {
 	struct srv_replica *rep = &w->srv->reps->r[i];
-	struct db *db = w->rdown_ns[i] > hs_now_ns() ? NULL : replica_db(w, i);
+	struct db *db =
+		replica_down(w, i, hs_now_ns()) ? NULL : replica_db(w, i);
 	struct db_repl st;
 	int up = db != NULL && db_repl_status(db, &st) == DB_OK;
 
-	if (db != NULL && !up)
+	if (db != NULL && !up) {
 		replica_reset(w, i);
+		replica_skip(w, i);
+	}
 	if (up)
 		store_max(&rep->replayed_lsn, st.lsn);
 	out->up = up;

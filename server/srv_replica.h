@@ -87,6 +87,9 @@ struct srv_replica {
 	uint64_t far_checked_ns; /* when far was last decided */
 	int far;                 /* 1: behind, and its last replayed commit
 				    older than --marker-ttl */
+	uint64_t down_until_ns;  /* skipped by every worker until then: it
+				    failed (replica.c, replica_skip) */
+	unsigned fails;          /* failures in a row (the skip doubles) */
 };
 
 /* The server's replicas (s->cfg.ndb_read of them) and write marks. */

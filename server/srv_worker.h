@@ -20,10 +20,9 @@ struct srv;
 struct srv_worker {
 	struct srv *srv;
 	struct db *db; /* NULL until opened (or after a failed open) */
-	struct db *rdb[SRV_READ_MAX];    /* replicas (--db-read), likewise */
-	uint64_t rdown_ns[SRV_READ_MAX]; /* replica i skipped until then */
-	unsigned rr;                     /* round robin over the replicas */
-	uint64_t rng;                    /* hs_rng.h state */
+	struct db *rdb[SRV_READ_MAX]; /* replicas (--db-read), likewise */
+	unsigned rr;                  /* round robin over the replicas */
+	uint64_t rng;                 /* hs_rng.h state */
 	uint64_t pub_queries; /* db_queries(db), published with relaxed stores */
 	uint64_t pub_time_ns;    /* db_time_ns(db), likewise */
 	uint64_t closed_queries; /* totals of connections already closed */

@@ -414,10 +414,45 @@ class HostsPostgresTest(HostsBase):
             seen.add(resp.header("X-Served-By"))
         self.assertEqual(seen, {"s1", "s2"})
         self.assertGreater(counter(veth, "rx_bytes"), before)
+        self.check_replica_partition(bal, st)
         kids = [c["pid"] for c in st["children"]]
         self.assertEqual(self.stack("down").returncode, 0)
         self.assertEqual(left_over(rec), [])
         self.assertFalse([p for p in kids if pid_alive(p)])
+
+    def replica_stats(self, st):
+        """Each server's db.replicas list entry for replica 1."""
+        out = []
+        for k in ("server1", "server2"):
+            url = st["urls"][k].rstrip("/")
+            host, port = url.split("//")[1].split(":")
+            r = hstest.request(int(port), "GET", "/stats", host=host,
+                               timeout=30)
+            out.append(r.json()["db"]["replicas"]["list"][0])
+        return out
+
+    def check_replica_partition(self, bal, st):
+        """A replica cut off mid-load: no read hangs on it (the servers'
+        connections time out and skip it), and after heal it serves
+        reads again."""
+        self.assertEqual(self.stack("partition", "replica1").returncode, 0)
+        # Products nobody read yet: cache misses, read from a database.
+        for pid in range(20, 40):
+            resp = hstest.request(8080, "GET", "/products/%d" % pid,
+                                  host=bal, timeout=20 * hstest.SLOW)
+            self.assertEqual(resp.status, 200, resp.body)
+        reps = self.replica_stats(st)
+        self.assertTrue(any(r["errors"] > 0 or not r["up"] for r in reps),
+                        reps)
+        self.assertEqual(self.stack("heal", "replica1").returncode, 0)
+        reads = sum(r["reads"] for r in reps)
+        pid = iter(range(40, 10000))
+
+        def replica_serves():
+            hstest.request(8080, "GET", "/products/%d" % next(pid),
+                           host=bal, timeout=20 * hstest.SLOW)
+            return sum(r["reads"] for r in self.replica_stats(st)) > reads
+        self.assertTrue(wait_until(replica_serves, 60))
 
 
 class HostsNotRootTest(unittest.TestCase):
