@@ -461,10 +461,26 @@ class HostsNotRootTest(unittest.TestCase):
     def test_not_root_gets_one_clear_line(self):
         python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") \
             else sys.executable
+        # A copy nobody can read: the checkout may be in a directory
+        # only root can enter (mktemp -d makes them 0700).
+        tmp = tempfile.mkdtemp(prefix="hs-nonroot-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        os.chmod(tmp, 0o755)
+        src = os.path.join(hstest.SRC, "loadtest")
+        shutil.copy(STACK, tmp)
+        shutil.copytree(os.path.join(src, "hslab"),
+                        os.path.join(tmp, "hslab"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for d, _, files in os.walk(tmp):
+            os.chmod(d, 0o755)
+            for f in files:
+                os.chmod(os.path.join(d, f), 0o644)
         r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534",
-                            "--clear-groups", python, STACK, "up",
+                            "--clear-groups", python,
+                            os.path.join(tmp, "stack.py"), "up",
                             "--hosts"], capture_output=True, text=True,
-                           timeout=60, env=dict(os.environ, HOME="/"))
+                           timeout=60, cwd=tmp,
+                           env=dict(os.environ, HOME="/"))
         self.assertEqual(r.returncode, 2, r.stderr)
         self.assertEqual(r.stderr.count("\n"), 1, r.stderr)
         self.assertIn("--hosts needs root", r.stderr)
