@@ -55,7 +55,12 @@ enum pg_stmt_id {
 struct db_pg {
 	PGconn *conn;
 	char prepared[PS_COUNT_]; /* prepared on this connection */
+	uint64_t retry_ns;        /* a failed reconnect: none before then */
 };
+
+/* After a reconnect failed, how long queries fail at once instead of
+   each paying a connect timeout (the server may be cut off). */
+#define PG_RECONNECT_NS 1000000000ull
 
 #define PG_PRODUCT_COLS                                                     \
 	"id, category_id, name, description, price_cents, stock, version, " \
@@ -225,12 +230,24 @@ pg_ready(struct db *db)
 {
 	struct db_pg *pg = db->pg;
 
+	uint64_t now;
+	int res;
+
 	if (PQstatus(pg->conn) == CONNECTION_OK)
 		return DB_OK;
+	now = hs_now_ns();
+	if (now < pg->retry_ns)
+		return db_failf(db,
+				"reconnect: the server did not answer "
+				"less than a second ago; not tried again yet");
 	PQreset(pg->conn);
 	memset(pg->prepared, 0, sizeof(pg->prepared));
-	if (PQstatus(pg->conn) != CONNECTION_OK)
-		return db_pg_fail(db, pg->conn, NULL, "reconnect");
+	if (PQstatus(pg->conn) != CONNECTION_OK) {
+		res = db_pg_fail(db, pg->conn, NULL, "reconnect");
+		pg->retry_ns = hs_now_ns() + PG_RECONNECT_NS;
+		return res;
+	}
+	pg->retry_ns = 0;
 	return DB_OK;
 }
 

@@ -48,8 +48,12 @@ DEFAULT_DB = os.path.join(ROOT, "data", "hammerstack.db")
 DEFAULT_PG_DIR = os.path.join(ROOT, "data", "pg")
 # Its settings: durable (fsync on), sized for a laptop; wal_level minimal
 # (hslab.pg's default) as no replica streams from it.
+# TCP keepalives: a session whose client vanished in a network partition
+# (up --hosts, partition) is ended within about 25 s, not two hours.
 PG_SETTINGS = {"fsync": "on", "full_page_writes": "on",
-               "shared_buffers": "128MB", "max_connections": "300"}
+               "shared_buffers": "128MB", "max_connections": "300",
+               "tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5",
+               "tcp_keepalives_count": "3"}
 
 
 def pg_children(pid):
@@ -223,6 +227,7 @@ class Stack:
         self.pg = hpg.start_postgres(base=self.pg_dir, fsync=True,
                                      settings=settings, db="hammerstack",
                                      **kw)
+        self.pg.proc.stop_sig = signal.SIGINT
         self.db = self.pg.url()
         self._started(self.pg.proc, self.pg.port, self._pg_host("postgres",
                                                                 self.pg))
@@ -238,6 +243,7 @@ class Stack:
                       "netns": self._netns(host)}
             r = hpg.start_replica(self.pg, base=self.replica_dir(k),
                                   name="pg-replica-%d" % k, **kw)
+            r.proc.stop_sig = signal.SIGINT
             self.replicas.append(r)
             if self.replica_delay_ms:
                 # A reload is enough: the setting is read on SIGHUP.
@@ -375,7 +381,10 @@ class Stack:
     def stop(self):
         # Front to back: the balancer drains first, memcached goes last.
         for c in reversed(self.children):
-            c.stop()
+            # PostgreSQL: fast shutdown (SIGINT), which ends the sessions;
+            # SIGTERM is "smart" and waits for every client, and a client
+            # lost in a partition never says goodbye.
+            c.stop(sig=getattr(c, "stop_sig", signal.SIGTERM))
         self.children = []
         for k in range(1, len(self.replicas) + 1):
             shutil.rmtree(self.replica_dir(k), ignore_errors=True)

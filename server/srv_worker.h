@@ -19,7 +19,8 @@ struct srv;
  */
 struct srv_worker {
 	struct srv *srv;
-	struct db *db; /* NULL until opened (or after a failed open) */
+	struct db *db;        /* NULL until opened (or after a failed open) */
+	uint64_t db_retry_ns; /* a PostgreSQL open failed: none before then */
 	struct db *rdb[SRV_READ_MAX]; /* replicas (--db-read), likewise */
 	unsigned rr;                  /* round robin over the replicas */
 	uint64_t rng;                 /* hs_rng.h state */

@@ -49,14 +49,21 @@ srv_worker_db(struct srv_worker *w)
 
 	if (w->db != NULL)
 		return w->db;
+	/* A PostgreSQL server that did not answer is asked again a second
+	   later, not by every request (each would wait a connect timeout). */
+	if (hs_now_ns() < w->db_retry_ns)
+		return NULL;
 	/* Never DB_OPEN_CREATE: a deleted file stays an error until one is
 	   put back, rather than an empty database taking writes. */
 	w->db = db_open(w->srv->cfg.db_path,
 			w->srv->cfg.durability_full ? DB_OPEN_SYNC_FULL : 0,
 			w->srv->cfg.busy_timeout_ms, err, sizeof(err));
-	if (w->db == NULL)
+	if (w->db == NULL) {
 		log_error_rl("cannot open database %s: %s", w->srv->cfg.db_path,
 			     err);
+		if (db_is_url(w->srv->cfg.db_path))
+			w->db_retry_ns = hs_now_ns() + 1000000000ull;
+	}
 	return w->db;
 }
 

@@ -415,6 +415,7 @@ class HostsPostgresTest(HostsBase):
         self.assertEqual(seen, {"s1", "s2"})
         self.assertGreater(counter(veth, "rx_bytes"), before)
         self.check_replica_partition(bal, st)
+        self.check_primary_partition(st)
         kids = [c["pid"] for c in st["children"]]
         self.assertEqual(self.stack("down").returncode, 0)
         self.assertEqual(left_over(rec), [])
@@ -430,6 +431,28 @@ class HostsPostgresTest(HostsBase):
                                timeout=30)
             out.append(r.json()["db"]["replicas"]["list"][0])
         return out
+
+    def check_primary_partition(self, st):
+        """The primary cut off: no request hangs on it; reads of products
+        no one wrote come from the replica, writes answer 503 with
+        Retry-After, and after heal writes succeed again."""
+        url = st["urls"]["server1"].rstrip("/")
+        host, port = url.split("//")[1].split(":")
+        port = int(port)
+        self.assertEqual(self.stack("partition", "postgres").returncode, 0)
+        for pid in range(60, 66):
+            resp = hstest.request(port, "GET", "/products/%d" % pid,
+                                  host=host, timeout=20 * hstest.SLOW)
+            self.assertEqual(resp.status, 200, resp.body)
+        put = {"body": json.dumps({"stock": 7}), "host": host,
+               "headers": {"Content-Type": "application/json"},
+               "timeout": 20 * hstest.SLOW}
+        resp = hstest.request(port, "PUT", "/products/61", **put)
+        self.assertEqual(resp.status, 503, resp.body)
+        self.assertTrue(resp.header("Retry-After"), resp.headers)
+        self.assertEqual(self.stack("heal", "postgres").returncode, 0)
+        self.assertTrue(wait_until(lambda: hstest.request(
+            port, "PUT", "/products/61", **put).status == 200, 30))
 
     def check_replica_partition(self, bal, st):
         """A replica cut off mid-load: no read hangs on it (the servers'
