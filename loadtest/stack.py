@@ -118,7 +118,10 @@ class Stack:
             raise StackError("--cache must be lease, naive or off")
         self.nservers = servers
         self.cache = cache
-        self.nmemcached = memcached if cache != "off" else 0
+        # With --cache off, memcached still runs for servers that read
+        # from replicas: it holds their read-your-writes markers.
+        self.nmemcached = memcached if cache != "off" or (
+            replicas and db == "postgres") else 0
         self.balancer = balancer
         # "postgres": a cluster in pg_dir, started first and stopped last;
         # a postgres:// URL: a server run by someone else, maybe elsewhere.
@@ -351,7 +354,7 @@ class Stack:
                         "--listen", "%s:%d" % (self.addr(where), port),
                         "--db", self.db,
                         "--id", "s%d" % (i + 1), "--cache", self.cache]
-                if self.cache != "off":
+                if self.nmemcached:
                     args += ["--memcached", self.memcached_list()]
                 if self.threads:
                     args += ["--threads", str(self.threads)]

@@ -318,11 +318,12 @@ usage(FILE *f)
 		"                      category written through this server goes\n"
 		"                      to the primary until a replica has replayed\n"
 		"                      the write (default on; off shows the stale\n"
-		"                      reads replication lag makes).  With a cache\n"
-		"                      (--memcached) the writes of other servers\n"
-		"                      too, through markers in memcached (one get\n"
-		"                      per replica read); with --cache off only\n"
-		"                      this server's own writes\n"
+		"                      reads replication lag makes).  With\n"
+		"                      --memcached (even with --cache off) the\n"
+		"                      writes of other servers too, through\n"
+		"                      markers in memcached (one get per replica\n"
+		"                      read); without it only this server's own\n"
+		"                      writes\n"
 		"  --marker-ttl S      lifetime of those markers, 1..3600 s\n"
 		"                      (default 5): a replica lagging longer than\n"
 		"                      this serves no reads until it catches up\n"
@@ -539,8 +540,10 @@ parse_args(int argc, char **argv, struct opts *o)
 }
 
 /*
- * The cache's shared state, or NULL for --cache off.  Checks the server
- * list without connecting (memcached may come up later).  -1: bad options.
+ * The cache's shared state; with --cache off, NULL, or the memcached that
+ * holds only the remote markers when --memcached and --db-read are given.
+ * Checks the server list without connecting (memcached may come up later).
+ * -1: bad options.
  */
 static int
 make_cache(const struct opts *o, struct cache_shared **out)
@@ -549,11 +552,13 @@ make_cache(const struct opts *o, struct cache_shared **out)
 	char err[256];
 
 	*out = NULL;
-	if (strcmp(o->cache, "off") == 0)
+	if (strcmp(o->cache, "off") == 0 &&
+	    (o->memcached == NULL || o->ndb_read == 0))
 		return 0;
 	cache_opts_default(&co);
 	co.servers = o->memcached;
-	if (cache_mode_parse(o->cache, &co.mode) < 0) {
+	if (strcmp(o->cache, "off") != 0 &&
+	    cache_mode_parse(o->cache, &co.mode) < 0) {
 		bad("--cache (want lease|naive|off)", o->cache);
 		return -1;
 	}
@@ -726,7 +731,8 @@ main(int argc, char **argv)
 	o.srv.db_read = o.db_read;
 	o.srv.ndb_read = o.ndb_read;
 	o.srv.id = o.id;
-	o.srv.cache = cache;
+	o.srv.cache = strcmp(o.cache, "off") != 0 ? cache : NULL;
+	o.srv.markers = o.srv.read_your_writes ? cache : NULL;
 	o.srv.cache_mode = o.cache;
 	s = srv_new(&o.srv, err, sizeof(err));
 	if (s == NULL) {
@@ -740,11 +746,13 @@ main(int argc, char **argv)
 		printf("listening on %s:%d\n", o.srv.host, srv_port(s));
 	fflush(stdout);
 	log_info("serving %s with %d %s and %d database threads as %s, "
-		 "cache %s%s%s",
+		 "cache %s%s%s%s",
 		 o.db_path, o.srv.threads,
 		 o.srv.io == SRV_IO_BLOCKING ? "blocking workers" : "loop",
 		 o.srv.db_threads, srv_id(s), o.cache, cache ? " on " : "",
-		 cache ? o.memcached : "");
+		 cache ? o.memcached : "",
+		 cache && !o.srv.cache ? " (read-your-writes markers only)"
+				       : "");
 	while (sigwait(&sigs, &sig) != 0)
 		;
 	log_info("signal %d: draining and stopping", sig);

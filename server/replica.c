@@ -220,7 +220,7 @@ remote_mark(struct srv_worker *w, uint64_t key)
 
 	cache_key_marker(k, key % SRV_MARKS);
 	inc(&s->stats.marker_gets);
-	switch (cache_marker_get(cache_thread_handle(s->cfg.cache), k, &v)) {
+	switch (cache_marker_get(cache_thread_handle(s->cfg.markers), k, &v)) {
 	case CACHE_HIT:
 		inc(&s->stats.marker_hits);
 		return v;
@@ -237,7 +237,7 @@ srv_read_db(struct srv_worker *w, uint64_t key, int *ri)
 	struct srv_replicas *reps = w->srv->reps;
 	uint64_t now, mark;
 	int behind = -1, asked = 0, by_marker = 0;
-	int remote = reps != NULL && reps->ryw && w->srv->cfg.cache != NULL;
+	int remote = reps != NULL && reps->ryw && w->srv->cfg.markers != NULL;
 
 	*ri = -1;
 	if (reps == NULL)
@@ -324,7 +324,7 @@ static void
 raise_markers(struct srv_worker *w, const uint64_t *keys, int n, uint64_t lsn)
 {
 	struct srv *s = w->srv;
-	struct cache *c = cache_thread_handle(s->cfg.cache);
+	struct cache *c = cache_thread_handle(s->cfg.markers);
 	char k[CACHE_KEY_MAX];
 
 	for (int i = 0; i < n; i++) {
@@ -358,7 +358,7 @@ srv_read_wrote(struct srv_worker *w, const uint64_t *keys, int n)
 		lsn = st.lsn;
 	for (int i = 0; i < n; i++)
 		store_max(&reps->marks[keys[i] % SRV_MARKS], lsn);
-	if (w->srv->cfg.cache != NULL)
+	if (w->srv->cfg.markers != NULL)
 		raise_markers(w, keys, n, lsn);
 }
 
@@ -434,7 +434,7 @@ srv_replicas_stats(struct srv_worker *w, struct hs_buf *b,
 	hs_buf_printf(b, ",\"replicas\":{\"read_your_writes\":%s,",
 		      reps->ryw ? "true" : "false");
 	hs_buf_puts(b, "\"remote_markers\":");
-	if (reps->ryw && w->srv->cfg.cache != NULL)
+	if (reps->ryw && w->srv->cfg.markers != NULL)
 		hs_buf_printf(b, "{\"ttl_s\":%u}", w->srv->cfg.marker_ttl_s);
 	else
 		hs_buf_puts(b, "null");

@@ -53,14 +53,18 @@ struct srv_config {
 				     due this long after a response; also
 				     MHD's inactivity timer (bodies, writes) */
 	int drain_timeout_ms; /* how long srv_shutdown waits for in-flight requests */
-	struct cache_shared *cache; /* borrowed; NULL means --cache off.  The
+	struct cache_shared *cache;   /* borrowed; NULL means --cache off.  The
 				       caller frees it after srv_free() */
-	const char *cache_mode;     /* "lease", "naive" or "off" (for /stats) */
-	unsigned cache_batch;       /* largest multi-get of the read batcher;
+	struct cache_shared *markers; /* borrowed; the remote markers of read
+					 your writes (srv_replica.h): the
+					 cache's, or memcached with --cache
+					 off; NULL: none */
+	const char *cache_mode; /* "lease", "naive" or "off" (for /stats) */
+	unsigned cache_batch;   /* largest multi-get of the read batcher;
 				    0 = every read asks memcached alone */
-	int64_t products;           /* rows at start, for /stats "data": the */
-	int64_t categories;         /* id ranges of the load scripts */
-	int listen_fd;              /* -1: srv_new binds host:port; else a
+	int64_t products;       /* rows at start, for /stats "data": the */
+	int64_t categories;     /* id ranges of the load scripts */
+	int listen_fd;          /* -1: srv_new binds host:port; else a
 				    listening socket bound to port, which
 				    srv_new takes over (and closes, even when
 				    it fails) */

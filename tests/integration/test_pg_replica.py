@@ -297,6 +297,23 @@ class ReplicaReadsTest(unittest.TestCase):
         self.assertEqual(self.stats(b)["replicas"]["list"][0]["reads"],
                          reads + 1)
 
+    def test_two_servers_markers_without_a_cache(self):
+        """--cache off --memcached: memcached holds only the markers, and
+        server B still reads A's writes from the primary."""
+        bal, (a, b) = self.two_servers("--marker-ttl", "60", "--cache",
+                                       "off")
+        before = hstest.request(b, "GET", "/products/12").json()["version"]
+        hslab.pg.pause_replay(self.rep)
+        res = self.checker(bal.port)
+        self.assertGreater(res["writes"], 0)
+        self.assertGreater(res["reads"], 0)
+        self.assertEqual(res["stale_reads"], 0)
+        self.assertEqual(put_stock(a, 12, 12).status, 200)
+        self.assertEqual(hstest.request(b, "GET", "/products/12")
+                         .json()["version"], before + 1)
+        st = self.stats(b)
+        self.assertGreater(st["replicas"]["marker_primary_reads"], 0)
+
     def test_replica_lagging_past_the_marker_ttl(self):
         """Once A's marker is gone, B must not take the replica's word:
         it lags more than --marker-ttl, so B reads from the primary."""
@@ -370,7 +387,8 @@ class StackReplicasTest(unittest.TestCase):
         self.args = ["--db", "postgres", "--pg-dir", self.pg_dir,
                      "--replicas", "1", "--scale", "0.01", "--servers", "1",
                      "--cache", "off", "--no-balancer", "--server-port",
-                     str(self.port), "--threads", "2", "--no-dashboard"]
+                     str(self.port), "--threads", "2", "--no-dashboard",
+                     "--memcached-port", str(free_port())]
 
     def tearDown(self):
         subprocess.run([sys.executable, STACK, "down"], env=self.env,
@@ -404,7 +422,8 @@ class StackReplicasTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         st, kids = self.children()
         self.assertEqual(sorted(kids),
-                         ["hs-server-1", "pg-replica-1", "postgres"])
+                         ["hs-server-1", "memcached-1", "pg-replica-1",
+                          "postgres"])
         url = st["urls"]["replica1"]
         self.assertIn("replica1", r.stdout)
         self.assertIn(url, r.stdout)
