@@ -33,9 +33,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hslab import (  # noqa: E402,F401  (one copy of each)
-    LabError, Proc, cpu_seconds, db_counts, free_port, free_ports, http_get,
-    pid_alive, port_free, server_counters, start_memcached, wait_connect,
-    wait_http)
+    LabError, Proc, children, cpu_seconds, db_counts, free_port, free_ports,
+    http_get, pid_alive, port_free, server_counters, start_memcached,
+    wait_connect, wait_http)
 from hslab import cgroups  # noqa: E402
 from hslab import netns  # noqa: E402
 from hslab.sampler import Sampler  # noqa: E402
@@ -54,21 +54,6 @@ PG_SETTINGS = {"fsync": "on", "full_page_writes": "on",
                "shared_buffers": "128MB", "max_connections": "300",
                "tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5",
                "tcp_keepalives_count": "3"}
-
-
-def pg_children(pid):
-    """The PIDs whose parent is pid (a postmaster's processes)."""
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % d) as f:
-                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(d))
-        except (OSError, ValueError, IndexError):
-            pass
-    return out
 
 
 def is_pg_url(db):
@@ -265,7 +250,7 @@ class Stack:
         host = self._host(name)
         if host is None:
             return None
-        pids = [pg.proc.pid] + pg_children(pg.proc.pid)
+        pids = [pg.proc.pid] + children(pg.proc.pid)
         for path in host.procs_files():
             for pid in pids:
                 try:

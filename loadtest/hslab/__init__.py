@@ -25,7 +25,7 @@ Standard library only.
 """
 
 from .procs import (  # noqa: F401
-    LabError, Proc, cpu_seconds, find_exe, free_port, free_ports,
+    LabError, Proc, children, cpu_seconds, find_exe, free_port, free_ports,
     http_get, install_cleanup, kill_all, mkdtemp, pid_alive, port_free,
     start_listening, start_memcached, start_on_free_port, stop_all, tail,
     wait_connect, wait_http)

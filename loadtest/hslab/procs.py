@@ -313,6 +313,23 @@ def pid_alive(pid):
         return True
 
 
+def children(pid):
+    """The live (not zombie) PIDs whose parent is pid: a postmaster's
+    backends, walsender, walreceiver, startup process ..."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                st = f.read().rsplit(")", 1)[1].split()
+            if int(st[1]) == pid and st[0] != "Z":
+                out.append(int(d))
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
 def cpu_seconds(*pids):
     """CPU time (user + system) of the processes pids and their direct
     children (nginx workers, HAProxy's master/worker), summed, from one

@@ -32,20 +32,9 @@ def put_stock(port, pid, stock):
 
 
 def family(pid):
-    """pid and its live children (a postmaster's backends, walsender,
-    walreceiver, startup process ...: each in a session of its own)."""
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % d) as f:
-                st = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if (int(d) == pid or int(st[1]) == pid) and st[0] != "Z":
-            out.append(int(d))
-    return out
+    """pid (while it lives) and its live children (a postmaster's
+    backends, walsender, walreceiver, startup process ...)."""
+    return [p for p in [pid] if alive(p)] + hslab.children(pid)
 
 
 def alive(pid):
