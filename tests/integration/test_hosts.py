@@ -439,6 +439,11 @@ class HostsPostgresTest(HostsBase):
         url = st["urls"]["server1"].rstrip("/")
         host, port = url.split("//")[1].split(":")
         port = int(port)
+        # First the replica serves this server again: after the replica's
+        # own partition the server may still be leaving it alone (1 s,
+        # doubled per failure in a row, up to 8 s).
+        self.assertTrue(wait_until(
+            lambda: self.reads_from_replica(host, port), 60))
         self.assertEqual(self.stack("partition", "postgres").returncode, 0)
         for pid in range(60, 66):
             resp = hstest.request(port, "GET", "/products/%d" % pid,
@@ -453,6 +458,18 @@ class HostsPostgresTest(HostsBase):
         self.assertEqual(self.stack("heal", "postgres").returncode, 0)
         self.assertTrue(wait_until(lambda: hstest.request(
             port, "PUT", "/products/61", **put).status == 200, 30))
+
+    def reads_from_replica(self, host, port):
+        """One read of a product not read before, through this server: 1
+        when the replica answered it."""
+        def reads():
+            r = hstest.request(port, "GET", "/stats", host=host, timeout=30)
+            return r.json()["db"]["replicas"]["list"][0]["reads"]
+        self.fresh = getattr(self, "fresh", 700) + 1
+        before = reads()
+        hstest.request(port, "GET", "/products/%d" % self.fresh, host=host,
+                       timeout=20 * hstest.SLOW)
+        return reads() > before
 
     def check_replica_partition(self, bal, st):
         """A replica cut off mid-load: no read hangs on it (the servers'
