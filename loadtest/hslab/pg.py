@@ -173,6 +173,20 @@ def allow_hba(datadir, cidrs):
                     f.write(line + "\n")
 
 
+def _cluster_dir(base, root):
+    """A cluster's data directory and log under base (the log created);
+    as root, base goes to the user postgres runs as, which must own its
+    files and reach them."""
+    datadir = os.path.join(base, "data")
+    logpath = os.path.join(base, "postgres.log")
+    open(logpath, "a").close()
+    if root:
+        _check_reachable(os.path.dirname(base))
+        os.chmod(base, 0o700)
+        _chown_tree(base, NOBODY)
+    return datadir, logpath
+
+
 def start_postgres(base=None, port=None, fsync=False, settings=None,
                    name="postgres", timeout=None, ready_timeout=60,
                    db="hammerstack", listen="127.0.0.1", hba=(), netns=None):
@@ -191,14 +205,7 @@ def start_postgres(base=None, port=None, fsync=False, settings=None,
     else:
         base = os.path.abspath(base)
         os.makedirs(base, exist_ok=True)
-    datadir = os.path.join(base, "data")
-    logpath = os.path.join(base, "postgres.log")
-    open(logpath, "a").close()
-    if root:
-        # The user postgres runs as must own its files, and reach them.
-        _check_reachable(os.path.dirname(base))
-        os.chmod(base, 0o700)
-        _chown_tree(base, NOBODY)
+    datadir, logpath = _cluster_dir(base, root)
     if not os.path.exists(os.path.join(datadir, "PG_VERSION")):
         init = Proc([os.path.join(bindir, "initdb"), "-D", datadir, "-U",
                      USER, "-A", "trust", "-E", "UTF8", "--locale=C",
@@ -278,13 +285,7 @@ def start_replica(primary, base=None, port=None, name="pg-replica",
         base = os.path.abspath(base)
         shutil.rmtree(base, ignore_errors=True)
         os.makedirs(base)
-    datadir = os.path.join(base, "data")
-    logpath = os.path.join(base, "postgres.log")
-    open(logpath, "a").close()
-    if root:
-        _check_reachable(os.path.dirname(base))
-        os.chmod(base, 0o700)
-        _chown_tree(base, NOBODY)
+    datadir, logpath = _cluster_dir(base, root)
     bb = Proc([os.path.join(bindir, "pg_basebackup"), "-D", datadir, "-R",
                "-X", "stream", "-c", "fast", "--no-sync", "-h", primary.host,
                "-p", str(primary.port), "-U", USER], name="pg_basebackup",
